@@ -1,0 +1,852 @@
+//! The queue actor: the only owner and writer of one queue's state.
+//!
+//! # State
+//! Every message of the queue has an entry in `messages` (without its body, which
+//! stays on disk). AVAILABLE messages are also in `available`, ordered by order key:
+//! a push takes `ORDER_BASE + id` (so pushes keep push order), a requeue (timeout or
+//! release) takes `next_front`, which only decreases, so the latest requeue is first.
+//! Every timed event (lease deadline, delay end, expiration, long-poll timeout) is in
+//! one [`DeadlineIndex`]; the actor sleeps until its earliest entry.
+//!
+//! # Turns
+//! The actor takes up to [`MAILBOX_BATCH`] commands from its mailbox at once (a
+//! turn). It first fires every due timer (so an expired lease is back in the queue
+//! before any command of the turn looks at it: deadlines are effectively checked at
+//! request time), then runs the commands, serves long-poll waiters in arrival order,
+//! and finally asks the store for one commit covering the turn's writes. Replies
+//! that the durability contract covers carry that commit's ticket; the caller waits
+//! for it, the actor never does.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::deadlines::DeadlineIndex;
+use super::handle::{Acked, Command, QueueHandle};
+use super::types::{
+    now_ms, Lease, MessageState, MessageView, NewMessage, QueueSettings, QueueStats,
+};
+use crate::error::QueueError;
+use crate::storage::{
+    CommitTicket, LoadedMessage, MessageRecord, QueueLog, QueueRecord, StateRecord, Store,
+};
+
+/// Most commands handled in one turn.
+pub const MAILBOX_BATCH: usize = 128;
+/// Capacity of a queue's mailbox; senders wait when it is full (backpressure).
+pub const MAILBOX_CAPACITY: usize = 1024;
+/// Order keys of pushed messages start here; requeued messages count down from below.
+const ORDER_BASE: u64 = 1 << 63;
+
+/// A timed event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// The lease of this message ends.
+    Lease(u64),
+    /// The delay of this message ends.
+    Delay(u64),
+    /// This message expires.
+    Expire(u64),
+    /// This long-poll waiter gives up.
+    Waiter(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Available,
+    Delayed { until_ms: u64 },
+    Reserved { reservation_id: u64, until_ms: u64 },
+}
+
+/// What the actor keeps in memory per message.
+#[derive(Debug, Clone)]
+struct Msg {
+    order_key: u64,
+    state: State,
+    reserved_count: u32,
+    pushed_at_ms: u64,
+    expires_at_ms: u64,
+    /// The reservation that most recently ran out, so that a late delete/touch/release
+    /// with it is told RESERVATION_EXPIRED rather than RESERVATION_MISMATCH.
+    expired_reservation_id: u64,
+}
+
+impl Msg {
+    fn state_record(&self) -> StateRecord {
+        let (reservation_id, reserved_until_ms, available_at_ms) = match self.state {
+            State::Available => (0, 0, 0),
+            State::Delayed { until_ms } => (0, 0, until_ms),
+            State::Reserved {
+                reservation_id,
+                until_ms,
+            } => (reservation_id, until_ms, 0),
+        };
+        StateRecord {
+            order_key: self.order_key,
+            reserved_count: self.reserved_count,
+            reservation_id,
+            reserved_until_ms,
+            available_at_ms,
+        }
+    }
+}
+
+/// A long-poll reserve waiting for messages.
+struct Waiter {
+    n: usize,
+    timeout_ms: Option<u64>,
+    delete: bool,
+    deadline_ms: u64,
+    reply: oneshot::Sender<Acked<Vec<MessageView>>>,
+}
+
+/// A reply held until the end of the turn, when the commit ticket is known.
+type Deferred = Box<dyn FnOnce(CommitTicket) + Send>;
+
+/// One queue's state; see the module docs.
+pub(crate) struct QueueActor {
+    record: QueueRecord,
+    store: Arc<dyn Store>,
+    log: Box<dyn QueueLog>,
+    messages: HashMap<u64, Msg>,
+    /// AVAILABLE messages as (order key, id).
+    available: BTreeSet<(u64, u64)>,
+    timers: DeadlineIndex<Timer>,
+    /// Long-poll waiters in arrival order.
+    waiters: BTreeMap<u64, Waiter>,
+    next_waiter: u64,
+    next_front: u64,
+    reserved: usize,
+    delayed: usize,
+    /// The queue record changed this turn (total_pushed, settings).
+    record_dirty: bool,
+    /// Something was written this turn.
+    wrote: bool,
+    deferred: Vec<Deferred>,
+    destroyed: bool,
+}
+
+/// Starts the actor of `record` and returns its handle. The actor loads the queue's
+/// messages from the store before it serves its first command.
+pub(crate) fn spawn(
+    record: QueueRecord,
+    store: Arc<dyn Store>,
+    tracker: &tokio_util::task::TaskTracker,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<QueueHandle, QueueError> {
+    let log = store.open_log(record.id)?;
+    let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
+    let handle = QueueHandle {
+        name: record.name.clone(),
+        mailbox: tx,
+    };
+    let actor = QueueActor {
+        record,
+        store,
+        log,
+        messages: HashMap::new(),
+        available: BTreeSet::new(),
+        timers: DeadlineIndex::default(),
+        waiters: BTreeMap::new(),
+        next_waiter: 0,
+        next_front: ORDER_BASE - 1,
+        reserved: 0,
+        delayed: 0,
+        record_dirty: false,
+        wrote: false,
+        deferred: Vec::new(),
+        destroyed: false,
+    };
+    tracker.spawn(actor.run(rx, shutdown));
+    Ok(handle)
+}
+
+/// Resolves when `deadline_ms` (wall clock) is reached; never if `None`.
+async fn sleep_until_ms(deadline_ms: Option<u64>) {
+    match deadline_ms {
+        Some(deadline) => {
+            // +1 ms: tokio's timer rounds, and waking early would only loop again.
+            let wait = deadline.saturating_sub(now_ms()) + 1;
+            tokio::time::sleep_until(Instant::now() + Duration::from_millis(wait)).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl QueueActor {
+    async fn run(
+        mut self,
+        mut mailbox: mpsc::Receiver<Command>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        if let Err(err) = self.load() {
+            tracing::error!(queue = %self.record.name, cause = %err, "cannot load queue; it will refuse every request");
+            mailbox.close();
+            return;
+        }
+        let mut batch = Vec::with_capacity(MAILBOX_BATCH);
+        loop {
+            tokio::select! {
+                received = mailbox.recv_many(&mut batch, MAILBOX_BATCH) => {
+                    if received == 0 {
+                        break;
+                    }
+                    let now = now_ms();
+                    self.fire_due(now);
+                    for command in batch.drain(..) {
+                        if self.destroyed {
+                            break; // dropped: the caller sees QueueNotFound
+                        }
+                        self.handle(command, now);
+                    }
+                    batch.clear();
+                }
+                () = sleep_until_ms(self.timers.next()) => {
+                    self.fire_due(now_ms());
+                }
+                () = shutdown.cancelled() => {
+                    break;
+                }
+            }
+            self.finish_turn(now_ms());
+            if self.destroyed {
+                break;
+            }
+        }
+        // Mailbox closed, queue destroyed or server stopping: finish what was done,
+        // then tell the waiters.
+        self.finish_turn(now_ms());
+        let err = if self.destroyed {
+            QueueError::QueueNotFound(self.record.name.clone())
+        } else {
+            QueueError::Unavailable("the server is shutting down".into())
+        };
+        for (_, waiter) in std::mem::take(&mut self.waiters) {
+            let _ = waiter.reply.send(Err(err.clone()));
+        }
+    }
+
+    /// Rebuilds the in-memory state from the store.
+    fn load(&mut self) -> Result<(), QueueError> {
+        let now = now_ms();
+        let loaded = self.log.load()?;
+        for LoadedMessage { id, record, state } in loaded {
+            let (order_key, reserved_count, state) = match state {
+                Some(st) if st.reservation_id != 0 => (
+                    st.order_key,
+                    st.reserved_count,
+                    State::Reserved {
+                        reservation_id: st.reservation_id,
+                        until_ms: st.reserved_until_ms,
+                    },
+                ),
+                Some(st) => (
+                    st.order_key,
+                    st.reserved_count,
+                    delayed_or_available(st.available_at_ms, now),
+                ),
+                None => (
+                    ORDER_BASE + id,
+                    0,
+                    delayed_or_available(record.available_at_ms, now),
+                ),
+            };
+            let msg = Msg {
+                order_key,
+                state,
+                reserved_count,
+                pushed_at_ms: record.pushed_at_ms,
+                expires_at_ms: record.expires_at_ms,
+                expired_reservation_id: 0,
+            };
+            self.next_front = self.next_front.min(order_key.saturating_sub(1));
+            self.insert(id, msg);
+        }
+        Ok(())
+    }
+
+    /// Adds a message to the in-memory indexes according to its state.
+    fn insert(&mut self, id: u64, msg: Msg) {
+        match msg.state {
+            State::Available => {
+                self.available.insert((msg.order_key, id));
+            }
+            State::Delayed { until_ms } => {
+                self.delayed += 1;
+                self.timers.insert(until_ms, Timer::Delay(id));
+            }
+            State::Reserved { until_ms, .. } => {
+                self.reserved += 1;
+                self.timers.insert(until_ms, Timer::Lease(id));
+            }
+        }
+        self.timers.insert(msg.expires_at_ms, Timer::Expire(id));
+        self.messages.insert(id, msg);
+    }
+
+    /// Takes a message out of the state-specific indexes (it stays in `messages`).
+    fn detach(&mut self, id: u64) {
+        let Some(msg) = self.messages.get(&id) else {
+            return;
+        };
+        match msg.state {
+            State::Available => {
+                self.available.remove(&(msg.order_key, id));
+            }
+            State::Delayed { until_ms } => {
+                self.delayed -= 1;
+                self.timers.remove(until_ms, Timer::Delay(id));
+            }
+            State::Reserved { until_ms, .. } => {
+                self.reserved -= 1;
+                self.timers.remove(until_ms, Timer::Lease(id));
+            }
+        }
+    }
+
+    /// Sets a message's state (it must have been detached) and re-indexes it.
+    fn attach(&mut self, id: u64, state: State) {
+        let Some(msg) = self.messages.get_mut(&id) else {
+            return;
+        };
+        msg.state = state;
+        let order_key = msg.order_key;
+        match state {
+            State::Available => {
+                self.available.insert((order_key, id));
+            }
+            State::Delayed { until_ms } => {
+                self.delayed += 1;
+                self.timers.insert(until_ms, Timer::Delay(id));
+            }
+            State::Reserved { until_ms, .. } => {
+                self.reserved += 1;
+                self.timers.insert(until_ms, Timer::Lease(id));
+            }
+        }
+    }
+
+    /// Removes a message from memory and from the store.
+    fn remove(&mut self, id: u64) -> Result<(), QueueError> {
+        self.detach(id);
+        if let Some(msg) = self.messages.remove(&id) {
+            self.timers.remove(msg.expires_at_ms, Timer::Expire(id));
+        }
+        self.wrote = true;
+        self.log.remove(id)?;
+        Ok(())
+    }
+
+    fn persist_state(&mut self, id: u64) -> Result<(), QueueError> {
+        if let Some(msg) = self.messages.get(&id) {
+            self.wrote = true;
+            self.log.put_state(id, &msg.state_record())?;
+        }
+        Ok(())
+    }
+
+    fn take_front_key(&mut self) -> u64 {
+        let key = self.next_front;
+        self.next_front -= 1;
+        key
+    }
+
+    /// Fires every timer that is due at `now`.
+    fn fire_due(&mut self, now: u64) {
+        while let Some((_, timer)) = self.timers.pop_due(now) {
+            let result = match timer {
+                Timer::Lease(id) => self.requeue_expired(id),
+                Timer::Delay(id) => {
+                    // The timer entry is already gone; fix the counter, then attach.
+                    self.delayed -= 1;
+                    self.attach(id, State::Available);
+                    Ok(())
+                }
+                Timer::Expire(id) => self.remove(id),
+                Timer::Waiter(waiter_id) => {
+                    if let Some(waiter) = self.waiters.remove(&waiter_id) {
+                        let _ = waiter.reply.send(Ok((Vec::new(), CommitTicket::ready())));
+                    }
+                    Ok(())
+                }
+            };
+            if let Err(err) = result {
+                tracing::error!(queue = %self.record.name, cause = %err, "timer event failed");
+            }
+        }
+    }
+
+    /// A lease ran out: the message goes back to the front of the queue.
+    fn requeue_expired(&mut self, id: u64) -> Result<(), QueueError> {
+        // The Lease timer entry has been popped already.
+        self.reserved -= 1;
+        let front = self.take_front_key();
+        let Some(msg) = self.messages.get_mut(&id) else {
+            return Ok(());
+        };
+        if let State::Reserved { reservation_id, .. } = msg.state {
+            msg.expired_reservation_id = reservation_id;
+        }
+        msg.order_key = front;
+        self.attach(id, State::Available);
+        self.persist_state(id)
+    }
+
+    fn handle(&mut self, command: Command, now: u64) {
+        match command {
+            Command::Push { messages, reply } => {
+                let result = self.push(messages, now);
+                self.reply_acked(reply, result);
+            }
+            Command::Reserve {
+                n,
+                timeout_ms,
+                wait_ms,
+                delete,
+                reply,
+            } => self.reserve(n, timeout_ms, wait_ms, delete, reply, now),
+            Command::Delete { entries, reply } => {
+                let result = self.delete(&entries, now);
+                self.reply_acked(reply, result);
+            }
+            Command::Touch {
+                id,
+                reservation_id,
+                timeout_ms,
+                reply,
+            } => {
+                let _ = reply.send(self.touch(id, reservation_id, timeout_ms, now));
+            }
+            Command::Release {
+                id,
+                reservation_id,
+                delay_ms,
+                reply,
+            } => {
+                let result = self.release(id, reservation_id, delay_ms, now);
+                self.reply_acked(reply, result);
+            }
+            Command::Peek { n, reply } => {
+                let _ = reply.send(self.peek(n));
+            }
+            Command::Get { id, reply } => {
+                let _ = reply.send(self.get(id));
+            }
+            Command::Info { reply } => {
+                let _ = reply.send(Ok(self.stats()));
+            }
+            Command::Update { patch, reply } => {
+                self.record.settings = patch.apply(self.record.settings);
+                self.record_dirty = true;
+                let stats = self.stats();
+                self.reply_acked(reply, Ok(stats));
+            }
+            Command::Clear { reply } => {
+                let result = self.clear();
+                self.reply_acked(reply, result);
+            }
+            Command::Destroy { reply } => {
+                let result = self
+                    .store
+                    .delete_queue(self.record.id)
+                    .map_err(QueueError::from);
+                self.wrote = true;
+                self.destroyed = true;
+                self.record_dirty = false;
+                self.reply_acked(reply, result);
+            }
+        }
+    }
+
+    /// Sends an error at once, or holds a success until the turn's commit ticket.
+    fn reply_acked<T: Send + 'static>(
+        &mut self,
+        reply: oneshot::Sender<Acked<T>>,
+        result: Result<T, QueueError>,
+    ) {
+        match result {
+            Ok(value) => self.deferred.push(Box::new(move |ticket| {
+                let _ = reply.send(Ok((value, ticket)));
+            })),
+            Err(err) => {
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+
+    fn settings(&self) -> QueueSettings {
+        self.record.settings
+    }
+
+    fn push(&mut self, messages: Vec<NewMessage>, now: u64) -> Result<Vec<u64>, QueueError> {
+        let count = u64::try_from(messages.len()).unwrap_or(u64::MAX);
+        let first = self.store.allocate_ids(count)?;
+        let expires_at_ms = now.saturating_add(self.settings().message_expiration_s * 1000);
+        let mut ids = Vec::with_capacity(messages.len());
+        for (id, message) in (first..).zip(messages) {
+            let available_at_ms = if message.delay_ms > 0 {
+                now + message.delay_ms
+            } else {
+                0
+            };
+            let record = MessageRecord {
+                pushed_at_ms: now,
+                available_at_ms,
+                expires_at_ms,
+            };
+            self.wrote = true;
+            self.log.append(id, &record, &message.body)?;
+            self.record.total_pushed += 1;
+            self.record_dirty = true;
+            self.insert(
+                id,
+                Msg {
+                    order_key: ORDER_BASE + id,
+                    state: delayed_or_available(available_at_ms, now),
+                    reserved_count: 0,
+                    pushed_at_ms: now,
+                    expires_at_ms,
+                    expired_reservation_id: 0,
+                },
+            );
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    fn reserve(
+        &mut self,
+        n: usize,
+        timeout_ms: Option<u64>,
+        wait_ms: u64,
+        delete: bool,
+        reply: oneshot::Sender<Acked<Vec<MessageView>>>,
+        now: u64,
+    ) {
+        // Older waiters come first.
+        self.serve_waiters(now);
+        match self.take_available(n, timeout_ms, delete, now) {
+            Ok(messages) if messages.is_empty() && wait_ms > 0 => {
+                let waiter_id = self.next_waiter;
+                self.next_waiter += 1;
+                let deadline_ms = now + wait_ms;
+                self.timers.insert(deadline_ms, Timer::Waiter(waiter_id));
+                self.waiters.insert(
+                    waiter_id,
+                    Waiter {
+                        n,
+                        timeout_ms,
+                        delete,
+                        deadline_ms,
+                        reply,
+                    },
+                );
+            }
+            result => self.send_reserved(reply, delete, result),
+        }
+    }
+
+    fn send_reserved(
+        &mut self,
+        reply: oneshot::Sender<Acked<Vec<MessageView>>>,
+        delete: bool,
+        result: Result<Vec<MessageView>, QueueError>,
+    ) {
+        if delete {
+            // At-most-once: the removal must be durable before the messages leave.
+            self.reply_acked(reply, result);
+        } else {
+            let _ = reply.send(result.map(|messages| (messages, CommitTicket::ready())));
+        }
+    }
+
+    /// Serves waiting long polls, oldest first, while messages are available.
+    fn serve_waiters(&mut self, now: u64) {
+        while !self.available.is_empty() {
+            let Some((waiter_id, waiter)) = self.waiters.pop_first() else {
+                return;
+            };
+            self.timers
+                .remove(waiter.deadline_ms, Timer::Waiter(waiter_id));
+            if waiter.reply.is_closed() {
+                continue; // the client went away
+            }
+            let result = self.take_available(waiter.n, waiter.timeout_ms, waiter.delete, now);
+            self.send_reserved(waiter.reply, waiter.delete, result);
+        }
+    }
+
+    /// Reserves (or with `delete`, removes) up to `n` available messages in order.
+    fn take_available(
+        &mut self,
+        n: usize,
+        timeout_ms: Option<u64>,
+        delete: bool,
+        now: u64,
+    ) -> Result<Vec<MessageView>, QueueError> {
+        let count = n.min(self.available.len());
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let timeout_ms = timeout_ms.unwrap_or(self.settings().message_timeout_ms);
+        let until_ms = now + timeout_ms;
+        let first_reservation = if delete {
+            0
+        } else {
+            self.store
+                .allocate_ids(u64::try_from(count).unwrap_or(u64::MAX))?
+        };
+        let mut out = Vec::with_capacity(count);
+        for reservation_id in (first_reservation..).take(count) {
+            let Some(&(order_key, id)) = self.available.first() else {
+                break;
+            };
+            let body = match self.log.body(id) {
+                Ok(Some(body)) => body,
+                Ok(None) => {
+                    tracing::error!(queue = %self.record.name, id, "message body missing; dropping the index entry");
+                    self.available.remove(&(order_key, id));
+                    self.messages.remove(&id);
+                    continue;
+                }
+                Err(err) if out.is_empty() => return Err(err.into()),
+                Err(err) => {
+                    tracing::error!(queue = %self.record.name, id, cause = %err, "cannot read body");
+                    break;
+                }
+            };
+            self.detach(id);
+            let Some(msg) = self.messages.get_mut(&id) else {
+                continue;
+            };
+            msg.reserved_count += 1;
+            msg.expired_reservation_id = 0;
+            let mut view = MessageView {
+                id,
+                body,
+                reserved_count: msg.reserved_count,
+                reservation_id: 0,
+                reserved_until_ms: 0,
+                pushed_at_ms: msg.pushed_at_ms,
+                available_at_ms: 0,
+                expires_at_ms: msg.expires_at_ms,
+                state: MessageState::Reserved,
+            };
+            if delete {
+                self.remove(id)?;
+            } else {
+                view.reservation_id = reservation_id;
+                view.reserved_until_ms = until_ms;
+                self.attach(
+                    id,
+                    State::Reserved {
+                        reservation_id,
+                        until_ms,
+                    },
+                );
+                self.persist_state(id)?;
+            }
+            out.push(view);
+        }
+        Ok(out)
+    }
+
+    /// Checks that `reservation_id` may act on message `id` now.
+    fn check_reservation(
+        &self,
+        id: u64,
+        reservation_id: Option<u64>,
+        now: u64,
+    ) -> Result<(), QueueError> {
+        let msg = self
+            .messages
+            .get(&id)
+            .ok_or(QueueError::MessageNotFound(id))?;
+        match (msg.state, reservation_id) {
+            (
+                State::Reserved {
+                    reservation_id: current,
+                    until_ms,
+                },
+                Some(given),
+            ) if given == current => {
+                if now >= until_ms {
+                    Err(QueueError::ReservationExpired(id))
+                } else {
+                    Ok(())
+                }
+            }
+            (State::Reserved { .. }, _) => Err(QueueError::ReservationMismatch(id)),
+            (_, Some(given)) if given == msg.expired_reservation_id => {
+                Err(QueueError::ReservationExpired(id))
+            }
+            (_, Some(_)) => Err(QueueError::ReservationMismatch(id)),
+            (_, None) => Ok(()),
+        }
+    }
+
+    fn delete(&mut self, entries: &[(u64, Option<u64>)], now: u64) -> Result<usize, QueueError> {
+        let mut seen = std::collections::HashSet::with_capacity(entries.len());
+        for &(id, reservation_id) in entries {
+            if !seen.insert(id) {
+                return Err(QueueError::invalid(format!(
+                    "message id {id} appears twice in one delete"
+                )));
+            }
+            self.check_reservation(id, reservation_id, now)?;
+        }
+        for &(id, _) in entries {
+            self.remove(id)?;
+        }
+        Ok(entries.len())
+    }
+
+    fn touch(
+        &mut self,
+        id: u64,
+        reservation_id: u64,
+        timeout_ms: Option<u64>,
+        now: u64,
+    ) -> Result<Lease, QueueError> {
+        self.check_reservation(id, Some(reservation_id), now)?;
+        let new_reservation = self.store.allocate_ids(1)?;
+        let until_ms = now + timeout_ms.unwrap_or(self.settings().message_timeout_ms);
+        self.detach(id);
+        self.attach(
+            id,
+            State::Reserved {
+                reservation_id: new_reservation,
+                until_ms,
+            },
+        );
+        self.persist_state(id)?;
+        Ok(Lease {
+            reservation_id: new_reservation,
+            reserved_until_ms: until_ms,
+        })
+    }
+
+    fn release(
+        &mut self,
+        id: u64,
+        reservation_id: u64,
+        delay_ms: u64,
+        now: u64,
+    ) -> Result<(), QueueError> {
+        self.check_reservation(id, Some(reservation_id), now)?;
+        self.detach(id);
+        let front = self.take_front_key();
+        if let Some(msg) = self.messages.get_mut(&id) {
+            msg.order_key = front;
+        }
+        let state = if delay_ms > 0 {
+            State::Delayed {
+                until_ms: now + delay_ms,
+            }
+        } else {
+            State::Available
+        };
+        self.attach(id, state);
+        self.persist_state(id)
+    }
+
+    fn view(&self, id: u64, body: bytes::Bytes) -> Option<MessageView> {
+        let msg = self.messages.get(&id)?;
+        let (state, reserved_until_ms, available_at_ms) = match msg.state {
+            State::Available => (MessageState::Available, 0, 0),
+            State::Delayed { until_ms } => (MessageState::Delayed, 0, until_ms),
+            State::Reserved { until_ms, .. } => (MessageState::Reserved, until_ms, 0),
+        };
+        Some(MessageView {
+            id,
+            body,
+            reserved_count: msg.reserved_count,
+            reservation_id: 0,
+            reserved_until_ms,
+            pushed_at_ms: msg.pushed_at_ms,
+            available_at_ms,
+            expires_at_ms: msg.expires_at_ms,
+            state,
+        })
+    }
+
+    fn peek(&self, n: usize) -> Result<Vec<MessageView>, QueueError> {
+        let mut out = Vec::with_capacity(n.min(self.available.len()));
+        for &(_, id) in self.available.iter().take(n) {
+            if let Some(body) = self.log.body(id)? {
+                out.extend(self.view(id, body));
+            }
+        }
+        Ok(out)
+    }
+
+    fn get(&self, id: u64) -> Result<MessageView, QueueError> {
+        if !self.messages.contains_key(&id) {
+            return Err(QueueError::MessageNotFound(id));
+        }
+        let body = self.log.body(id)?.ok_or(QueueError::MessageNotFound(id))?;
+        self.view(id, body).ok_or(QueueError::MessageNotFound(id))
+    }
+
+    fn stats(&self) -> QueueStats {
+        let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        QueueStats {
+            name: self.record.name.clone(),
+            size: as_u64(self.messages.len()),
+            available: as_u64(self.available.len()),
+            reserved: as_u64(self.reserved),
+            delayed: as_u64(self.delayed),
+            total_pushed: self.record.total_pushed,
+            settings: self.record.settings,
+            created_at_ms: self.record.created_at_ms,
+        }
+    }
+
+    fn clear(&mut self) -> Result<usize, QueueError> {
+        let count = self.messages.len();
+        self.wrote = true;
+        self.log.clear()?;
+        self.messages.clear();
+        self.available.clear();
+        self.timers
+            .retain(|timer| matches!(timer, Timer::Waiter(_)));
+        self.reserved = 0;
+        self.delayed = 0;
+        Ok(count)
+    }
+
+    /// Ends a turn: serve waiters, persist the record, commit, send held replies.
+    fn finish_turn(&mut self, now: u64) {
+        if !self.destroyed {
+            self.serve_waiters(now);
+        }
+        if self.record_dirty {
+            self.record_dirty = false;
+            self.wrote = true;
+            if let Err(err) = self.store.put_queue(&self.record) {
+                tracing::error!(queue = %self.record.name, cause = %err, "cannot write the queue record");
+            }
+        }
+        if !self.wrote && self.deferred.is_empty() {
+            return;
+        }
+        self.wrote = false;
+        let ticket = self.store.commit();
+        for reply in self.deferred.drain(..) {
+            reply(ticket.clone());
+        }
+    }
+}
+
+fn delayed_or_available(available_at_ms: u64, now: u64) -> State {
+    if available_at_ms > now {
+        State::Delayed {
+            until_ms: available_at_ms,
+        }
+    } else {
+        State::Available
+    }
+}

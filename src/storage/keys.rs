@@ -1,0 +1,198 @@
+//! Key and value layout on disk.
+//!
+//! Every integer in a key is big-endian, so sled's byte order is numeric order and a
+//! scan of a message tree comes out in id order. Values are fixed-layout records
+//! with a leading version byte, so the layout can grow without guessing.
+//!
+//! ```text
+//! tree "queues":        key = queue id (u64 BE)      value = QueueRecord (49 bytes) ++ name
+//! default tree:         key = b"next_id"             value = u64 BE high-water mark
+//! tree b"m" ++ qid BE:  key = message id (u64 BE)    value = MessageRecord header (25 bytes) ++ body
+//! tree b"s" ++ qid BE:  key = message id (u64 BE)    value = StateRecord (37 bytes)
+//! ```
+
+use super::{MessageRecord, QueueRecord, StateRecord};
+use crate::queue::types::QueueSettings;
+
+/// Layout version written as the first byte of every value.
+const V1: u8 = 1;
+
+/// Bytes of a message value before the body.
+pub const MESSAGE_HEADER_LEN: usize = 1 + 8 * 3;
+const STATE_LEN: usize = 1 + 8 + 4 + 8 * 3;
+const QUEUE_LEN: usize = 1 + 8 * 6;
+
+/// The 8-byte big-endian key of a message id.
+pub fn id_key(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+/// The message id of a key written by [`id_key`].
+pub fn decode_id_key(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+/// The name of the tree holding a queue's messages.
+pub fn messages_tree(queue_id: u64) -> [u8; 9] {
+    prefixed(b'm', queue_id)
+}
+
+/// The name of the tree holding a queue's message states.
+pub fn states_tree(queue_id: u64) -> [u8; 9] {
+    prefixed(b's', queue_id)
+}
+
+fn prefixed(prefix: u8, queue_id: u64) -> [u8; 9] {
+    let mut name = [0u8; 9];
+    name[0] = prefix;
+    name[1..].copy_from_slice(&queue_id.to_be_bytes());
+    name
+}
+
+/// Reads the big-endian u64 at `at`.
+fn read_u64(buf: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(buf.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(buf.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// A message value: header then body.
+pub fn encode_message(rec: &MessageRecord, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(MESSAGE_HEADER_LEN + body.len());
+    out.push(V1);
+    out.extend_from_slice(&rec.pushed_at_ms.to_be_bytes());
+    out.extend_from_slice(&rec.available_at_ms.to_be_bytes());
+    out.extend_from_slice(&rec.expires_at_ms.to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// The header of a message value (the body starts at [`MESSAGE_HEADER_LEN`]).
+pub fn decode_message_header(value: &[u8]) -> Option<MessageRecord> {
+    if value.first() != Some(&V1) || value.len() < MESSAGE_HEADER_LEN {
+        return None;
+    }
+    Some(MessageRecord {
+        pushed_at_ms: read_u64(value, 1)?,
+        available_at_ms: read_u64(value, 9)?,
+        expires_at_ms: read_u64(value, 17)?,
+    })
+}
+
+/// A state value.
+pub fn encode_state(st: &StateRecord) -> [u8; STATE_LEN] {
+    let mut out = [0u8; STATE_LEN];
+    out[0] = V1;
+    out[1..9].copy_from_slice(&st.order_key.to_be_bytes());
+    out[9..13].copy_from_slice(&st.reserved_count.to_be_bytes());
+    out[13..21].copy_from_slice(&st.reservation_id.to_be_bytes());
+    out[21..29].copy_from_slice(&st.reserved_until_ms.to_be_bytes());
+    out[29..37].copy_from_slice(&st.available_at_ms.to_be_bytes());
+    out
+}
+
+/// Decodes a state value.
+pub fn decode_state(value: &[u8]) -> Option<StateRecord> {
+    if value.first() != Some(&V1) || value.len() != STATE_LEN {
+        return None;
+    }
+    Some(StateRecord {
+        order_key: read_u64(value, 1)?,
+        reserved_count: read_u32(value, 9)?,
+        reservation_id: read_u64(value, 13)?,
+        reserved_until_ms: read_u64(value, 21)?,
+        available_at_ms: read_u64(value, 29)?,
+    })
+}
+
+/// A queue value: fixed fields, then the name.
+pub fn encode_queue(rec: &QueueRecord) -> Vec<u8> {
+    let mut out = vec![0u8; QUEUE_LEN];
+    out[0] = V1;
+    let fields = [
+        rec.id,
+        rec.created_at_ms,
+        rec.total_pushed,
+        rec.settings.message_timeout_ms,
+        rec.settings.message_expiration_s,
+        0, // reserved for future settings
+    ];
+    for (i, field) in fields.iter().enumerate() {
+        out[1 + i * 8..9 + i * 8].copy_from_slice(&field.to_be_bytes());
+    }
+    out.extend_from_slice(rec.name.as_bytes());
+    out
+}
+
+/// Decodes a queue value.
+pub fn decode_queue(value: &[u8]) -> Option<QueueRecord> {
+    if value.first() != Some(&V1) || value.len() < QUEUE_LEN {
+        return None;
+    }
+    Some(QueueRecord {
+        id: read_u64(value, 1)?,
+        name: std::str::from_utf8(&value[QUEUE_LEN..]).ok()?.to_owned(),
+        created_at_ms: read_u64(value, 9)?,
+        total_pushed: read_u64(value, 17)?,
+        settings: QueueSettings {
+            message_timeout_ms: read_u64(value, 25)?,
+            message_expiration_s: read_u64(value, 33)?,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn should_order_keys_numerically() {
+        let ids = [0u64, 1, 255, 256, 65_535, 1 << 40, u64::MAX - 1, u64::MAX];
+        for pair in ids.windows(2) {
+            assert!(id_key(pair[0]) < id_key(pair[1]), "{pair:?}");
+        }
+        for id in ids {
+            assert_eq!(decode_id_key(&id_key(id)), Some(id));
+        }
+        assert!(messages_tree(1) < messages_tree(256));
+    }
+
+    #[test]
+    fn should_round_trip_message_headers() {
+        let rec = MessageRecord {
+            pushed_at_ms: 1,
+            available_at_ms: 2,
+            expires_at_ms: u64::MAX,
+        };
+        let value = encode_message(&rec, b"hello");
+        assert_eq!(decode_message_header(&value), Some(rec));
+        assert_eq!(&value[MESSAGE_HEADER_LEN..], b"hello");
+        assert_eq!(decode_message_header(&value[..10]), None);
+    }
+
+    #[test]
+    fn should_round_trip_states_and_queues() {
+        let st = StateRecord {
+            order_key: 7,
+            reserved_count: 3,
+            reservation_id: 99,
+            reserved_until_ms: 1234,
+            available_at_ms: 5,
+        };
+        assert_eq!(decode_state(&encode_state(&st)), Some(st));
+        let q = QueueRecord {
+            id: 42,
+            name: "jobs".into(),
+            created_at_ms: 10,
+            total_pushed: 11,
+            settings: QueueSettings {
+                message_timeout_ms: 12,
+                message_expiration_s: 13,
+            },
+        };
+        assert_eq!(decode_queue(&encode_queue(&q)), Some(q));
+        assert_eq!(decode_queue(b"\x02junk"), None);
+    }
+}
