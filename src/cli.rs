@@ -271,6 +271,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // One plain line on stdout, for scripts and tests that start the server on
+    // port 0 and need to know where it is.
+    println!("ferromq listening on {}", server.local_addr());
     wait_for_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await;
@@ -426,6 +429,7 @@ async fn client_command(command: Command) -> Result<(), ClientError> {
                             "message_expiration_s": settings.message_expiration_s,
                         },
                         "created_at_ms": info.created_at_ms,
+                        "waiting": info.waiting,
                     })
                 );
             } else {

@@ -287,5 +287,6 @@ fn queue_info(stats: QueueStats) -> response::Result {
             message_expiration_s: stats.settings.message_expiration_s,
         }),
         created_at_ms: stats.created_at_ms,
+        waiting: stats.waiting,
     })
 }

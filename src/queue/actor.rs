@@ -802,6 +802,7 @@ impl QueueActor {
             total_pushed: self.record.total_pushed,
             settings: self.record.settings,
             created_at_ms: self.record.created_at_ms,
+            waiting: as_u64(self.waiters.len()),
         }
     }
 

@@ -22,10 +22,10 @@ pub const MAX_WAIT_MS: u64 = 30_000;
 pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
 /// Default expiration: 7 days.
 pub const DEFAULT_EXPIRATION_S: u64 = 7 * 24 * 3600;
-/// Shortest allowed `message_expiration`.
-pub const MIN_EXPIRATION_S: u64 = 60;
-/// Longest allowed `message_expiration`: one year.
-pub const MAX_EXPIRATION_S: u64 = 365 * 24 * 3600;
+/// Shortest allowed `message_expiration` (IronMQ's clients send small values).
+pub const MIN_EXPIRATION_S: u64 = 1;
+/// Longest allowed `message_expiration`: 30 days, as IronMQ v3.
+pub const MAX_EXPIRATION_S: u64 = 30 * 24 * 3600;
 /// Longest queue name in bytes.
 pub const MAX_QUEUE_NAME: usize = 128;
 
@@ -212,6 +212,8 @@ pub struct QueueStats {
     pub settings: QueueSettings,
     /// When the queue was created.
     pub created_at_ms: u64,
+    /// Long-poll reserves waiting for a message.
+    pub waiting: u64,
 }
 
 /// A new lease from touch.

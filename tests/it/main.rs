@@ -1,0 +1,8 @@
+//! Integration tests: a real server on an ephemeral 127.0.0.1 port, over TCP.
+
+mod bad_input;
+mod leases;
+mod operations;
+mod pipelining;
+mod restart;
+mod support;
