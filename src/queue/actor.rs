@@ -142,6 +142,7 @@ pub(crate) fn spawn(
     let handle = QueueHandle {
         name: record.name.clone(),
         mailbox: tx,
+        stopping: shutdown.clone(),
     };
     let actor = QueueActor {
         record,
@@ -830,6 +831,10 @@ impl QueueActor {
             if let Err(err) = self.store.put_queue(&self.record) {
                 tracing::error!(queue = %self.record.name, cause = %err, "cannot write the queue record");
             }
+        }
+        // Give memory back after a large backlog has drained.
+        if self.messages.capacity() > 4096 && self.messages.len() * 4 < self.messages.capacity() {
+            self.messages.shrink_to(self.messages.len() * 2);
         }
         if !self.wrote && self.deferred.is_empty() {
             return;

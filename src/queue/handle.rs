@@ -73,6 +73,8 @@ pub(crate) enum Command {
 pub struct QueueHandle {
     pub(crate) name: String,
     pub(crate) mailbox: mpsc::Sender<Command>,
+    /// Cancelled when the server stops; tells "stopping" from "deleted".
+    pub(crate) stopping: tokio_util::sync::CancellationToken,
 }
 
 impl QueueHandle {
@@ -100,7 +102,11 @@ impl QueueHandle {
     }
 
     fn gone(&self) -> QueueError {
-        QueueError::QueueNotFound(self.name.clone())
+        if self.stopping.is_cancelled() {
+            QueueError::Unavailable("the server is shutting down".into())
+        } else {
+            QueueError::QueueNotFound(self.name.clone())
+        }
     }
 
     /// True when the actor has stopped (queue deleted or server stopping).

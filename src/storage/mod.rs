@@ -11,8 +11,8 @@
 //!   waits for a [`CommitTicket`] from [`Store::commit`]; the committer's flush
 //!   starts after the insert returned and ends with `fdatasync` (see `commit.rs`).
 //! - **B. Ids are never reused.** Ids come from one counter whose high-water mark is
-//!   written to sled *before* any id below it is handed out; sled recovers a prefix
-//!   of its log, so any recovered message has its high-water mark recovered too.
+//!   written to sled and flushed (fdatasync) *before* any id below it is handed out,
+//!   so after any crash the counter restarts above every id ever issued.
 //! - **C. Recovery restores order.** A message's order key is derived from its id
 //!   unless a state record (written on reserve, release and requeue) says otherwise;
 //!   the actor sorts by order key when it loads.

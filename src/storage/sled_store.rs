@@ -10,14 +10,15 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::commit::{GroupCommit, SledFlush};
+use super::commit::{Flushable, GroupCommit, SledFlush};
 use super::keys;
 use super::{
     CommitTicket, FsyncMode, LoadedMessage, MessageRecord, QueueLog, QueueRecord, StateRecord,
     StorageError, Store,
 };
 
-/// How many ids one high-water-mark write covers.
+/// How many ids one high-water-mark write covers. Crossing into a new block costs
+/// one synchronous flush (about a millisecond), once per this many ids.
 const ID_BLOCK: u64 = 1 << 20;
 const NEXT_ID_KEY: &[u8] = b"next_id";
 
@@ -37,6 +38,8 @@ pub struct SledStore {
     db: sled::Db,
     queues: sled::Tree,
     ids: Mutex<IdBlock>,
+    /// Flush + fdatasync, for the id high-water mark (outside the committer).
+    flush: Arc<SledFlush>,
     commit: GroupCommit,
 }
 
@@ -72,11 +75,12 @@ impl SledStore {
             db: db.clone(),
             log_file,
         });
-        let commit = GroupCommit::start(config.fsync, flush)?;
+        let commit = GroupCommit::start(config.fsync, flush.clone())?;
         Ok(Arc::new(SledStore {
             db,
             queues,
             ids: Mutex::new(IdBlock { next, limit: next }),
+            flush,
             commit,
         }))
     }
@@ -133,8 +137,12 @@ impl Store for SledStore {
         let first = ids.next;
         let end = first + n;
         if end > ids.limit {
+            // The new high-water mark must be durable before any id above the old
+            // one leaves the server: reservation ids are not otherwise persisted
+            // before they are handed out, and fencing tokens must never repeat.
             let limit = end + ID_BLOCK;
             self.db.insert(NEXT_ID_KEY, &keys::id_key(limit)[..])?;
+            self.flush.flush_durably()?;
             ids.limit = limit;
         }
         ids.next = end;
