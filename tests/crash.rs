@@ -2,59 +2,16 @@
 //! are in flight, restart it on the same data directory and find every push that
 //! was acknowledged.
 
+mod common;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use ferromq::client::ReserveOptions;
 use ferromq::Client;
 
-/// A server process and the address it reported on stdout.
-struct Process {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Process {
-    /// A failing test must not leave a server running (it would also hold the
-    /// test's output pipe open).
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data_dir: &Path) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferromq"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--fsync",
-            "always",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn ferromq");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read stdout");
-    let addr = line
-        .trim()
-        .strip_prefix("ferromq listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    Process { child, addr }
-}
+use common::start;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_push_survives_sigkill() {

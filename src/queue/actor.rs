@@ -271,21 +271,10 @@ impl QueueActor {
 
     /// Adds a message to the in-memory indexes according to its state.
     fn insert(&mut self, id: u64, msg: Msg) {
-        match msg.state {
-            State::Available => {
-                self.available.insert((msg.order_key, id));
-            }
-            State::Delayed { until_ms } => {
-                self.delayed += 1;
-                self.timers.insert(until_ms, Timer::Delay(id));
-            }
-            State::Reserved { until_ms, .. } => {
-                self.reserved += 1;
-                self.timers.insert(until_ms, Timer::Lease(id));
-            }
-        }
+        let state = msg.state;
         self.timers.insert(msg.expires_at_ms, Timer::Expire(id));
         self.messages.insert(id, msg);
+        self.attach(id, state);
     }
 
     /// Takes a message out of the state-specific indexes (it stays in `messages`).
@@ -308,7 +297,7 @@ impl QueueActor {
         }
     }
 
-    /// Sets a message's state (it must have been detached) and re-indexes it.
+    /// Sets a message's state (it must be new or detached) and indexes it.
     fn attach(&mut self, id: u64, state: State) {
         let Some(msg) = self.messages.get_mut(&id) else {
             return;

@@ -1,0 +1,126 @@
+//! The `ferromq` command line against the real server binary: human output,
+//! `--json` output, stdin bodies, and error codes with a non-zero exit.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{cli, start};
+use serde_json::Value;
+
+fn stdout(output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}, stderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).expect("UTF-8 output")
+}
+
+fn json_lines(output: &std::process::Output) -> Vec<Value> {
+    stdout(output)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect()
+}
+
+#[test]
+fn the_cli_drives_every_operation_and_reports_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let addr = server.addr.as_str();
+
+    let out = stdout(&cli(addr, &["push", "jobs", "one", "two", "three"]));
+    assert!(out.starts_with("pushed 3 message(s): "), "{out}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferromq"))
+        .args(["push", "jobs", "-", "--json", "--addr", addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"four\nfive\n")
+        .unwrap();
+    let pushed = json_lines(&child.wait_with_output().unwrap());
+    assert_eq!(pushed[0]["ids"].as_array().unwrap().len(), 2);
+
+    let info = json_lines(&cli(addr, &["info", "jobs", "--json"]));
+    assert_eq!(info[0]["size"], 5);
+    assert_eq!(info[0]["settings"]["message_timeout_ms"], 60_000);
+
+    let peeked = json_lines(&cli(addr, &["peek", "jobs", "--n", "2", "--json"]));
+    assert_eq!(peeked.len(), 2);
+    assert_eq!(peeked[0]["body"], "one");
+    assert_eq!(peeked[0]["state"], "AVAILABLE");
+
+    let reserved = json_lines(&cli(
+        addr,
+        &["reserve", "jobs", "--n", "2", "--timeout", "30s", "--json"],
+    ));
+    assert_eq!(reserved.len(), 2);
+    assert_eq!(
+        (reserved[0]["body"].clone(), reserved[1]["body"].clone()),
+        ("one".into(), "two".into())
+    );
+    let id = reserved[0]["id"].as_u64().unwrap().to_string();
+    let rid = reserved[0]["reservation_id"].as_u64().unwrap().to_string();
+
+    let touched = json_lines(&cli(
+        addr,
+        &["touch", "jobs", &id, "--reservation-id", &rid, "--json"],
+    ));
+    let new_rid = touched[0]["reservation_id"].as_u64().unwrap().to_string();
+    assert_ne!(new_rid, rid);
+
+    // The old reservation is refused, with the code on stderr and exit status 1.
+    let stale = cli(addr, &["delete", "jobs", &id, "--reservation-id", &rid]);
+    assert_eq!(stale.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&stale.stderr).contains("RESERVATION_MISMATCH"));
+
+    stdout(&cli(
+        addr,
+        &["release", "jobs", &id, "--reservation-id", &new_rid],
+    ));
+    let got = json_lines(&cli(addr, &["get", "jobs", &id, "--json"]));
+    assert_eq!(
+        (got[0]["state"].clone(), got[0]["reserved_count"].clone()),
+        ("AVAILABLE".into(), 1.into())
+    );
+
+    let second = &reserved[1];
+    let (id2, rid2) = (
+        second["id"].to_string(),
+        second["reservation_id"].to_string(),
+    );
+    let out = stdout(&cli(
+        addr,
+        &["delete", "jobs", &id2, "--reservation-id", &rid2],
+    ));
+    assert_eq!(out.trim(), format!("deleted {id2}"));
+
+    let taken = json_lines(&cli(addr, &["reserve", "jobs", "--delete", "--json"]));
+    assert_eq!(
+        taken[0]["body"], "one",
+        "the released message is at the front"
+    );
+
+    assert_eq!(stdout(&cli(addr, &["queues"])).trim(), "jobs");
+    let cleared = json_lines(&cli(addr, &["clear", "jobs", "--json"]));
+    assert_eq!(cleared[0]["count"], 3);
+    stdout(&cli(addr, &["delete-queue", "jobs"]));
+
+    let missing = cli(addr, &["reserve", "jobs"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("QUEUE_NOT_FOUND"));
+    let bad = cli(addr, &["push", "bad name", "x"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("INVALID_ARGUMENT"));
+    let usage = cli(addr, &["reserve", "jobs", "--timeout", "3 days"]);
+    assert_eq!(usage.status.code(), Some(2), "clap usage error");
+}

@@ -1,0 +1,60 @@
+//! Shared by the tests that run the real `ferromq` binary: start it on port 0 and
+//! read the address it prints.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+/// A server process and the address it reported on stdout.
+pub struct Process {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Drop for Process {
+    /// A failing test must not leave a server running (it would also hold the
+    /// test's output pipe open).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start(data_dir: &Path) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferromq"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--fsync",
+            "always",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn ferromq");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read stdout");
+    let addr = line
+        .trim()
+        .strip_prefix("ferromq listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    Process { child, addr }
+}
+
+/// Runs `ferromq ARGS... --addr ADDR` as a client and returns its output.
+pub fn cli(addr: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferromq"))
+        .args(args)
+        .args(["--addr", addr])
+        .output()
+        .expect("run the ferromq CLI")
+}
