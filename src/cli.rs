@@ -128,6 +128,34 @@ enum Command {
         #[arg(long, default_value = "")]
         prefix: String,
     },
+    /// Create a queue with settings (push creates queues with the defaults).
+    CreateQueue {
+        #[command(flatten)]
+        conn: Conn,
+        queue: String,
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// Change a queue's settings; options not given stay as they are.
+    UpdateQueue {
+        #[command(flatten)]
+        conn: Conn,
+        queue: String,
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// Move available messages (e.g. from a dead-letter queue) to another queue.
+    Redrive {
+        #[command(flatten)]
+        conn: Conn,
+        queue: String,
+        /// The queue to move them to.
+        #[arg(long)]
+        to: String,
+        /// How many, 1..=100.
+        #[arg(long, default_value_t = 100)]
+        n: u32,
+    },
     /// Remove every message of a queue.
     Clear {
         #[command(flatten)]
@@ -140,6 +168,36 @@ enum Command {
         conn: Conn,
         queue: String,
     },
+}
+
+/// Queue settings on the command line.
+#[derive(Debug, Args)]
+struct SettingsArgs {
+    /// Default lease length.
+    #[arg(long, value_parser = parse_duration_ms)]
+    timeout: Option<u64>,
+    /// Seconds from push until a message is removed.
+    #[arg(long)]
+    expiration_s: Option<u64>,
+    /// Dead-letter queue ("" removes the setting with update-queue).
+    #[arg(long)]
+    dead_letter: Option<String>,
+    /// Reservations before a message goes to the dead-letter queue (1..=1000).
+    #[arg(long, default_value_t = 10)]
+    max_reservations: u32,
+}
+
+impl SettingsArgs {
+    fn to_proto(&self) -> proto::QueueSettings {
+        proto::QueueSettings {
+            message_timeout_ms: self.timeout.unwrap_or(0),
+            message_expiration_s: self.expiration_s.unwrap_or(0),
+            dead_letter: self.dead_letter.as_ref().map(|queue| proto::DeadLetter {
+                queue: queue.clone(),
+                max_reservations: self.max_reservations,
+            }),
+        }
+    }
 }
 
 /// Options of every client subcommand.
@@ -410,41 +468,39 @@ async fn client_command(command: Command) -> Result<(), ClientError> {
             print_messages(&[client.get(&queue, id).await?], conn.json);
             Ok(())
         }
+        Command::CreateQueue {
+            conn,
+            queue,
+            settings,
+        } => {
+            let client = Client::connect(conn.addr).await?;
+            let info = client.create_queue(&queue, settings.to_proto()).await?;
+            print_info(&info, conn.json);
+            Ok(())
+        }
+        Command::UpdateQueue {
+            conn,
+            queue,
+            settings,
+        } => {
+            let client = Client::connect(conn.addr).await?;
+            let info = client.update_queue(&queue, settings.to_proto()).await?;
+            print_info(&info, conn.json);
+            Ok(())
+        }
+        Command::Redrive { conn, queue, to, n } => {
+            let client = Client::connect(conn.addr).await?;
+            let count = client.redrive(&queue, &to, n).await?;
+            print_done(
+                conn.json,
+                json!({ "moved": count }),
+                &format!("moved {count} message(s) to {to}"),
+            );
+            Ok(())
+        }
         Command::Info { conn, queue } => {
             let client = Client::connect(conn.addr).await?;
-            let info = client.info(&queue).await?;
-            let settings = info.settings.unwrap_or_default();
-            if conn.json {
-                println!(
-                    "{}",
-                    json!({
-                        "name": info.name,
-                        "size": info.size,
-                        "available": info.available,
-                        "reserved": info.reserved,
-                        "delayed": info.delayed,
-                        "total_pushed": info.total_pushed,
-                        "settings": {
-                            "message_timeout_ms": settings.message_timeout_ms,
-                            "message_expiration_s": settings.message_expiration_s,
-                        },
-                        "created_at_ms": info.created_at_ms,
-                        "waiting": info.waiting,
-                    })
-                );
-            } else {
-                println!(
-                    "{}: size={} available={} reserved={} delayed={} total_pushed={} message_timeout_ms={} message_expiration_s={}",
-                    info.name,
-                    info.size,
-                    info.available,
-                    info.reserved,
-                    info.delayed,
-                    info.total_pushed,
-                    settings.message_timeout_ms,
-                    settings.message_expiration_s
-                );
-            }
+            print_info(&client.info(&queue).await?, conn.json);
             Ok(())
         }
         Command::Queues { conn, prefix } => {
@@ -501,6 +557,53 @@ fn print_done(as_json: bool, value: serde_json::Value, text: &str) {
         println!("{value}");
     } else {
         println!("{text}");
+    }
+}
+
+fn print_info(info: &proto::QueueInfo, as_json: bool) {
+    let settings = info.settings.clone().unwrap_or_default();
+    let dead_letter = settings.dead_letter.as_ref();
+    if as_json {
+        println!(
+            "{}",
+            json!({
+                "name": info.name,
+                "size": info.size,
+                "available": info.available,
+                "reserved": info.reserved,
+                "delayed": info.delayed,
+                "total_pushed": info.total_pushed,
+                "settings": {
+                    "message_timeout_ms": settings.message_timeout_ms,
+                    "message_expiration_s": settings.message_expiration_s,
+                    "dead_letter": dead_letter.map(|d| json!({
+                        "queue": d.queue,
+                        "max_reservations": d.max_reservations,
+                    })),
+                },
+                "created_at_ms": info.created_at_ms,
+                "waiting": info.waiting,
+            })
+        );
+    } else {
+        let dead_letter = dead_letter.map_or_else(String::new, |d| {
+            format!(
+                " dead_letter={} max_reservations={}",
+                d.queue, d.max_reservations
+            )
+        });
+        println!(
+            "{}: size={} available={} reserved={} delayed={} total_pushed={} waiting={} message_timeout_ms={} message_expiration_s={}{dead_letter}",
+            info.name,
+            info.size,
+            info.available,
+            info.reserved,
+            info.delayed,
+            info.total_pushed,
+            info.waiting,
+            settings.message_timeout_ms,
+            settings.message_expiration_s
+        );
     }
 }
 

@@ -424,6 +424,23 @@ impl Client {
         .await
     }
 
+    /// Moves up to `n` available messages from `queue` to `to_queue` (reserved_count
+    /// reset to 0); returns how many, once they are durable in `to_queue`.
+    ///
+    /// # Errors
+    /// `QUEUE_NOT_FOUND` for `queue`, `INVALID_ARGUMENT`.
+    pub async fn redrive(&self, queue: &str, to_queue: &str, n: u32) -> Result<u32, ClientError> {
+        let op = Op::Redrive(proto::Redrive {
+            queue: queue.into(),
+            to_queue: to_queue.into(),
+            n,
+        });
+        match self.call(op).await? {
+            response::Result::Moved(moved) => Ok(moved.count),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Deletes a queue and its messages.
     ///
     /// # Errors

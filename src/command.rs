@@ -7,8 +7,8 @@
 use crate::error::QueueError;
 use crate::proto::{self, request::Op, response};
 use crate::queue::types::{
-    check_range, MessageState, MessageView, NewMessage, QueueName, QueueStats, SettingsPatch,
-    MAX_BATCH, MAX_DELAY_MS, MAX_TIMEOUT_MS, MAX_WAIT_MS, MIN_TIMEOUT_MS,
+    check_range, DeadLetter, MessageState, MessageView, NewMessage, QueueName, QueueStats,
+    SettingsPatch, MAX_BATCH, MAX_DELAY_MS, MAX_TIMEOUT_MS, MAX_WAIT_MS, MIN_TIMEOUT_MS,
 };
 use crate::registry::Registry;
 
@@ -132,13 +132,15 @@ async fn run(ctx: &Context, op: Op) -> Result<response::Result, QueueError> {
         Op::CreateQueue(create) => {
             let name = QueueName::new(&create.queue)?;
             let patch = settings_patch(create.settings.as_ref())?;
-            let handle = registry.create(&name, patch.apply(Default::default()))?;
+            patch.validate_for(&name)?;
+            let handle = registry.create(&name, patch.apply(&Default::default()))?;
             registry.store().commit().wait().await?;
             queue_info(handle.info().await?)
         }
         Op::UpdateQueue(update) => {
             let name = QueueName::new(&update.queue)?;
             let patch = settings_patch(update.settings.as_ref())?;
+            patch.validate_for(&name)?;
             queue_info(registry.get(&name)?.update(patch).await?)
         }
         Op::QueueInfo(info) => {
@@ -159,6 +161,18 @@ async fn run(ctx: &Context, op: Op) -> Result<response::Result, QueueError> {
         Op::ClearQueue(clear) => {
             let name = QueueName::new(&clear.queue)?;
             deleted(registry.get(&name)?.clear().await?)
+        }
+        Op::Redrive(redrive) => {
+            let name = QueueName::new(&redrive.queue)?;
+            let to = QueueName::new(&redrive.to_queue)?;
+            if to == name {
+                return Err(QueueError::invalid("cannot redrive a queue into itself"));
+            }
+            let n = batch_size("n", redrive.n)?;
+            let count = registry.get(&name)?.redrive(to, n).await?;
+            response::Result::Moved(proto::Moved {
+                count: u32::try_from(count).unwrap_or(u32::MAX),
+            })
         }
         Op::DeleteQueue(delete) => {
             let name = QueueName::new(&delete.queue)?;
@@ -233,11 +247,25 @@ fn nonzero(value: u64) -> Option<u64> {
     (value != 0).then_some(value)
 }
 
+/// Settings from the wire: zero fields are unset; a dead_letter with an empty queue
+/// name removes the setting.
 fn settings_patch(settings: Option<&proto::QueueSettings>) -> Result<SettingsPatch, QueueError> {
-    let patch = settings.map_or_else(SettingsPatch::default, |s| SettingsPatch {
+    let Some(s) = settings else {
+        return Ok(SettingsPatch::default());
+    };
+    let dead_letter = match &s.dead_letter {
+        None => None,
+        Some(d) if d.queue.is_empty() => Some(None),
+        Some(d) => Some(Some(DeadLetter {
+            queue: QueueName::new(&d.queue)?,
+            max_reservations: d.max_reservations,
+        })),
+    };
+    let patch = SettingsPatch {
         message_timeout_ms: nonzero(s.message_timeout_ms),
         message_expiration_s: nonzero(s.message_expiration_s),
-    });
+        dead_letter,
+    };
     patch.validate()?;
     Ok(patch)
 }
@@ -285,6 +313,10 @@ fn queue_info(stats: QueueStats) -> response::Result {
         settings: Some(proto::QueueSettings {
             message_timeout_ms: stats.settings.message_timeout_ms,
             message_expiration_s: stats.settings.message_expiration_s,
+            dead_letter: stats.settings.dead_letter.map(|d| proto::DeadLetter {
+                queue: d.queue.to_string(),
+                max_reservations: d.max_reservations,
+            }),
         }),
         created_at_ms: stats.created_at_ms,
         waiting: stats.waiting,

@@ -4,22 +4,30 @@
 //! **Architecture invariant:** the registry's lock is a std `Mutex` held only for a
 //! map lookup or insert and, on create, one sled insert; it is never held across an
 //! `.await`. Callers clone the handle out and talk to the actor after unlocking.
+//!
+//! Actors reach the registry (to find a dead-letter or redrive target) through a
+//! [`Resolver`] holding a weak reference, so the registry and its actors do not keep
+//! each other alive.
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::QueueError;
-use crate::queue::actor;
+use crate::queue::actor::{self, Resolver};
 use crate::queue::types::{now_ms, QueueName, QueueSettings};
 use crate::queue::QueueHandle;
 use crate::storage::{QueueRecord, Store};
 
 /// Every queue of the server.
 pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     store: Arc<dyn Store>,
     queues: Mutex<BTreeMap<String, QueueHandle>>,
     /// Tracks the actor tasks, so shutdown can wait for them.
@@ -28,18 +36,31 @@ pub struct Registry {
     shutdown: CancellationToken,
 }
 
+/// What an actor uses to find other queues.
+struct WeakRegistry(Weak<Inner>);
+
+impl Resolver for WeakRegistry {
+    fn get_or_create(&self, name: &QueueName) -> Result<QueueHandle, QueueError> {
+        let inner = self
+            .0
+            .upgrade()
+            .ok_or_else(|| QueueError::Unavailable("the server is shutting down".into()))?;
+        inner.get_or_create(name)
+    }
+}
+
 impl Registry {
     /// Loads every queue from the store and starts its actor.
     ///
     /// # Errors
     /// If the store cannot list its queues.
     pub fn open(store: Arc<dyn Store>) -> Result<Self, QueueError> {
-        let registry = Registry {
+        let inner = Arc::new(Inner {
             store: Arc::clone(&store),
             queues: Mutex::new(BTreeMap::new()),
             actors: TaskTracker::new(),
             shutdown: CancellationToken::new(),
-        };
+        });
         // A crash during a delete-then-recreate can leave two records of one name;
         // the newer (larger id) wins and the older is removed.
         let mut newest: HashMap<String, QueueRecord> = HashMap::new();
@@ -59,24 +80,13 @@ impl Registry {
             }
         }
         {
-            let mut queues = registry.lock();
+            let mut queues = inner.lock();
             for (name, record) in newest {
-                let handle = actor::spawn(
-                    record,
-                    Arc::clone(&store),
-                    &registry.actors,
-                    registry.shutdown.child_token(),
-                )?;
+                let handle = inner.spawn(record)?;
                 queues.insert(name, handle);
             }
         }
-        Ok(registry)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, QueueHandle>> {
-        self.queues
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        Ok(Registry { inner })
     }
 
     /// The queue named `name`.
@@ -84,7 +94,8 @@ impl Registry {
     /// # Errors
     /// [`QueueError::QueueNotFound`].
     pub fn get(&self, name: &QueueName) -> Result<QueueHandle, QueueError> {
-        self.lock()
+        self.inner
+            .lock()
             .get(name.as_str())
             .cloned()
             .ok_or_else(|| QueueError::QueueNotFound(name.to_string()))
@@ -95,11 +106,7 @@ impl Registry {
     /// # Errors
     /// On storage failure.
     pub fn get_or_create(&self, name: &QueueName) -> Result<QueueHandle, QueueError> {
-        let mut queues = self.lock();
-        if let Some(handle) = queues.get(name.as_str()) {
-            return Ok(handle.clone());
-        }
-        self.create_locked(&mut queues, name, QueueSettings::default())
+        self.inner.get_or_create(name)
     }
 
     /// Creates a queue. The caller awaits a commit before acknowledging.
@@ -111,40 +118,11 @@ impl Registry {
         name: &QueueName,
         settings: QueueSettings,
     ) -> Result<QueueHandle, QueueError> {
-        let mut queues = self.lock();
+        let mut queues = self.inner.lock();
         if queues.contains_key(name.as_str()) {
             return Err(QueueError::QueueExists(name.to_string()));
         }
-        self.create_locked(&mut queues, name, settings)
-    }
-
-    fn create_locked(
-        &self,
-        queues: &mut BTreeMap<String, QueueHandle>,
-        name: &QueueName,
-        settings: QueueSettings,
-    ) -> Result<QueueHandle, QueueError> {
-        if self.shutdown.is_cancelled() {
-            return Err(QueueError::Unavailable(
-                "the server is shutting down".into(),
-            ));
-        }
-        let record = QueueRecord {
-            id: self.store.allocate_ids(1)?,
-            name: name.to_string(),
-            created_at_ms: now_ms(),
-            total_pushed: 0,
-            settings,
-        };
-        self.store.put_queue(&record)?;
-        let handle = actor::spawn(
-            record,
-            Arc::clone(&self.store),
-            &self.actors,
-            self.shutdown.child_token(),
-        )?;
-        queues.insert(name.to_string(), handle.clone());
-        Ok(handle)
+        self.inner.create_locked(&mut queues, name, settings)
     }
 
     /// Deletes a queue and its messages; returns once that is durable.
@@ -153,6 +131,7 @@ impl Registry {
     /// [`QueueError::QueueNotFound`], or on storage failure.
     pub async fn delete(&self, name: &QueueName) -> Result<(), QueueError> {
         let handle = self
+            .inner
             .lock()
             .remove(name.as_str())
             .ok_or_else(|| QueueError::QueueNotFound(name.to_string()))?;
@@ -162,7 +141,7 @@ impl Registry {
     /// Up to `limit` queue names that start with `prefix` and sort after `cursor`,
     /// and the cursor of the next page (`None` on the last page).
     pub fn list(&self, prefix: &str, cursor: &str, limit: usize) -> (Vec<String>, Option<String>) {
-        let queues = self.lock();
+        let queues = self.inner.lock();
         let start = if cursor.is_empty() || cursor < prefix {
             std::ops::Bound::Included(prefix.to_owned())
         } else {
@@ -186,15 +165,65 @@ impl Registry {
 
     /// The store (for commits that are not a queue's).
     pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+        &self.inner.store
     }
 
     /// Stops every actor and waits for them; then flushes and closes the store.
     pub async fn shutdown(&self) {
-        self.shutdown.cancel();
-        self.lock().clear();
-        self.actors.close();
-        self.actors.wait().await;
-        self.store.close();
+        self.inner.shutdown.cancel();
+        self.inner.lock().clear();
+        self.inner.actors.close();
+        self.inner.actors.wait().await;
+        self.inner.store.close();
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, QueueHandle>> {
+        self.queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get_or_create(self: &Arc<Self>, name: &QueueName) -> Result<QueueHandle, QueueError> {
+        let mut queues = self.lock();
+        if let Some(handle) = queues.get(name.as_str()) {
+            return Ok(handle.clone());
+        }
+        self.create_locked(&mut queues, name, QueueSettings::default())
+    }
+
+    fn create_locked(
+        self: &Arc<Self>,
+        queues: &mut BTreeMap<String, QueueHandle>,
+        name: &QueueName,
+        settings: QueueSettings,
+    ) -> Result<QueueHandle, QueueError> {
+        if self.shutdown.is_cancelled() {
+            return Err(QueueError::Unavailable(
+                "the server is shutting down".into(),
+            ));
+        }
+        let record = QueueRecord {
+            id: self.store.allocate_ids(1)?,
+            name: name.to_string(),
+            created_at_ms: now_ms(),
+            total_pushed: 0,
+            settings,
+        };
+        self.store.put_queue(&record)?;
+        let handle = self.spawn(record)?;
+        queues.insert(name.to_string(), handle.clone());
+        Ok(handle)
+    }
+
+    fn spawn(self: &Arc<Self>, record: QueueRecord) -> Result<QueueHandle, QueueError> {
+        actor::spawn(
+            record,
+            Arc::clone(&self.store),
+            Arc::new(WeakRegistry(Arc::downgrade(self))),
+            &self.actors,
+            self.shutdown.child_token(),
+        )
     }
 }

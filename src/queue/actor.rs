@@ -25,9 +25,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::deadlines::DeadlineIndex;
-use super::handle::{Acked, Command, QueueHandle};
+use super::handle::{Acked, Command, QueueHandle, Transfer};
 use super::types::{
-    now_ms, Lease, MessageState, MessageView, NewMessage, QueueSettings, QueueStats,
+    now_ms, Lease, MessageState, MessageView, NewMessage, QueueName, QueueSettings, QueueStats,
 };
 use crate::error::QueueError;
 use crate::storage::{
@@ -57,8 +57,23 @@ enum Timer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Available,
-    Delayed { until_ms: u64 },
-    Reserved { reservation_id: u64, until_ms: u64 },
+    Delayed {
+        until_ms: u64,
+    },
+    Reserved {
+        reservation_id: u64,
+        until_ms: u64,
+    },
+    /// Being moved to another queue (dead letter, redrive): in no index, invisible
+    /// to every operation, counted in `size` until the move completes or fails.
+    Moving,
+}
+
+/// How an actor finds other queues (dead-letter and redrive targets). Implemented
+/// by the registry through a weak reference.
+pub(crate) trait Resolver: Send + Sync {
+    /// The queue named `name`, created with default settings if missing.
+    fn get_or_create(&self, name: &QueueName) -> Result<QueueHandle, QueueError>;
 }
 
 /// What the actor keeps in memory per message.
@@ -77,7 +92,7 @@ struct Msg {
 impl Msg {
     fn state_record(&self) -> StateRecord {
         let (reservation_id, reserved_until_ms, available_at_ms) = match self.state {
-            State::Available => (0, 0, 0),
+            State::Available | State::Moving => (0, 0, 0),
             State::Delayed { until_ms } => (0, 0, until_ms),
             State::Reserved {
                 reservation_id,
@@ -111,6 +126,9 @@ pub(crate) struct QueueActor {
     record: QueueRecord,
     store: Arc<dyn Store>,
     log: Box<dyn QueueLog>,
+    resolver: Arc<dyn Resolver>,
+    /// This actor's own mailbox, weakly: tasks it spawns report back through it.
+    me: mpsc::WeakSender<Command>,
     messages: HashMap<u64, Msg>,
     /// AVAILABLE messages as (order key, id).
     available: BTreeSet<(u64, u64)>,
@@ -134,20 +152,24 @@ pub(crate) struct QueueActor {
 pub(crate) fn spawn(
     record: QueueRecord,
     store: Arc<dyn Store>,
+    resolver: Arc<dyn Resolver>,
     tracker: &tokio_util::task::TaskTracker,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<QueueHandle, QueueError> {
     let log = store.open_log(record.id)?;
     let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
+    let me = tx.downgrade();
     let handle = QueueHandle {
         name: record.name.clone(),
         mailbox: tx,
         stopping: shutdown.clone(),
     };
     let actor = QueueActor {
+        me,
         record,
         store,
         log,
+        resolver,
         messages: HashMap::new(),
         available: BTreeSet::new(),
         timers: DeadlineIndex::default(),
@@ -294,6 +316,7 @@ impl QueueActor {
                 self.reserved -= 1;
                 self.timers.remove(until_ms, Timer::Lease(id));
             }
+            State::Moving => {}
         }
     }
 
@@ -316,6 +339,7 @@ impl QueueActor {
                 self.reserved += 1;
                 self.timers.insert(until_ms, Timer::Lease(id));
             }
+            State::Moving => {}
         }
     }
 
@@ -429,7 +453,7 @@ impl QueueActor {
                 let _ = reply.send(Ok(self.stats()));
             }
             Command::Update { patch, reply } => {
-                self.record.settings = patch.apply(self.record.settings);
+                self.record.settings = patch.apply(&self.record.settings);
                 self.record_dirty = true;
                 let stats = self.stats();
                 self.reply_acked(reply, Ok(stats));
@@ -438,6 +462,12 @@ impl QueueActor {
                 let result = self.clear();
                 self.reply_acked(reply, result);
             }
+            Command::Redrive { to, n, reply } => self.redrive(&to, n, reply),
+            Command::Adopt { messages, reply } => {
+                let result = self.adopt(messages, now);
+                self.reply_acked(reply, result);
+            }
+            Command::TransferDone { ids, moved } => self.transfer_done(&ids, moved),
             Command::Destroy { reply } => {
                 let result = self
                     .store
@@ -467,8 +497,8 @@ impl QueueActor {
         }
     }
 
-    fn settings(&self) -> QueueSettings {
-        self.record.settings
+    fn settings(&self) -> &QueueSettings {
+        &self.record.settings
     }
 
     fn push(&mut self, messages: Vec<NewMessage>, now: u64) -> Result<Vec<u64>, QueueError> {
@@ -570,6 +600,8 @@ impl QueueActor {
     }
 
     /// Reserves (or with `delete`, removes) up to `n` available messages in order.
+    /// A message that has reached the dead-letter limit is moved to the dead-letter
+    /// queue instead, and the scan goes on.
     fn take_available(
         &mut self,
         n: usize,
@@ -577,20 +609,15 @@ impl QueueActor {
         delete: bool,
         now: u64,
     ) -> Result<Vec<MessageView>, QueueError> {
-        let count = n.min(self.available.len());
-        if count == 0 {
+        if self.available.is_empty() {
             return Ok(Vec::new());
         }
-        let timeout_ms = timeout_ms.unwrap_or(self.settings().message_timeout_ms);
-        let until_ms = now + timeout_ms;
-        let first_reservation = if delete {
-            0
-        } else {
-            self.store
-                .allocate_ids(u64::try_from(count).unwrap_or(u64::MAX))?
-        };
-        let mut out = Vec::with_capacity(count);
-        for reservation_id in (first_reservation..).take(count) {
+        let until_ms = now + timeout_ms.unwrap_or(self.settings().message_timeout_ms);
+        let dead_letter = self.settings().dead_letter.clone();
+        let mut out = Vec::with_capacity(n.min(self.available.len()));
+        let mut dead = Vec::new();
+        let mut result = Ok(());
+        while out.len() < n {
             let Some(&(order_key, id)) = self.available.first() else {
                 break;
             };
@@ -602,46 +629,241 @@ impl QueueActor {
                     self.messages.remove(&id);
                     continue;
                 }
-                Err(err) if out.is_empty() => return Err(err.into()),
                 Err(err) => {
-                    tracing::error!(queue = %self.record.name, id, cause = %err, "cannot read body");
+                    result = Err(err.into());
                     break;
                 }
             };
-            self.detach(id);
-            let Some(msg) = self.messages.get_mut(&id) else {
-                continue;
-            };
-            msg.reserved_count += 1;
-            msg.expired_reservation_id = 0;
-            let mut view = MessageView {
-                id,
-                body,
-                reserved_count: msg.reserved_count,
-                reservation_id: 0,
-                reserved_until_ms: 0,
-                pushed_at_ms: msg.pushed_at_ms,
-                available_at_ms: 0,
-                expires_at_ms: msg.expires_at_ms,
-                state: MessageState::Reserved,
-            };
-            if delete {
-                self.remove(id)?;
-            } else {
-                view.reservation_id = reservation_id;
-                view.reserved_until_ms = until_ms;
-                self.attach(
-                    id,
-                    State::Reserved {
-                        reservation_id,
-                        until_ms,
-                    },
-                );
-                self.persist_state(id)?;
+            let reserved_count = self.messages.get(&id).map_or(0, |m| m.reserved_count);
+            if let Some(limit) = &dead_letter {
+                if reserved_count >= limit.max_reservations {
+                    self.detach(id);
+                    self.attach(id, State::Moving);
+                    dead.push(Transfer {
+                        id,
+                        body,
+                        reserved_count,
+                    });
+                    continue;
+                }
             }
-            out.push(view);
+            match self.reserve_one(id, body, delete, until_ms) {
+                Ok(view) => out.push(view),
+                Err(err) => {
+                    result = Err(err);
+                    break;
+                }
+            }
         }
-        Ok(out)
+        if let Some(limit) = dead_letter.filter(|_| !dead.is_empty()) {
+            self.transfer(dead, &limit.queue, None);
+        }
+        match result {
+            Err(err) if out.is_empty() => Err(err),
+            Err(err) => {
+                tracing::error!(queue = %self.record.name, cause = %err, "reserve stopped early");
+                Ok(out)
+            }
+            Ok(()) => Ok(out),
+        }
+    }
+
+    /// Reserves (or removes) one available message whose body has been read.
+    fn reserve_one(
+        &mut self,
+        id: u64,
+        body: bytes::Bytes,
+        delete: bool,
+        until_ms: u64,
+    ) -> Result<MessageView, QueueError> {
+        let reservation_id = if delete {
+            0
+        } else {
+            self.store.allocate_ids(1)?
+        };
+        self.detach(id);
+        let msg = self
+            .messages
+            .get_mut(&id)
+            .ok_or(QueueError::MessageNotFound(id))?;
+        msg.reserved_count += 1;
+        msg.expired_reservation_id = 0;
+        let mut view = MessageView {
+            id,
+            body,
+            reserved_count: msg.reserved_count,
+            reservation_id: 0,
+            reserved_until_ms: 0,
+            pushed_at_ms: msg.pushed_at_ms,
+            available_at_ms: 0,
+            expires_at_ms: msg.expires_at_ms,
+            state: MessageState::Reserved,
+        };
+        if delete {
+            self.remove(id)?;
+        } else {
+            view.reservation_id = reservation_id;
+            view.reserved_until_ms = until_ms;
+            self.attach(
+                id,
+                State::Reserved {
+                    reservation_id,
+                    until_ms,
+                },
+            );
+            self.persist_state(id)?;
+        }
+        Ok(view)
+    }
+
+    /// Redrive: moves up to `n` available messages to `to`, with reserved_count 0.
+    fn redrive(
+        &mut self,
+        to: &QueueName,
+        n: usize,
+        reply: oneshot::Sender<Result<usize, QueueError>>,
+    ) {
+        if to.as_str() == self.record.name {
+            let _ = reply.send(Err(QueueError::invalid(
+                "cannot redrive a queue into itself",
+            )));
+            return;
+        }
+        let candidates: Vec<u64> = self.available.iter().take(n).map(|&(_, id)| id).collect();
+        let mut messages = Vec::with_capacity(candidates.len());
+        for id in candidates {
+            match self.log.body(id) {
+                Ok(Some(body)) => {
+                    self.detach(id);
+                    self.attach(id, State::Moving);
+                    messages.push(Transfer {
+                        id,
+                        body,
+                        reserved_count: 0,
+                    });
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    let ids: Vec<u64> = messages.iter().map(|m: &Transfer| m.id).collect();
+                    self.transfer_done(&ids, false);
+                    let _ = reply.send(Err(err.into()));
+                    return;
+                }
+            }
+        }
+        if messages.is_empty() {
+            let _ = reply.send(Ok(0));
+            return;
+        }
+        self.transfer(messages, to, Some(reply));
+    }
+
+    /// Hands messages (already in the Moving state) to the queue `to` without
+    /// waiting for it: the target's mailbox is offered the batch with `try_send`
+    /// (so two actors never wait on each other), and a small task waits for the
+    /// target's durable acknowledgement and reports back with `TransferDone`.
+    /// A crash in between can leave a message in both queues (never in neither).
+    fn transfer(
+        &mut self,
+        messages: Vec<Transfer>,
+        to: &QueueName,
+        reply: Option<oneshot::Sender<Result<usize, QueueError>>>,
+    ) {
+        let ids: Vec<u64> = messages.iter().map(|m| m.id).collect();
+        let (tx, rx) = oneshot::channel();
+        let offered = self.resolver.get_or_create(to).and_then(|target| {
+            target
+                .mailbox
+                .try_send(Command::Adopt {
+                    messages,
+                    reply: tx,
+                })
+                .map_err(|_| {
+                    QueueError::ResourceExhausted(format!(
+                        "queue {to} is too busy to take messages; try again"
+                    ))
+                })
+        });
+        if let Err(err) = offered {
+            tracing::warn!(queue = %self.record.name, to = %to, cause = %err, "cannot move messages");
+            self.transfer_done(&ids, false);
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(err));
+            }
+            return;
+        }
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            let result = match rx.await {
+                Ok(Ok((count, ticket))) => ticket
+                    .wait()
+                    .await
+                    .map(|()| count)
+                    .map_err(QueueError::from),
+                Ok(Err(err)) => Err(err),
+                Err(_) => Err(QueueError::Unavailable("the target queue stopped".into())),
+            };
+            if let Some(me) = me.upgrade() {
+                let moved = result.is_ok();
+                let _ = me.send(Command::TransferDone { ids, moved }).await;
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(result);
+            }
+        });
+    }
+
+    /// Finishes a move: removes the moved messages, or makes them available again.
+    fn transfer_done(&mut self, ids: &[u64], moved: bool) {
+        for &id in ids {
+            if self.messages.get(&id).map(|m| m.state) != Some(State::Moving) {
+                continue; // deleted, expired or cleared meanwhile
+            }
+            if moved {
+                if let Err(err) = self.remove(id) {
+                    tracing::error!(queue = %self.record.name, id, cause = %err, "cannot remove a moved message");
+                }
+            } else {
+                self.attach(id, State::Available);
+            }
+        }
+    }
+
+    /// Takes in messages moved from another queue, keeping their ids, bodies and
+    /// reserved_count; their expiration restarts from this queue's setting.
+    fn adopt(&mut self, messages: Vec<Transfer>, now: u64) -> Result<usize, QueueError> {
+        let expires_at_ms = now.saturating_add(self.settings().message_expiration_s * 1000);
+        let mut count = 0;
+        for message in messages {
+            if self.messages.contains_key(&message.id) {
+                continue; // a repeated move of the same message
+            }
+            let record = MessageRecord {
+                pushed_at_ms: now,
+                available_at_ms: 0,
+                expires_at_ms,
+            };
+            self.wrote = true;
+            self.log.append(message.id, &record, &message.body)?;
+            self.insert(
+                message.id,
+                Msg {
+                    order_key: ORDER_BASE + message.id,
+                    state: State::Available,
+                    reserved_count: message.reserved_count,
+                    pushed_at_ms: now,
+                    expires_at_ms,
+                    expired_reservation_id: 0,
+                },
+            );
+            if message.reserved_count > 0 {
+                self.persist_state(message.id)?;
+            }
+            self.record.total_pushed += 1;
+            self.record_dirty = true;
+            count += 1;
+        }
+        Ok(count)
     }
 
     /// Checks that `reservation_id` may act on message `id` now.
@@ -654,6 +876,7 @@ impl QueueActor {
         let msg = self
             .messages
             .get(&id)
+            .filter(|m| m.state != State::Moving)
             .ok_or(QueueError::MessageNotFound(id))?;
         match (msg.state, reservation_id) {
             (
@@ -746,6 +969,7 @@ impl QueueActor {
     fn view(&self, id: u64, body: bytes::Bytes) -> Option<MessageView> {
         let msg = self.messages.get(&id)?;
         let (state, reserved_until_ms, available_at_ms) = match msg.state {
+            State::Moving => return None,
             State::Available => (MessageState::Available, 0, 0),
             State::Delayed { until_ms } => (MessageState::Delayed, 0, until_ms),
             State::Reserved { until_ms, .. } => (MessageState::Reserved, until_ms, 0),
@@ -774,7 +998,11 @@ impl QueueActor {
     }
 
     fn get(&self, id: u64) -> Result<MessageView, QueueError> {
-        if !self.messages.contains_key(&id) {
+        if self
+            .messages
+            .get(&id)
+            .is_none_or(|m| m.state == State::Moving)
+        {
             return Err(QueueError::MessageNotFound(id));
         }
         let body = self.log.body(id)?.ok_or(QueueError::MessageNotFound(id))?;
@@ -790,7 +1018,7 @@ impl QueueActor {
             reserved: as_u64(self.reserved),
             delayed: as_u64(self.delayed),
             total_pushed: self.record.total_pushed,
-            settings: self.record.settings,
+            settings: self.record.settings.clone(),
             created_at_ms: self.record.created_at_ms,
             waiting: as_u64(self.waiters.len()),
         }

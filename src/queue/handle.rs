@@ -7,14 +7,22 @@
 //! covers its write (under `--fsync always`). A closed mailbox means the queue was
 //! deleted or the server is stopping.
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::types::{Lease, MessageView, NewMessage, QueueStats, SettingsPatch};
+use super::types::{Lease, MessageView, NewMessage, QueueName, QueueStats, SettingsPatch};
 use crate::error::QueueError;
 use crate::storage::CommitTicket;
 
 /// A reply that may have to wait for a flush before it is acknowledged.
 pub(crate) type Acked<T> = Result<(T, CommitTicket), QueueError>;
+
+/// A message moving from one queue to another (dead-lettering, redrive).
+pub(crate) struct Transfer {
+    pub(crate) id: u64,
+    pub(crate) body: Bytes,
+    pub(crate) reserved_count: u32,
+}
 
 /// One request to a queue actor.
 pub(crate) enum Command {
@@ -66,6 +74,21 @@ pub(crate) enum Command {
     },
     /// Removes the queue's storage and stops the actor.
     Destroy { reply: oneshot::Sender<Acked<()>> },
+    /// Moves up to n available messages to another queue.
+    Redrive {
+        to: QueueName,
+        n: usize,
+        reply: oneshot::Sender<Result<usize, QueueError>>,
+    },
+    /// Takes in messages moved from another queue (sent with `try_send` by that
+    /// queue's actor, so two actors never wait on each other).
+    Adopt {
+        messages: Vec<Transfer>,
+        reply: oneshot::Sender<Acked<usize>>,
+    },
+    /// The outcome of a move this actor started: on success the messages are
+    /// removed here, otherwise they become available again.
+    TransferDone { ids: Vec<u64>, moved: bool },
 }
 
 /// Talks to one queue actor. Cheap to clone.
@@ -231,6 +254,15 @@ impl QueueHandle {
     /// `QueueNotFound`, `Internal`.
     pub async fn clear(&self) -> Result<usize, QueueError> {
         self.call_acked(|reply| Command::Clear { reply }).await
+    }
+
+    /// Moves up to `n` available messages to the queue `to`, resetting their
+    /// reserved_count; returns how many once they are durable there.
+    ///
+    /// # Errors
+    /// `QueueNotFound`, `ResourceExhausted` if the target's mailbox is full.
+    pub async fn redrive(&self, to: QueueName, n: usize) -> Result<usize, QueueError> {
+        self.call(|reply| Command::Redrive { to, n, reply }).await
     }
 
     /// Removes the queue's storage and stops its actor.

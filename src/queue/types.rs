@@ -79,13 +79,27 @@ impl std::fmt::Display for QueueName {
     }
 }
 
+/// Most reservations a dead-letter setting may allow.
+pub const MAX_MAX_RESERVATIONS: u32 = 1000;
+
+/// Where messages reserved too often go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The dead-letter queue.
+    pub queue: QueueName,
+    /// A message whose reserved_count has reached this is moved on its next reserve.
+    pub max_reservations: u32,
+}
+
 /// A queue's settings, always complete (defaults filled in).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueSettings {
     /// Default lease length of reserve and touch.
     pub message_timeout_ms: u64,
     /// Seconds from push until a message is removed, whatever its state.
     pub message_expiration_s: u64,
+    /// The dead-letter setting, if any.
+    pub dead_letter: Option<DeadLetter>,
 }
 
 impl Default for QueueSettings {
@@ -93,17 +107,20 @@ impl Default for QueueSettings {
         QueueSettings {
             message_timeout_ms: DEFAULT_TIMEOUT_MS,
             message_expiration_s: DEFAULT_EXPIRATION_S,
+            dead_letter: None,
         }
     }
 }
 
 /// A change to settings: `None` leaves a field as it is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SettingsPatch {
     /// New default lease length.
     pub message_timeout_ms: Option<u64>,
     /// New expiration, for messages pushed afterwards.
     pub message_expiration_s: Option<u64>,
+    /// `Some(None)` removes the dead-letter setting.
+    pub dead_letter: Option<Option<DeadLetter>>,
 }
 
 impl SettingsPatch {
@@ -123,16 +140,45 @@ impl SettingsPatch {
                 MAX_EXPIRATION_S,
             )?;
         }
+        if let Some(Some(dead_letter)) = &self.dead_letter {
+            check_range(
+                "dead_letter.max_reservations",
+                u64::from(dead_letter.max_reservations),
+                1,
+                u64::from(MAX_MAX_RESERVATIONS),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Checks the patch for the queue `name` (a queue cannot be its own dead-letter
+    /// queue).
+    ///
+    /// # Errors
+    /// [`QueueError::InvalidArgument`].
+    pub fn validate_for(&self, name: &QueueName) -> Result<(), QueueError> {
+        self.validate()?;
+        if let Some(Some(dead_letter)) = &self.dead_letter {
+            if dead_letter.queue == *name {
+                return Err(QueueError::invalid(format!(
+                    "queue {name} cannot be its own dead-letter queue"
+                )));
+            }
+        }
         Ok(())
     }
 
     /// `base` with this patch applied.
-    pub fn apply(&self, base: QueueSettings) -> QueueSettings {
+    pub fn apply(&self, base: &QueueSettings) -> QueueSettings {
         QueueSettings {
             message_timeout_ms: self.message_timeout_ms.unwrap_or(base.message_timeout_ms),
             message_expiration_s: self
                 .message_expiration_s
                 .unwrap_or(base.message_expiration_s),
+            dead_letter: self
+                .dead_letter
+                .clone()
+                .unwrap_or_else(|| base.dead_letter.clone()),
         }
     }
 }
@@ -248,9 +294,9 @@ mod tests {
     fn should_apply_only_the_fields_a_patch_sets() {
         let patch = SettingsPatch {
             message_timeout_ms: Some(5_000),
-            message_expiration_s: None,
+            ..SettingsPatch::default()
         };
-        let s = patch.apply(QueueSettings::default());
+        let s = patch.apply(&QueueSettings::default());
         assert_eq!(s.message_timeout_ms, 5_000);
         assert_eq!(s.message_expiration_s, DEFAULT_EXPIRATION_S);
     }
@@ -259,8 +305,24 @@ mod tests {
     fn should_reject_settings_out_of_range() {
         let patch = SettingsPatch {
             message_timeout_ms: Some(99),
-            message_expiration_s: None,
+            ..SettingsPatch::default()
         };
         assert!(patch.validate().is_err());
+    }
+
+    #[test]
+    fn should_refuse_a_queue_as_its_own_dead_letter_queue() {
+        let name = QueueName::new("jobs").unwrap();
+        let dead_letter = |queue: &str, max| SettingsPatch {
+            dead_letter: Some(Some(DeadLetter {
+                queue: QueueName::new(queue).unwrap(),
+                max_reservations: max,
+            })),
+            ..SettingsPatch::default()
+        };
+        assert!(dead_letter("jobs", 3).validate_for(&name).is_err());
+        assert!(dead_letter("dlq", 0).validate_for(&name).is_err());
+        assert!(dead_letter("dlq", 1001).validate_for(&name).is_err());
+        assert!(dead_letter("dlq", 1000).validate_for(&name).is_ok());
     }
 }

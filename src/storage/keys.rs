@@ -5,14 +5,15 @@
 //! with a leading version byte, so the layout can grow without guessing.
 //!
 //! ```text
-//! tree "queues":        key = queue id (u64 BE)      value = QueueRecord (49 bytes) ++ name
+//! tree "queues":        key = queue id (u64 BE)      value = QueueRecord (51 bytes)
+//!                                                      ++ name ++ dead-letter queue name
 //! default tree:         key = b"next_id"             value = u64 BE high-water mark
 //! tree b"m" ++ qid BE:  key = message id (u64 BE)    value = MessageRecord header (25 bytes) ++ body
 //! tree b"s" ++ qid BE:  key = message id (u64 BE)    value = StateRecord (37 bytes)
 //! ```
 
 use super::{MessageRecord, QueueRecord, StateRecord};
-use crate::queue::types::QueueSettings;
+use crate::queue::types::{DeadLetter, QueueName, QueueSettings};
 
 /// Layout version written as the first byte of every value.
 const V1: u8 = 1;
@@ -20,7 +21,7 @@ const V1: u8 = 1;
 /// Bytes of a message value before the body.
 pub const MESSAGE_HEADER_LEN: usize = 1 + 8 * 3;
 const STATE_LEN: usize = 1 + 8 + 4 + 8 * 3;
-const QUEUE_LEN: usize = 1 + 8 * 6;
+const QUEUE_LEN: usize = 1 + 8 * 6 + 2;
 
 /// The 8-byte big-endian key of a message id.
 pub fn id_key(id: u64) -> [u8; 8] {
@@ -111,18 +112,25 @@ pub fn decode_state(value: &[u8]) -> Option<StateRecord> {
 pub fn encode_queue(rec: &QueueRecord) -> Vec<u8> {
     let mut out = vec![0u8; QUEUE_LEN];
     out[0] = V1;
+    let dead_letter = rec.settings.dead_letter.as_ref();
     let fields = [
         rec.id,
         rec.created_at_ms,
         rec.total_pushed,
         rec.settings.message_timeout_ms,
         rec.settings.message_expiration_s,
-        0, // reserved for future settings
+        dead_letter.map_or(0, |d| u64::from(d.max_reservations)),
     ];
     for (i, field) in fields.iter().enumerate() {
         out[1 + i * 8..9 + i * 8].copy_from_slice(&field.to_be_bytes());
     }
+    // Names are at most 128 bytes (QueueName), so the length fits in a u16.
+    let name_len = u16::try_from(rec.name.len()).unwrap_or(u16::MAX);
+    out[QUEUE_LEN - 2..].copy_from_slice(&name_len.to_be_bytes());
     out.extend_from_slice(rec.name.as_bytes());
+    if let Some(d) = dead_letter {
+        out.extend_from_slice(d.queue.as_str().as_bytes());
+    }
     out
 }
 
@@ -131,14 +139,29 @@ pub fn decode_queue(value: &[u8]) -> Option<QueueRecord> {
     if value.first() != Some(&V1) || value.len() < QUEUE_LEN {
         return None;
     }
+    let name_len = usize::from(u16::from_be_bytes(
+        value.get(QUEUE_LEN - 2..QUEUE_LEN)?.try_into().ok()?,
+    ));
+    let name = std::str::from_utf8(value.get(QUEUE_LEN..QUEUE_LEN + name_len)?).ok()?;
+    let dead_letter_name = std::str::from_utf8(&value[QUEUE_LEN + name_len..]).ok()?;
+    let max_reservations = u32::try_from(read_u64(value, 41)?).ok()?;
+    let dead_letter = if dead_letter_name.is_empty() {
+        None
+    } else {
+        Some(DeadLetter {
+            queue: QueueName::new(dead_letter_name).ok()?,
+            max_reservations,
+        })
+    };
     Some(QueueRecord {
         id: read_u64(value, 1)?,
-        name: std::str::from_utf8(&value[QUEUE_LEN..]).ok()?.to_owned(),
+        name: name.to_owned(),
         created_at_ms: read_u64(value, 9)?,
         total_pushed: read_u64(value, 17)?,
         settings: QueueSettings {
             message_timeout_ms: read_u64(value, 25)?,
             message_expiration_s: read_u64(value, 33)?,
+            dead_letter,
         },
     })
 }
@@ -190,9 +213,24 @@ mod tests {
             settings: QueueSettings {
                 message_timeout_ms: 12,
                 message_expiration_s: 13,
+                dead_letter: None,
             },
         };
-        assert_eq!(decode_queue(&encode_queue(&q)), Some(q));
+        assert_eq!(decode_queue(&encode_queue(&q)), Some(q.clone()));
+        let with_dead_letter = QueueRecord {
+            settings: QueueSettings {
+                dead_letter: Some(DeadLetter {
+                    queue: QueueName::new("jobs.dead").unwrap(),
+                    max_reservations: 5,
+                }),
+                ..q.settings.clone()
+            },
+            ..q
+        };
+        assert_eq!(
+            decode_queue(&encode_queue(&with_dead_letter)),
+            Some(with_dead_letter)
+        );
         assert_eq!(decode_queue(b"\x02junk"), None);
     }
 }

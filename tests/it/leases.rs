@@ -280,6 +280,7 @@ async fn messages_expire_whatever_their_state() {
             QueueSettings {
                 message_timeout_ms: 0,
                 message_expiration_s: 1,
+                ..Default::default()
             },
         )
         .await

@@ -436,6 +436,7 @@ async fn queue_admin_create_update_info_list_clear_delete() {
             QueueSettings {
                 message_timeout_ms: 5_000,
                 message_expiration_s: 3_600,
+                ..Default::default()
             },
         )
         .await
@@ -460,6 +461,7 @@ async fn queue_admin_create_update_info_list_clear_delete() {
             QueueSettings {
                 message_timeout_ms: 7_000,
                 message_expiration_s: 0,
+                ..Default::default()
             },
         )
         .await
@@ -521,6 +523,7 @@ async fn settings_out_of_range_are_refused() {
             QueueSettings {
                 message_timeout_ms: 50,
                 message_expiration_s: 0,
+                ..Default::default()
             },
         )
         .await
@@ -532,6 +535,7 @@ async fn settings_out_of_range_are_refused() {
             QueueSettings {
                 message_timeout_ms: 0,
                 message_expiration_s: 2_592_001,
+                ..Default::default()
             },
         )
         .await

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use ferromq::client::ReserveOptions;
-use ferromq::proto::{ErrorCode, MessageState, QueueSettings};
+use ferromq::proto::{DeadLetter, ErrorCode, MessageState, QueueSettings};
 
 use crate::support::TestServer;
 
@@ -17,6 +17,10 @@ async fn a_restart_keeps_messages_order_counts_leases_and_settings() {
             QueueSettings {
                 message_timeout_ms: 45_000,
                 message_expiration_s: 0,
+                dead_letter: Some(DeadLetter {
+                    queue: "kept.dead".into(),
+                    max_reservations: 4,
+                }),
             },
         )
         .await
@@ -50,7 +54,9 @@ async fn a_restart_keeps_messages_order_counts_leases_and_settings() {
         (info.size, info.reserved, info.available, info.total_pushed),
         (9, 1, 8, 10)
     );
-    assert_eq!(info.settings.unwrap().message_timeout_ms, 45_000);
+    let settings = info.settings.unwrap();
+    assert_eq!(settings.message_timeout_ms, 45_000);
+    assert_eq!(settings.dead_letter.unwrap().max_reservations, 4);
 
     let peeked: Vec<u64> = client
         .peek("kept", 100)
