@@ -38,6 +38,8 @@ use crate::storage::{
 pub const MAILBOX_BATCH: usize = 128;
 /// Capacity of a queue's mailbox; senders wait when it is full (backpressure).
 pub const MAILBOX_CAPACITY: usize = 1024;
+/// Longest single timer sleep of an actor.
+const MAX_SLEEP_MS: u64 = 24 * 3600 * 1000;
 /// Order keys of pushed messages start here; requeued messages count down from below.
 const ORDER_BASE: u64 = 1 << 63;
 
@@ -192,7 +194,9 @@ async fn sleep_until_ms(deadline_ms: Option<u64>) {
     match deadline_ms {
         Some(deadline) => {
             // +1 ms: tokio's timer rounds, and waking early would only loop again.
-            let wait = deadline.saturating_sub(now_ms()) + 1;
+            // At most a day: a far deadline (say, from a damaged record) must not
+            // overflow `Instant`; waking early just recomputes the sleep.
+            let wait = (deadline.saturating_sub(now_ms()) + 1).min(MAX_SLEEP_MS);
             tokio::time::sleep_until(Instant::now() + Duration::from_millis(wait)).await;
         }
         None => std::future::pending().await,
@@ -374,9 +378,12 @@ impl QueueActor {
             let result = match timer {
                 Timer::Lease(id) => self.requeue_expired(id),
                 Timer::Delay(id) => {
-                    // The timer entry is already gone; fix the counter, then attach.
-                    self.delayed -= 1;
-                    self.attach(id, State::Available);
+                    let delayed = self.messages.get(&id).map(|m| m.state);
+                    if let Some(State::Delayed { .. }) = delayed {
+                        // The timer entry is already gone; fix the counter, then attach.
+                        self.delayed -= 1;
+                        self.attach(id, State::Available);
+                    }
                     Ok(())
                 }
                 Timer::Expire(id) => self.remove(id),
@@ -395,16 +402,17 @@ impl QueueActor {
 
     /// A lease ran out: the message goes back to the front of the queue.
     fn requeue_expired(&mut self, id: u64) -> Result<(), QueueError> {
-        // The Lease timer entry has been popped already.
-        self.reserved -= 1;
-        let front = self.take_front_key();
-        let Some(msg) = self.messages.get_mut(&id) else {
+        let Some(State::Reserved { reservation_id, .. }) = self.messages.get(&id).map(|m| m.state)
+        else {
             return Ok(());
         };
-        if let State::Reserved { reservation_id, .. } = msg.state {
+        // The Lease timer entry has been popped already: only the counter is left.
+        self.reserved -= 1;
+        let front = self.take_front_key();
+        if let Some(msg) = self.messages.get_mut(&id) {
             msg.expired_reservation_id = reservation_id;
+            msg.order_key = front;
         }
-        msg.order_key = front;
         self.attach(id, State::Available);
         self.persist_state(id)
     }
