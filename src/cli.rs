@@ -237,6 +237,10 @@ pub struct ServeArgs {
     /// Most concurrent connections.
     #[arg(long, default_value_t = config::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Most requests in flight on one connection; past it the server stops reading
+    /// that connection until one completes.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_IN_FLIGHT)]
+    max_in_flight: usize,
     /// sled page-cache budget in MiB.
     #[arg(long, default_value_t = config::DEFAULT_CACHE_BYTES / (1024 * 1024))]
     cache_mb: u64,
@@ -311,8 +315,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
         max_frame: args.max_frame,
         max_body: args.max_body,
         max_connections: args.max_connections,
+        max_in_flight: args.max_in_flight,
         cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
-        ..Config::default()
     };
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,

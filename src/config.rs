@@ -17,7 +17,7 @@ pub const MAX_MAX_BODY: usize = 16 * 1024 * 1024;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default cap on requests in flight on one connection; past it the server stops
 /// reading that connection until one completes (backpressure, not an error).
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// Default sled page-cache budget: 64 MiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 

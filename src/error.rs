@@ -73,6 +73,10 @@ impl QueueError {
 
 impl From<StorageError> for QueueError {
     fn from(err: StorageError) -> Self {
-        QueueError::Internal(err.to_string())
+        match err {
+            StorageError::Full(_) => QueueError::ResourceExhausted(err.to_string()),
+            StorageError::Closed => QueueError::Unavailable(err.to_string()),
+            StorageError::Io(_) | StorageError::Corrupt(_) => QueueError::Internal(err.to_string()),
+        }
     }
 }

@@ -36,6 +36,9 @@ pub enum StorageError {
     /// sled or the file system failed.
     #[error("storage I/O: {0}")]
     Io(String),
+    /// The disk is full.
+    #[error("the disk is full: {0}")]
+    Full(String),
     /// A stored value could not be decoded.
     #[error("corrupt record: {0}")]
     Corrupt(String),
@@ -46,7 +49,12 @@ pub enum StorageError {
 
 impl From<sled::Error> for StorageError {
     fn from(err: sled::Error) -> Self {
-        StorageError::Io(err.to_string())
+        match &err {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                StorageError::Full(err.to_string())
+            }
+            _ => StorageError::Io(err.to_string()),
+        }
     }
 }
 

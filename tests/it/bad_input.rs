@@ -266,3 +266,48 @@ async fn a_body_at_the_limit_is_accepted() {
     let ids = client.push("big", vec![body.clone()]).await.unwrap();
     assert_eq!(client.get("big", ids[0]).await.unwrap().body, body);
 }
+
+#[tokio::test]
+async fn random_bytes_on_many_connections_never_hurt_the_server() {
+    let server = TestServer::start().await;
+    let id = survivor(&server).await;
+    // A fixed xorshift sequence: the same "random" input on every run.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut connections = Vec::new();
+    for _ in 0..50 {
+        let len = (next() % 300) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        // Half of the inputs carry a plausible length prefix, so they reach the decoder.
+        if next() % 2 == 0 && len >= 4 {
+            bytes[..4].copy_from_slice(&((len - 4) as u32).to_be_bytes());
+        }
+        let addr = server.addr();
+        connections.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream.write_all(&bytes).await.unwrap();
+            stream.shutdown().await.unwrap();
+            let mut sink = Vec::new();
+            // Whatever the server answers, it must end the conversation.
+            tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                stream.read_to_end(&mut sink),
+            )
+            .await
+            .expect("the server answers or closes within 10 s")
+            .ok();
+        }));
+    }
+    for connection in connections {
+        connection.await.unwrap();
+    }
+    still_serving(&server, id).await;
+    let client = server.client().await;
+    let info = client.info("keep").await.unwrap();
+    assert_eq!(info.size, 1, "nothing lost, nothing added by accident");
+}
