@@ -154,8 +154,10 @@ async fn a_requeued_message_goes_before_messages_pushed_earlier() {
         .push("q", vec![Bytes::from_static(b"new")])
         .await
         .unwrap();
+    // A 1 s lease: long enough that "new" cannot expire before "old" is taken
+    // again below, even on a loaded machine.
     let new = client
-        .reserve("q", opts(1, 300, 0))
+        .reserve("q", opts(1, 1_000, 0))
         .await
         .unwrap()
         .remove(0);
