@@ -165,9 +165,6 @@ async fn run(ctx: &Context, op: Op) -> Result<response::Result, QueueError> {
         Op::Redrive(redrive) => {
             let name = QueueName::new(&redrive.queue)?;
             let to = QueueName::new(&redrive.to_queue)?;
-            if to == name {
-                return Err(QueueError::invalid("cannot redrive a queue into itself"));
-            }
             let n = batch_size("n", redrive.n)?;
             let count = registry.get(&name)?.redrive(to, n).await?;
             response::Result::Moved(proto::Moved {
@@ -248,7 +245,7 @@ fn nonzero(value: u64) -> Option<u64> {
 }
 
 /// Settings from the wire: zero fields are unset; a dead_letter with an empty queue
-/// name removes the setting.
+/// name removes the setting. The caller validates the patch for its queue.
 fn settings_patch(settings: Option<&proto::QueueSettings>) -> Result<SettingsPatch, QueueError> {
     let Some(s) = settings else {
         return Ok(SettingsPatch::default());
@@ -266,7 +263,6 @@ fn settings_patch(settings: Option<&proto::QueueSettings>) -> Result<SettingsPat
         message_expiration_s: nonzero(s.message_expiration_s),
         dead_letter,
     };
-    patch.validate()?;
     Ok(patch)
 }
 

@@ -622,7 +622,18 @@ impl QueueActor {
         }
         let until_ms = now + timeout_ms.unwrap_or(self.settings().message_timeout_ms);
         let dead_letter = self.settings().dead_letter.clone();
-        let mut out = Vec::with_capacity(n.min(self.available.len()));
+        let most = n.min(self.available.len());
+        // One id allocation for the whole reserve (ids skipped by dead-lettering are
+        // simply never used).
+        let mut reservation_ids = if delete {
+            0..0
+        } else {
+            let first = self
+                .store
+                .allocate_ids(u64::try_from(most).unwrap_or(u64::MAX))?;
+            first..first + u64::try_from(most).unwrap_or(u64::MAX)
+        };
+        let mut out = Vec::with_capacity(most);
         let mut dead = Vec::new();
         let mut result = Ok(());
         while out.len() < n {
@@ -655,7 +666,9 @@ impl QueueActor {
                     continue;
                 }
             }
-            match self.reserve_one(id, body, delete, until_ms) {
+            // Each reserve consumes one available message, so there is an id for it.
+            let reservation_id = reservation_ids.next().unwrap_or(0);
+            match self.reserve_one(id, body, reservation_id, until_ms) {
                 Ok(view) => out.push(view),
                 Err(err) => {
                     result = Err(err);
@@ -676,19 +689,16 @@ impl QueueActor {
         }
     }
 
-    /// Reserves (or removes) one available message whose body has been read.
+    /// Reserves one available message whose body has been read, under
+    /// `reservation_id`; with reservation id 0 (reserve with delete) removes it.
     fn reserve_one(
         &mut self,
         id: u64,
         body: bytes::Bytes,
-        delete: bool,
+        reservation_id: u64,
         until_ms: u64,
     ) -> Result<MessageView, QueueError> {
-        let reservation_id = if delete {
-            0
-        } else {
-            self.store.allocate_ids(1)?
-        };
+        let delete = reservation_id == 0;
         self.detach(id);
         let msg = self
             .messages
@@ -731,6 +741,8 @@ impl QueueActor {
         n: usize,
         reply: oneshot::Sender<Result<usize, QueueError>>,
     ) {
+        // Not just validation: moving into itself would adopt nothing (the ids are
+        // already here) and then remove the messages as "moved".
         if to.as_str() == self.record.name {
             let _ = reply.send(Err(QueueError::invalid(
                 "cannot redrive a queue into itself",
