@@ -8,6 +8,16 @@
 //! Every timed event (lease deadline, delay end, expiration, long-poll timeout) is in
 //! one [`DeadlineIndex`]; the actor sleeps until its earliest entry.
 //!
+//! # Records
+//! The messages a turn takes in go into one pending batch (sealed early at 512
+//! messages or 64 KiB) and are written as one record at the end of the turn; each
+//! message remembers its batch and slot, and `batches` counts the live messages per
+//! batch. Deletes and state changes only mark their batch dirty; at the end of the
+//! turn each dirty batch gets its state record rewritten once, or both its records
+//! removed when its last message is gone (`storage/batch.rs`). Bodies are read from
+//! the pending batch, the last batch read, or the store. `total_pushed` is written
+//! at most once a second (and at shutdown): after a crash it can undercount.
+//!
 //! # Turns
 //! The actor takes up to [`MAILBOX_BATCH`] commands from its mailbox at once (a
 //! turn). It first fires every due timer (so an expired lease is back in the queue
@@ -18,6 +28,8 @@
 //! for it, the actor never does.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,8 +42,10 @@ use super::types::{
     now_ms, Lease, MessageState, MessageView, NewMessage, QueueName, QueueSettings, QueueStats,
 };
 use crate::error::QueueError;
+use crate::storage::batch::encode_batch_state;
 use crate::storage::{
-    CommitTicket, LoadedMessage, MessageRecord, QueueLog, QueueRecord, StateRecord, Store,
+    Batch, BatchBuilder, CommitTicket, LoadedMessage, MessageRecord, QueueLog, QueueRecord,
+    StateRecord, Store,
 };
 
 /// Most commands handled in one turn.
@@ -42,6 +56,8 @@ pub const MAILBOX_CAPACITY: usize = 1024;
 const MAX_SLEEP_MS: u64 = 24 * 3600 * 1000;
 /// Order keys of pushed messages start here; requeued messages count down from below.
 const ORDER_BASE: u64 = 1 << 63;
+/// A queue record whose only change is `total_pushed` is written at most this often.
+const RECORD_EVERY_MS: u64 = 1000;
 
 /// A timed event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -89,6 +105,18 @@ struct Msg {
     /// The reservation that most recently ran out, so that a late delete/touch/release
     /// with it is told RESERVATION_EXPIRED rather than RESERVATION_MISMATCH.
     expired_reservation_id: u64,
+    /// The batch record holding the message, and its slot there.
+    batch: u64,
+    slot: u32,
+}
+
+/// What the actor keeps per batch record.
+#[derive(Debug, Default)]
+struct BatchInfo {
+    /// Message id per slot (0 for a slot whose message was gone at load).
+    ids: Vec<u64>,
+    /// Messages of the batch still in the queue.
+    live: usize,
 }
 
 impl Msg {
@@ -120,8 +148,9 @@ struct Waiter {
     reply: oneshot::Sender<Acked<Vec<MessageView>>>,
 }
 
-/// A reply held until the end of the turn, when the commit ticket is known.
-type Deferred = Box<dyn FnOnce(CommitTicket) + Send>;
+/// A reply held until the end of the turn, when the turn's writes are done and the
+/// commit ticket is known (or a write failed).
+type Deferred = Box<dyn FnOnce(Result<CommitTicket, QueueError>) + Send>;
 
 /// One queue's state; see the module docs.
 pub(crate) struct QueueActor {
@@ -141,8 +170,21 @@ pub(crate) struct QueueActor {
     next_front: u64,
     reserved: usize,
     delayed: usize,
-    /// The queue record changed this turn (total_pushed, settings).
+    /// The settings changed this turn: write the queue record now.
     record_dirty: bool,
+    /// total_pushed changed since the record was last written.
+    pushed_dirty: bool,
+    record_written_ms: u64,
+    /// Batch records with messages in the queue (or written this turn).
+    batches: HashMap<u64, BatchInfo>,
+    /// The batch gathering this turn's new messages, not yet written.
+    pending: Option<(u64, BatchBuilder)>,
+    /// Batches whose state record must be rewritten (or removed) at turn end.
+    dirty: BTreeSet<u64>,
+    /// The batch record read last (reserves read the same batch many times).
+    cached: Option<(u64, Batch)>,
+    /// A write of this turn failed: its held replies get this error.
+    turn_error: Option<QueueError>,
     /// Something was written this turn.
     wrote: bool,
     deferred: Vec<Deferred>,
@@ -181,6 +223,13 @@ pub(crate) fn spawn(
         reserved: 0,
         delayed: 0,
         record_dirty: false,
+        pushed_dirty: false,
+        record_written_ms: 0,
+        batches: HashMap::new(),
+        pending: None,
+        dirty: BTreeSet::new(),
+        cached: None,
+        turn_error: None,
         wrote: false,
         deferred: Vec::new(),
         destroyed: false,
@@ -246,6 +295,11 @@ impl QueueActor {
         // Mailbox closed, queue destroyed or server stopping: finish what was done,
         // then tell the waiters.
         self.finish_turn(now_ms());
+        if self.pushed_dirty && !self.destroyed {
+            if let Err(err) = self.store.put_queue(&self.record) {
+                tracing::error!(queue = %self.record.name, cause = %err, "cannot write the queue record");
+            }
+        }
         let err = if self.destroyed {
             QueueError::QueueNotFound(self.record.name.clone())
         } else {
@@ -259,8 +313,29 @@ impl QueueActor {
     /// Rebuilds the in-memory state from the store.
     fn load(&mut self) -> Result<(), QueueError> {
         let now = now_ms();
-        let loaded = self.log.load()?;
-        for LoadedMessage { id, record, state } in loaded {
+        let mut loaded = Vec::new();
+        self.log.load(&mut |message| loaded.push(message))?;
+        for LoadedMessage {
+            id,
+            record,
+            state,
+            batch,
+            slot,
+            batch_len,
+        } in loaded
+        {
+            if self.messages.contains_key(&id) {
+                // A move into this queue and back, cut short by a crash.
+                continue;
+            }
+            let info = self.batches.entry(batch).or_insert_with(|| BatchInfo {
+                ids: vec![0; usize::try_from(batch_len).unwrap_or(0)],
+                live: 0,
+            });
+            if let Some(entry) = usize::try_from(slot).ok().and_then(|s| info.ids.get_mut(s)) {
+                *entry = id;
+            }
+            info.live += 1;
             let (order_key, reserved_count, state) = match state {
                 Some(st) if st.reservation_id != 0 => (
                     st.order_key,
@@ -288,6 +363,8 @@ impl QueueActor {
                 pushed_at_ms: record.pushed_at_ms,
                 expires_at_ms: record.expires_at_ms,
                 expired_reservation_id: 0,
+                batch,
+                slot,
             };
             self.next_front = self.next_front.min(order_key.saturating_sub(1));
             self.insert(id, msg);
@@ -347,23 +424,153 @@ impl QueueActor {
         }
     }
 
-    /// Removes a message from memory and from the store.
-    fn remove(&mut self, id: u64) -> Result<(), QueueError> {
+    /// Removes a message from memory; its batch's state record is rewritten (or the
+    /// batch removed) at the end of the turn.
+    fn remove(&mut self, id: u64) {
         self.detach(id);
         if let Some(msg) = self.messages.remove(&id) {
             self.timers.remove(msg.expires_at_ms, Timer::Expire(id));
+            if let Some(info) = self.batches.get_mut(&msg.batch) {
+                info.live = info.live.saturating_sub(1);
+            }
+            self.dirty.insert(msg.batch);
+        }
+    }
+
+    /// Marks a message's state for writing at the end of the turn.
+    fn persist_state(&mut self, id: u64) {
+        if let Some(msg) = self.messages.get(&id) {
+            self.dirty.insert(msg.batch);
+        }
+    }
+
+    /// Adds a new message to the turn's pending batch and returns (batch, slot).
+    /// `batch_key` names a new batch if one must be started: the message's own id
+    /// for a push (fresh, so unique and in push order), a fresh id for an adopt.
+    fn stage(
+        &mut self,
+        id: u64,
+        record: MessageRecord,
+        body: Bytes,
+        batch_key: impl FnOnce(&mut Self) -> Result<u64, QueueError>,
+    ) -> Result<(u64, u32), QueueError> {
+        if self.pending.as_ref().is_some_and(|(_, b)| b.is_full()) {
+            self.seal_pending()?;
+        }
+        if self.pending.is_none() {
+            let key = batch_key(self)?;
+            self.pending = Some((key, BatchBuilder::default()));
+        }
+        let Some((key, builder)) = self.pending.as_mut() else {
+            return Err(QueueError::Internal("no pending batch".into()));
+        };
+        let key = *key;
+        let slot = builder.push(id, record, body);
+        let info = self.batches.entry(key).or_default();
+        info.ids.push(id);
+        info.live += 1;
+        Ok((key, slot))
+    }
+
+    /// Writes the pending batch. If the write fails, its messages leave the queue
+    /// again (their pushes fail with the turn).
+    fn seal_pending(&mut self) -> Result<(), QueueError> {
+        let Some((key, builder)) = self.pending.take() else {
+            return Ok(());
+        };
+        let live = self.batches.get(&key).map_or(0, |info| info.live);
+        if live == 0 {
+            // Every message went in the same turn (reserve with delete, expiry):
+            // nothing to write, nothing to remove.
+            self.batches.remove(&key);
+            self.dirty.remove(&key);
+            return Ok(());
         }
         self.wrote = true;
-        self.log.remove(id)?;
+        if let Err(err) = self.log.put_batch(key, &builder) {
+            let err = QueueError::from(err);
+            let ids = self
+                .batches
+                .remove(&key)
+                .map(|info| info.ids)
+                .unwrap_or_default();
+            for id in ids {
+                self.remove(id);
+            }
+            self.dirty.remove(&key);
+            self.turn_error = Some(err.clone());
+            return Err(err);
+        }
         Ok(())
     }
 
-    fn persist_state(&mut self, id: u64) -> Result<(), QueueError> {
-        if let Some(msg) = self.messages.get(&id) {
+    /// Writes the state record of every batch touched this turn, or removes the
+    /// batches whose last message went.
+    fn write_dirty(&mut self) {
+        for key in std::mem::take(&mut self.dirty) {
+            let Some(info) = self.batches.get(&key) else {
+                continue;
+            };
+            let result = if info.live == 0 {
+                self.batches.remove(&key);
+                if self.cached.as_ref().is_some_and(|(k, _)| *k == key) {
+                    self.cached = None;
+                }
+                self.log.remove_batch(key)
+            } else {
+                let slot_msg = |slot: usize| {
+                    let id = info.ids.get(slot).copied().unwrap_or(0);
+                    self.messages
+                        .get(&id)
+                        .filter(|m| m.batch == key && usize::try_from(m.slot) == Ok(slot))
+                };
+                let states: Vec<(u32, StateRecord)> = (0..info.ids.len())
+                    .filter_map(|slot| {
+                        let msg = slot_msg(slot)?;
+                        let state = msg.state_record();
+                        let default = ORDER_BASE.checked_add(info.ids[slot])
+                            == Some(state.order_key)
+                            && state.reserved_count == 0
+                            && state.reservation_id == 0
+                            && state.available_at_ms == 0;
+                        (!default).then_some((msg.slot, state))
+                    })
+                    .collect();
+                let value =
+                    encode_batch_state(info.ids.len(), |slot| slot_msg(slot).is_none(), &states);
+                self.log.put_batch_state(key, &value)
+            };
             self.wrote = true;
-            self.log.put_state(id, &msg.state_record())?;
+            if let Err(err) = result {
+                tracing::error!(queue = %self.record.name, batch = key, cause = %err, "cannot write a batch state");
+                self.turn_error = Some(err.into());
+            }
         }
-        Ok(())
+    }
+
+    /// The body of message `id`: from the pending batch, the cached batch or the store.
+    fn body(&mut self, id: u64) -> Result<Option<Bytes>, QueueError> {
+        let Some(msg) = self.messages.get(&id) else {
+            return Ok(None);
+        };
+        let (key, slot) = (msg.batch, msg.slot);
+        if let Some((pending_key, builder)) = &self.pending {
+            if *pending_key == key {
+                return Ok(builder.body(slot));
+            }
+        }
+        let slot = usize::try_from(slot).unwrap_or(usize::MAX);
+        if let Some((cached_key, batch)) = &self.cached {
+            if *cached_key == key {
+                return Ok(batch.body(slot));
+            }
+        }
+        let Some(batch) = self.log.batch(key)? else {
+            return Ok(None);
+        };
+        let body = batch.body(slot);
+        self.cached = Some((key, batch));
+        Ok(body)
     }
 
     fn take_front_key(&mut self) -> u64 {
@@ -386,7 +593,10 @@ impl QueueActor {
                     }
                     Ok(())
                 }
-                Timer::Expire(id) => self.remove(id),
+                Timer::Expire(id) => {
+                    self.remove(id);
+                    Ok(())
+                }
                 Timer::Waiter(waiter_id) => {
                     if let Some(waiter) = self.waiters.remove(&waiter_id) {
                         let _ = waiter.reply.send(Ok((Vec::new(), CommitTicket::ready())));
@@ -414,7 +624,8 @@ impl QueueActor {
             msg.order_key = front;
         }
         self.attach(id, State::Available);
-        self.persist_state(id)
+        self.persist_state(id);
+        Ok(())
     }
 
     fn handle(&mut self, command: Command, now: u64) {
@@ -497,7 +708,7 @@ impl QueueActor {
     ) {
         match result {
             Ok(value) => self.deferred.push(Box::new(move |ticket| {
-                let _ = reply.send(Ok((value, ticket)));
+                let _ = reply.send(ticket.map(|ticket| (value, ticket)));
             })),
             Err(err) => {
                 let _ = reply.send(Err(err));
@@ -525,10 +736,9 @@ impl QueueActor {
                 available_at_ms,
                 expires_at_ms,
             };
-            self.wrote = true;
-            self.log.append(id, &record, &message.body)?;
+            let (batch, slot) = self.stage(id, record, message.body, |_| Ok(id))?;
             self.record.total_pushed += 1;
-            self.record_dirty = true;
+            self.pushed_dirty = true;
             self.insert(
                 id,
                 Msg {
@@ -538,6 +748,8 @@ impl QueueActor {
                     pushed_at_ms: now,
                     expires_at_ms,
                     expired_reservation_id: 0,
+                    batch,
+                    slot,
                 },
             );
             ids.push(id);
@@ -637,19 +849,18 @@ impl QueueActor {
         let mut dead = Vec::new();
         let mut result = Ok(());
         while out.len() < n {
-            let Some(&(order_key, id)) = self.available.first() else {
+            let Some(&(_, id)) = self.available.first() else {
                 break;
             };
-            let body = match self.log.body(id) {
+            let body = match self.body(id) {
                 Ok(Some(body)) => body,
                 Ok(None) => {
                     tracing::error!(queue = %self.record.name, id, "message body missing; dropping the index entry");
-                    self.available.remove(&(order_key, id));
-                    self.messages.remove(&id);
+                    self.remove(id);
                     continue;
                 }
                 Err(err) => {
-                    result = Err(err.into());
+                    result = Err(err);
                     break;
                 }
             };
@@ -718,7 +929,7 @@ impl QueueActor {
             state: MessageState::Reserved,
         };
         if delete {
-            self.remove(id)?;
+            self.remove(id);
         } else {
             view.reservation_id = reservation_id;
             view.reserved_until_ms = until_ms;
@@ -729,7 +940,7 @@ impl QueueActor {
                     until_ms,
                 },
             );
-            self.persist_state(id)?;
+            self.persist_state(id);
         }
         Ok(view)
     }
@@ -752,7 +963,7 @@ impl QueueActor {
         let candidates: Vec<u64> = self.available.iter().take(n).map(|&(_, id)| id).collect();
         let mut messages = Vec::with_capacity(candidates.len());
         for id in candidates {
-            match self.log.body(id) {
+            match self.body(id) {
                 Ok(Some(body)) => {
                     self.detach(id);
                     self.attach(id, State::Moving);
@@ -766,7 +977,7 @@ impl QueueActor {
                 Err(err) => {
                     let ids: Vec<u64> = messages.iter().map(|m: &Transfer| m.id).collect();
                     self.transfer_done(&ids, false);
-                    let _ = reply.send(Err(err.into()));
+                    let _ = reply.send(Err(err));
                     return;
                 }
             }
@@ -840,9 +1051,7 @@ impl QueueActor {
                 continue; // deleted, expired or cleared meanwhile
             }
             if moved {
-                if let Err(err) = self.remove(id) {
-                    tracing::error!(queue = %self.record.name, id, cause = %err, "cannot remove a moved message");
-                }
+                self.remove(id);
             } else {
                 self.attach(id, State::Available);
             }
@@ -863,8 +1072,9 @@ impl QueueActor {
                 available_at_ms: 0,
                 expires_at_ms,
             };
-            self.wrote = true;
-            self.log.append(message.id, &record, &message.body)?;
+            let (batch, slot) = self.stage(message.id, record, message.body, |actor| {
+                Ok(actor.store.allocate_ids(1)?)
+            })?;
             self.insert(
                 message.id,
                 Msg {
@@ -874,13 +1084,15 @@ impl QueueActor {
                     pushed_at_ms: now,
                     expires_at_ms,
                     expired_reservation_id: 0,
+                    batch,
+                    slot,
                 },
             );
             if message.reserved_count > 0 {
-                self.persist_state(message.id)?;
+                self.persist_state(message.id);
             }
             self.record.total_pushed += 1;
-            self.record_dirty = true;
+            self.pushed_dirty = true;
             count += 1;
         }
         Ok(count)
@@ -932,7 +1144,7 @@ impl QueueActor {
             self.check_reservation(id, reservation_id, now)?;
         }
         for &(id, _) in entries {
-            self.remove(id)?;
+            self.remove(id);
         }
         Ok(entries.len())
     }
@@ -955,7 +1167,7 @@ impl QueueActor {
                 until_ms,
             },
         );
-        self.persist_state(id)?;
+        self.persist_state(id);
         Ok(Lease {
             reservation_id: new_reservation,
             reserved_until_ms: until_ms,
@@ -983,7 +1195,8 @@ impl QueueActor {
             State::Available
         };
         self.attach(id, state);
-        self.persist_state(id)
+        self.persist_state(id);
+        Ok(())
     }
 
     fn view(&self, id: u64, body: bytes::Bytes) -> Option<MessageView> {
@@ -1007,17 +1220,18 @@ impl QueueActor {
         })
     }
 
-    fn peek(&self, n: usize) -> Result<Vec<MessageView>, QueueError> {
-        let mut out = Vec::with_capacity(n.min(self.available.len()));
-        for &(_, id) in self.available.iter().take(n) {
-            if let Some(body) = self.log.body(id)? {
+    fn peek(&mut self, n: usize) -> Result<Vec<MessageView>, QueueError> {
+        let ids: Vec<u64> = self.available.iter().take(n).map(|&(_, id)| id).collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(body) = self.body(id)? {
                 out.extend(self.view(id, body));
             }
         }
         Ok(out)
     }
 
-    fn get(&self, id: u64) -> Result<MessageView, QueueError> {
+    fn get(&mut self, id: u64) -> Result<MessageView, QueueError> {
         if self
             .messages
             .get(&id)
@@ -1025,7 +1239,7 @@ impl QueueActor {
         {
             return Err(QueueError::MessageNotFound(id));
         }
-        let body = self.log.body(id)?.ok_or(QueueError::MessageNotFound(id))?;
+        let body = self.body(id)?.ok_or(QueueError::MessageNotFound(id))?;
         self.view(id, body).ok_or(QueueError::MessageNotFound(id))
     }
 
@@ -1048,6 +1262,10 @@ impl QueueActor {
         let count = self.messages.len();
         self.wrote = true;
         self.log.clear()?;
+        self.batches.clear();
+        self.pending = None;
+        self.dirty.clear();
+        self.cached = None;
         self.messages.clear();
         self.available.clear();
         self.timers
@@ -1059,27 +1277,45 @@ impl QueueActor {
 
     /// Ends a turn: serve waiters, persist the record, commit, send held replies.
     fn finish_turn(&mut self, now: u64) {
-        if !self.destroyed {
+        if self.destroyed {
+            self.pending = None;
+            self.dirty.clear();
+        } else {
             self.serve_waiters(now);
+            // A failed seal has recorded its error in `turn_error`.
+            let _ = self.seal_pending();
+            self.write_dirty();
         }
-        if self.record_dirty {
+        let record_due = self.pushed_dirty
+            && now.saturating_sub(self.record_written_ms) >= RECORD_EVERY_MS
+            && !self.destroyed;
+        if self.record_dirty || record_due {
             self.record_dirty = false;
+            self.pushed_dirty = false;
+            self.record_written_ms = now;
             self.wrote = true;
             if let Err(err) = self.store.put_queue(&self.record) {
                 tracing::error!(queue = %self.record.name, cause = %err, "cannot write the queue record");
+                self.turn_error = Some(err.into());
             }
         }
         // Give memory back after a large backlog has drained.
         if self.messages.capacity() > 4096 && self.messages.len() * 4 < self.messages.capacity() {
             self.messages.shrink_to(self.messages.len() * 2);
         }
+        if self.batches.capacity() > 1024 && self.batches.len() * 4 < self.batches.capacity() {
+            self.batches.shrink_to(self.batches.len() * 2);
+        }
         if !self.wrote && self.deferred.is_empty() {
             return;
         }
         self.wrote = false;
-        let ticket = self.store.commit();
+        let outcome = match self.turn_error.take() {
+            Some(err) => Err(err),
+            None => Ok(self.store.commit()),
+        };
         for reply in self.deferred.drain(..) {
-            reply(ticket.clone());
+            reply(outcome.clone());
         }
     }
 }

@@ -8,19 +8,22 @@
 //! tree "queues":        key = queue id (u64 BE)      value = QueueRecord (51 bytes)
 //!                                                      ++ name ++ dead-letter queue name
 //! default tree:         key = b"next_id"             value = u64 BE high-water mark
-//! tree b"m" ++ qid BE:  key = message id (u64 BE)    value = MessageRecord header (25 bytes) ++ body
-//! tree b"s" ++ qid BE:  key = message id (u64 BE)    value = StateRecord (37 bytes)
+//! tree b"b" ++ qid BE:  key = batch key (u64 BE)     value = batch of messages (batch.rs)
+//! tree b"t" ++ qid BE:  key = batch key (u64 BE)     value = batch state (batch.rs)
 //! ```
+//!
+//! A batch key is the id of the first message of the batch (or a fresh id), so
+//! batches load in push order. Layout 1 (one record per message in trees `m`/`s`) is
+//! not read; opening a data directory written with it fails with a clear error.
 
-use super::{MessageRecord, QueueRecord, StateRecord};
+use super::{QueueRecord, StateRecord};
 use crate::queue::types::{DeadLetter, QueueName, QueueSettings};
 
 /// Layout version written as the first byte of every value.
 const V1: u8 = 1;
 
-/// Bytes of a message value before the body.
-pub const MESSAGE_HEADER_LEN: usize = 1 + 8 * 3;
-const STATE_LEN: usize = 1 + 8 + 4 + 8 * 3;
+/// Bytes of an encoded [`StateRecord`].
+pub const STATE_LEN: usize = 1 + 8 + 4 + 8 * 3;
 const QUEUE_LEN: usize = 1 + 8 * 6 + 2;
 
 /// The 8-byte big-endian key of a message id.
@@ -33,14 +36,19 @@ pub fn decode_id_key(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))
 }
 
-/// The name of the tree holding a queue's messages.
-pub fn messages_tree(queue_id: u64) -> [u8; 9] {
-    prefixed(b'm', queue_id)
+/// The name of the tree holding a queue's batch records.
+pub fn batches_tree(queue_id: u64) -> [u8; 9] {
+    prefixed(b'b', queue_id)
 }
 
-/// The name of the tree holding a queue's message states.
-pub fn states_tree(queue_id: u64) -> [u8; 9] {
-    prefixed(b's', queue_id)
+/// The name of the tree holding a queue's batch state records.
+pub fn batch_states_tree(queue_id: u64) -> [u8; 9] {
+    prefixed(b't', queue_id)
+}
+
+/// Whether a tree name is a per-message tree of layout 1 (`m`/`s` ++ queue id).
+pub fn is_layout1_tree(name: &[u8]) -> bool {
+    name.len() == 9 && matches!(name[0], b'm' | b's')
 }
 
 fn prefixed(prefix: u8, queue_id: u64) -> [u8; 9] {
@@ -57,29 +65,6 @@ fn read_u64(buf: &[u8], at: usize) -> Option<u64> {
 
 fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(buf.get(at..at + 4)?.try_into().ok()?))
-}
-
-/// A message value: header then body.
-pub fn encode_message(rec: &MessageRecord, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(MESSAGE_HEADER_LEN + body.len());
-    out.push(V1);
-    out.extend_from_slice(&rec.pushed_at_ms.to_be_bytes());
-    out.extend_from_slice(&rec.available_at_ms.to_be_bytes());
-    out.extend_from_slice(&rec.expires_at_ms.to_be_bytes());
-    out.extend_from_slice(body);
-    out
-}
-
-/// The header of a message value (the body starts at [`MESSAGE_HEADER_LEN`]).
-pub fn decode_message_header(value: &[u8]) -> Option<MessageRecord> {
-    if value.first() != Some(&V1) || value.len() < MESSAGE_HEADER_LEN {
-        return None;
-    }
-    Some(MessageRecord {
-        pushed_at_ms: read_u64(value, 1)?,
-        available_at_ms: read_u64(value, 9)?,
-        expires_at_ms: read_u64(value, 17)?,
-    })
 }
 
 /// A state value.
@@ -179,20 +164,8 @@ mod tests {
         for id in ids {
             assert_eq!(decode_id_key(&id_key(id)), Some(id));
         }
-        assert!(messages_tree(1) < messages_tree(256));
-    }
-
-    #[test]
-    fn should_round_trip_message_headers() {
-        let rec = MessageRecord {
-            pushed_at_ms: 1,
-            available_at_ms: 2,
-            expires_at_ms: u64::MAX,
-        };
-        let value = encode_message(&rec, b"hello");
-        assert_eq!(decode_message_header(&value), Some(rec));
-        assert_eq!(&value[MESSAGE_HEADER_LEN..], b"hello");
-        assert_eq!(decode_message_header(&value[..10]), None);
+        assert!(batches_tree(1) < batches_tree(256));
+        assert!(is_layout1_tree(&prefixed(b'm', 1)) && !is_layout1_tree(&batches_tree(1)));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The sled 0.34.7 implementation of [`Store`] and [`QueueLog`].
 //!
 //! One `sled::Db` per process holds a `queues` tree (queue id → [`QueueRecord`]), the id
-//! high-water mark in the default tree, and two trees per queue: messages and
-//! states (layout in `keys.rs`). Single-key inserts and removes only (property D in
+//! high-water mark in the default tree, and two trees per queue: batch records and
+//! their state records (layout in `keys.rs` and `batch.rs`). Single-key inserts and removes only (property D in
 //! `storage/mod.rs`).
 
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use bytes::Bytes;
 use super::commit::{Flushable, GroupCommit, SledFlush};
 use super::keys;
 use super::{
-    CommitTicket, FsyncMode, LoadedMessage, MessageRecord, QueueLog, QueueRecord, StateRecord,
+    Batch, BatchBuilder, BatchState, CommitTicket, FsyncMode, LoadedMessage, QueueLog, QueueRecord,
     StorageError, Store,
 };
 
@@ -64,6 +64,18 @@ impl SledStore {
             .cache_capacity(config.cache_bytes)
             .flush_every_ms(Some(500))
             .open()?;
+        if db
+            .tree_names()
+            .iter()
+            .any(|name| keys::is_layout1_tree(name))
+        {
+            return Err(StorageError::Corrupt(format!(
+                "{} was written by an older ferromq (one record per message); \
+                 this version reads only batch records: drain it with the old version \
+                 or start with a new --data-dir",
+                config.path.display()
+            )));
+        }
         let queues = db.open_tree("queues")?;
         let next = match db.get(NEXT_ID_KEY)? {
             Some(value) => keys::decode_id_key(&value)
@@ -117,15 +129,15 @@ impl Store for SledStore {
 
     fn delete_queue(&self, queue_id: u64) -> Result<(), StorageError> {
         self.queues.remove(keys::id_key(queue_id))?;
-        self.db.drop_tree(keys::messages_tree(queue_id))?;
-        self.db.drop_tree(keys::states_tree(queue_id))?;
+        self.db.drop_tree(keys::batches_tree(queue_id))?;
+        self.db.drop_tree(keys::batch_states_tree(queue_id))?;
         Ok(())
     }
 
     fn open_log(&self, queue_id: u64) -> Result<Box<dyn QueueLog>, StorageError> {
         Ok(Box::new(SledQueueLog {
-            messages: self.db.open_tree(keys::messages_tree(queue_id))?,
-            states: self.db.open_tree(keys::states_tree(queue_id))?,
+            batches: self.db.open_tree(keys::batches_tree(queue_id))?,
+            states: self.db.open_tree(keys::batch_states_tree(queue_id))?,
         }))
     }
 
@@ -165,82 +177,94 @@ impl Store for SledStore {
     }
 }
 
-/// One queue's two trees.
+/// One queue's two trees: batch records and their state records.
 struct SledQueueLog {
-    messages: sled::Tree,
+    batches: sled::Tree,
     states: sled::Tree,
 }
 
 impl QueueLog for SledQueueLog {
-    fn append(&self, id: u64, record: &MessageRecord, body: &[u8]) -> Result<(), StorageError> {
-        self.messages
-            .insert(keys::id_key(id), keys::encode_message(record, body))?;
+    fn put_batch(&self, key: u64, batch: &BatchBuilder) -> Result<(), StorageError> {
+        self.batches.insert(keys::id_key(key), batch.encode())?;
         Ok(())
     }
 
-    fn put_state(&self, id: u64, state: &StateRecord) -> Result<(), StorageError> {
-        self.states
-            .insert(keys::id_key(id), &keys::encode_state(state)[..])?;
+    fn put_batch_state(&self, key: u64, state: &[u8]) -> Result<(), StorageError> {
+        self.states.insert(keys::id_key(key), state)?;
         Ok(())
     }
 
-    fn remove(&self, id: u64) -> Result<(), StorageError> {
-        self.messages.remove(keys::id_key(id))?;
-        self.states.remove(keys::id_key(id))?;
+    fn remove_batch(&self, key: u64) -> Result<(), StorageError> {
+        self.batches.remove(keys::id_key(key))?;
+        self.states.remove(keys::id_key(key))?;
         Ok(())
     }
 
-    fn body(&self, id: u64) -> Result<Option<Bytes>, StorageError> {
-        let Some(value) = self.messages.get(keys::id_key(id))? else {
+    fn batch(&self, key: u64) -> Result<Option<Batch>, StorageError> {
+        let Some(value) = self.batches.get(keys::id_key(key))? else {
             return Ok(None);
         };
-        if keys::decode_message_header(&value).is_none() {
-            return Err(StorageError::Corrupt(format!("message {id}")));
-        }
         // Zero copy: the Bytes keeps sled's buffer alive.
-        Ok(Some(
-            Bytes::from_owner(value).slice(keys::MESSAGE_HEADER_LEN..),
-        ))
+        Batch::parse(Bytes::from_owner(value))
+            .map(Some)
+            .ok_or_else(|| StorageError::Corrupt(format!("batch {key}")))
     }
 
-    fn load(&self) -> Result<Vec<LoadedMessage>, StorageError> {
-        let mut out = Vec::new();
-        let mut states = self.states.iter().peekable();
-        for entry in self.messages.iter() {
-            let (key, value) = entry?;
-            let id = keys::decode_id_key(&key)
-                .ok_or_else(|| StorageError::Corrupt("message key".into()))?;
-            let record = keys::decode_message_header(&value)
-                .ok_or_else(|| StorageError::Corrupt(format!("message {id}")))?;
-            // Both trees are in id order: walk them together.
-            let mut state = None;
-            while let Some(Ok((state_key, _))) = states.peek() {
-                let state_id = keys::decode_id_key(state_key)
-                    .ok_or_else(|| StorageError::Corrupt("state key".into()))?;
-                if state_id > id {
-                    break;
+    fn load(&self, each: &mut dyn FnMut(LoadedMessage)) -> Result<(), StorageError> {
+        for entry in self.batches.iter() {
+            let (key_bytes, value) = entry?;
+            let key = keys::decode_id_key(&key_bytes)
+                .ok_or_else(|| StorageError::Corrupt("batch key".into()))?;
+            let batch = Batch::parse(Bytes::from_owner(value))
+                .ok_or_else(|| StorageError::Corrupt(format!("batch {key}")))?;
+            let state = match self.states.get(&key_bytes)? {
+                Some(value) => BatchState::decode(&value)
+                    .ok_or_else(|| StorageError::Corrupt(format!("state of batch {key}")))?,
+                None => BatchState::default(),
+            };
+            let batch_len = u32::try_from(batch.count())
+                .map_err(|_| StorageError::Corrupt(format!("batch {key} is too long")))?;
+            let mut live = 0;
+            let mut states = state.states.iter().peekable();
+            for slot in 0..batch.count() {
+                let slot32 = u32::try_from(slot).unwrap_or(u32::MAX);
+                let mut own_state = None;
+                // States are written in slot order.
+                while let Some((state_slot, st)) = states.peek() {
+                    if *state_slot > slot32 {
+                        break;
+                    }
+                    if *state_slot == slot32 {
+                        own_state = Some(*st);
+                    }
+                    states.next();
                 }
-                let (_, state_value) = states
-                    .next()
-                    .transpose()?
-                    .ok_or_else(|| StorageError::Corrupt("state iterator".into()))?;
-                if state_id == id {
-                    state =
-                        Some(keys::decode_state(&state_value).ok_or_else(|| {
-                            StorageError::Corrupt(format!("state of message {id}"))
-                        })?);
+                if state.is_deleted(slot) {
+                    continue;
                 }
+                let (id, record) = batch
+                    .entry(slot)
+                    .ok_or_else(|| StorageError::Corrupt(format!("batch {key}")))?;
+                live += 1;
+                each(LoadedMessage {
+                    id,
+                    record,
+                    state: own_state,
+                    batch: key,
+                    slot: slot32,
+                    batch_len,
+                });
             }
-            if let Some(Err(err)) = states.peek() {
-                return Err(StorageError::Io(err.to_string()));
+            if live == 0 {
+                // Every message went before the removal was written (crash).
+                self.remove_batch(key)?;
             }
-            out.push(LoadedMessage { id, record, state });
         }
-        Ok(out)
+        Ok(())
     }
 
     fn clear(&self) -> Result<(), StorageError> {
-        self.messages.clear()?;
+        self.batches.clear()?;
         self.states.clear()?;
         Ok(())
     }

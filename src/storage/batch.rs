@@ -1,0 +1,311 @@
+//! The batch record: many messages in one sled value, and its state record.
+//!
+//! A queue actor gathers the messages pushed (or adopted) in one turn into a
+//! [`BatchBuilder`] and writes them as one record, so a push costs a share of one
+//! sled insert instead of one insert per message. What happens to those messages
+//! afterwards (reserved, requeued, deleted) is written as one small *state record*
+//! per batch, rewritten at most once per turn while the batch is touched; when the
+//! last message of a batch is gone, both records are removed.
+//!
+//! ```text
+//! batch value:  [2] count:u32 entries[count] bodies
+//!               entry = id:u64 pushed_at:u64 available_at:u64 expires_at:u64
+//!                       offset:u32 len:u32      (offset into the bodies area)
+//! state value:  [2] count:u32 deleted-bitmap[ceil(count/8)] n:u32 (slot:u32 StateRecord)[n]
+//! ```
+//!
+//! All integers are big-endian. A slot is a message's index in its batch.
+
+use bytes::Bytes;
+
+use super::keys::{decode_state, encode_state, STATE_LEN};
+use super::{MessageRecord, StateRecord};
+
+const V2: u8 = 2;
+const HEAD_LEN: usize = 1 + 4;
+const ENTRY_LEN: usize = 8 * 4 + 4 + 4;
+
+/// Most messages in one batch record.
+pub const MAX_BATCH_MESSAGES: usize = 512;
+/// A batch is sealed once its bodies reach this many bytes. sled stores values
+/// above ~128 KiB as separate files, so batches stay well below that.
+pub const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+/// Messages gathered for one batch record.
+#[derive(Debug, Default)]
+pub struct BatchBuilder {
+    entries: Vec<(u64, MessageRecord, Bytes)>,
+    body_bytes: usize,
+}
+
+impl BatchBuilder {
+    /// Adds a message and returns its slot.
+    pub fn push(&mut self, id: u64, record: MessageRecord, body: Bytes) -> u32 {
+        let slot = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
+        self.body_bytes += body.len();
+        self.entries.push((id, record, body));
+        slot
+    }
+
+    /// Whether another message should go into a new batch instead.
+    pub fn is_full(&self) -> bool {
+        self.entries.len() >= MAX_BATCH_MESSAGES || self.body_bytes >= MAX_BATCH_BYTES
+    }
+
+    /// Messages in the batch.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The body in `slot` (shares the pushed buffer, no copy).
+    pub fn body(&self, slot: u32) -> Option<Bytes> {
+        let slot = usize::try_from(slot).ok()?;
+        self.entries.get(slot).map(|(_, _, body)| body.clone())
+    }
+
+    /// The record value.
+    pub fn encode(&self) -> Vec<u8> {
+        let table = HEAD_LEN + ENTRY_LEN * self.entries.len();
+        let mut out = Vec::with_capacity(table + self.body_bytes);
+        out.push(V2);
+        out.extend_from_slice(&len_u32(self.entries.len()).to_be_bytes());
+        let mut offset = 0usize;
+        for (id, rec, body) in &self.entries {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&rec.pushed_at_ms.to_be_bytes());
+            out.extend_from_slice(&rec.available_at_ms.to_be_bytes());
+            out.extend_from_slice(&rec.expires_at_ms.to_be_bytes());
+            out.extend_from_slice(&len_u32(offset).to_be_bytes());
+            out.extend_from_slice(&len_u32(body.len()).to_be_bytes());
+            offset += body.len();
+        }
+        for (_, _, body) in &self.entries {
+            out.extend_from_slice(body);
+        }
+        out
+    }
+}
+
+/// Bodies are limited far below 4 GiB (`Config::max_body` ≤ 16 MiB, batches ≤ 512
+/// messages), so lengths always fit; saturate rather than wrap if that ever changed.
+fn len_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// A stored batch record, validated once; bodies are slices of it (no copy).
+#[derive(Debug, Clone)]
+pub struct Batch {
+    value: Bytes,
+    count: usize,
+}
+
+impl Batch {
+    /// Checks a record value: version, table size and that every body lies inside.
+    pub fn parse(value: Bytes) -> Option<Batch> {
+        if value.first() != Some(&V2) {
+            return None;
+        }
+        let count = usize::try_from(read_u32(&value, 1)?).ok()?;
+        let table = HEAD_LEN.checked_add(count.checked_mul(ENTRY_LEN)?)?;
+        if value.len() < table {
+            return None;
+        }
+        let bodies = value.len() - table;
+        let batch = Batch { value, count };
+        for slot in 0..count {
+            let (offset, len) = batch.span(slot)?;
+            if offset.checked_add(len)? > bodies {
+                return None;
+            }
+        }
+        Some(batch)
+    }
+
+    /// Messages in the batch (deleted ones included).
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    fn entry_at(&self, slot: usize) -> Option<usize> {
+        (slot < self.count).then_some(HEAD_LEN + slot * ENTRY_LEN)
+    }
+
+    fn span(&self, slot: usize) -> Option<(usize, usize)> {
+        let at = self.entry_at(slot)?;
+        let offset = usize::try_from(read_u32(&self.value, at + 32)?).ok()?;
+        let len = usize::try_from(read_u32(&self.value, at + 36)?).ok()?;
+        Some((offset, len))
+    }
+
+    /// The id and push record in `slot`.
+    pub fn entry(&self, slot: usize) -> Option<(u64, MessageRecord)> {
+        let at = self.entry_at(slot)?;
+        let v = &self.value;
+        Some((
+            read_u64(v, at)?,
+            MessageRecord {
+                pushed_at_ms: read_u64(v, at + 8)?,
+                available_at_ms: read_u64(v, at + 16)?,
+                expires_at_ms: read_u64(v, at + 24)?,
+            },
+        ))
+    }
+
+    /// The body in `slot`.
+    pub fn body(&self, slot: usize) -> Option<Bytes> {
+        let (offset, len) = self.span(slot)?;
+        let start = HEAD_LEN + self.count * ENTRY_LEN + offset;
+        Some(self.value.slice(start..start + len))
+    }
+}
+
+/// The decoded state record of a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchState {
+    deleted: Vec<u8>,
+    /// Messages whose state differs from the push defaults.
+    pub states: Vec<(u32, StateRecord)>,
+}
+
+impl BatchState {
+    /// Whether the message in `slot` was deleted.
+    pub fn is_deleted(&self, slot: usize) -> bool {
+        self.deleted
+            .get(slot / 8)
+            .is_some_and(|byte| byte & (1 << (slot % 8)) != 0)
+    }
+
+    /// Decodes a state value.
+    pub fn decode(value: &[u8]) -> Option<BatchState> {
+        if value.first() != Some(&V2) {
+            return None;
+        }
+        let count = usize::try_from(read_u32(value, 1)?).ok()?;
+        let bitmap_end = HEAD_LEN + count.div_ceil(8);
+        let deleted = value.get(HEAD_LEN..bitmap_end)?.to_vec();
+        let n = usize::try_from(read_u32(value, bitmap_end)?).ok()?;
+        let mut at = bitmap_end + 4;
+        if value.len() != at.checked_add(n.checked_mul(4 + STATE_LEN)?)? {
+            return None;
+        }
+        let mut states = Vec::with_capacity(n);
+        for _ in 0..n {
+            let slot = read_u32(value, at)?;
+            let state = decode_state(value.get(at + 4..at + 4 + STATE_LEN)?)?;
+            states.push((slot, state));
+            at += 4 + STATE_LEN;
+        }
+        Some(BatchState { deleted, states })
+    }
+}
+
+/// Encodes the state record of a batch of `count` slots: `deleted(slot)` says which
+/// messages are gone, `states` lists the others whose state is not the default.
+pub fn encode_batch_state(
+    count: usize,
+    deleted: impl Fn(usize) -> bool,
+    states: &[(u32, StateRecord)],
+) -> Vec<u8> {
+    let bitmap_len = count.div_ceil(8);
+    let mut out = Vec::with_capacity(HEAD_LEN + bitmap_len + 4 + states.len() * (4 + STATE_LEN));
+    out.push(V2);
+    out.extend_from_slice(&len_u32(count).to_be_bytes());
+    let mut bitmap = vec![0u8; bitmap_len];
+    for slot in (0..count).filter(|&slot| deleted(slot)) {
+        bitmap[slot / 8] |= 1 << (slot % 8);
+    }
+    out.extend_from_slice(&bitmap);
+    out.extend_from_slice(&len_u32(states.len()).to_be_bytes());
+    for (slot, state) in states {
+        out.extend_from_slice(&slot.to_be_bytes());
+        out.extend_from_slice(&encode_state(state));
+    }
+    out
+}
+
+fn read_u64(buf: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(buf.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(buf.get(at..at + 4)?.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u64) -> MessageRecord {
+        MessageRecord {
+            pushed_at_ms: n,
+            available_at_ms: n + 1,
+            expires_at_ms: n + 2,
+        }
+    }
+
+    #[test]
+    fn should_round_trip_a_batch_without_copying_bodies() {
+        let mut builder = BatchBuilder::default();
+        assert_eq!(builder.push(10, record(1), Bytes::from_static(b"first")), 0);
+        assert_eq!(builder.push(12, record(2), Bytes::new()), 1);
+        assert_eq!(builder.push(13, record(3), Bytes::from_static(b"third")), 2);
+        assert_eq!(builder.body(2).as_deref(), Some(&b"third"[..]));
+        let value = Bytes::from(builder.encode());
+        let batch = Batch::parse(value.clone()).expect("valid batch");
+        assert_eq!(batch.count(), 3);
+        assert_eq!(batch.entry(1), Some((12, record(2))));
+        assert_eq!(batch.body(0).as_deref(), Some(&b"first"[..]));
+        assert_eq!(batch.body(1).as_deref(), Some(&b""[..]));
+        let third = batch.body(2).expect("third body");
+        assert_eq!(&third[..], b"third");
+        // The body points into the record value.
+        let inside = value.as_ptr() as usize..value.as_ptr() as usize + value.len();
+        assert!(inside.contains(&(third.as_ptr() as usize)));
+        assert_eq!(batch.entry(3), None);
+    }
+
+    #[test]
+    fn should_reject_damaged_batches() {
+        let mut builder = BatchBuilder::default();
+        builder.push(1, record(1), Bytes::from_static(b"body"));
+        let value = builder.encode();
+        assert!(Batch::parse(Bytes::from(value[..value.len() - 1].to_vec())).is_none());
+        assert!(Batch::parse(Bytes::from_static(b"\x02\xff\xff\xff\xff")).is_none());
+        assert!(Batch::parse(Bytes::from_static(b"\x01")).is_none());
+    }
+
+    #[test]
+    fn should_seal_batches_by_count_and_bytes() {
+        let mut builder = BatchBuilder::default();
+        builder.push(1, record(1), Bytes::from(vec![0u8; MAX_BATCH_BYTES]));
+        assert!(builder.is_full());
+        let mut builder = BatchBuilder::default();
+        for id in 0..MAX_BATCH_MESSAGES as u64 {
+            assert!(!builder.is_full());
+            builder.push(id, record(id), Bytes::from_static(b"x"));
+        }
+        assert!(builder.is_full());
+    }
+
+    #[test]
+    fn should_round_trip_batch_states() {
+        let state = StateRecord {
+            order_key: 5,
+            reserved_count: 2,
+            reservation_id: 77,
+            reserved_until_ms: 1000,
+            available_at_ms: 0,
+        };
+        let value = encode_batch_state(10, |slot| slot == 0 || slot == 9, &[(3, state)]);
+        let decoded = BatchState::decode(&value).expect("valid state");
+        let deleted: Vec<usize> = (0..10).filter(|&s| decoded.is_deleted(s)).collect();
+        assert_eq!(deleted, vec![0, 9]);
+        assert_eq!(decoded.states, vec![(3, state)]);
+        assert!(BatchState::decode(&value[..value.len() - 1]).is_none());
+    }
+}
