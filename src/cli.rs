@@ -37,6 +37,9 @@ pub struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Load-generate against a running server (ferromq, beanstalkd or Redis) and
+    /// report throughput, latency percentiles and server CPU/RSS.
+    Bench(Box<crate::bench::BenchArgs>),
     /// Push messages: bodies as arguments, or `-` to push each line of stdin.
     Push {
         #[command(flatten)]
@@ -247,7 +250,7 @@ pub struct ServeArgs {
 }
 
 /// Parses `500ms`, `30s`, `5m`, `2h` or a bare number of milliseconds.
-fn parse_duration_ms(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_duration_ms(text: &str) -> Result<u64, String> {
     let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
         Some(at) => text.split_at(at),
         None => (text, "ms"),
@@ -290,9 +293,28 @@ pub fn main() -> ExitCode {
     runtime.block_on(run(cli.command))
 }
 
+async fn bench(args: crate::bench::BenchArgs) -> ExitCode {
+    let json = args.json;
+    match crate::bench::run(args).await {
+        Ok(report) => {
+            if json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.summary());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn run(command: Command) -> ExitCode {
     let result = match command {
         Command::Serve(args) => return serve(args).await,
+        Command::Bench(args) => return bench(*args).await,
         other => client_command(other).await,
     };
     match result {
@@ -360,7 +382,7 @@ async fn wait_for_signal() {
 
 async fn client_command(command: Command) -> Result<(), ClientError> {
     match command {
-        Command::Serve(_) => Ok(()),
+        Command::Serve(_) | Command::Bench(_) => Ok(()),
         Command::Push {
             conn,
             queue,

@@ -12,8 +12,10 @@
 //!   implementation and the group committer.
 //! - [`client`]: the async pipelined client used by the CLI, tests and examples.
 //! - [`cli`]: the `ferromq` command line (server and client subcommands).
+//! - [`bench`]: `ferromq bench`, the load generator (ferromq, beanstalkd, Redis).
 //! - [`config`], [`error`]: limits and defaults; errors and their wire codes.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod codec;

@@ -1,0 +1,767 @@
+//! `ferromq bench`: the load generator. It drives a server it did not start (ferromq,
+//! beanstalkd or Redis, see [`target`]) with one workload definition and reports
+//! throughput, latency and, given `--server-pid`, the server's CPU and memory.
+//!
+//! # Workloads
+//! - `mixed`: producers and consumers at once; throughput counts messages that went
+//!   all the way (pushed, reserved, deleted).
+//! - `push`: producers only.
+//! - `drain`: first preloads the messages (not timed), then consumers only.
+//!
+//! # Method
+//! `--producers` / `--consumers` connections each keep `--depth` requests in
+//! flight (one task per slot, sharing the pipelined connection). A push carries
+//! `--batch` messages, a consumer reserves up to `--batch` and deletes them in one
+//! call. Every body starts with the time its push was *scheduled* (ns since the run
+//! started) and a sequence number; the consumer's receive time minus it is the
+//! end-to-end latency, so with `--rate` a stalled server cannot hide queueing delay
+//! (no coordinated omission). Latencies go into HDR histograms (µs, 3 significant
+//! digits). With `--queues N`, connection `i` works on queue `i mod N` (beanstalkd
+//! binds a connection to a tube). Every run is bounded by `--messages` and by
+//! `--duration` or `--max-time`.
+
+pub mod plot;
+pub mod target;
+
+use std::io::{IsTerminal, Write as _};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+use target::{Conn, DriverError, Kind};
+
+/// What the run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// Producers and consumers at the same time.
+    Mixed,
+    /// Producers only.
+    Push,
+    /// Preload, then consumers only.
+    Drain,
+}
+
+/// Options of `ferromq bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:7600")]
+    pub addr: String,
+    /// The kind of server at `--addr`.
+    #[arg(long, value_enum, default_value = "ferromq")]
+    pub target: Kind,
+    /// What to run.
+    #[arg(long, value_enum, default_value = "mixed")]
+    pub workload: Workload,
+    /// Producer connections.
+    #[arg(long, default_value_t = 4)]
+    pub producers: usize,
+    /// Consumer connections.
+    #[arg(long, default_value_t = 4)]
+    pub consumers: usize,
+    /// Requests in flight per connection (pipelining).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub depth: u32,
+    /// Messages per push, and most messages per reserve (1..=100).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub batch: u32,
+    /// Body size in bytes (at least 16: timestamp and sequence number).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    pub body: u32,
+    /// Messages to push (and, in mixed and drain, to consume).
+    #[arg(long, default_value_t = 100_000)]
+    pub messages: u64,
+    /// Stop after this long instead (e.g. 10s), whatever `--messages` says.
+    #[arg(long, value_parser = crate::cli::parse_duration_ms)]
+    pub duration: Option<u64>,
+    /// Offered load in messages per second over all producers (0: as fast as
+    /// the server acknowledges).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Number of queues.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub queues: u32,
+    /// Long-poll wait of a reserve. Default: 1s for ferromq, whose long polls do not
+    /// hold up other requests on the connection; 0 for beanstalkd and Redis, whose
+    /// blocking reserves stall every request pipelined behind them. A consumer whose
+    /// non-blocking reserve finds nothing sleeps 1 ms before the next.
+    #[arg(long, value_parser = crate::cli::parse_duration_ms)]
+    pub wait: Option<u64>,
+    /// Lease of a reservation.
+    #[arg(long, value_parser = crate::cli::parse_duration_ms, default_value = "30s")]
+    pub lease: u64,
+    /// Queue name prefix (default: bench-PID, so runs never share queues).
+    #[arg(long)]
+    pub queue_prefix: Option<String>,
+    /// Hard limit on the run's length.
+    #[arg(long, value_parser = crate::cli::parse_duration_ms, default_value = "120s")]
+    pub max_time: u64,
+    /// Report CPU time and memory of this server process (from /proc).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Draw throughput and latency over time into this SVG file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Label for the report and the plot.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// A failed run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The server or connection failed.
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    /// Writing the plot failed.
+    #[error("cannot write the plot: {0}")]
+    Plot(std::io::Error),
+    /// The options do not make sense together.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// A latency summary in milliseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latency {
+    /// Samples.
+    pub count: u64,
+    /// Percentiles and maximum, ms.
+    pub p50: f64,
+    /// 90th percentile, ms.
+    pub p90: f64,
+    /// 99th percentile, ms.
+    pub p99: f64,
+    /// 99.9th percentile, ms.
+    pub p999: f64,
+    /// Maximum, ms.
+    pub max: f64,
+}
+
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Latency {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Latency {
+            count: h.len(),
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({"count": self.count, "p50": self.p50, "p90": self.p90, "p99": self.p99,
+               "p99_9": self.p999, "max": self.max})
+    }
+}
+
+/// One second of the run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    /// Seconds since the timed part started (end of the interval).
+    pub t: f64,
+    /// Pushes acknowledged per second.
+    pub pushed_per_s: f64,
+    /// Messages deleted per second.
+    pub consumed_per_s: f64,
+    /// End-to-end latency in the interval, ms.
+    pub e2e_p50: f64,
+    /// End-to-end p99 in the interval, ms.
+    pub e2e_p99: f64,
+    /// Push acknowledgement p99 in the interval, ms.
+    pub push_p99: f64,
+}
+
+/// What the server process used during the timed part.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerUse {
+    /// User + system CPU seconds.
+    pub cpu_s: f64,
+    /// CPU seconds per million messages.
+    pub cpu_s_per_million: f64,
+    /// Resident memory at the end, MiB.
+    pub rss_mib: f64,
+    /// Peak resident memory, MiB.
+    pub peak_rss_mib: f64,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Label (or target + workload).
+    pub label: String,
+    /// The options.
+    pub args: BenchArgs,
+    /// Pushes acknowledged (messages).
+    pub pushed: u64,
+    /// Messages deleted.
+    pub consumed: u64,
+    /// Length of the timed part, s.
+    pub elapsed_s: f64,
+    /// The workload's messages per second (consumed, or pushed for `push`).
+    pub throughput: f64,
+    /// Reserve-to-delete: end-to-end latency.
+    pub e2e: Latency,
+    /// Push request to acknowledgement.
+    pub push_ack: Latency,
+    /// Per second.
+    pub timeline: Vec<Sample>,
+    /// Server CPU and memory, if `--server-pid` was given.
+    pub server: Option<ServerUse>,
+}
+
+impl Report {
+    /// The report as JSON.
+    pub fn json(&self) -> Value {
+        let a = &self.args;
+        json!({
+            "label": self.label,
+            "target": a.target.name(),
+            "workload": format!("{:?}", a.workload).to_lowercase(),
+            "producers": a.producers, "consumers": a.consumers, "depth": a.depth,
+            "batch": a.batch, "body_bytes": a.body, "queues": a.queues, "rate": a.rate,
+            "pushed": self.pushed, "consumed": self.consumed,
+            "elapsed_s": self.elapsed_s, "throughput_msgs_per_s": self.throughput,
+            "e2e_latency_ms": self.e2e.json(), "push_ack_latency_ms": self.push_ack.json(),
+            "server": self.server.map(|s| json!({
+                "cpu_s": s.cpu_s, "cpu_s_per_million_msgs": s.cpu_s_per_million,
+                "rss_mib": s.rss_mib, "peak_rss_mib": s.peak_rss_mib,
+            })),
+            "timeline": self.timeline.iter().map(|s| json!({
+                "t": s.t, "pushed_per_s": s.pushed_per_s, "consumed_per_s": s.consumed_per_s,
+                "e2e_p50_ms": s.e2e_p50, "e2e_p99_ms": s.e2e_p99, "push_p99_ms": s.push_p99,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// A human summary.
+    pub fn summary(&self) -> String {
+        let a = &self.args;
+        let mut out = format!(
+            "{}: {} {:?}, {} producers + {} consumers × depth {}, batch {}, {} B bodies, {} queue(s){}\n",
+            self.label,
+            a.target.name(),
+            a.workload,
+            a.producers,
+            a.consumers,
+            a.depth,
+            a.batch,
+            a.body,
+            a.queues,
+            if a.rate > 0 { format!(", offered {} msg/s", a.rate) } else { String::new() },
+        );
+        out += &format!(
+            "  {:.0} msg/s  ({} pushed, {} consumed in {:.2} s)\n",
+            self.throughput, self.pushed, self.consumed, self.elapsed_s
+        );
+        let line = |name: &str, l: &Latency| {
+            format!(
+                "  {name:<13} p50 {:.3} ms  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  (n={})\n",
+                l.p50, l.p90, l.p99, l.p999, l.max, l.count
+            )
+        };
+        if self.e2e.count > 0 {
+            out += &line("end-to-end", &self.e2e);
+        }
+        if self.push_ack.count > 0 {
+            out += &line("push ack", &self.push_ack);
+        }
+        if let Some(s) = self.server {
+            out += &format!(
+                "  server: {:.2} CPU s ({:.2} CPU s per million messages), RSS {:.1} MiB, peak {:.1} MiB\n",
+                s.cpu_s, s.cpu_s_per_million, s.rss_mib, s.peak_rss_mib
+            );
+        }
+        out
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs .. 1 hour at 3 significant digits; the bounds are constants that
+    // hdrhistogram accepts.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|_| {
+        Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant digits are valid"))
+    })
+}
+
+/// State shared by the workers and the sampler.
+struct Shared {
+    epoch: Instant,
+    target: u64,
+    issued: AtomicU64,
+    pushed: AtomicU64,
+    consumed: AtomicU64,
+    stop: AtomicBool,
+    deadline: Instant,
+    /// Histograms of the current one-second interval.
+    e2e: Mutex<Histogram<u64>>,
+    push_ack: Mutex<Histogram<u64>>,
+    error: Mutex<Option<DriverError>>,
+}
+
+impl Shared {
+    fn running(&self) -> bool {
+        !self.stop.load(Ordering::Relaxed) && Instant::now() < self.deadline
+    }
+
+    fn fail(&self, err: DriverError) {
+        let mut slot = self
+            .error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(err);
+        }
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn since_epoch_ns(&self, at: Instant) -> u64 {
+        u64::try_from(at.duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs a benchmark.
+///
+/// # Errors
+/// If the server cannot be reached or fails a request, or the plot cannot be written.
+pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
+    let prefix = args
+        .queue_prefix
+        .clone()
+        .unwrap_or_else(|| format!("bench-{}", std::process::id()));
+    let queues: Vec<String> = (0..args.queues).map(|i| format!("{prefix}-{i}")).collect();
+    let producers = if args.workload == Workload::Drain {
+        0
+    } else {
+        args.producers
+    };
+    let consumers = if args.workload == Workload::Push {
+        0
+    } else {
+        args.consumers
+    };
+    if (args.workload != Workload::Drain && producers == 0)
+        || (args.workload != Workload::Push && consumers == 0)
+    {
+        return Err(BenchError::Usage(
+            "this workload needs producers and/or consumers > 0".into(),
+        ));
+    }
+    let label = args
+        .label
+        .clone()
+        .unwrap_or_else(|| format!("{} {:?}", args.target.name(), args.workload).to_lowercase());
+
+    if args.workload == Workload::Drain {
+        preload(&args, &queues).await?;
+    }
+
+    let max = Duration::from_millis(args.duration.unwrap_or(args.max_time).min(args.max_time));
+    let target = if args.duration.is_some() {
+        u64::MAX
+    } else {
+        args.messages
+    };
+    let epoch = Instant::now();
+    let shared = Arc::new(Shared {
+        epoch,
+        target,
+        issued: AtomicU64::new(0),
+        pushed: AtomicU64::new(0),
+        consumed: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        deadline: epoch + max,
+        e2e: Mutex::new(histogram()),
+        push_ack: Mutex::new(histogram()),
+        error: Mutex::new(None),
+    });
+    let cpu_before = args.server_pid.and_then(read_cpu_s);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let per_worker_rate = if args.rate > 0 && producers > 0 {
+        Some(args.rate as f64 / (producers as f64 * f64::from(args.depth)))
+    } else {
+        None
+    };
+    for c in 0..producers {
+        let queue = queues[c % queues.len()].clone();
+        let conn = Conn::connect(args.target, &args.addr, &queue).await?;
+        for w in 0..args.depth {
+            let (conn, queue, shared, args) =
+                (conn.clone(), queue.clone(), shared.clone(), args.clone());
+            let offset = (c as u64) << 32 | u64::from(w);
+            tasks.spawn(async move {
+                produce(conn, queue, shared, args, per_worker_rate, offset).await;
+            });
+        }
+    }
+    let consume_target = if args.workload == Workload::Push {
+        0
+    } else {
+        target
+    };
+    for c in 0..consumers {
+        let queue = queues[c % queues.len()].clone();
+        let conn = Conn::connect(args.target, &args.addr, &queue).await?;
+        for _ in 0..args.depth {
+            let (conn, queue, shared, args) =
+                (conn.clone(), queue.clone(), shared.clone(), args.clone());
+            tasks.spawn(async move {
+                consume(conn, queue, shared, args, consume_target).await;
+            });
+        }
+    }
+
+    let progress = !args.quiet && !args.json && std::io::stderr().is_terminal();
+    let (timeline, e2e_total, push_total, done_at) =
+        sample(&shared, &mut tasks, &args, progress).await;
+    let elapsed_s = done_at.duration_since(epoch).as_secs_f64().max(1e-9);
+    if let Some(err) = lock(&shared.error).take() {
+        return Err(err.into());
+    }
+    let server = args.server_pid.and_then(|pid| {
+        let cpu_s = read_cpu_s(pid)? - cpu_before?;
+        let (rss_mib, peak_rss_mib) = read_rss_mib(pid)?;
+        let counted = match args.workload {
+            Workload::Push => shared.pushed.load(Ordering::Relaxed),
+            _ => shared.consumed.load(Ordering::Relaxed),
+        };
+        Some(ServerUse {
+            cpu_s,
+            cpu_s_per_million: cpu_s / (counted.max(1) as f64 / 1e6),
+            rss_mib,
+            peak_rss_mib,
+        })
+    });
+    // Leave nothing behind on the server (best effort).
+    if args.workload != Workload::Push {
+        if let Ok(conn) = Conn::connect(args.target, &args.addr, &queues[0]).await {
+            for queue in &queues {
+                let _ = conn.remove_queue(queue).await;
+            }
+        }
+    }
+    let pushed = shared.pushed.load(Ordering::Relaxed);
+    let consumed = shared.consumed.load(Ordering::Relaxed);
+    let counted = if args.workload == Workload::Push {
+        pushed
+    } else {
+        consumed
+    };
+    let report = Report {
+        label,
+        pushed,
+        consumed,
+        elapsed_s,
+        throughput: counted as f64 / elapsed_s,
+        e2e: Latency::of(&e2e_total),
+        push_ack: Latency::of(&push_total),
+        timeline,
+        server,
+        args,
+    };
+    if let Some(path) = &report.args.plot {
+        std::fs::write(path, plot::svg(&report)).map_err(BenchError::Plot)?;
+    }
+    Ok(report)
+}
+
+/// Fills the queues before a drain run, as fast as the server takes it.
+async fn preload(args: &BenchArgs, queues: &[String]) -> Result<(), BenchError> {
+    let per_queue = args.messages.div_ceil(queues.len() as u64);
+    let conns = args.producers.max(1);
+    let mut tasks = tokio::task::JoinSet::new();
+    let epoch = Instant::now();
+    for (i, queue) in queues.iter().enumerate() {
+        let conn = Conn::connect(args.target, &args.addr, queue).await?;
+        let (queue, batch, body) = (queue.clone(), u64::from(args.batch), args.body);
+        let mut left = per_queue;
+        let mut seq = (i as u64) << 40;
+        // A bounded number of concurrent pushes per queue.
+        let per_task = left
+            .div_ceil(u64::try_from(conns).unwrap_or(1) * 8)
+            .max(batch);
+        while left > 0 {
+            let n = left.min(per_task);
+            left -= n;
+            let (conn, queue) = (conn.clone(), queue.clone());
+            let start_seq = seq;
+            seq += n;
+            tasks.spawn(async move {
+                let mut sent = 0;
+                while sent < n {
+                    let k = batch.min(n - sent);
+                    let bodies = (0..k)
+                        .map(|j| make_body(body, 0, start_seq + sent + j))
+                        .collect();
+                    conn.push(&queue, bodies).await?;
+                    sent += k;
+                }
+                Ok::<(), DriverError>(())
+            });
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Err(err)) = done {
+            return Err(err.into());
+        }
+    }
+    tracing::debug!(secs = epoch.elapsed().as_secs_f64(), "preloaded");
+    Ok(())
+}
+
+/// A body: 8 bytes of push time (ns since the run's epoch), 8 of sequence, padding.
+fn make_body(size: u32, sent_ns: u64, seq: u64) -> Bytes {
+    let size = usize::try_from(size).unwrap_or(16).max(16);
+    let mut body = BytesMut::with_capacity(size);
+    body.put_u64(sent_ns);
+    body.put_u64(seq);
+    body.resize(size, b'x');
+    body.freeze()
+}
+
+fn body_time_ns(body: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(body.get(..8)?.try_into().ok()?))
+}
+
+async fn produce(
+    conn: Conn,
+    queue: String,
+    shared: Arc<Shared>,
+    args: BenchArgs,
+    rate: Option<f64>,
+    seq_base: u64,
+) {
+    let batch = u64::from(args.batch);
+    let mut seq = seq_base << 20;
+    let mut calls = 0u64;
+    while shared.running() {
+        let claimed = shared.issued.fetch_add(batch, Ordering::Relaxed);
+        if claimed >= shared.target {
+            break;
+        }
+        let n = batch.min(shared.target - claimed);
+        // With an offered rate, this worker's k-th call is due at k × batch / rate.
+        let scheduled = match rate {
+            Some(rate) => {
+                let due =
+                    shared.epoch + Duration::from_secs_f64(calls as f64 * batch as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+                due
+            }
+            None => Instant::now(),
+        };
+        calls += 1;
+        let sent_ns = shared.since_epoch_ns(scheduled);
+        let bodies = (0..n)
+            .map(|i| make_body(args.body, sent_ns, seq + i))
+            .collect();
+        seq += n;
+        if let Err(err) = conn.push(&queue, bodies).await {
+            shared.fail(err);
+            return;
+        }
+        let took_us = u64::try_from(scheduled.elapsed().as_micros()).unwrap_or(u64::MAX);
+        lock(&shared.push_ack).saturating_record(took_us.max(1));
+        shared.pushed.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+async fn consume(conn: Conn, queue: String, shared: Arc<Shared>, args: BenchArgs, target: u64) {
+    let wait_ms = args.wait.unwrap_or(match args.target {
+        Kind::Ferromq => 1000,
+        Kind::Beanstalkd | Kind::Redis => 0,
+    });
+    while shared.running() && shared.consumed.load(Ordering::Relaxed) < target {
+        let got = match conn.reserve(&queue, args.batch, args.lease, wait_ms).await {
+            Ok(got) => got,
+            Err(err) => {
+                shared.fail(err);
+                return;
+            }
+        };
+        if got.is_empty() {
+            if wait_ms == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            continue;
+        }
+        let now_ns = shared.since_epoch_ns(Instant::now());
+        {
+            let mut h = lock(&shared.e2e);
+            for m in &got {
+                if let Some(sent) = body_time_ns(&m.body) {
+                    h.saturating_record((now_ns.saturating_sub(sent) / 1000).max(1));
+                }
+            }
+        }
+        let n = got.len() as u64;
+        if let Err(err) = conn
+            .delete(&queue, got.into_iter().map(|m| m.handle).collect())
+            .await
+        {
+            shared.fail(err);
+            return;
+        }
+        if shared.consumed.fetch_add(n, Ordering::Relaxed) + n >= target {
+            shared.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Samples every second until the workers finish; returns the timeline, the total
+/// histograms and when the work was done.
+async fn sample(
+    shared: &Arc<Shared>,
+    tasks: &mut tokio::task::JoinSet<()>,
+    args: &BenchArgs,
+    progress: bool,
+) -> (Vec<Sample>, Histogram<u64>, Histogram<u64>, Instant) {
+    let mut timeline = Vec::new();
+    let mut e2e_total = histogram();
+    let mut push_total = histogram();
+    let mut last = (shared.epoch, 0u64, 0u64);
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    let mut done_at = None;
+    let take = |timeline: &mut Vec<Sample>,
+                e2e_total: &mut Histogram<u64>,
+                push_total: &mut Histogram<u64>,
+                last: &mut (Instant, u64, u64)| {
+        let now = Instant::now();
+        let pushed = shared.pushed.load(Ordering::Relaxed);
+        let consumed = shared.consumed.load(Ordering::Relaxed);
+        let dt = now.duration_since(last.0).as_secs_f64().max(1e-9);
+        let e2e = std::mem::replace(&mut *lock(&shared.e2e), histogram());
+        let push = std::mem::replace(&mut *lock(&shared.push_ack), histogram());
+        let ms = |h: &Histogram<u64>, q: f64| {
+            if h.is_empty() {
+                0.0
+            } else {
+                h.value_at_quantile(q) as f64 / 1000.0
+            }
+        };
+        timeline.push(Sample {
+            t: now.duration_since(shared.epoch).as_secs_f64(),
+            pushed_per_s: (pushed - last.1) as f64 / dt,
+            consumed_per_s: (consumed - last.2) as f64 / dt,
+            e2e_p50: ms(&e2e, 0.5),
+            e2e_p99: ms(&e2e, 0.99),
+            push_p99: ms(&push, 0.99),
+        });
+        let _ = e2e_total.add(&e2e);
+        let _ = push_total.add(&push);
+        *last = (now, pushed, consumed);
+    };
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => {
+                if joined.is_none() {
+                    break;
+                }
+                if shared.stop.load(Ordering::Relaxed) && done_at.is_none() {
+                    done_at = Some(Instant::now());
+                }
+            }
+            _ = tick.tick() => {
+                take(&mut timeline, &mut e2e_total, &mut push_total, &mut last);
+                if progress {
+                    draw_progress(shared, args, timeline.last().copied().unwrap_or_default());
+                }
+            }
+        }
+    }
+    let end = done_at.unwrap_or_else(Instant::now);
+    take(&mut timeline, &mut e2e_total, &mut push_total, &mut last);
+    if progress {
+        eprintln!();
+    }
+    (timeline, e2e_total, push_total, end)
+}
+
+fn draw_progress(shared: &Shared, args: &BenchArgs, s: Sample) {
+    let done = match args.workload {
+        Workload::Push => shared.pushed.load(Ordering::Relaxed),
+        _ => shared.consumed.load(Ordering::Relaxed),
+    };
+    let fraction = match args.duration {
+        Some(ms) => shared.epoch.elapsed().as_secs_f64() * 1000.0 / ms as f64,
+        None => done as f64 / args.messages.max(1) as f64,
+    }
+    .clamp(0.0, 1.0);
+    let width = 30;
+    let filled = (fraction * f64::from(width)).round() as usize;
+    let bar: String = "#".repeat(filled) + &".".repeat(width as usize - filled.min(width as usize));
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\r[{bar}] {:>3.0}%  {done} msgs  push {:.0}/s  consume {:.0}/s  e2e p99 {:.2} ms   ",
+        fraction * 100.0,
+        s.pushed_per_s,
+        s.consumed_per_s,
+        s.e2e_p99
+    );
+    let _ = err.flush();
+}
+
+/// User + system CPU seconds of a process (Linux /proc; USER_HZ is 100 there).
+fn read_cpu_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// (VmRSS, VmHWM) of a process in MiB.
+fn read_rss_mib(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn should_carry_the_push_time_in_the_body() {
+        let body = make_body(100, 123_456, 7);
+        assert_eq!(body.len(), 100);
+        assert_eq!(body_time_ns(&body), Some(123_456));
+        assert_eq!(body_time_ns(b"short"), None);
+    }
+
+    #[test]
+    fn should_read_this_process_from_proc() {
+        let pid = std::process::id();
+        assert!(read_cpu_s(pid).is_some_and(|s| s >= 0.0));
+        let (rss, peak) = read_rss_mib(pid).expect("status");
+        assert!(rss > 0.0 && peak >= rss);
+    }
+}
