@@ -1,6 +1,7 @@
 //! Integration tests: a real server on an ephemeral 127.0.0.1 port, over TCP.
 
 mod bad_input;
+mod bench;
 mod dead_letters;
 mod leases;
 mod operations;

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: ferromq against beanstalkd and Redis on this machine, with
+# the same workload definitions, driven by `ferromq bench` (one load generator for
+# every server). Installs what it needs on a fresh Debian machine, starts each server
+# on 127.0.0.1 with a fresh data directory, runs every workload RUNS times, and
+# prints a Markdown summary (medians) that BENCHMARKS.md quotes.
+#
+#   scripts/compare.sh                 # everything, 3 runs each (~10 minutes)
+#   RUNS=1 MESSAGES=50000 scripts/compare.sh
+#   SERVERS="ferromq redis-always" scripts/compare.sh
+#
+# Output: target/compare/<date>/runs.jsonl (one JSON report per run) and summary.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+MESSAGES=${MESSAGES:-200000}          # per run, for push / drain / mixed
+SLOW_MESSAGES=${SLOW_MESSAGES:-20000} # for servers that fsync every write
+HOLD=${HOLD:-1000000}                 # messages held for the memory measurement
+SERVERS=${SERVERS:-"ferromq beanstalkd-mem beanstalkd-binlog50 beanstalkd-fsync redis-everysec redis-always"}
+PORT=${PORT:-17600}
+ADDR=127.0.0.1:$PORT
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need beanstalkd || ! need redis-server; then
+    echo "== installing beanstalkd and redis-server (Debian packages)"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq beanstalkd redis-server >/dev/null
+fi
+# The Debian packages start system services; stop them so nothing else competes.
+for svc in beanstalkd redis-server; do
+    (systemctl stop "$svc" 2>/dev/null || service "$svc" stop 2>/dev/null) >/dev/null 2>&1 || true
+done
+
+echo "== building ferromq (release)"
+cargo build --release -q
+BIN=target/release/ferromq
+
+OUT=target/compare/$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$OUT"
+RUNS_FILE=$OUT/runs.jsonl
+WORK=$(mktemp -d)
+SERVER_PID=""
+cleanup() {
+    [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+wait_port() {
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "server on port $PORT did not start" >&2
+    return 1
+}
+
+start_server() { # name
+    local dir=$WORK/$1
+    rm -rf "$dir"; mkdir -p "$dir"
+    case $1 in
+        ferromq)            "$BIN" serve --listen "$ADDR" --data-dir "$dir" 2>"$dir.log" >/dev/null & ;;
+        beanstalkd-mem)     beanstalkd -l 127.0.0.1 -p "$PORT" & ;;
+        beanstalkd-binlog50) beanstalkd -l 127.0.0.1 -p "$PORT" -b "$dir" -f 50 & ;;
+        beanstalkd-fsync)   beanstalkd -l 127.0.0.1 -p "$PORT" -b "$dir" -f 0 & ;;
+        redis-everysec|redis-always)
+            redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly yes \
+                --appendfsync "${1#redis-}" --dir "$dir" --daemonize no >"$dir.log" & ;;
+        *) echo "unknown server $1" >&2; exit 2 ;;
+    esac
+    SERVER_PID=$!
+    wait_port
+}
+
+stop_server() {
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+
+target_of() { case $1 in ferromq) echo ferromq ;; beanstalkd*) echo beanstalkd ;; redis*) echo redis ;; esac; }
+
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+bench() { # server workload-label run args...
+    local server=$1 label=$2 run=$3; shift 3
+    local json
+    json=$("$BIN" bench --target "$(target_of "$server")" --addr "$ADDR" --server-pid "$SERVER_PID" \
+        --json --max-time 120s "$@")
+    echo "$json" | python3 -c '
+import json, sys
+r = json.load(sys.stdin); r["server_name"], r["workload_label"], r["run"] = sys.argv[1:4]
+r.pop("timeline", None); print(json.dumps(r))
+print("   %s %s run %s: %.0f msg/s, e2e p99 %.2f ms" % (sys.argv[1], sys.argv[2], sys.argv[3],
+      r["throughput_msgs_per_s"], r["e2e_latency_ms"]["p99"]), file=sys.stderr)' \
+        "$server" "$label" "$run" >>"$RUNS_FILE"
+}
+
+for server in $SERVERS; do
+    echo "== $server"
+    n=$MESSAGES
+    [ "$server" = beanstalkd-fsync ] && n=$SLOW_MESSAGES
+    for run in $(seq 1 "$RUNS"); do
+        start_server "$server"
+        sleep 1
+        echo "{\"server_name\":\"$server\",\"workload_label\":\"idle_rss\",\"run\":\"$run\",\"rss_kib\":$(rss_kib "$SERVER_PID")}" >>"$RUNS_FILE"
+        bench "$server" mixed "$run" --workload mixed --producers 4 --consumers 4 --depth 32 --messages "$n"
+        bench "$server" drain "$run" --workload drain --consumers 4 --depth 32 --messages "$n"
+        bench "$server" push "$run" --workload push --producers 4 --depth 32 --messages "$n"
+        bench "$server" latency5k "$run" --workload mixed --rate 5000 --duration 10s \
+            --producers 1 --consumers 1 --depth 8
+        if [ "$server" = ferromq ]; then
+            bench "$server" mixed_batch100 "$run" --workload mixed --producers 4 --consumers 4 \
+                --depth 8 --batch 100 --messages $((n * 5))
+        fi
+        stop_server
+    done
+    # Memory holding HOLD messages of 100 B (skipped where pushing them takes minutes).
+    if [ "$server" != beanstalkd-fsync ]; then
+        start_server "$server"
+        "$BIN" bench --target "$(target_of "$server")" --addr "$ADDR" --workload push --quiet \
+            --producers 4 --depth 8 --batch 100 --messages "$HOLD" --queue-prefix hold \
+            --max-time 300s >/dev/null
+        sleep 2
+        echo "{\"server_name\":\"$server\",\"workload_label\":\"hold_rss\",\"run\":\"1\",\"messages\":$HOLD,\"rss_kib\":$(rss_kib "$SERVER_PID")}" >>"$RUNS_FILE"
+        if [ "$server" = ferromq ]; then
+            # Restart with HOLD messages on disk: time from exec to the first reserve.
+            stop_server
+            t0=$(date +%s%N)
+            "$BIN" serve --listen "$ADDR" --data-dir "$WORK/ferromq" 2>>"$WORK/ferromq.log" >/dev/null &
+            SERVER_PID=$!
+            until "$BIN" reserve --addr "$ADDR" hold-0 >/dev/null 2>&1; do
+                sleep 0.01
+                [ $(( ($(date +%s%N) - t0) / 1000000 )) -gt 60000 ] && { echo "restart timed out" >&2; break; }
+            done
+            t1=$(date +%s%N)
+            echo "{\"server_name\":\"ferromq\",\"workload_label\":\"restart_first_reserve\",\"run\":\"1\",\"messages\":$HOLD,\"ms\":$(( (t1 - t0) / 1000000 )),\"rss_kib\":$(rss_kib "$SERVER_PID")}" >>"$RUNS_FILE"
+        fi
+        stop_server
+    fi
+done
+
+python3 scripts/summarize.py "$RUNS_FILE" | tee "$OUT/summary.md"
+echo "runs: $RUNS_FILE"

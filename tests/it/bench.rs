@@ -1,0 +1,107 @@
+//! `ferromq bench` against a real server: the harness pushes, consumes and counts
+//! what it claims, writes its plot and cleans up. Numbers are never asserted.
+
+use clap::Parser;
+use ferromq::bench::{self, BenchArgs};
+
+use crate::support::TestServer;
+
+#[derive(Parser)]
+struct Wrapper {
+    #[command(flatten)]
+    args: BenchArgs,
+}
+
+fn args(server: &TestServer, extra: &[&str]) -> BenchArgs {
+    let addr = server.addr().to_string();
+    let mut argv = vec!["bench", "--addr", &addr, "--quiet", "--max-time", "60s"];
+    argv.extend_from_slice(extra);
+    Wrapper::parse_from(argv).args
+}
+
+#[tokio::test]
+async fn a_mixed_run_counts_every_message_and_draws_its_plot() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let plot = dir.path().join("run.svg");
+    let pid = std::process::id().to_string();
+    let mut run = args(
+        &server,
+        &[
+            "--messages",
+            "2000",
+            "--producers",
+            "2",
+            "--consumers",
+            "2",
+            "--depth",
+            "4",
+        ],
+    );
+    run.plot = Some(plot.clone());
+    run.server_pid = Some(pid.parse().unwrap());
+    run.queue_prefix = Some("smoke".into());
+    let report = bench::run(run).await.unwrap();
+    assert_eq!((report.pushed, report.consumed), (2000, 2000));
+    assert_eq!(report.e2e.count, 2000);
+    assert_eq!(report.push_ack.count, 2000);
+    assert!(report.throughput > 0.0);
+    assert!(report.e2e.p50 <= report.e2e.p99 && report.e2e.p99 <= report.e2e.max);
+    assert!(report
+        .server
+        .is_some_and(|s| s.cpu_s >= 0.0 && s.rss_mib > 0.0));
+    let json = report.json();
+    assert_eq!(json["consumed"], 2000);
+    assert_eq!(json["target"], "ferromq");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline"));
+    // The run removed its queue.
+    let client = server.client().await;
+    let list = client.list_queues("smoke", "", 100).await.unwrap();
+    assert!(list.names.is_empty(), "{:?}", list.names);
+}
+
+#[tokio::test]
+async fn push_and_drain_runs_move_exactly_the_requested_messages() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let report = bench::run(args(
+        &server,
+        &[
+            "--workload",
+            "push",
+            "--messages",
+            "500",
+            "--batch",
+            "7",
+            "--queue-prefix",
+            "pushed",
+        ],
+    ))
+    .await
+    .unwrap();
+    assert_eq!((report.pushed, report.consumed), (500, 0));
+    // A push run leaves its messages for inspection.
+    assert_eq!(client.info("pushed-0").await.unwrap().size, 500);
+
+    let report = bench::run(args(
+        &server,
+        &[
+            "--workload",
+            "drain",
+            "--messages",
+            "600",
+            "--batch",
+            "10",
+            "--queues",
+            "3",
+            "--queue-prefix",
+            "drained",
+        ],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(report.consumed, 600);
+    let list = client.list_queues("drained", "", 100).await.unwrap();
+    assert!(list.names.is_empty(), "{:?}", list.names);
+}
