@@ -1,11 +1,14 @@
 //! The TCP server: accept loop, one task per connection, pipelined requests.
 //!
-//! A connection's reader decodes frames and spawns one task per request, so a
-//! long-poll reserve never holds back the requests behind it; each task sends its
-//! response to the connection's writer, which coalesces everything that is ready
-//! into one write. Responses therefore come back in completion order, matched by
-//! request id. At most `max_in_flight` requests run per connection; past that the
-//! reader stops reading (backpressure).
+//! One task per connection decodes frames and runs each request as its own future
+//! inside that task (a `FuturesUnordered`), so a long-poll reserve never holds back
+//! the requests behind it, and no request costs a task spawn or a hop to a writer
+//! task. Whenever a response is ready, the task writes it together with every other
+//! ready response, with one flush (one `writev`). Responses therefore come back in
+//! completion order, matched by request id. At most `max_in_flight` requests run per
+//! connection; past that the task stops reading (backpressure), and while the
+//! client does not read its responses, the task waits on the socket and reads
+//! nothing more from it.
 //!
 //! A frame that cannot be decoded (oversize length prefix, garbage, truncated at
 //! EOF) gets one `Error` response with request id 0, then the connection is closed.
@@ -20,11 +23,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures_util::{SinkExt, StreamExt};
+use std::future::Future;
+use std::pin::Pin;
+
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::Semaphore;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -52,9 +58,6 @@ pub enum ServerError {
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
 }
-
-/// Responses waiting for the writer of one connection.
-const WRITE_QUEUE: usize = 1024;
 
 /// A running server.
 pub struct Server {
@@ -166,12 +169,8 @@ async fn accept_loop(
     }
 }
 
-/// What the reader does after a frame.
-enum Next {
-    Continue,
-    /// Send this error (request id 0 unless given) and close.
-    Close(Response),
-}
+/// A request being served on a connection.
+type InFlight = Pin<Box<dyn Future<Output = Response> + Send>>;
 
 async fn serve_connection(
     stream: TcpStream,
@@ -181,51 +180,73 @@ async fn serve_connection(
 ) {
     let (read, write) = stream.into_split();
     let mut frames = FramedRead::new(read, ServerCodec::new(ctx.max_frame));
-    let (responses, queued) = mpsc::channel(WRITE_QUEUE);
-    let writer = tokio::spawn(write_responses(write, queued, ctx.max_frame));
-    let mut in_flight = JoinSet::new();
+    let mut sink = FramedWrite::new(write, ServerCodec::new(ctx.max_frame));
+    let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
     let mut closing = None;
     loop {
-        if in_flight.len() >= max_in_flight {
-            in_flight.join_next().await;
-            continue;
-        }
-        let next = tokio::select! {
-            frame = frames.next() => match frame {
-                Some(Ok(request)) => on_request(request, &ctx, &responses, &mut in_flight),
-                Some(Err(err)) => Next::Close(frame_error(&err)),
+        tokio::select! {
+            Some(response) = in_flight.next(), if !in_flight.is_empty() => {
+                if write_ready(&mut sink, response, &mut in_flight, ctx.max_frame).await.is_err() {
+                    return;
+                }
+            }
+            frame = frames.next(), if in_flight.len() < max_in_flight => match frame {
+                Some(Ok(request)) => match on_request(request, &ctx) {
+                    Ok(serving) => in_flight.push(serving),
+                    Err(response) => {
+                        closing = Some(*response);
+                        break;
+                    }
+                },
+                Some(Err(err)) => {
+                    closing = Some(frame_error(&err));
+                    break;
+                }
                 None => break,
             },
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => Next::Continue,
             () = stop.cancelled() => break,
-        };
-        if let Next::Close(response) = next {
-            closing = Some(response);
-            break;
         }
     }
     match closing {
         Some(response) => {
             // The stream is unusable: drop what is in flight and say why we close.
-            in_flight.abort_all();
-            let _ = responses.send(response).await;
+            drop(in_flight);
+            let _ = sink.send(response).await;
         }
-        None => while in_flight.join_next().await.is_some() {},
+        None => {
+            while let Some(response) = in_flight.next().await {
+                if write_ready(&mut sink, response, &mut in_flight, ctx.max_frame)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
     }
-    drop(responses);
-    let _ = writer.await;
+    let _ = sink.close().await;
 }
 
-fn on_request(
-    request: Request,
-    ctx: &Arc<Context>,
-    responses: &mpsc::Sender<Response>,
-    in_flight: &mut JoinSet<()>,
-) -> Next {
+/// Writes `first` and every other response that is ready, with one flush.
+async fn write_ready(
+    sink: &mut FramedWrite<OwnedWriteHalf, ServerCodec>,
+    first: Response,
+    in_flight: &mut FuturesUnordered<InFlight>,
+    max_frame: usize,
+) -> Result<(), CodecError> {
+    sink.feed(fit_frame(first, max_frame)).await?;
+    while let Some(Some(response)) = in_flight.next().now_or_never() {
+        sink.feed(fit_frame(response, max_frame)).await?;
+    }
+    sink.flush().await
+}
+
+/// Starts serving one request, or says why the connection must close.
+fn on_request(request: Request, ctx: &Arc<Context>) -> Result<InFlight, Box<Response>> {
     let id = request.id;
     if let Some(Op::Hello(hello)) = &request.op {
         if hello.version != proto::PROTOCOL_VERSION {
-            return Next::Close(Response {
+            return Err(Box::new(Response {
                 id,
                 result: Some(command::error(
                     ErrorCode::UnsupportedVersion,
@@ -235,21 +256,17 @@ fn on_request(
                         hello.version
                     ),
                 )),
-            });
+            }));
         }
     }
     let ctx = Arc::clone(ctx);
-    let responses = responses.clone();
-    in_flight.spawn(async move {
+    Ok(Box::pin(async move {
         let result = command::execute(&ctx, request.op).await;
-        let _ = responses
-            .send(Response {
-                id,
-                result: Some(result),
-            })
-            .await;
-    });
-    Next::Continue
+        Response {
+            id,
+            result: Some(result),
+        }
+    }))
 }
 
 /// The response to a frame that could not be decoded.
@@ -267,28 +284,6 @@ fn frame_error(err: &CodecError) -> Response {
         id: 0,
         result: Some(command::error(code, message)),
     }
-}
-
-/// Writes responses as they come, one write for all that are ready.
-async fn write_responses(
-    write: OwnedWriteHalf,
-    mut queued: mpsc::Receiver<Response>,
-    max_frame: usize,
-) {
-    let mut sink = FramedWrite::new(write, ServerCodec::new(max_frame));
-    while let Some(first) = queued.recv().await {
-        let mut next = Some(first);
-        while let Some(response) = next {
-            if sink.feed(fit_frame(response, max_frame)).await.is_err() {
-                return;
-            }
-            next = queued.try_recv().ok();
-        }
-        if sink.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = sink.close().await;
 }
 
 /// A response too large for one frame (e.g. 100 reserved bodies of the maximum

@@ -238,6 +238,16 @@ pub(crate) fn spawn(
     Ok(handle)
 }
 
+/// Resolves when the flush `ticket` names has ended (or the store closed).
+async fn wait_for_flush(ticket: Option<CommitTicket>) {
+    match ticket {
+        Some(ticket) => {
+            let _ = ticket.wait().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Resolves when `deadline_ms` (wall clock) is reached; never if `None`.
 async fn sleep_until_ms(deadline_ms: Option<u64>) {
     match deadline_ms {
@@ -264,7 +274,10 @@ impl QueueActor {
             return;
         }
         let mut batch = Vec::with_capacity(MAILBOX_BATCH);
+        // The running flush this actor's unwritten work is waiting for, if any.
+        let mut held: Option<CommitTicket> = None;
         loop {
+            let mut force = false;
             tokio::select! {
                 received = mailbox.recv_many(&mut batch, MAILBOX_BATCH) => {
                     if received == 0 {
@@ -283,18 +296,21 @@ impl QueueActor {
                 () = sleep_until_ms(self.timers.next()) => {
                     self.fire_due(now_ms());
                 }
+                () = wait_for_flush(held.clone()), if held.is_some() => {
+                    force = true;
+                }
                 () = shutdown.cancelled() => {
                     break;
                 }
             }
-            self.finish_turn(now_ms());
+            self.finish_turn(now_ms(), &mut held, force);
             if self.destroyed {
                 break;
             }
         }
         // Mailbox closed, queue destroyed or server stopping: finish what was done,
         // then tell the waiters.
-        self.finish_turn(now_ms());
+        self.finish_turn(now_ms(), &mut held, true);
         if self.pushed_dirty && !self.destroyed {
             if let Err(err) = self.store.put_queue(&self.record) {
                 tracing::error!(queue = %self.record.name, cause = %err, "cannot write the queue record");
@@ -1276,12 +1292,34 @@ impl QueueActor {
     }
 
     /// Ends a turn: serve waiters, persist the record, commit, send held replies.
-    fn finish_turn(&mut self, now: u64) {
+    ///
+    /// While a flush is running, a write made now could only be covered by the
+    /// next one: so unless `force`, the turn's writes and held replies wait (in
+    /// `held`) until the running flush ends, gathering the turns in between into one
+    /// batch record and one state record per batch. No reply waits longer than it
+    /// would have: its flush could not start earlier.
+    fn finish_turn(&mut self, now: u64, held: &mut Option<CommitTicket>, force: bool) {
+        if !self.destroyed {
+            self.serve_waiters(now);
+        }
+        let unwritten = self.pending.is_some()
+            || !self.dirty.is_empty()
+            || !self.deferred.is_empty()
+            || self.record_dirty;
+        if !force && !self.destroyed && unwritten {
+            if held.is_some() {
+                return;
+            }
+            if let Some(running) = self.store.flush_running() {
+                *held = Some(running);
+                return;
+            }
+        }
+        *held = None;
         if self.destroyed {
             self.pending = None;
             self.dirty.clear();
         } else {
-            self.serve_waiters(now);
             // A failed seal has recorded its error in `turn_error`.
             let _ = self.seal_pending();
             self.write_dirty();

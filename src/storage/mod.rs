@@ -188,6 +188,8 @@ pub trait Store: Send + Sync {
     fn allocate_ids(&self, n: u64) -> Result<u64, StorageError>;
     /// A ticket for a flush covering every write made before this call.
     fn commit(&self) -> CommitTicket;
+    /// A ticket for the flush running now, if one is (see [`commit::GroupCommit::running`]).
+    fn flush_running(&self) -> Option<CommitTicket>;
     /// The fsync mode.
     fn fsync_mode(&self) -> FsyncMode;
     /// Flushes everything and stops the committer.

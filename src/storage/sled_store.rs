@@ -165,6 +165,10 @@ impl Store for SledStore {
         self.commit.request()
     }
 
+    fn flush_running(&self) -> Option<CommitTicket> {
+        self.commit.running()
+    }
+
     fn fsync_mode(&self) -> FsyncMode {
         self.commit.mode()
     }
