@@ -28,6 +28,7 @@
 //! for it, the actor never does.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
 use std::sync::Arc;
@@ -110,6 +111,33 @@ struct Msg {
     slot: u32,
 }
 
+/// Hashes ids for the actor's tables (Fx-style multiply). Message and batch ids are
+/// assigned by the server; a client can look ids up but never chooses which ids
+/// get inserted, so an unkeyed hash cannot be flooded with collisions here. SipHash
+/// took a tenth of the time to load a million messages.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+const ID_HASH_K: u64 = 0x517c_c1b7_2722_0a95;
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(ID_HASH_K);
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
 /// What the actor keeps per batch record.
 #[derive(Debug, Default)]
 struct BatchInfo {
@@ -160,7 +188,7 @@ pub(crate) struct QueueActor {
     resolver: Arc<dyn Resolver>,
     /// This actor's own mailbox, weakly: tasks it spawns report back through it.
     me: mpsc::WeakSender<Command>,
-    messages: HashMap<u64, Msg>,
+    messages: IdMap<Msg>,
     /// AVAILABLE messages as (order key, id).
     available: BTreeSet<(u64, u64)>,
     timers: DeadlineIndex<Timer>,
@@ -176,7 +204,7 @@ pub(crate) struct QueueActor {
     pushed_dirty: bool,
     record_written_ms: u64,
     /// Batch records with messages in the queue (or written this turn).
-    batches: HashMap<u64, BatchInfo>,
+    batches: IdMap<BatchInfo>,
     /// The batch gathering this turn's new messages, not yet written.
     pending: Option<(u64, BatchBuilder)>,
     /// Batches whose state record must be rewritten (or removed) at turn end.
@@ -214,7 +242,7 @@ pub(crate) fn spawn(
         store,
         log,
         resolver,
-        messages: HashMap::new(),
+        messages: IdMap::default(),
         available: BTreeSet::new(),
         timers: DeadlineIndex::default(),
         waiters: BTreeMap::new(),
@@ -225,7 +253,7 @@ pub(crate) fn spawn(
         record_dirty: false,
         pushed_dirty: false,
         record_written_ms: 0,
-        batches: HashMap::new(),
+        batches: IdMap::default(),
         pending: None,
         dirty: BTreeSet::new(),
         cached: None,
@@ -331,6 +359,11 @@ impl QueueActor {
         let now = now_ms();
         let mut loaded = Vec::new();
         self.log.load(&mut |message| loaded.push(message))?;
+        // Indexes are built in bulk (sorted vectors into B-trees, one hash-table
+        // allocation): a million messages load in a fraction of a second.
+        self.messages.reserve(loaded.len());
+        let mut available = Vec::with_capacity(loaded.len());
+        let mut timers = Vec::with_capacity(loaded.len());
         for LoadedMessage {
             id,
             record,
@@ -383,8 +416,23 @@ impl QueueActor {
                 slot,
             };
             self.next_front = self.next_front.min(order_key.saturating_sub(1));
-            self.insert(id, msg);
+            timers.push((msg.expires_at_ms, Timer::Expire(id)));
+            match state {
+                State::Available => available.push((order_key, id)),
+                State::Delayed { until_ms } => {
+                    self.delayed += 1;
+                    timers.push((until_ms, Timer::Delay(id)));
+                }
+                State::Reserved { until_ms, .. } => {
+                    self.reserved += 1;
+                    timers.push((until_ms, Timer::Lease(id)));
+                }
+                State::Moving => {}
+            }
+            self.messages.insert(id, msg);
         }
+        self.available = available.into_iter().collect();
+        self.timers = DeadlineIndex::from_entries(timers);
         Ok(())
     }
 
