@@ -124,6 +124,11 @@ enum Command {
         conn: Conn,
         queue: String,
     },
+    /// Show server-wide counters: uptime, queues, group-commit flushes, fsync mode.
+    Stats {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// List queues.
     Queues {
         #[command(flatten)]
@@ -528,6 +533,23 @@ async fn client_command(command: Command) -> Result<(), ClientError> {
         Command::Info { conn, queue } => {
             let client = Client::connect(conn.addr).await?;
             print_info(&client.info(&queue).await?, conn.json);
+            Ok(())
+        }
+        Command::Stats { conn } => {
+            let client = Client::connect(conn.addr).await?;
+            let stats = client.server_stats().await?;
+            if conn.json {
+                println!(
+                    "{}",
+                    json!({"uptime_ms": stats.uptime_ms, "queues": stats.queues,
+                           "flushes": stats.flushes, "fsync": stats.fsync})
+                );
+            } else {
+                println!(
+                    "uptime_ms={} queues={} flushes={} fsync={}",
+                    stats.uptime_ms, stats.queues, stats.flushes, stats.fsync
+                );
+            }
             Ok(())
         }
         Command::Queues { conn, prefix } => {

@@ -452,6 +452,20 @@ impl Client {
         .await
     }
 
+    /// Server-wide counters (uptime, queues, group-commit flushes, fsync mode).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn server_stats(&self) -> Result<proto::ServerStats, ClientError> {
+        match self
+            .call(Op::ServerStats(proto::ServerStatsRequest {}))
+            .await?
+        {
+            response::Result::ServerStats(stats) => Ok(stats),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     async fn messages(&self, op: Op) -> Result<Vec<proto::Message>, ClientError> {
         match self.call(op).await? {
             response::Result::Messages(list) => Ok(list.messages),

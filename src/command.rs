@@ -20,6 +20,8 @@ pub struct Context {
     pub max_body: usize,
     /// Largest frame.
     pub max_frame: usize,
+    /// When the server started.
+    pub started: std::time::Instant,
 }
 
 /// Runs one request's operation and returns its result (an error is a result too).
@@ -169,6 +171,15 @@ async fn run(ctx: &Context, op: Op) -> Result<response::Result, QueueError> {
             let count = registry.get(&name)?.redrive(to, n).await?;
             response::Result::Moved(proto::Moved {
                 count: u32::try_from(count).unwrap_or(u32::MAX),
+            })
+        }
+        Op::ServerStats(_) => {
+            let store = registry.store();
+            response::Result::ServerStats(proto::ServerStats {
+                uptime_ms: u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                queues: u64::try_from(registry.len()).unwrap_or(u64::MAX),
+                flushes: store.flushes(),
+                fsync: store.fsync_mode().to_string(),
             })
         }
         Op::DeleteQueue(delete) => {

@@ -163,6 +163,16 @@ impl Registry {
         (names, next)
     }
 
+    /// How many queues exist.
+    pub fn len(&self) -> usize {
+        self.inner.lock().len()
+    }
+
+    /// Whether no queue exists.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The store (for commits that are not a queue's).
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store

@@ -85,6 +85,7 @@ impl Server {
             registry,
             max_body: config.max_body,
             max_frame: config.max_frame,
+            started: std::time::Instant::now(),
         });
         let local_addr = listener.local_addr()?;
         let stop = CancellationToken::new();

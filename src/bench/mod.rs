@@ -222,6 +222,8 @@ pub struct Report {
     pub timeline: Vec<Sample>,
     /// Server CPU and memory, if `--server-pid` was given.
     pub server: Option<ServerUse>,
+    /// Group-commit flushes (fsyncs) during the run (ferromq only).
+    pub fsyncs: Option<u64>,
 }
 
 impl Report {
@@ -236,6 +238,9 @@ impl Report {
             "batch": a.batch, "body_bytes": a.body, "queues": a.queues, "rate": a.rate,
             "pushed": self.pushed, "consumed": self.consumed,
             "elapsed_s": self.elapsed_s, "throughput_msgs_per_s": self.throughput,
+            "fsyncs": self.fsyncs,
+            "fsyncs_per_s": self.fsyncs.map(|f| f as f64 / self.elapsed_s),
+            "message_writes_per_fsync": self.fsyncs.map(|f| (self.pushed + self.consumed) as f64 / f.max(1) as f64),
             "e2e_latency_ms": self.e2e.json(), "push_ack_latency_ms": self.push_ack.json(),
             "server": self.server.map(|s| json!({
                 "cpu_s": s.cpu_s, "cpu_s_per_million_msgs": s.cpu_s_per_million,
@@ -284,6 +289,13 @@ impl Report {
             out += &format!(
                 "  server: {:.2} CPU s ({:.2} CPU s per million messages), RSS {:.1} MiB, peak {:.1} MiB\n",
                 s.cpu_s, s.cpu_s_per_million, s.rss_mib, s.peak_rss_mib
+            );
+        }
+        if let Some(f) = self.fsyncs {
+            out += &format!(
+                "  fsyncs: {f} ({:.0}/s, {:.1} message writes (pushes + deletes) per fsync)\n",
+                f as f64 / self.elapsed_s,
+                (self.pushed + self.consumed) as f64 / f.max(1) as f64
             );
         }
         out
@@ -394,6 +406,8 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         error: Mutex::new(None),
     });
     let cpu_before = args.server_pid.and_then(read_cpu_s);
+    let stats_conn = Conn::connect(args.target, &args.addr, &queues[0]).await?;
+    let flushes_before = stats_conn.flushes().await?;
 
     let mut tasks = tokio::task::JoinSet::new();
     let per_worker_rate = if args.rate > 0 && producers > 0 {
@@ -437,6 +451,10 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     if let Some(err) = lock(&shared.error).take() {
         return Err(err.into());
     }
+    let flushes_after = stats_conn.flushes().await?;
+    let fsyncs = flushes_before
+        .zip(flushes_after)
+        .map(|(before, after)| after.saturating_sub(before));
     let server = args.server_pid.and_then(|pid| {
         let cpu_s = read_cpu_s(pid)? - cpu_before?;
         let (rss_mib, peak_rss_mib) = read_rss_mib(pid)?;
@@ -476,6 +494,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         push_ack: Latency::of(&push_total),
         timeline,
         server,
+        fsyncs,
         args,
     };
     if let Some(path) = &report.args.plot {

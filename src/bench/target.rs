@@ -302,6 +302,17 @@ impl Conn {
         Ok(())
     }
 
+    /// ferromq's group-commit flush count (`None` for other servers).
+    ///
+    /// # Errors
+    /// On a connection or server error.
+    pub async fn flushes(&self) -> Result<Option<u64>, DriverError> {
+        match self {
+            Conn::Ferromq(client) => Ok(Some(client.server_stats().await?.flushes)),
+            Conn::Beanstalkd(_) | Conn::Redis(_) => Ok(None),
+        }
+    }
+
     /// Removes the benchmark's queues where the protocol allows it (ferromq, Redis;
     /// beanstalkd tubes vanish when empty and unwatched).
     ///

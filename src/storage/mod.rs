@@ -192,6 +192,8 @@ pub trait Store: Send + Sync {
     fn flush_running(&self) -> Option<CommitTicket>;
     /// The fsync mode.
     fn fsync_mode(&self) -> FsyncMode;
+    /// Group-commit flushes (flush + fdatasync) done so far.
+    fn flushes(&self) -> u64;
     /// Flushes everything and stops the committer.
     fn close(&self);
 }

@@ -96,11 +96,6 @@ impl SledStore {
             commit,
         }))
     }
-
-    /// Number of committer flushes so far (for stats).
-    pub fn flushes(&self) -> u64 {
-        self.commit.flushes()
-    }
 }
 
 fn open_log_file(dir: &Path) -> Result<std::fs::File, StorageError> {
@@ -167,6 +162,10 @@ impl Store for SledStore {
 
     fn flush_running(&self) -> Option<CommitTicket> {
         self.commit.running()
+    }
+
+    fn flushes(&self) -> u64 {
+        self.commit.flushes()
     }
 
     fn fsync_mode(&self) -> FsyncMode {

@@ -562,3 +562,27 @@ async fn queues_are_independent() {
     assert_eq!(texts(&got), ["2"]);
     assert_eq!(client.info("one").await.unwrap().available, 1);
 }
+
+#[tokio::test]
+async fn server_stats_count_queues_and_group_commit_flushes() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let before = client.server_stats().await.unwrap();
+    assert_eq!((before.queues, before.fsync.as_str()), (0, "always"));
+    client
+        .push("stats-a", vec![Bytes::from_static(b"x")])
+        .await
+        .unwrap();
+    client
+        .push("stats-b", vec![Bytes::from_static(b"y")])
+        .await
+        .unwrap();
+    let after = client.server_stats().await.unwrap();
+    assert_eq!(after.queues, 2);
+    // Each acknowledged push waited for a flush that started after it.
+    assert!(
+        after.flushes >= before.flushes + 2,
+        "{before:?} -> {after:?}"
+    );
+    assert!(after.uptime_ms >= before.uptime_ms);
+}
