@@ -67,8 +67,8 @@ enum Timer {
     Lease(u64),
     /// The delay of this message ends.
     Delay(u64),
-    /// This message expires.
-    Expire(u64),
+    /// The messages of this batch have expired (the latest expiry in the batch).
+    ExpireBatch(u64),
     /// This long-poll waiter gives up.
     Waiter(u64),
 }
@@ -145,6 +145,8 @@ struct BatchInfo {
     ids: Vec<u64>,
     /// Messages of the batch still in the queue.
     live: usize,
+    /// The latest expiry of its messages: when its `ExpireBatch` timer fires.
+    expires_at_ms: u64,
 }
 
 impl Msg {
@@ -188,7 +190,7 @@ pub(crate) struct QueueActor {
     resolver: Arc<dyn Resolver>,
     /// This actor's own mailbox, weakly: tasks it spawns report back through it.
     me: mpsc::WeakSender<Command>,
-    messages: IdMap<Msg>,
+    messages: BTreeMap<u64, Msg>,
     /// AVAILABLE messages as (order key, id).
     available: BTreeSet<(u64, u64)>,
     timers: DeadlineIndex<Timer>,
@@ -242,7 +244,7 @@ pub(crate) fn spawn(
         store,
         log,
         resolver,
-        messages: IdMap::default(),
+        messages: BTreeMap::new(),
         available: BTreeSet::new(),
         timers: DeadlineIndex::default(),
         waiters: BTreeMap::new(),
@@ -359,11 +361,15 @@ impl QueueActor {
         let now = now_ms();
         let mut loaded = Vec::new();
         self.log.load(&mut |message| loaded.push(message))?;
-        // Indexes are built in bulk (sorted vectors into B-trees, one hash-table
-        // allocation): a million messages load in a fraction of a second.
-        self.messages.reserve(loaded.len());
+        // A message in two batches is a move into this queue and back, cut short by
+        // a crash: keep the copy in the earlier batch (the sort is stable).
+        loaded.sort_by_key(|m| m.id);
+        loaded.dedup_by_key(|m| m.id);
+        // Indexes are built in bulk (sorted vectors into B-trees): a million
+        // messages load in a fraction of a second.
+        let mut messages = Vec::with_capacity(loaded.len());
         let mut available = Vec::with_capacity(loaded.len());
-        let mut timers = Vec::with_capacity(loaded.len());
+        let mut timers = Vec::new();
         for LoadedMessage {
             id,
             record,
@@ -373,18 +379,16 @@ impl QueueActor {
             batch_len,
         } in loaded
         {
-            if self.messages.contains_key(&id) {
-                // A move into this queue and back, cut short by a crash.
-                continue;
-            }
             let info = self.batches.entry(batch).or_insert_with(|| BatchInfo {
                 ids: vec![0; usize::try_from(batch_len).unwrap_or(0)],
                 live: 0,
+                expires_at_ms: 0,
             });
             if let Some(entry) = usize::try_from(slot).ok().and_then(|s| info.ids.get_mut(s)) {
                 *entry = id;
             }
             info.live += 1;
+            info.expires_at_ms = info.expires_at_ms.max(record.expires_at_ms);
             let (order_key, reserved_count, state) = match state {
                 Some(st) if st.reservation_id != 0 => (
                     st.order_key,
@@ -416,7 +420,6 @@ impl QueueActor {
                 slot,
             };
             self.next_front = self.next_front.min(order_key.saturating_sub(1));
-            timers.push((msg.expires_at_ms, Timer::Expire(id)));
             match state {
                 State::Available => available.push((order_key, id)),
                 State::Delayed { until_ms } => {
@@ -429,8 +432,14 @@ impl QueueActor {
                 }
                 State::Moving => {}
             }
-            self.messages.insert(id, msg);
+            messages.push((id, msg));
         }
+        timers.extend(
+            self.batches
+                .iter()
+                .map(|(&key, info)| (info.expires_at_ms, Timer::ExpireBatch(key))),
+        );
+        self.messages = messages.into_iter().collect();
         self.available = available.into_iter().collect();
         self.timers = DeadlineIndex::from_entries(timers);
         Ok(())
@@ -439,7 +448,6 @@ impl QueueActor {
     /// Adds a message to the in-memory indexes according to its state.
     fn insert(&mut self, id: u64, msg: Msg) {
         let state = msg.state;
-        self.timers.insert(msg.expires_at_ms, Timer::Expire(id));
         self.messages.insert(id, msg);
         self.attach(id, state);
     }
@@ -493,7 +501,6 @@ impl QueueActor {
     fn remove(&mut self, id: u64) {
         self.detach(id);
         if let Some(msg) = self.messages.remove(&id) {
-            self.timers.remove(msg.expires_at_ms, Timer::Expire(id));
             if let Some(info) = self.batches.get_mut(&msg.batch) {
                 info.live = info.live.saturating_sub(1);
             }
@@ -533,6 +540,15 @@ impl QueueActor {
         let info = self.batches.entry(key).or_default();
         info.ids.push(id);
         info.live += 1;
+        if record.expires_at_ms > info.expires_at_ms {
+            if info.expires_at_ms != 0 {
+                self.timers
+                    .remove(info.expires_at_ms, Timer::ExpireBatch(key));
+            }
+            info.expires_at_ms = record.expires_at_ms;
+            self.timers
+                .insert(record.expires_at_ms, Timer::ExpireBatch(key));
+        }
         Ok((key, slot))
     }
 
@@ -546,7 +562,7 @@ impl QueueActor {
         if live == 0 {
             // Every message went in the same turn (reserve with delete, expiry):
             // nothing to write, nothing to remove.
-            self.batches.remove(&key);
+            self.forget_batch(key);
             self.dirty.remove(&key);
             return Ok(());
         }
@@ -576,10 +592,7 @@ impl QueueActor {
                 continue;
             };
             let result = if info.live == 0 {
-                self.batches.remove(&key);
-                if self.cached.as_ref().is_some_and(|(k, _)| *k == key) {
-                    self.cached = None;
-                }
+                self.forget_batch(key);
                 self.log.remove_batch(key)
             } else {
                 let slot_msg = |slot: usize| {
@@ -637,6 +650,52 @@ impl QueueActor {
         Ok(body)
     }
 
+    /// Drops the in-memory entry of a batch that has no message left (and its
+    /// expiry timer, and the cached copy).
+    fn forget_batch(&mut self, key: u64) {
+        if let Some(info) = self.batches.remove(&key) {
+            self.timers
+                .remove(info.expires_at_ms, Timer::ExpireBatch(key));
+        }
+        if self.cached.as_ref().is_some_and(|(k, _)| *k == key) {
+            self.cached = None;
+        }
+    }
+
+    /// The expiry timer of a batch fired: remove its expired messages (whatever
+    /// their state), and re-arm for any that expire later (adopted messages).
+    fn expire_batch(&mut self, key: u64, now: u64) {
+        let Some(info) = self.batches.get(&key) else {
+            return;
+        };
+        let mut expired = Vec::new();
+        let mut later = 0;
+        for id in &info.ids {
+            match self.messages.get(id).filter(|m| m.batch == key) {
+                Some(msg) if msg.expires_at_ms <= now => expired.push(*id),
+                Some(msg) => later = later.max(msg.expires_at_ms),
+                None => {}
+            }
+        }
+        for id in expired {
+            self.remove(id);
+        }
+        if let Some(info) = self.batches.get_mut(&key) {
+            info.expires_at_ms = later;
+            if later > 0 {
+                self.timers.insert(later, Timer::ExpireBatch(key));
+            }
+        }
+    }
+
+    /// Whether message `id` has expired at `now` (its batch's timer may not have
+    /// fired yet: a batch expires at its latest message's time).
+    fn expired(&self, id: u64, now: u64) -> bool {
+        self.messages
+            .get(&id)
+            .is_some_and(|m| m.expires_at_ms <= now)
+    }
+
     fn take_front_key(&mut self) -> u64 {
         let key = self.next_front;
         self.next_front -= 1;
@@ -657,8 +716,8 @@ impl QueueActor {
                     }
                     Ok(())
                 }
-                Timer::Expire(id) => {
-                    self.remove(id);
+                Timer::ExpireBatch(key) => {
+                    self.expire_batch(key, now);
                     Ok(())
                 }
                 Timer::Waiter(waiter_id) => {
@@ -727,10 +786,10 @@ impl QueueActor {
                 self.reply_acked(reply, result);
             }
             Command::Peek { n, reply } => {
-                let _ = reply.send(self.peek(n));
+                let _ = reply.send(self.peek(n, now));
             }
             Command::Get { id, reply } => {
-                let _ = reply.send(self.get(id));
+                let _ = reply.send(self.get(id, now));
             }
             Command::Info { reply } => {
                 let _ = reply.send(Ok(self.stats()));
@@ -916,6 +975,10 @@ impl QueueActor {
             let Some(&(_, id)) = self.available.first() else {
                 break;
             };
+            if self.expired(id, now) {
+                self.remove(id);
+                continue;
+            }
             let body = match self.body(id) {
                 Ok(Some(body)) => body,
                 Ok(None) => {
@@ -1284,8 +1347,22 @@ impl QueueActor {
         })
     }
 
-    fn peek(&mut self, n: usize) -> Result<Vec<MessageView>, QueueError> {
-        let ids: Vec<u64> = self.available.iter().take(n).map(|&(_, id)| id).collect();
+    fn peek(&mut self, n: usize, now: u64) -> Result<Vec<MessageView>, QueueError> {
+        let mut ids = Vec::with_capacity(n.min(self.available.len()));
+        let mut expired = Vec::new();
+        for &(_, id) in &self.available {
+            if ids.len() >= n {
+                break;
+            }
+            if self.expired(id, now) {
+                expired.push(id);
+            } else {
+                ids.push(id);
+            }
+        }
+        for id in expired {
+            self.remove(id);
+        }
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(body) = self.body(id)? {
@@ -1295,7 +1372,11 @@ impl QueueActor {
         Ok(out)
     }
 
-    fn get(&mut self, id: u64) -> Result<MessageView, QueueError> {
+    fn get(&mut self, id: u64, now: u64) -> Result<MessageView, QueueError> {
+        if self.expired(id, now) {
+            self.remove(id);
+            return Err(QueueError::MessageNotFound(id));
+        }
         if self
             .messages
             .get(&id)
@@ -1386,9 +1467,6 @@ impl QueueActor {
             }
         }
         // Give memory back after a large backlog has drained.
-        if self.messages.capacity() > 4096 && self.messages.len() * 4 < self.messages.capacity() {
-            self.messages.shrink_to(self.messages.len() * 2);
-        }
         if self.batches.capacity() > 1024 && self.batches.len() * 4 < self.batches.capacity() {
             self.batches.shrink_to(self.batches.len() * 2);
         }
