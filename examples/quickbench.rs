@@ -9,8 +9,8 @@
 //! requests in flight: producers push BATCH messages of 100 bytes per call, consumers
 //! reserve up to BATCH and delete them in one batch delete. It prints messages per
 //! second from the first push to the last delete. It is bounded by MESSAGES and by a
-//! 120 s deadline. (The full load generator with latency histograms is planned as
-//! `ferromq bench`.)
+//! 120 s deadline. The full load generator (latency histograms, rates, peers, plots)
+//! is `ferromq bench`; this example shows the client API driving a server.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -17,9 +17,11 @@
 //! end-to-end latency, so with `--rate` a stalled server cannot hide queueing delay
 //! (no coordinated omission; lateness caused only by the generator's own 1 ms timer
 //! is not counted). Latencies go into HDR histograms (µs, 3 significant
-//! digits). With `--queues N`, connection `i` works on queue `i mod N` (beanstalkd
-//! binds a connection to a tube). Every run is bounded by `--messages` and by
-//! `--duration` or `--max-time`.
+//! digits). With `--queues N`, ferromq and Redis workers move to the next queue at
+//! every request (consumers then reserve without long-polling), so all N queues are
+//! busy; beanstalkd binds a connection to a tube, so connection `i` stays on queue
+//! `i mod N`. Every run is bounded by `--messages` and by `--duration` or
+//! `--max-time`.
 
 pub mod plot;
 pub mod target;
@@ -359,7 +361,8 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         .queue_prefix
         .clone()
         .unwrap_or_else(|| format!("bench-{}", std::process::id()));
-    let queues: Vec<String> = (0..args.queues).map(|i| format!("{prefix}-{i}")).collect();
+    let queues: Arc<Vec<String>> =
+        Arc::new((0..args.queues).map(|i| format!("{prefix}-{i}")).collect());
     let producers = if args.workload == Workload::Drain {
         0
     } else {
@@ -416,14 +419,14 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         None
     };
     for c in 0..producers {
-        let queue = queues[c % queues.len()].clone();
-        let conn = Conn::connect(args.target, &args.addr, &queue).await?;
+        let conn = Conn::connect(args.target, &args.addr, &queues[c % queues.len()]).await?;
         for w in 0..args.depth {
-            let (conn, queue, shared, args) =
-                (conn.clone(), queue.clone(), shared.clone(), args.clone());
+            let (conn, queues, shared, args) =
+                (conn.clone(), queues.clone(), shared.clone(), args.clone());
             let offset = (c as u64) << 32 | u64::from(w);
+            let spread = Spread::new(&args, c, w);
             tasks.spawn(async move {
-                produce(conn, queue, shared, args, per_worker_rate, offset).await;
+                produce(conn, queues, spread, shared, args, per_worker_rate, offset).await;
             });
         }
     }
@@ -433,13 +436,13 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         target
     };
     for c in 0..consumers {
-        let queue = queues[c % queues.len()].clone();
-        let conn = Conn::connect(args.target, &args.addr, &queue).await?;
-        for _ in 0..args.depth {
-            let (conn, queue, shared, args) =
-                (conn.clone(), queue.clone(), shared.clone(), args.clone());
+        let conn = Conn::connect(args.target, &args.addr, &queues[c % queues.len()]).await?;
+        for w in 0..args.depth {
+            let (conn, queues, shared, args) =
+                (conn.clone(), queues.clone(), shared.clone(), args.clone());
+            let spread = Spread::new(&args, c, w);
             tasks.spawn(async move {
-                consume(conn, queue, shared, args, consume_target).await;
+                consume(conn, queues, spread, shared, args, consume_target).await;
             });
         }
     }
@@ -472,7 +475,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     // Leave nothing behind on the server (best effort).
     if args.workload != Workload::Push {
         if let Ok(conn) = Conn::connect(args.target, &args.addr, &queues[0]).await {
-            for queue in &queues {
+            for queue in queues.iter() {
                 let _ = conn.remove_queue(queue).await;
             }
         }
@@ -561,9 +564,47 @@ fn body_time_ns(body: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(body.get(..8)?.try_into().ok()?))
 }
 
+/// Which queue a worker uses for its next request. ferromq and Redis name the queue
+/// in every request, so their workers move to the next queue at every request;
+/// a beanstalkd connection is bound to one tube, so connection `c` stays on queue
+/// `c mod N`.
+struct Spread {
+    next: usize,
+    step: usize,
+    len: usize,
+}
+
+impl Spread {
+    fn new(args: &BenchArgs, connection: usize, worker: u32) -> Spread {
+        let len = usize::try_from(args.queues).unwrap_or(1).max(1);
+        let rotate = args.target != Kind::Beanstalkd;
+        let depth = usize::try_from(args.depth).unwrap_or(1);
+        Spread {
+            next: if rotate {
+                connection * depth + usize::try_from(worker).unwrap_or(0)
+            } else {
+                connection
+            } % len,
+            step: usize::from(rotate),
+            len,
+        }
+    }
+
+    fn take<'a>(&mut self, queues: &'a [String]) -> &'a str {
+        let queue = &queues[self.next % queues.len()];
+        self.next = (self.next + self.step) % self.len;
+        queue
+    }
+
+    fn moves(&self) -> bool {
+        self.step > 0 && self.len > 1
+    }
+}
+
 async fn produce(
     conn: Conn,
-    queue: String,
+    queues: Arc<Vec<String>>,
+    mut spread: Spread,
     shared: Arc<Shared>,
     args: BenchArgs,
     rate: Option<f64>,
@@ -602,7 +643,7 @@ async fn produce(
             .map(|i| make_body(args.body, sent_ns, seq + i))
             .collect();
         seq += n;
-        if let Err(err) = conn.push(&queue, bodies).await {
+        if let Err(err) = conn.push(spread.take(&queues), bodies).await {
             shared.fail(err);
             return;
         }
@@ -614,13 +655,22 @@ async fn produce(
     }
 }
 
-async fn consume(conn: Conn, queue: String, shared: Arc<Shared>, args: BenchArgs, target: u64) {
+async fn consume(
+    conn: Conn,
+    queues: Arc<Vec<String>>,
+    mut spread: Spread,
+    shared: Arc<Shared>,
+    args: BenchArgs,
+    target: u64,
+) {
+    // A worker that moves between queues must not park on an empty one.
     let wait_ms = args.wait.unwrap_or(match args.target {
-        Kind::Ferromq => 1000,
-        Kind::Beanstalkd | Kind::Redis => 0,
+        Kind::Ferromq if !spread.moves() => 1000,
+        _ => 0,
     });
     while shared.running() && shared.consumed.load(Ordering::Relaxed) < target {
-        let got = match conn.reserve(&queue, args.batch, args.lease, wait_ms).await {
+        let queue = spread.take(&queues);
+        let got = match conn.reserve(queue, args.batch, args.lease, wait_ms).await {
             Ok(got) => got,
             Err(err) => {
                 shared.fail(err);
@@ -644,7 +694,7 @@ async fn consume(conn: Conn, queue: String, shared: Arc<Shared>, args: BenchArgs
         }
         let n = got.len() as u64;
         if let Err(err) = conn
-            .delete(&queue, got.into_iter().map(|m| m.handle).collect())
+            .delete(queue, got.into_iter().map(|m| m.handle).collect())
             .await
         {
             shared.fail(err);

@@ -171,17 +171,20 @@ impl Conn {
     ) -> Result<Vec<Reserved>, DriverError> {
         match self {
             Conn::Ferromq(client) => {
-                let messages = client
-                    .reserve(
-                        queue,
-                        ReserveOptions {
-                            n,
-                            timeout_ms: lease_ms,
-                            wait_ms,
-                            delete: false,
-                        },
-                    )
-                    .await?;
+                let options = ReserveOptions {
+                    n,
+                    timeout_ms: lease_ms,
+                    wait_ms,
+                    delete: false,
+                };
+                let messages = match client.reserve(queue, options).await {
+                    Ok(messages) => messages,
+                    // Only a push creates a queue: one no producer reached yet is empty.
+                    Err(err) if err.code() == Some(crate::proto::ErrorCode::QueueNotFound) => {
+                        Vec::new()
+                    }
+                    Err(err) => return Err(err.into()),
+                };
                 Ok(messages
                     .into_iter()
                     .map(|m| Reserved {
