@@ -252,6 +252,17 @@ pub struct ServeArgs {
     /// sled page-cache budget in MiB.
     #[arg(long, default_value_t = config::DEFAULT_CACHE_BYTES / (1024 * 1024))]
     cache_mb: u64,
+    /// Also serve the IronMQ v3 HTTP/JSON API here (off unless given; e.g.
+    /// 127.0.0.1:8080).
+    #[arg(long)]
+    http_listen: Option<SocketAddr>,
+    /// A token the HTTP API accepts: `TOKEN` (every project) or
+    /// `TOKEN=PROJECT[,PROJECT...]`. Repeat for more tokens.
+    #[arg(long = "http-token", value_name = "TOKEN[=PROJECTS]")]
+    http_tokens: Vec<config::HttpAuth>,
+    /// Serve the HTTP API without authentication (trusted networks only).
+    #[arg(long)]
+    http_no_auth: bool,
 }
 
 /// Parses `500ms`, `30s`, `5m`, `2h` or a bare number of milliseconds.
@@ -345,6 +356,15 @@ async fn serve(args: ServeArgs) -> ExitCode {
         max_connections: args.max_connections,
         max_in_flight: args.max_in_flight,
         cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
+        http_listen: args.http_listen,
+        http_auth: config::HttpAuth {
+            tokens: args
+                .http_tokens
+                .into_iter()
+                .flat_map(|auth| auth.tokens)
+                .collect(),
+            disabled: args.http_no_auth,
+        },
     };
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
@@ -364,6 +384,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
     // One plain line on stdout, for scripts and tests that start the server on
     // port 0 and need to know where it is.
     println!("ferromq listening on {}", server.local_addr());
+    if let Some(http) = server.http_addr() {
+        println!("ferromq http listening on {http}");
+    }
     wait_for_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await;

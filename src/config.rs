@@ -40,6 +40,69 @@ pub struct Config {
     pub max_in_flight: usize,
     /// sled's page-cache budget in bytes.
     pub cache_bytes: u64,
+    /// Where the IronMQ v3 HTTP API listens; off when `None`.
+    pub http_listen: Option<SocketAddr>,
+    /// Who may use the HTTP API.
+    pub http_auth: HttpAuth,
+}
+
+/// The suggested port of the HTTP API (`--http-listen 127.0.0.1:8080`).
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
+
+/// Tokens of the HTTP API (`Authorization: OAuth TOKEN` or `?oauth=TOKEN`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpAuth {
+    /// Accepted tokens, each with the projects it may use (`None`: every project).
+    pub tokens: Vec<(String, Option<Vec<String>>)>,
+    /// No authentication at all; only when the configuration says so.
+    pub disabled: bool,
+}
+
+impl HttpAuth {
+    /// Whether `token` may act on `project`.
+    pub fn allows(&self, token: Option<&str>, project: &str) -> bool {
+        if self.disabled {
+            return true;
+        }
+        let Some(token) = token else {
+            return false;
+        };
+        self.tokens.iter().any(|(known, projects)| {
+            known == token
+                && projects
+                    .as_ref()
+                    .is_none_or(|list| list.iter().any(|p| p == project))
+        })
+    }
+}
+
+impl std::str::FromStr for HttpAuth {
+    type Err = String;
+
+    /// One `--http-token` value: `TOKEN` or `TOKEN=PROJECT[,PROJECT...]`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (token, projects) = match s.split_once('=') {
+            Some((token, list)) => {
+                let projects: Vec<String> = list
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if projects.is_empty() {
+                    return Err(format!("{s:?}: no project after '='"));
+                }
+                (token, Some(projects))
+            }
+            None => (s, None),
+        };
+        if token.is_empty() {
+            return Err("an empty token".into());
+        }
+        Ok(HttpAuth {
+            tokens: vec![(token.to_owned(), projects)],
+            disabled: false,
+        })
+    }
 }
 
 impl Default for Config {
@@ -53,6 +116,8 @@ impl Default for Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            http_listen: None,
+            http_auth: HttpAuth::default(),
         }
     }
 }
@@ -63,6 +128,15 @@ impl Config {
     /// # Errors
     /// A sentence saying which setting is wrong and why.
     pub fn validate(&self) -> Result<(), String> {
+        if self.http_listen.is_some()
+            && self.http_auth.tokens.is_empty()
+            && !self.http_auth.disabled
+        {
+            return Err(
+                "--http-listen needs --http-token TOKEN (or --http-no-auth to run without auth)"
+                    .into(),
+            );
+        }
         if self.max_body == 0 || self.max_body > MAX_MAX_BODY {
             return Err(format!(
                 "--max-body {} is out of range 1..={MAX_MAX_BODY}",

@@ -6,6 +6,7 @@
 //! - [`proto`]: the wire types generated from `proto/ferromq/v1/ferromq.proto`.
 //! - [`server`]: accept loop and connections; pipelined requests, coalesced writes.
 //! - [`command`]: validation and wire → domain conversion; dispatch to queues.
+//! - [`http`]: the IronMQ v3 HTTP/JSON API over the same queues (`--http-listen`).
 //! - [`registry`]: queue name → actor handle; queue creation and deletion.
 //! - [`queue`]: one actor per queue, the state machine of semantics.md.
 //! - [`storage`]: the [`storage::Store`] / [`storage::QueueLog`] traits, their sled
@@ -22,6 +23,7 @@ pub mod codec;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod http;
 pub mod proto;
 pub mod queue;
 pub mod registry;

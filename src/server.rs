@@ -63,6 +63,7 @@ pub enum ServerError {
 pub struct Server {
     ctx: Arc<Context>,
     local_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     stop: CancellationToken,
     connections: TaskTracker,
     accept: tokio::task::JoinHandle<()>,
@@ -90,6 +91,22 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let stop = CancellationToken::new();
         let connections = TaskTracker::new();
+        let http_addr = match config.http_listen {
+            Some(addr) => {
+                let http = TcpListener::bind(addr).await?;
+                let http_addr = http.local_addr()?;
+                tokio::spawn(crate::http::serve(
+                    http,
+                    Arc::clone(&ctx),
+                    config.http_auth.clone(),
+                    stop.clone(),
+                    connections.clone(),
+                ));
+                tracing::info!(%http_addr, "IronMQ v3 HTTP API listening");
+                Some(http_addr)
+            }
+            None => None,
+        };
         let accept = tokio::spawn(accept_loop(
             listener,
             Arc::clone(&ctx),
@@ -101,6 +118,7 @@ impl Server {
         Ok(Server {
             ctx,
             local_addr,
+            http_addr,
             stop,
             connections,
             accept,
@@ -110,6 +128,11 @@ impl Server {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the IronMQ HTTP API, if it was enabled.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// Stops the server in the order of the module docs and waits until the data

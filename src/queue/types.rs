@@ -37,7 +37,10 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A queue name: 1..=128 bytes of `[A-Za-z0-9._-]`.
+/// A queue name: 1..=128 bytes of `[A-Za-z0-9._-]`, optionally qualified by a
+/// project as `project/name` (both parts non-empty, same characters). Projects are
+/// namespaces: `p1/jobs` and `p2/jobs` are two queues, and an unqualified `jobs` is a
+/// third (the binary protocol's default namespace). The HTTP API always qualifies.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct QueueName(String);
 
@@ -56,13 +59,25 @@ impl QueueName {
                 name.len()
             )));
         }
-        if let Some(bad) = name
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        {
-            return Err(QueueError::invalid(format!(
-                "queue name {name:?} has the character {bad:?}; allowed are A-Z a-z 0-9 . _ -"
-            )));
+        let (project, local) = match name.split_once('/') {
+            Some((project, local)) => (Some(project), local),
+            None => (None, name),
+        };
+        for part in project.into_iter().chain([local]) {
+            if part.is_empty() {
+                return Err(QueueError::invalid(format!(
+                    "queue name {name:?}: project and name around '/' must both be non-empty"
+                )));
+            }
+            if let Some(bad) = part
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+            {
+                return Err(QueueError::invalid(format!(
+                    "queue name {name:?} has the character {bad:?}; allowed are A-Z a-z 0-9 . _ - \
+                     (and one '/' after a project id)"
+                )));
+            }
         }
         Ok(QueueName(name.to_owned()))
     }
@@ -279,13 +294,17 @@ mod tests {
     fn should_accept_names_of_the_allowed_alphabet() {
         assert!(QueueName::new("jobs.high_prio-2").is_ok());
         assert!(QueueName::new(&"a".repeat(128)).is_ok());
+        assert!(QueueName::new("000000000000000000000001/jobs").is_ok());
     }
 
     #[test]
     fn should_reject_empty_long_and_odd_names() {
         assert!(QueueName::new("").is_err());
         assert!(QueueName::new(&"a".repeat(129)).is_err());
-        assert!(QueueName::new("a/b").is_err());
+        assert!(QueueName::new("a//b").is_err());
+        assert!(QueueName::new("a/b/c").is_err());
+        assert!(QueueName::new("/b").is_err());
+        assert!(QueueName::new("a/").is_err());
         assert!(QueueName::new("a b").is_err());
         assert!(QueueName::new("é").is_err());
     }

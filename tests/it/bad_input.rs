@@ -188,7 +188,15 @@ async fn invalid_arguments_get_their_codes_and_change_nothing() {
     let id = survivor(&server).await;
     let client = server.client().await;
 
-    for name in ["", "has space", "slash/name", "ü", &"x".repeat(129)] {
+    for name in [
+        "",
+        "has space",
+        "a//b",
+        "/name",
+        "p/a/b",
+        "ü",
+        &"x".repeat(129),
+    ] {
         assert_eq!(
             code(client.push(name, vec![Bytes::from_static(b"a")]).await),
             Some(ErrorCode::InvalidArgument),

@@ -3,6 +3,7 @@
 mod bad_input;
 mod bench;
 mod dead_letters;
+mod http;
 mod leases;
 mod operations;
 mod pipelining;

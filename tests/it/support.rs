@@ -59,6 +59,79 @@ async fn start_in(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
     Server::start(listener, config).await.expect("server start")
 }
 
+/// A minimal HTTP/1.1 client for the IronMQ API tests: one request per connection
+/// (`Connection: close`), the response read to the end.
+pub struct Http {
+    pub addr: std::net::SocketAddr,
+    pub project: String,
+    pub token: Option<String>,
+}
+
+/// One HTTP response: status, Content-Type and the body parsed as JSON.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub json: serde_json::Value,
+}
+
+impl Http {
+    /// `method` on `/3/projects/{project}/{path}` with an optional JSON body.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> HttpReply {
+        let path = format!("/3/projects/{}/{path}", self.project);
+        let body = body.map(|b| b.to_string());
+        self.raw(method, &path, body.as_deref(), &[]).await
+    }
+
+    /// Any request, with extra header lines (`Name: value`).
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[&str],
+    ) -> HttpReply {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = TcpStream::connect(self.addr).await.expect("connect http");
+        let mut request =
+            format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+        if let Some(token) = &self.token {
+            request += &format!("Authorization: OAuth {token}\r\n");
+        }
+        for header in headers {
+            request += &format!("{header}\r\n");
+        }
+        let body = body.unwrap_or("");
+        request += &format!("Content-Length: {}\r\n\r\n{body}", body.len());
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.expect("read");
+        let text = String::from_utf8(raw).expect("utf-8 response");
+        let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .and_then(|code| code.parse().ok())
+            .expect("status line");
+        let content_type = lines
+            .filter_map(|line| line.split_once(':'))
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+            .map(|(_, value)| value.trim().to_owned());
+        let json = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+        HttpReply {
+            status,
+            content_type,
+            json,
+        }
+    }
+}
+
 /// A raw framed connection speaking Request/Response frames.
 pub async fn raw(addr: std::net::SocketAddr) -> Framed<TcpStream, ClientCodec> {
     let stream = TcpStream::connect(addr).await.expect("connect");
