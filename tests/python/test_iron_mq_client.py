@@ -1,0 +1,202 @@
+"""The official IronMQ Python client (PyPI iron-mq 0.9) against a running ferromq.
+
+The client is configured only by host, port, protocol, project id and token, read
+from FERROMQ_HTTP_HOST / FERROMQ_HTTP_PORT / FERROMQ_TOKEN. Run by
+scripts/python-client-test.sh, which starts the server; CI runs that script.
+Every method of iron_mq.IronMQ and iron_mq.Queue is exercised: pull-queue methods
+must behave as shared/design/ironmq-v3-api.md says, and the push-queue and alert
+methods must fail with a clear 400 (ferromq does not serve them yet).
+"""
+import os
+import time
+import unittest
+import urllib
+import urllib.parse
+
+# The one-line Python 3 shim from the spec (section 9.4): iron-mq 0.9 calls urllib.urlencode.
+urllib.urlencode = getattr(urllib, "urlencode", urllib.parse.urlencode)
+
+import requests  # noqa: E402  (installed with iron-mq)
+from iron_mq import IronMQ  # noqa: E402
+
+PROJECT = "000000000000000000000001"
+
+
+def client(project=PROJECT, token=None):
+    return IronMQ(
+        host=os.environ.get("FERROMQ_HTTP_HOST", "127.0.0.1"),
+        port=int(os.environ["FERROMQ_HTTP_PORT"]),
+        protocol="http",
+        project_id=project,
+        token=token or os.environ["FERROMQ_TOKEN"],
+    )
+
+
+def unique(name):
+    return "%s-%d" % (name, time.monotonic_ns())
+
+
+class IronMQClientTest(unittest.TestCase):
+    def setUp(self):
+        self.mq = client()
+
+    def status_of(self, call, *args, **kwargs):
+        with self.assertRaises(requests.HTTPError) as raised:
+            call(*args, **kwargs)
+        return raised.exception.response.status_code
+
+    def test_queue_admin(self):
+        name = unique("admin")
+        created = self.mq.create_queue(name, {"message_timeout": 45, "message_expiration": 3600})
+        self.assertEqual(created["name"], name)
+        self.assertEqual(created["message_timeout"], 45)
+        q = self.mq.queue(name)
+        info = q.info()
+        self.assertEqual((info["size"], info["total_messages"], info["type"]), (0, 0, "pull"))
+        self.assertEqual(info["project_id"], PROJECT)
+        self.assertTrue(q.id())
+        updated = self.mq.update_queue(name, {"message_expiration": 7200})
+        self.assertEqual((updated["message_timeout"], updated["message_expiration"]), (45, 7200))
+        self.assertEqual(q.update({"message_timeout": 30})["message_timeout"], 30)
+        self.assertEqual(self.mq.getQueueDetails(name)["name"], name)
+        q.post("one", {"body": "two", "delay": 5})
+        self.assertEqual((q.size(), q.total_messages()), (2, 2))
+        self.assertEqual(q.delete_queue()["msg"], "Deleted")
+        self.assertEqual(self.status_of(q.info), 404)
+
+    def test_listing_queues(self):
+        prefix = unique("list")
+        for suffix in ["a", "b", "c", "d"]:
+            self.mq.create_queue("%s-%s" % (prefix, suffix))
+        self.assertEqual(
+            self.mq.queues(prefix=prefix),
+            ["%s-%s" % (prefix, s) for s in "abcd"],
+        )
+        self.assertEqual(
+            self.mq.queues(prefix=prefix, previous="%s-a" % prefix, per_page=2),
+            ["%s-b" % prefix, "%s-c" % prefix],
+        )
+        self.assertLessEqual(len(self.mq.queues(per_page=101)), 100)
+        self.assertIn("%s-a" % prefix, self.mq.getQueues())
+        # Another project is another namespace.
+        self.assertEqual(client(project="000000000000000000000002").queues(prefix=prefix), [])
+
+    def test_post_reserve_touch_release_delete(self):
+        q = self.mq.queue(unique("work"))
+        ids = q.post("a", "b", {"body": "c"})["ids"]
+        self.assertEqual(len(ids), 3)
+        self.assertTrue(all(isinstance(i, str) for i in ids))
+
+        peeked = q.peek(2)["messages"]
+        self.assertEqual([m["body"] for m in peeked], ["a", "b"])
+        self.assertNotIn("reservation_id", peeked[0])
+        self.assertEqual(q.peek()["messages"][0]["id"], ids[0])
+
+        first = q.reserve(timeout=30)["messages"][0]
+        self.assertEqual((first["id"], first["reserved_count"]), (ids[0], 1))
+        by_id = q.get_message_by_id(ids[0])
+        self.assertEqual((by_id["body"], by_id["reserved_count"]), ("a", 1))
+        self.assertNotIn("reservation_id", by_id)
+
+        touched = q.touch(first["id"], first["reservation_id"])
+        self.assertEqual(touched["msg"], "Touched")
+        self.assertNotEqual(touched["reservation_id"], first["reservation_id"])
+        self.assertEqual(self.status_of(q.touch, first["id"], first["reservation_id"]), 403)
+        touched = q.touch(first["id"], touched["reservation_id"], timeout=90)
+
+        # Release a and then b: b comes first, then a, then c.
+        second = q.reserve()["messages"][0]
+        self.assertEqual(q.release(first["id"], touched["reservation_id"])["msg"], "Released")
+        q.release(second["id"], second["reservation_id"])
+        self.assertEqual([m["body"] for m in q.peek(3)["messages"]], ["b", "a", "c"])
+        again = q.get(max=1)["messages"][0]
+        self.assertEqual((again["body"], again["reserved_count"]), ("b", 2))
+        q.release(again["id"], again["reservation_id"], delay=60)
+        self.assertEqual([m["body"] for m in q.peek(3)["messages"]], ["a", "c"])
+        self.assertEqual(q.size(), 3)
+
+        # Delete: a reserved message needs its reservation; others do not.
+        held = q.reserve()["messages"][0]
+        self.assertEqual(self.status_of(q.delete, held["id"]), 403)
+        self.assertEqual(q.delete(held["id"], held["reservation_id"])["msg"], "Deleted")
+        self.assertEqual(q.delete(ids[2])["msg"], "Deleted")
+        self.assertEqual(self.status_of(q.delete, ids[2]), 404)
+        self.assertEqual(q.size(), 1)
+        self.assertEqual(q.total_messages(), 3)
+
+    def test_reservation_expiry_is_checked_at_request_time(self):
+        q = self.mq.queue(unique("expiry"))
+        q.post("x")
+        held = q.reserve(timeout=1)["messages"][0]
+        time.sleep(1.0)  # the lease's own deadline is what is being tested
+        status = self.status_of(q.delete, held["id"], held["reservation_id"])
+        self.assertEqual(status, 403)
+        back = q.reserve(wait=1)["messages"][0]
+        self.assertEqual((back["id"], back["reserved_count"]), (held["id"], 2))
+
+    def test_batch_delete_clear_and_reserve_with_delete(self):
+        q = self.mq.queue(unique("batch"))
+        ids = q.post(*["m%d" % i for i in range(6)])["ids"]
+        self.assertEqual(q.delete_multiple(ids=ids[:2])["msg"], "Deleted")
+        reserved = q.reserve(max=2)
+        self.assertEqual(q.delete_multiple(messages=reserved)["msg"], "Deleted")
+        gone = q.reserve(max=1, delete=True)["messages"]
+        self.assertEqual(len(gone), 1)
+        self.assertEqual(q.size(), 1)
+        self.assertEqual(q.clear()["msg"], "Cleared")
+        self.assertEqual((q.size(), q.total_messages()), (0, 6))
+        self.assertEqual(q.reserve(max=5)["messages"], [])
+
+    def test_long_poll_waits_and_returns_empty(self):
+        q = self.mq.queue(unique("poll"))
+        q.post("seed")
+        q.delete_multiple(messages=q.reserve())
+        started = time.monotonic()
+        self.assertEqual(q.reserve(wait=2)["messages"], [])
+        self.assertGreaterEqual(time.monotonic() - started, 1.9)
+
+    def test_dead_letter_queue(self):
+        name, dlq = unique("src"), unique("dlq")
+        self.mq.create_queue(name, {"dead_letter": {"queue_name": dlq, "max_reservations": 1}})
+        q = self.mq.queue(name)
+        msg_id = q.post("once")["ids"][0]
+        held = q.reserve()["messages"][0]
+        q.release(held["id"], held["reservation_id"])
+        self.assertEqual(q.reserve()["messages"], [])
+        moved = self.mq.queue(dlq).reserve(wait=5)["messages"][0]
+        self.assertEqual((moved["id"], moved["body"]), (msg_id, "once"))
+
+    def test_deprecated_helpers(self):
+        name = unique("old")
+        self.mq.postMessage(name, ["x", "y"])
+        got = self.mq.getMessage(name, max=1)["messages"]
+        self.assertEqual(got[0]["body"], "x")
+        self.mq.clearQueue(name)
+        self.assertEqual(self.mq.queue(name).size(), 0)
+        post = self.mq.postMessage(name, ["z"])
+        self.assertEqual(self.mq.deleteMessage(name, post["ids"][0])["msg"], "Deleted")
+
+    def test_push_queue_and_alert_methods_are_refused_clearly(self):
+        q = self.mq.queue(unique("pull"))
+        msg_id = q.post("x")["ids"][0]
+        calls = [
+            (q.add_subscribers, "http://127.0.0.1:9/a"),
+            (q.replace_subscribers, "http://127.0.0.1:9/a"),
+            (q.remove_subscribers, "a"),
+            (q.get_message_push_statuses, msg_id),
+            (q.add_alerts, {"type": "fixed", "trigger": 10, "queue": "t"}),
+            (q.update_alerts, {"type": "fixed", "trigger": 10, "queue": "t"}),
+            (q.remove_alerts, "alert-id"),
+        ]
+        for call, arg in calls:
+            with self.subTest(call=call.__name__):
+                self.assertEqual(self.status_of(call, arg), 400)
+        self.assertEqual(q.size(), 1, "nothing changed")
+
+    def test_a_wrong_token_gets_401(self):
+        status = self.status_of(client(token="wrong").queue(unique("auth")).post, "x")
+        self.assertEqual(status, 401)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
