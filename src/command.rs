@@ -273,6 +273,7 @@ fn settings_patch(settings: Option<&proto::QueueSettings>) -> Result<SettingsPat
         message_timeout_ms: nonzero(s.message_timeout_ms),
         message_expiration_s: nonzero(s.message_expiration_s),
         dead_letter,
+        alerts: None,
     };
     Ok(patch)
 }

@@ -23,8 +23,12 @@
 //!   protocol); no client test checks it.
 //! - `size` counts available, reserved and delayed messages.
 //! - Pull queues with dead-letter queues and expiration are served. Push queues
-//!   (`type` unicast/multicast, `push`, subscribers) and alerts are not: they get
-//!   400 with a message saying so, never a silent success.
+//!   (`type` unicast/multicast, `push`, subscribers) are not: they get 400 with a
+//!   message saying so, never a silent success.
+//! - Alerts (legacy) are stored with the queue, shown by GET, added by PATCH,
+//!   replaced by PUT and removed by DELETE .../alerts[/{id}], with IronMQ's rules
+//!   (at most 5, no duplicate type+direction+trigger); they are not fired, which the
+//!   spec leaves optional.
 //! - Queue names and project ids use the binary protocol's characters
 //!   (`A-Z a-z 0-9 . _ -`); others get 400.
 //! - Bodies posted here are JSON strings; a body pushed over the binary protocol
@@ -47,8 +51,8 @@ use crate::command::{push_to, Context};
 use crate::config::HttpAuth;
 use crate::error::QueueError;
 use crate::queue::types::{
-    DeadLetter, MessageView, NewMessage, QueueName, QueueSettings, QueueStats, SettingsPatch,
-    MAX_BATCH,
+    Alert, DeadLetter, MessageView, NewMessage, QueueName, QueueSettings, QueueStats,
+    SettingsPatch, MAX_ALERTS, MAX_BATCH,
 };
 
 /// Longest reservation (s).
@@ -73,21 +77,33 @@ struct Api {
     max_request: usize,
 }
 
-/// Accepts HTTP/1.1 connections until `stop` is cancelled.
+/// Accepts HTTP/1.1 connections until `stop` is cancelled; at most
+/// `max_connections` at once (more wait in the listen backlog).
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<Context>,
     auth: HttpAuth,
+    max_connections: usize,
     stop: CancellationToken,
     connections: TaskTracker,
 ) {
+    // 100 bodies of the largest size, even if every byte is JSON-escaped (`\u00XX`),
+    // plus room for the rest of the document.
     let max_request = ctx.max_body.saturating_mul(6 * MAX_BATCH) + 64 * 1024;
+    let limit = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let api = Arc::new(Api {
         ctx,
         auth,
         max_request,
     });
     loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&limit).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            () = stop.cancelled() => return,
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = stop.cancelled() => return,
@@ -123,6 +139,7 @@ pub async fn serve(
                     let _ = connection.await;
                 }
             }
+            drop(permit);
         });
     }
 }
@@ -325,10 +342,14 @@ impl Api {
                     "push queues are not supported by this server: this is a pull queue",
                 ))
             }
-            ["queues", q, "alerts"] | ["queues", q, "alerts", _] => {
-                self.ctx.registry.get(&call.queue(q)?)?;
-                Err(ApiError::bad("alerts are not supported by this server"))
-            }
+            ["queues", q, "alerts"] => match *m {
+                Method::DELETE => self.remove_alerts(call, q, None).await,
+                _ => not_allowed(),
+            },
+            ["queues", q, "alerts", id] => match *m {
+                Method::DELETE => self.remove_alerts(call, q, Some(id)).await,
+                _ => not_allowed(),
+            },
             _ => Err(ApiError::new(StatusCode::NOT_FOUND, "Not found")),
         }
     }
@@ -363,7 +384,10 @@ impl Api {
     /// PUT: create, or update an existing queue keeping its messages.
     async fn put_queue(&self, call: &Call, q: &str) -> Reply {
         let name = call.queue(q)?;
-        let patch = settings_patch(call, &call.json()?)?;
+        let body = call.json()?;
+        let mut patch = settings_patch(call, &body)?;
+        // PUT replaces the alerts it names.
+        patch.alerts = new_alerts(self, call, &body)?;
         patch.validate_for(&name)?;
         let registry = &self.ctx.registry;
         let stats = match registry.create(&name, patch.apply(&QueueSettings::default())) {
@@ -384,10 +408,59 @@ impl Api {
 
     async fn patch_queue(&self, call: &Call, q: &str) -> Reply {
         let name = call.queue(q)?;
-        let patch = settings_patch(call, &call.json()?)?;
+        let body = call.json()?;
+        let mut patch = settings_patch(call, &body)?;
+        let handle = self.ctx.registry.get(&name)?;
+        // PATCH adds the alerts it names to the current ones.
+        if let Some(added) = new_alerts(self, call, &body)? {
+            let current = handle.info().await?.settings.alerts;
+            patch.alerts = Some(merge_alerts(&current, added)?);
+        }
         patch.validate_for(&name)?;
-        let stats = self.ctx.registry.get(&name)?.update(patch).await?;
+        let stats = handle.update(patch).await?;
         ok(json!({ "queue": queue_json(&call.project, q, &stats) }))
+    }
+
+    /// DELETE .../alerts (ids in the body, as `{"queue": {"alerts": [{"id"}]}}` or
+    /// `{"alerts": [...]}`) or .../alerts/{id}.
+    async fn remove_alerts(&self, call: &Call, q: &str, one: Option<&str>) -> Reply {
+        let handle = self.ctx.registry.get(&call.queue(q)?)?;
+        let ids: Vec<String> = match one {
+            Some(id) => vec![id.to_owned()],
+            None => {
+                let body = call.json()?;
+                let list = body
+                    .get("queue")
+                    .and_then(|queue| queue.get("alerts"))
+                    .or_else(|| body.get("alerts"));
+                let Some(Value::Array(list)) = list else {
+                    return Err(ApiError::bad(
+                        "name the alerts to remove: {\"queue\": {\"alerts\": [{\"id\": ...}]}}",
+                    ));
+                };
+                // `{"id": ...}` objects; bare id strings are taken too.
+                list.iter()
+                    .map(|a| a.as_str().or_else(|| a.get("id").and_then(Value::as_str)))
+                    .map(|id| id.map(str::to_owned))
+                    .collect::<Option<Vec<String>>>()
+                    .ok_or_else(|| ApiError::bad("each alert to remove needs a string id"))?
+            }
+        };
+        let current = handle.info().await?.settings.alerts;
+        if ids.iter().any(|id| !current.iter().any(|a| &a.id == id)) {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "Alert not found"));
+        }
+        let kept: Vec<Alert> = current
+            .into_iter()
+            .filter(|a| !ids.contains(&a.id))
+            .collect();
+        handle
+            .update(SettingsPatch {
+                alerts: Some(kept),
+                ..SettingsPatch::default()
+            })
+            .await?;
+        ok(json!({"msg": "Deleted"}))
     }
 
     async fn post_messages(&self, call: &Call, q: &str) -> Reply {
@@ -720,12 +793,6 @@ fn settings_patch(call: &Call, body: &Map<String, Value>) -> Result<SettingsPatc
             "push queues are not supported by this server",
         ));
     }
-    if queue
-        .get("alerts")
-        .is_some_and(|a| !a.is_null() && a.as_array().is_none_or(|list| !list.is_empty()))
-    {
-        return Err(ApiError::bad("alerts are not supported by this server"));
-    }
     let message_timeout_ms = match opt_u64(queue, "message_timeout")? {
         None => None,
         Some(s) if (1..=MAX_TIMEOUT_S).contains(&s) => Some(s * 1000),
@@ -769,7 +836,86 @@ fn settings_patch(call: &Call, body: &Map<String, Value>) -> Result<SettingsPatc
         message_timeout_ms,
         message_expiration_s,
         dead_letter,
+        alerts: None,
     })
+}
+
+/// The alerts in a create/update body (`{"queue": {"alerts": [...]}}`), with fresh
+/// ids; `None` when the body names none.
+fn new_alerts(
+    api: &Api,
+    call: &Call,
+    body: &Map<String, Value>,
+) -> Result<Option<Vec<Alert>>, ApiError> {
+    let Some(Value::Object(queue)) = body.get("queue") else {
+        return Ok(None);
+    };
+    let list = match queue.get("alerts") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(ApiError::bad("alerts must be an array")),
+    };
+    let mut alerts: Vec<Alert> = Vec::with_capacity(list.len());
+    for alert in list {
+        let Value::Object(alert) = alert else {
+            return Err(ApiError::bad("each alert must be an object"));
+        };
+        let progressive = match alert.get("type").and_then(Value::as_str) {
+            Some("fixed") => false,
+            Some("progressive") => true,
+            _ => return Err(ApiError::bad("alert type must be fixed or progressive")),
+        };
+        let trigger = match opt_u64(alert, "trigger")? {
+            Some(t) if t > 0 => t,
+            _ => return Err(ApiError::bad("alert trigger must be an integer > 0")),
+        };
+        let descending = match alert.get("direction").and_then(Value::as_str) {
+            None | Some("asc") => false,
+            Some("desc") => true,
+            Some(_) => return Err(ApiError::bad("alert direction must be asc or desc")),
+        };
+        let Some(Value::String(target)) = alert.get("queue") else {
+            return Err(ApiError::bad("alert queue must be a queue name"));
+        };
+        call.queue(target)?;
+        let id = api
+            .ctx
+            .registry
+            .store()
+            .allocate_ids(1)
+            .map_err(QueueError::from)?;
+        let new = Alert {
+            id: format!("{id:024x}"),
+            progressive,
+            trigger,
+            descending,
+            queue: target.clone(),
+            snooze: opt_u64(alert, "snooze")?.unwrap_or(0),
+        };
+        if alerts.iter().any(|a| a.same_rule(&new)) {
+            return Err(duplicate_alert());
+        }
+        alerts.push(new);
+    }
+    Ok(Some(alerts))
+}
+
+fn duplicate_alert() -> ApiError {
+    ApiError::bad("At least one new alert duplicates current queue alerts.")
+}
+
+/// `current` plus `added`, refusing duplicates and more than five.
+fn merge_alerts(current: &[Alert], added: Vec<Alert>) -> Result<Vec<Alert>, ApiError> {
+    if added.iter().any(|a| current.iter().any(|c| c.same_rule(a))) {
+        return Err(duplicate_alert());
+    }
+    let merged: Vec<Alert> = current.iter().cloned().chain(added).collect();
+    if merged.len() > MAX_ALERTS {
+        return Err(ApiError::bad(format!(
+            "at most {MAX_ALERTS} alerts per queue"
+        )));
+    }
+    Ok(merged)
 }
 
 /// The GET shape of a queue.
@@ -785,6 +931,23 @@ fn queue_json(project: &str, local: &str, stats: &QueueStats) -> Value {
         "message_expiration": settings.message_expiration_s,
         "type": "pull",
     });
+    if !settings.alerts.is_empty() {
+        let alerts: Vec<Value> = settings
+            .alerts
+            .iter()
+            .map(|a| {
+                json!({
+                    "id": a.id,
+                    "type": if a.progressive { "progressive" } else { "fixed" },
+                    "trigger": a.trigger,
+                    "direction": if a.descending { "desc" } else { "asc" },
+                    "queue": a.queue,
+                    "snooze": a.snooze,
+                })
+            })
+            .collect();
+        queue["alerts"] = Value::Array(alerts);
+    }
     if let Some(dl) = &settings.dead_letter {
         let target = dl.queue.as_str();
         let target = target

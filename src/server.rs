@@ -99,6 +99,7 @@ impl Server {
                     http,
                     Arc::clone(&ctx),
                     config.http_auth.clone(),
+                    config.max_connections,
                     stop.clone(),
                     connections.clone(),
                 ));

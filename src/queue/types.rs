@@ -115,6 +115,37 @@ pub struct QueueSettings {
     pub message_expiration_s: u64,
     /// The dead-letter setting, if any.
     pub dead_letter: Option<DeadLetter>,
+    /// IronMQ queue alerts: stored and shown, not fired (see `http.rs`).
+    pub alerts: Vec<Alert>,
+}
+
+/// Most alerts per queue.
+pub const MAX_ALERTS: usize = 5;
+
+/// An IronMQ queue alert (a legacy feature of the HTTP API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    /// Server-assigned id.
+    pub id: String,
+    /// `fixed` or `progressive`.
+    pub progressive: bool,
+    /// Queue size that triggers it, > 0.
+    pub trigger: u64,
+    /// `asc` (size rising) or `desc`.
+    pub descending: bool,
+    /// Name of the queue the alert would post to (in the same project).
+    pub queue: String,
+    /// Seconds between two firings.
+    pub snooze: u64,
+}
+
+impl Alert {
+    /// Whether two alerts are the same rule (IronMQ refuses such a duplicate).
+    pub fn same_rule(&self, other: &Alert) -> bool {
+        self.progressive == other.progressive
+            && self.descending == other.descending
+            && self.trigger == other.trigger
+    }
 }
 
 impl Default for QueueSettings {
@@ -123,6 +154,7 @@ impl Default for QueueSettings {
             message_timeout_ms: DEFAULT_TIMEOUT_MS,
             message_expiration_s: DEFAULT_EXPIRATION_S,
             dead_letter: None,
+            alerts: Vec::new(),
         }
     }
 }
@@ -136,6 +168,8 @@ pub struct SettingsPatch {
     pub message_expiration_s: Option<u64>,
     /// `Some(None)` removes the dead-letter setting.
     pub dead_letter: Option<Option<DeadLetter>>,
+    /// The new, complete list of alerts.
+    pub alerts: Option<Vec<Alert>>,
 }
 
 impl SettingsPatch {
@@ -162,6 +196,14 @@ impl SettingsPatch {
                 1,
                 u64::from(MAX_MAX_RESERVATIONS),
             )?;
+        }
+        if let Some(alerts) = &self.alerts {
+            if alerts.len() > MAX_ALERTS {
+                return Err(QueueError::invalid(format!(
+                    "{} alerts; at most {MAX_ALERTS} per queue",
+                    alerts.len()
+                )));
+            }
         }
         Ok(())
     }
@@ -194,6 +236,7 @@ impl SettingsPatch {
                 .dead_letter
                 .clone()
                 .unwrap_or_else(|| base.dead_letter.clone()),
+            alerts: self.alerts.clone().unwrap_or_else(|| base.alerts.clone()),
         }
     }
 }

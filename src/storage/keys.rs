@@ -17,7 +17,7 @@
 //! not read; opening a data directory written with it fails with a clear error.
 
 use super::{QueueRecord, StateRecord};
-use crate::queue::types::{DeadLetter, QueueName, QueueSettings};
+use crate::queue::types::{Alert, DeadLetter, QueueName, QueueSettings};
 
 /// Layout version written as the first byte of every value.
 const V1: u8 = 1;
@@ -93,10 +93,15 @@ pub fn decode_state(value: &[u8]) -> Option<StateRecord> {
     })
 }
 
-/// A queue value: fixed fields, then the name.
+/// Layout 2 of a queue value adds a length before the dead-letter name and the
+/// alerts (JSON) after it; layout 1 values are still read.
+const QUEUE_V2: u8 = 2;
+
+/// A queue value: fixed fields, the name, the dead-letter queue name (u16 length
+/// first), then the alerts as JSON.
 pub fn encode_queue(rec: &QueueRecord) -> Vec<u8> {
     let mut out = vec![0u8; QUEUE_LEN];
-    out[0] = V1;
+    out[0] = QUEUE_V2;
     let dead_letter = rec.settings.dead_letter.as_ref();
     let fields = [
         rec.id,
@@ -113,22 +118,69 @@ pub fn encode_queue(rec: &QueueRecord) -> Vec<u8> {
     let name_len = u16::try_from(rec.name.len()).unwrap_or(u16::MAX);
     out[QUEUE_LEN - 2..].copy_from_slice(&name_len.to_be_bytes());
     out.extend_from_slice(rec.name.as_bytes());
-    if let Some(d) = dead_letter {
-        out.extend_from_slice(d.queue.as_str().as_bytes());
+    let dead_letter_name = dead_letter.map_or("", |d| d.queue.as_str());
+    let dead_letter_len = u16::try_from(dead_letter_name.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&dead_letter_len.to_be_bytes());
+    out.extend_from_slice(dead_letter_name.as_bytes());
+    if !rec.settings.alerts.is_empty() {
+        out.extend_from_slice(alerts_json(&rec.settings.alerts).to_string().as_bytes());
     }
     out
 }
 
+fn alerts_json(alerts: &[Alert]) -> serde_json::Value {
+    serde_json::Value::Array(
+        alerts
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "id": a.id, "progressive": a.progressive, "trigger": a.trigger,
+                    "descending": a.descending, "queue": a.queue, "snooze": a.snooze,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn alerts_from_json(text: &[u8]) -> Option<Vec<Alert>> {
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    let value: serde_json::Value = serde_json::from_slice(text).ok()?;
+    value
+        .as_array()?
+        .iter()
+        .map(|a| {
+            Some(Alert {
+                id: a.get("id")?.as_str()?.to_owned(),
+                progressive: a.get("progressive")?.as_bool()?,
+                trigger: a.get("trigger")?.as_u64()?,
+                descending: a.get("descending")?.as_bool()?,
+                queue: a.get("queue")?.as_str()?.to_owned(),
+                snooze: a.get("snooze")?.as_u64()?,
+            })
+        })
+        .collect()
+}
+
 /// Decodes a queue value.
 pub fn decode_queue(value: &[u8]) -> Option<QueueRecord> {
-    if value.first() != Some(&V1) || value.len() < QUEUE_LEN {
+    let version = *value.first()?;
+    if !(version == V1 || version == QUEUE_V2) || value.len() < QUEUE_LEN {
         return None;
     }
     let name_len = usize::from(u16::from_be_bytes(
         value.get(QUEUE_LEN - 2..QUEUE_LEN)?.try_into().ok()?,
     ));
     let name = std::str::from_utf8(value.get(QUEUE_LEN..QUEUE_LEN + name_len)?).ok()?;
-    let dead_letter_name = std::str::from_utf8(&value[QUEUE_LEN + name_len..]).ok()?;
+    let rest = &value[QUEUE_LEN + name_len..];
+    let (dead_letter_name, alerts) = if version == V1 {
+        (std::str::from_utf8(rest).ok()?, Vec::new())
+    } else {
+        let len = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
+        let dead_letter_name = std::str::from_utf8(rest.get(2..2 + len)?).ok()?;
+        (dead_letter_name, alerts_from_json(rest.get(2 + len..)?)?)
+    };
     let max_reservations = u32::try_from(read_u64(value, 41)?).ok()?;
     let dead_letter = if dead_letter_name.is_empty() {
         None
@@ -147,6 +199,7 @@ pub fn decode_queue(value: &[u8]) -> Option<QueueRecord> {
             message_timeout_ms: read_u64(value, 25)?,
             message_expiration_s: read_u64(value, 33)?,
             dead_letter,
+            alerts,
         },
     })
 }
@@ -187,6 +240,7 @@ mod tests {
                 message_timeout_ms: 12,
                 message_expiration_s: 13,
                 dead_letter: None,
+                alerts: Vec::new(),
             },
         };
         assert_eq!(decode_queue(&encode_queue(&q)), Some(q.clone()));
@@ -202,8 +256,44 @@ mod tests {
         };
         assert_eq!(
             decode_queue(&encode_queue(&with_dead_letter)),
-            Some(with_dead_letter)
+            Some(with_dead_letter.clone())
         );
+        let with_alerts = QueueRecord {
+            settings: QueueSettings {
+                alerts: vec![Alert {
+                    id: "a1".into(),
+                    progressive: true,
+                    trigger: 100,
+                    descending: false,
+                    queue: "target".into(),
+                    snooze: 60,
+                }],
+                ..with_dead_letter.settings.clone()
+            },
+            ..with_dead_letter
+        };
+        assert_eq!(decode_queue(&encode_queue(&with_alerts)), Some(with_alerts));
         assert_eq!(decode_queue(b"\x02junk"), None);
+        assert_eq!(decode_queue(b"\x03"), None);
+    }
+
+    #[test]
+    fn should_still_read_layout1_queue_records() {
+        // Layout 1: fixed fields, name, then the dead-letter name to the end.
+        let mut v1 = vec![0u8; QUEUE_LEN];
+        v1[0] = V1;
+        for (i, field) in [7u64, 1, 2, 30_000, 60, 3].iter().enumerate() {
+            v1[1 + i * 8..9 + i * 8].copy_from_slice(&field.to_be_bytes());
+        }
+        v1[QUEUE_LEN - 2..].copy_from_slice(&4u16.to_be_bytes());
+        v1.extend_from_slice(b"jobsjobs.dead");
+        let rec = decode_queue(&v1).expect("layout 1 decodes");
+        assert_eq!((rec.id, rec.name.as_str()), (7, "jobs"));
+        let dead_letter = rec.settings.dead_letter.expect("dead letter");
+        assert_eq!(
+            (dead_letter.queue.as_str(), dead_letter.max_reservations),
+            ("jobs.dead", 3)
+        );
+        assert!(rec.settings.alerts.is_empty());
     }
 }

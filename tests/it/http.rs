@@ -734,3 +734,113 @@ async fn bodies_are_checked_and_round_trip() {
         400
     );
 }
+
+#[tokio::test]
+async fn alerts_are_added_replaced_removed_and_kept_across_restarts() {
+    let server = server().await;
+    let api = api(&server);
+    post(&api, "watched", &["x"]).await;
+    let fixed = json!({"type": "fixed", "trigger": 100, "queue": "ops"});
+    let added = api
+        .call(
+            "PATCH",
+            "queues/watched",
+            Some(json!({"queue": {"alerts": [fixed.clone()]}})),
+        )
+        .await;
+    assert_eq!(added.status, 200, "{added:?}");
+    let alerts = added.json["queue"]["alerts"].as_array().unwrap().clone();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(
+        (
+            alerts[0]["direction"].as_str(),
+            alerts[0]["snooze"].as_u64()
+        ),
+        (Some("asc"), Some(0))
+    );
+    let first_id = alerts[0]["id"].as_str().unwrap().to_owned();
+
+    let duplicate = api
+        .call(
+            "PATCH",
+            "queues/watched",
+            Some(json!({"queue": {"alerts": [fixed]}})),
+        )
+        .await;
+    assert_eq!(duplicate.status, 400);
+    assert_eq!(
+        duplicate.json["msg"],
+        "At least one new alert duplicates current queue alerts."
+    );
+    let bad = json!({"queue": {"alerts": [{"type": "fixed", "trigger": 0, "queue": "ops"}]}});
+    assert_eq!(
+        api.call("PATCH", "queues/watched", Some(bad)).await.status,
+        400
+    );
+    let five: Vec<Value> = (1..=5)
+        .map(|t| json!({"type": "progressive", "trigger": t, "queue": "ops", "direction": "desc"}))
+        .collect();
+    let too_many = api
+        .call(
+            "PATCH",
+            "queues/watched",
+            Some(json!({"queue": {"alerts": five.clone()}})),
+        )
+        .await;
+    assert_eq!(too_many.status, 400, "1 + 5 is over the limit of 5");
+
+    // PUT replaces the list; the queue keeps its message.
+    let replaced = api
+        .call(
+            "PUT",
+            "queues/watched",
+            Some(json!({"queue": {"alerts": five}})),
+        )
+        .await;
+    let ids: Vec<String> = replaced.json["queue"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 5);
+    assert!(!ids.contains(&first_id));
+    assert_eq!(replaced.json["queue"]["size"], 1);
+
+    let removed = api
+        .call(
+            "DELETE",
+            "queues/watched/alerts",
+            Some(json!({"queue": {"alerts": [{"id": ids[0]}]}})),
+        )
+        .await;
+    assert_eq!(removed.status, 200, "{removed:?}");
+    let one = api
+        .call("DELETE", &format!("queues/watched/alerts/{}", ids[1]), None)
+        .await;
+    assert_eq!(one.status, 200);
+    let unknown = api.call("DELETE", "queues/watched/alerts/nope", None).await;
+    assert_eq!(
+        (unknown.status, unknown.json["msg"].as_str()),
+        (404, Some("Alert not found"))
+    );
+
+    drop(api);
+    let server = server
+        .restart_with(|config| {
+            config.http_listen = Some("127.0.0.1:0".parse().unwrap());
+            config.http_auth = HttpAuth {
+                tokens: vec![("secret".into(), None)],
+                disabled: false,
+            };
+        })
+        .await;
+    let api = self::api(&server);
+    let kept: Vec<String> = api.call("GET", "queues/watched", None).await.json["queue"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kept, &ids[2..]);
+}

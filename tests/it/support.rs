@@ -41,9 +41,14 @@ impl TestServer {
 
     /// Stops the server gracefully and starts a new one on the same data directory.
     pub async fn restart(self) -> TestServer {
+        self.restart_with(|_| {}).await
+    }
+
+    /// As [`TestServer::restart`], with the new server's config adjusted by `tweak`.
+    pub async fn restart_with(self, tweak: impl FnOnce(&mut Config)) -> TestServer {
         let TestServer { server, dir } = self;
         server.shutdown().await;
-        let server = start_in(dir.path(), |_| {}).await;
+        let server = start_in(dir.path(), tweak).await;
         TestServer { server, dir }
     }
 }

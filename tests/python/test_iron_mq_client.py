@@ -3,9 +3,9 @@
 The client is configured only by host, port, protocol, project id and token, read
 from FERROMQ_HTTP_HOST / FERROMQ_HTTP_PORT / FERROMQ_TOKEN. Run by
 scripts/python-client-test.sh, which starts the server; CI runs that script.
-Every method of iron_mq.IronMQ and iron_mq.Queue is exercised: pull-queue methods
-must behave as shared/design/ironmq-v3-api.md says, and the push-queue and alert
-methods must fail with a clear 400 (ferromq does not serve them yet).
+Every method of iron_mq.IronMQ and iron_mq.Queue is exercised: pull-queue and alert
+methods must behave as shared/design/ironmq-v3-api.md says, and the push-queue
+methods must fail with a clear 400 (ferromq does not serve push queues).
 """
 import os
 import time
@@ -84,6 +84,11 @@ class IronMQClientTest(unittest.TestCase):
     def test_post_reserve_touch_release_delete(self):
         q = self.mq.queue(unique("work"))
         ids = q.post("a", "b", {"body": "c"})["ids"]
+        # json.dumps sends non-ASCII as \\u escapes (an emoji as a surrogate pair).
+        text = "h\u00e9llo \U0001F600"
+        extra = q.post(text)["ids"][0]
+        self.assertEqual(q.get_message_by_id(extra)["body"], text)
+        self.assertEqual(q.delete(extra)["msg"], "Deleted")
         self.assertEqual(len(ids), 3)
         self.assertTrue(all(isinstance(i, str) for i in ids))
 
@@ -122,7 +127,7 @@ class IronMQClientTest(unittest.TestCase):
         self.assertEqual(q.delete(ids[2])["msg"], "Deleted")
         self.assertEqual(self.status_of(q.delete, ids[2]), 404)
         self.assertEqual(q.size(), 1)
-        self.assertEqual(q.total_messages(), 3)
+        self.assertEqual(q.total_messages(), 4)
 
     def test_reservation_expiry_is_checked_at_request_time(self):
         q = self.mq.queue(unique("expiry"))
@@ -176,7 +181,7 @@ class IronMQClientTest(unittest.TestCase):
         post = self.mq.postMessage(name, ["z"])
         self.assertEqual(self.mq.deleteMessage(name, post["ids"][0])["msg"], "Deleted")
 
-    def test_push_queue_and_alert_methods_are_refused_clearly(self):
+    def test_push_queue_methods_are_refused_clearly(self):
         q = self.mq.queue(unique("pull"))
         msg_id = q.post("x")["ids"][0]
         calls = [
@@ -184,14 +189,32 @@ class IronMQClientTest(unittest.TestCase):
             (q.replace_subscribers, "http://127.0.0.1:9/a"),
             (q.remove_subscribers, "a"),
             (q.get_message_push_statuses, msg_id),
-            (q.add_alerts, {"type": "fixed", "trigger": 10, "queue": "t"}),
-            (q.update_alerts, {"type": "fixed", "trigger": 10, "queue": "t"}),
-            (q.remove_alerts, "alert-id"),
         ]
         for call, arg in calls:
             with self.subTest(call=call.__name__):
                 self.assertEqual(self.status_of(call, arg), 400)
+        self.assertEqual(
+            self.status_of(self.mq.create_queue, unique("push"), {"type": "multicast"}), 400
+        )
         self.assertEqual(q.size(), 1, "nothing changed")
+
+    def test_alerts(self):
+        q = self.mq.queue(unique("alerts"))
+        q.post("x")
+        q.add_alerts({"type": "fixed", "trigger": 10, "queue": "ops"})
+        alerts = q.info()["alerts"]
+        self.assertEqual([(a["type"], a["trigger"], a["direction"]) for a in alerts],
+                         [("fixed", 10, "asc")])
+        self.assertEqual(
+            self.status_of(q.add_alerts, {"type": "fixed", "trigger": 10, "queue": "ops"}), 400
+        )
+        q.update_alerts({"type": "progressive", "trigger": 5, "queue": "ops", "direction": "desc"},
+                        {"type": "fixed", "trigger": 50, "queue": "ops"})
+        alerts = q.info()["alerts"]
+        self.assertEqual(sorted(a["trigger"] for a in alerts), [5, 50])
+        q.remove_alerts({"id": alerts[0]["id"]})
+        self.assertEqual([a["id"] for a in q.info()["alerts"]], [alerts[1]["id"]])
+        self.assertEqual(q.size(), 1)
 
     def test_a_wrong_token_gets_401(self):
         status = self.status_of(client(token="wrong").queue(unique("auth")).post, "x")
