@@ -464,6 +464,7 @@ async fn delete_follows_the_reservation_rules() {
 
     // The 1 s lease runs out (an empty 2 s long poll elsewhere is the clock); the
     // old reservation is then "timed out", checked at request time.
+    let behind = post(&api, "del", &["newer"]).await;
     assert!(reserve(&api, "clock", json!({"wait": 2})).await.is_empty());
     let stale = api
         .call("DELETE", &path, Some(json!({"reservation_id": rid})))
@@ -473,8 +474,20 @@ async fn delete_follows_the_reservation_rules() {
         (403, Some("Reservation timed out"))
     );
     let again = reserve(&api, "del", json!({"n": 1})).await;
-    assert_eq!(again[0]["id"].as_str(), Some(id), "requeued to the front");
+    assert_eq!(
+        again[0]["id"].as_str(),
+        Some(id),
+        "requeued to the front, before newer"
+    );
     assert_eq!(again[0]["reserved_count"], 2);
+    let newer = api
+        .call(
+            "DELETE",
+            &format!("queues/del/messages/{}", behind[0]),
+            None,
+        )
+        .await;
+    assert_eq!(newer.status, 200);
     let superseded = api
         .call("DELETE", &path, Some(json!({"reservation_id": rid})))
         .await;
@@ -843,4 +856,31 @@ async fn alerts_are_added_replaced_removed_and_kept_across_restarts() {
         .map(|a| a["id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(kept, &ids[2..]);
+}
+
+#[tokio::test]
+async fn messages_expire_after_the_queues_message_expiration() {
+    let server = server().await;
+    let api = api(&server);
+    let reply = api
+        .call(
+            "PUT",
+            "queues/short",
+            Some(json!({"queue": {"message_expiration": 1}})),
+        )
+        .await;
+    assert_eq!(reply.json["queue"]["message_expiration"], 1);
+    post(&api, "short", &["gone soon"]).await;
+    reserve(&api, "short", json!({"timeout": 60})).await;
+    post(&api, "short", &["also"]).await;
+    // No signal exists for an expiry: an empty 2 s long poll elsewhere is the clock.
+    api.call("PUT", "queues/clock", Some(json!({}))).await;
+    assert!(reserve(&api, "clock", json!({"wait": 2})).await.is_empty());
+    let queue = api.call("GET", "queues/short", None).await.json["queue"].clone();
+    assert_eq!(
+        (queue["size"].as_u64(), queue["total_messages"].as_u64()),
+        (Some(0), Some(2)),
+        "expired whether reserved or not"
+    );
+    assert!(reserve(&api, "short", json!({})).await.is_empty());
 }
