@@ -54,6 +54,7 @@ use crate::queue::types::{
     Alert, DeadLetter, MessageView, NewMessage, QueueName, QueueSettings, QueueStats,
     SettingsPatch, MAX_ALERTS, MAX_BATCH,
 };
+use crate::server::Acceptor;
 
 /// Longest reservation (s).
 const MAX_TIMEOUT_S: u64 = 86_400;
@@ -90,33 +91,13 @@ pub async fn serve(
     // 100 bodies of the largest size, even if every byte is JSON-escaped (`\u00XX`),
     // plus room for the rest of the document.
     let max_request = ctx.max_body.saturating_mul(6 * MAX_BATCH) + 64 * 1024;
-    let limit = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let api = Arc::new(Api {
         ctx,
         auth,
         max_request,
     });
-    loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&limit).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            () = stop.cancelled() => return,
-        };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = stop.cancelled() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                tracing::warn!(cause = %err, "http accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    let mut acceptor = Acceptor::new(listener, max_connections);
+    while let Some((stream, peer, permit)) = acceptor.next(&stop).await {
         let api = Arc::clone(&api);
         let stop = stop.clone();
         connections.spawn(async move {

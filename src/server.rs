@@ -154,41 +154,64 @@ async fn accept_loop(
     stop: CancellationToken,
     connections: TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(config.max_connections));
-    let mut backoff_ms = 1;
-    loop {
-        // Take the permit before accepting: past the limit, connections wait in the
-        // kernel's backlog instead of being accepted and starved.
-        let permit = tokio::select! {
-            permit = Arc::clone(&limit).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            () = stop.cancelled() => return,
-        };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = stop.cancelled() => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff_ms = 1;
-                let _ = stream.set_nodelay(true);
-                let ctx = Arc::clone(&ctx);
-                let stop = stop.clone();
-                let max_in_flight = config.max_in_flight;
-                connections.spawn(async move {
-                    tracing::debug!(%peer, "connection opened");
-                    serve_connection(stream, ctx, stop, max_in_flight).await;
-                    tracing::debug!(%peer, "connection closed");
+    let mut acceptor = Acceptor::new(listener, config.max_connections);
+    while let Some((stream, peer, permit)) = acceptor.next(&stop).await {
+        let ctx = Arc::clone(&ctx);
+        let stop = stop.clone();
+        let max_in_flight = config.max_in_flight;
+        connections.spawn(async move {
+            tracing::debug!(%peer, "connection opened");
+            serve_connection(stream, ctx, stop, max_in_flight).await;
+            tracing::debug!(%peer, "connection closed");
+            drop(permit);
+        });
+    }
+}
+
+/// Accepts connections, at most `max_connections` at once: the permit is taken
+/// before accepting, so past the limit connections wait in the kernel's backlog
+/// instead of being accepted and starved. Shared by the binary and HTTP listeners.
+pub(crate) struct Acceptor {
+    listener: TcpListener,
+    limit: Arc<Semaphore>,
+}
+
+impl Acceptor {
+    pub(crate) fn new(listener: TcpListener, max_connections: usize) -> Self {
+        Acceptor {
+            listener,
+            limit: Arc::new(Semaphore::new(max_connections)),
+        }
+    }
+
+    /// The next connection (with `TCP_NODELAY` set) and its permit; `None` once
+    /// `stop` is cancelled. Accept errors (usually EMFILE/ENFILE) are logged and
+    /// retried with a backoff of 1 ms doubling to 1 s.
+    pub(crate) async fn next(
+        &mut self,
+        stop: &CancellationToken,
+    ) -> Option<(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
+        let mut backoff_ms = 1;
+        loop {
+            let permit = tokio::select! {
+                permit = Arc::clone(&self.limit).acquire_owned() => permit.ok()?,
+                () = stop.cancelled() => return None,
+            };
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                () = stop.cancelled() => return None,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, peer, permit));
+                }
+                Err(err) => {
+                    tracing::warn!(cause = %err, backoff_ms, "accept failed");
                     drop(permit);
-                });
-            }
-            Err(err) => {
-                // Usually EMFILE/ENFILE: wait for descriptors to come back.
-                tracing::warn!(cause = %err, backoff_ms, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(backoff_ms)).await;
-                backoff_ms = (backoff_ms * 2).min(1000);
+                    tokio::time::sleep(std::time::Duration::from_millis(backoff_ms)).await;
+                    backoff_ms = (backoff_ms * 2).min(1000);
+                }
             }
         }
     }
