@@ -884,3 +884,29 @@ async fn messages_expire_after_the_queues_message_expiration() {
     );
     assert!(reserve(&api, "short", json!({})).await.is_empty());
 }
+
+#[tokio::test]
+async fn garbage_on_the_http_port_hurts_nobody_else() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = server().await;
+    let api = api(&server);
+    post(&api, "steady", &["kept"]).await;
+    let addr = server.server.http_addr().unwrap();
+    for junk in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"\x00\xff\x13\x37",
+        b"POST /3/projects/x HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n",
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(junk).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        // The server answers or closes; either way the read ends.
+        let _ = stream.read_to_end(&mut answer).await;
+    }
+    let reply = api.call("GET", "queues/steady", None).await;
+    assert_eq!(
+        (reply.status, reply.json["queue"]["size"].as_u64()),
+        (200, Some(1))
+    );
+}
