@@ -110,7 +110,7 @@ for server in $SERVERS; do
         bench "$server" drain "$run" --workload drain --consumers 4 --depth 32 --messages "$n"
         bench "$server" push "$run" --workload push --producers 4 --depth 32 --messages "$n"
         bench "$server" latency5k "$run" --workload mixed --rate 5000 --duration 10s \
-            --producers 1 --consumers 1 --depth 8
+            --producers 1 --consumers 1 --depth 64
         if [ "$server" = ferromq ]; then
             bench "$server" mixed_batch100 "$run" --workload mixed --producers 4 --consumers 4 \
                 --depth 8 --batch 100 --messages $((n * 5))

@@ -425,8 +425,13 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
                 (conn.clone(), queues.clone(), shared.clone(), args.clone());
             let offset = (c as u64) << 32 | u64::from(w);
             let spread = Spread::new(&args, c, w);
+            let workers = producers as f64 * f64::from(args.depth);
+            let pacing = per_worker_rate.map(|rate| Pacing {
+                rate,
+                phase: (c as f64 * f64::from(args.depth) + f64::from(w)) / workers,
+            });
             tasks.spawn(async move {
-                produce(conn, queues, spread, shared, args, per_worker_rate, offset).await;
+                produce(conn, queues, spread, shared, args, pacing, offset).await;
             });
         }
     }
@@ -601,13 +606,22 @@ impl Spread {
     }
 }
 
+/// An offered-rate schedule for one producer worker: its calls are due every
+/// `batch / rate` seconds, shifted by `phase` of that interval, so the workers
+/// together send evenly instead of in bursts.
+#[derive(Debug, Clone, Copy)]
+struct Pacing {
+    rate: f64,
+    phase: f64,
+}
+
 async fn produce(
     conn: Conn,
     queues: Arc<Vec<String>>,
     mut spread: Spread,
     shared: Arc<Shared>,
     args: BenchArgs,
-    rate: Option<f64>,
+    pacing: Option<Pacing>,
     seq_base: u64,
 ) {
     let batch = u64::from(args.batch);
@@ -621,10 +635,12 @@ async fn produce(
         }
         let n = batch.min(shared.target - claimed);
         // With an offered rate, this worker's k-th call is due at k × batch / rate.
-        let scheduled = match rate {
-            Some(rate) => {
-                let due =
-                    shared.epoch + Duration::from_secs_f64(calls as f64 * batch as f64 / rate);
+        let scheduled = match pacing {
+            Some(pacing) => {
+                let due = shared.epoch
+                    + Duration::from_secs_f64(
+                        (calls as f64 + pacing.phase) * batch as f64 / pacing.rate,
+                    );
                 tokio::time::sleep_until(due.into()).await;
                 // Late because the previous push was slow: count from `due`, so a
                 // stalling server cannot hide its queueing delay. Late only because
