@@ -980,10 +980,20 @@ impl QueueActor {
         let mut dead = Vec::new();
         let mut result = Ok(());
         while out.len() < n {
-            let Some(&(_, id)) = self.available.first() else {
+            let Some(&(order_key, id)) = self.available.first() else {
                 break;
             };
-            if self.expired(id, now) {
+            // One lookup for both the expiry check and the dead-letter count.
+            let Some((expires_at_ms, reserved_count)) = self
+                .messages
+                .get(&id)
+                .map(|m| (m.expires_at_ms, m.reserved_count))
+            else {
+                // An index entry without its message: drop it rather than loop on it.
+                self.available.remove(&(order_key, id));
+                continue;
+            };
+            if expires_at_ms <= now {
                 self.remove(id);
                 continue;
             }
@@ -999,7 +1009,6 @@ impl QueueActor {
                     break;
                 }
             };
-            let reserved_count = self.messages.get(&id).map_or(0, |m| m.reserved_count);
             if let Some(limit) = &dead_letter {
                 if reserved_count >= limit.max_reservations {
                     self.detach(id);
