@@ -1,4 +1,4 @@
-//! The IronMQ v3 HTTP/JSON API (`shared/design/ironmq-v3-api.md`), served by
+//! The IronMQ v3 HTTP/JSON API (`docs/ironmq-v3-api.md`), served by
 //! `ferromq serve --http-listen ADDR` over the same registry, queue actors and
 //! storage as the binary protocol.
 //!

@@ -5,7 +5,7 @@
 //! write), and awaits [`CommitTicket::wait`]. The committer thread loops: wait until
 //! something is pending, take a new flush number, `db.flush()` (sled's write +
 //! `sync_file_range`), then `fdatasync` of sled's `db` file (sled 0.34.7's `flush`
-//! is not an fsync, see shared/design/sled-notes.md §0.1), then publish the number.
+//! is not an fsync, see docs/sled-notes.md §0.1), then publish the number.
 //! Every write that arrived while the previous flush ran is covered by the next one:
 //! one fsync for all queues and connections.
 //!

@@ -1,5 +1,5 @@
 //! The IronMQ v3 HTTP API over real HTTP against a running server: every endpoint
-//! and the rules of section 5 of shared/design/ironmq-v3-api.md.
+//! and the rules of section 5 of docs/ironmq-v3-api.md.
 
 use bytes::Bytes;
 use ferromq::config::HttpAuth;

@@ -4,7 +4,7 @@ The client is configured only by host, port, protocol, project id and token, rea
 from FERROMQ_HTTP_HOST / FERROMQ_HTTP_PORT / FERROMQ_TOKEN. Run by
 scripts/python-client-test.sh, which starts the server; CI runs that script.
 Every method of iron_mq.IronMQ and iron_mq.Queue is exercised: pull-queue and alert
-methods must behave as shared/design/ironmq-v3-api.md says, and the push-queue
+methods must behave as docs/ironmq-v3-api.md says, and the push-queue
 methods must fail with a clear 400 (ferromq does not serve push queues).
 """
 import os
