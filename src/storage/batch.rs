@@ -19,7 +19,7 @@
 use bytes::Bytes;
 
 use super::keys::{decode_state, encode_state, STATE_LEN};
-use super::{MessageRecord, StateRecord};
+use super::{LoadedMessage, MessageRecord, StateRecord, StorageError};
 
 const V2: u8 = 2;
 const HEAD_LEN: usize = 1 + 4;
@@ -226,6 +226,55 @@ pub fn encode_batch_state(
         out.extend_from_slice(&encode_state(state));
     }
     out
+}
+
+/// Calls `each` for every undeleted message of the batch stored under `key`, with
+/// its state record (if any); returns how many there were. Every [`super::QueueLog`]
+/// loads through this, so the record layout is read in one place.
+///
+/// # Errors
+/// [`StorageError::Corrupt`] if the batch holds more than `u32::MAX` slots or a slot
+/// cannot be read.
+pub fn decode_messages(
+    key: u64,
+    batch: &Batch,
+    state: &BatchState,
+    each: &mut dyn FnMut(LoadedMessage),
+) -> Result<usize, StorageError> {
+    let batch_len = u32::try_from(batch.count())
+        .map_err(|_| StorageError::Corrupt(format!("batch {key} is too long")))?;
+    let mut live = 0;
+    // States are written in slot order.
+    let mut states = state.states.iter().peekable();
+    for slot in 0..batch_len {
+        let mut own_state = None;
+        while let Some((state_slot, st)) = states.peek() {
+            if *state_slot > slot {
+                break;
+            }
+            if *state_slot == slot {
+                own_state = Some(*st);
+            }
+            states.next();
+        }
+        let index = usize::try_from(slot).unwrap_or(usize::MAX);
+        if state.is_deleted(index) {
+            continue;
+        }
+        let (id, record) = batch
+            .entry(index)
+            .ok_or_else(|| StorageError::Corrupt(format!("batch {key}")))?;
+        live += 1;
+        each(LoadedMessage {
+            id,
+            record,
+            state: own_state,
+            batch: key,
+            slot,
+            batch_len,
+        });
+    }
+    Ok(live)
 }
 
 fn read_u64(buf: &[u8], at: usize) -> Option<u64> {

@@ -16,8 +16,7 @@
 //! batches load in push order. Layout 1 (one record per message in trees `m`/`s`) is
 //! not read; opening a data directory written with it fails with a clear error.
 
-use super::{QueueRecord, StateRecord};
-use crate::queue::types::{Alert, DeadLetter, QueueName, QueueSettings};
+use super::{DeadLetterRecord, QueueRecord, StateRecord};
 
 /// Layout version written as the first byte of every value.
 const V1: u8 = 1;
@@ -94,76 +93,45 @@ pub fn decode_state(value: &[u8]) -> Option<StateRecord> {
 }
 
 /// Layout 2 of a queue value adds a length before the dead-letter name and the
-/// alerts (JSON) after it; layout 1 values are still read.
+/// attachment after it; layout 1 values (no attachment) are still read.
 const QUEUE_V2: u8 = 2;
 
 /// A queue value: fixed fields, the name, the dead-letter queue name (u16 length
-/// first), then the alerts as JSON.
+/// first), then the attachment to the end of the value. (Layout-2 values written
+/// before the attachment existed hold the HTTP API's alerts there, in the JSON form
+/// that front end still reads.)
 pub fn encode_queue(rec: &QueueRecord) -> Vec<u8> {
-    let mut out = vec![0u8; QUEUE_LEN];
-    out[0] = QUEUE_V2;
-    let dead_letter = rec.settings.dead_letter.as_ref();
+    let dead_letter = rec.dead_letter.as_ref();
+    let dead_letter_name = dead_letter.map_or("", |d| d.queue.as_str());
+    let mut out = Vec::with_capacity(
+        QUEUE_LEN + rec.name.len() + 2 + dead_letter_name.len() + rec.attachment.len(),
+    );
+    out.push(QUEUE_V2);
     let fields = [
         rec.id,
         rec.created_at_ms,
         rec.total_pushed,
-        rec.settings.message_timeout_ms,
-        rec.settings.message_expiration_s,
+        rec.message_timeout_ms,
+        rec.message_expiration_s,
         dead_letter.map_or(0, |d| u64::from(d.max_reservations)),
     ];
-    for (i, field) in fields.iter().enumerate() {
-        out[1 + i * 8..9 + i * 8].copy_from_slice(&field.to_be_bytes());
+    for field in fields {
+        out.extend_from_slice(&field.to_be_bytes());
     }
-    // Names are at most 128 bytes (QueueName), so the length fits in a u16.
+    // Names are at most 128 bytes (the queue layer checks them), so lengths fit in a
+    // u16; saturate rather than wrap if that ever changed.
     let name_len = u16::try_from(rec.name.len()).unwrap_or(u16::MAX);
-    out[QUEUE_LEN - 2..].copy_from_slice(&name_len.to_be_bytes());
+    out.extend_from_slice(&name_len.to_be_bytes());
     out.extend_from_slice(rec.name.as_bytes());
-    let dead_letter_name = dead_letter.map_or("", |d| d.queue.as_str());
     let dead_letter_len = u16::try_from(dead_letter_name.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&dead_letter_len.to_be_bytes());
     out.extend_from_slice(dead_letter_name.as_bytes());
-    if !rec.settings.alerts.is_empty() {
-        out.extend_from_slice(alerts_json(&rec.settings.alerts).to_string().as_bytes());
-    }
+    out.extend_from_slice(&rec.attachment);
     out
 }
 
-fn alerts_json(alerts: &[Alert]) -> serde_json::Value {
-    serde_json::Value::Array(
-        alerts
-            .iter()
-            .map(|a| {
-                serde_json::json!({
-                    "id": a.id, "progressive": a.progressive, "trigger": a.trigger,
-                    "descending": a.descending, "queue": a.queue, "snooze": a.snooze,
-                })
-            })
-            .collect(),
-    )
-}
-
-fn alerts_from_json(text: &[u8]) -> Option<Vec<Alert>> {
-    if text.is_empty() {
-        return Some(Vec::new());
-    }
-    let value: serde_json::Value = serde_json::from_slice(text).ok()?;
-    value
-        .as_array()?
-        .iter()
-        .map(|a| {
-            Some(Alert {
-                id: a.get("id")?.as_str()?.to_owned(),
-                progressive: a.get("progressive")?.as_bool()?,
-                trigger: a.get("trigger")?.as_u64()?,
-                descending: a.get("descending")?.as_bool()?,
-                queue: a.get("queue")?.as_str()?.to_owned(),
-                snooze: a.get("snooze")?.as_u64()?,
-            })
-        })
-        .collect()
-}
-
-/// Decodes a queue value.
+/// Decodes a queue value. The values are returned as stored: range checks are the
+/// queue layer's.
 pub fn decode_queue(value: &[u8]) -> Option<QueueRecord> {
     let version = *value.first()?;
     if !(version == V1 || version == QUEUE_V2) || value.len() < QUEUE_LEN {
@@ -174,33 +142,27 @@ pub fn decode_queue(value: &[u8]) -> Option<QueueRecord> {
     ));
     let name = std::str::from_utf8(value.get(QUEUE_LEN..QUEUE_LEN + name_len)?).ok()?;
     let rest = &value[QUEUE_LEN + name_len..];
-    let (dead_letter_name, alerts) = if version == V1 {
-        (std::str::from_utf8(rest).ok()?, Vec::new())
+    let (dead_letter_name, attachment) = if version == V1 {
+        (std::str::from_utf8(rest).ok()?, &[][..])
     } else {
         let len = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
         let dead_letter_name = std::str::from_utf8(rest.get(2..2 + len)?).ok()?;
-        (dead_letter_name, alerts_from_json(rest.get(2 + len..)?)?)
+        (dead_letter_name, rest.get(2 + len..)?)
     };
     let max_reservations = u32::try_from(read_u64(value, 41)?).ok()?;
-    let dead_letter = if dead_letter_name.is_empty() {
-        None
-    } else {
-        Some(DeadLetter {
-            queue: QueueName::new(dead_letter_name).ok()?,
-            max_reservations,
-        })
-    };
+    let dead_letter = (!dead_letter_name.is_empty()).then(|| DeadLetterRecord {
+        queue: dead_letter_name.to_owned(),
+        max_reservations,
+    });
     Some(QueueRecord {
         id: read_u64(value, 1)?,
         name: name.to_owned(),
         created_at_ms: read_u64(value, 9)?,
         total_pushed: read_u64(value, 17)?,
-        settings: QueueSettings {
-            message_timeout_ms: read_u64(value, 25)?,
-            message_expiration_s: read_u64(value, 33)?,
-            dead_letter,
-            alerts,
-        },
+        message_timeout_ms: read_u64(value, 25)?,
+        message_expiration_s: read_u64(value, 33)?,
+        dead_letter,
+        attachment: attachment.to_vec(),
     })
 }
 
@@ -236,43 +198,31 @@ mod tests {
             name: "jobs".into(),
             created_at_ms: 10,
             total_pushed: 11,
-            settings: QueueSettings {
-                message_timeout_ms: 12,
-                message_expiration_s: 13,
-                dead_letter: None,
-                alerts: Vec::new(),
-            },
+            message_timeout_ms: 12,
+            message_expiration_s: 13,
+            dead_letter: None,
+            attachment: Vec::new(),
         };
         assert_eq!(decode_queue(&encode_queue(&q)), Some(q.clone()));
         let with_dead_letter = QueueRecord {
-            settings: QueueSettings {
-                dead_letter: Some(DeadLetter {
-                    queue: QueueName::new("jobs.dead").unwrap(),
-                    max_reservations: 5,
-                }),
-                ..q.settings.clone()
-            },
-            ..q
+            dead_letter: Some(DeadLetterRecord {
+                queue: "jobs.dead".into(),
+                max_reservations: 5,
+            }),
+            ..q.clone()
         };
         assert_eq!(
             decode_queue(&encode_queue(&with_dead_letter)),
             Some(with_dead_letter.clone())
         );
-        let with_alerts = QueueRecord {
-            settings: QueueSettings {
-                alerts: vec![Alert {
-                    id: "a1".into(),
-                    progressive: true,
-                    trigger: 100,
-                    descending: false,
-                    queue: "target".into(),
-                    snooze: 60,
-                }],
-                ..with_dead_letter.settings.clone()
-            },
+        let with_attachment = QueueRecord {
+            attachment: br#"[{"id":"a1"}]"#.to_vec(),
             ..with_dead_letter
         };
-        assert_eq!(decode_queue(&encode_queue(&with_alerts)), Some(with_alerts));
+        assert_eq!(
+            decode_queue(&encode_queue(&with_attachment)),
+            Some(with_attachment)
+        );
         assert_eq!(decode_queue(b"\x02junk"), None);
         assert_eq!(decode_queue(b"\x03"), None);
     }
@@ -289,11 +239,11 @@ mod tests {
         v1.extend_from_slice(b"jobsjobs.dead");
         let rec = decode_queue(&v1).expect("layout 1 decodes");
         assert_eq!((rec.id, rec.name.as_str()), (7, "jobs"));
-        let dead_letter = rec.settings.dead_letter.expect("dead letter");
+        let dead_letter = rec.dead_letter.expect("dead letter");
         assert_eq!(
             (dead_letter.queue.as_str(), dead_letter.max_reservations),
             ("jobs.dead", 3)
         );
-        assert!(rec.settings.alerts.is_empty());
+        assert!(rec.attachment.is_empty());
     }
 }

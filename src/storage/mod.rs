@@ -1,38 +1,44 @@
 //! Storage: what a queue actor persists, behind two small traits, and their sled
 //! implementation.
 //!
-//! The queue actors only see [`Store`] (queues, id allocation, commits) and
-//! [`QueueLog`] (one queue's messages). Nothing above this module knows about sled,
-//! so the layout can change without touching the actors.
+//! The queue layer only sees [`Store`] (queue records, id allocation, commits) and
+//! [`QueueLog`] (one queue's batch records). This module owns its own record types
+//! ([`QueueRecord`], [`MessageRecord`], [`StateRecord`]) and imports nothing from the
+//! queue layer: the queue layer converts to and from them, so the layout can change
+//! without touching the queue semantics, and the semantics without touching the layout.
 //!
 //! # Safety properties
 //! - **A. An acknowledged push is on disk.** Messages are inserted, then the writer
 //!   waits for a [`CommitTicket`] from [`Store::commit`]; the committer's flush
 //!   starts after the insert returned and ends with `fdatasync` (see `commit.rs`).
 //! - **B. Ids are never reused.** Ids come from one counter whose high-water mark is
-//!   written to sled and flushed (fdatasync) *before* any id below it is handed out,
-//!   so after any crash the counter restarts above every id ever issued.
+//!   written to sled and made durable (flush + fdatasync) *before* any id below it is
+//!   handed out, so after any crash the counter restarts above every id ever issued
+//!   (see `ids.rs`).
 //! - **C. Recovery restores order.** A message's order key is derived from its id
 //!   unless its batch's state record (rewritten when a message of the batch is
-//!   reserved, released, requeued or deleted) says otherwise; the actor sorts by
+//!   reserved, released, requeued or deleted) says otherwise; the queue layer sorts by
 //!   order key when it loads.
+//! - **D. No global lock.** No `apply_batch` or transaction is ever used: in sled
+//!   0.34.7 the first one switches every sled call in the process to a global lock.
 //! - **E. Few, large records.** The messages a queue actor takes in during one turn
 //!   are one batch record; deletes and state changes are one state record per
 //!   touched batch per turn; a batch's records go when its last message does. A
 //!   message costs a share of a few sled operations instead of four of its own.
-//! - **D. No global lock.** No `apply_batch` or transaction is ever used: in sled
-//!   0.34.7 the first one switches every sled call in the process to a global lock.
 
 pub mod batch;
 pub mod commit;
+mod ids;
 pub mod keys;
+pub mod memory;
 mod sled_store;
 
 pub use batch::{Batch, BatchBuilder, BatchState};
 pub use commit::{CommitTicket, FsyncMode};
+pub use memory::MemoryLog;
 pub use sled_store::{SledConfig, SledStore};
 
-use crate::queue::types::QueueSettings;
+use std::path::PathBuf;
 
 /// A storage failure. The message says what failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -46,6 +52,13 @@ pub enum StorageError {
     /// A stored value could not be decoded.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// Another process holds the data directory's lock.
+    #[error(
+        "the data directory {} is locked: another ferromq server is using it \
+         (stop that server, or start this one with another --data-dir)",
+        .0.display()
+    )]
+    Locked(PathBuf),
     /// The committer has stopped (the server is shutting down).
     #[error("the store is closed")]
     Closed,
@@ -62,19 +75,36 @@ impl From<sled::Error> for StorageError {
     }
 }
 
-/// The persisted description of a queue.
+/// The persisted description of a queue. Values are stored as they were written;
+/// the queue layer checks them when it loads a queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueRecord {
     /// Internal id, never reused; names the queue's trees.
     pub id: u64,
     /// The queue's name.
     pub name: String,
-    /// When the queue was created.
+    /// When the queue was created (ms since the Unix epoch).
     pub created_at_ms: u64,
     /// Messages ever pushed.
     pub total_pushed: u64,
-    /// The queue's settings.
-    pub settings: QueueSettings,
+    /// Default lease length.
+    pub message_timeout_ms: u64,
+    /// Seconds from push until a message is removed.
+    pub message_expiration_s: u64,
+    /// The dead-letter setting, if any.
+    pub dead_letter: Option<DeadLetterRecord>,
+    /// An opaque blob a front end keeps with the queue (the HTTP API's alerts). The
+    /// store never looks inside.
+    pub attachment: Vec<u8>,
+}
+
+/// The dead-letter setting of a [`QueueRecord`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterRecord {
+    /// Name of the dead-letter queue.
+    pub queue: String,
+    /// Reservations before a message moves there.
+    pub max_reservations: u32,
 }
 
 /// The immutable part of a message, written once at push.
@@ -98,7 +128,7 @@ pub struct StateRecord {
     pub reserved_count: u32,
     /// Current reservation id, 0 if not reserved.
     pub reservation_id: u64,
-    /// Lease deadline (wall clock), 0 if not reserved.
+    /// Lease deadline (ms since the Unix epoch), 0 if not reserved.
     pub reserved_until_ms: u64,
     /// End of a release delay, 0 if none.
     pub available_at_ms: u64,
@@ -124,11 +154,11 @@ pub struct LoadedMessage {
 /// One queue's messages, stored as batch records (see `batch.rs`). Only that
 /// queue's actor calls these.
 pub trait QueueLog: Send + Sync {
-    /// Stores a new batch of messages under `key`.
+    /// Stores a new batch record (from [`BatchBuilder::encode`]) under `key`.
     ///
     /// # Errors
     /// On I/O failure.
-    fn put_batch(&self, key: u64, batch: &BatchBuilder) -> Result<(), StorageError>;
+    fn put_batch(&self, key: u64, value: &[u8]) -> Result<(), StorageError>;
     /// Stores the state record of batch `key` (from [`batch::encode_batch_state`]).
     ///
     /// # Errors
@@ -159,7 +189,7 @@ pub trait QueueLog: Send + Sync {
 
 /// The whole store: queues, ids and durability.
 pub trait Store: Send + Sync {
-    /// Every queue, in name order.
+    /// Every queue, in id order.
     ///
     /// # Errors
     /// On I/O failure or a corrupt record.
@@ -175,13 +205,14 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// On I/O failure.
     fn delete_queue(&self, queue_id: u64) -> Result<(), StorageError>;
-    /// Opens the message log of a queue.
+    /// Opens (creating if needed) the message log of a queue.
     ///
     /// # Errors
     /// On I/O failure.
     fn open_log(&self, queue_id: u64) -> Result<Box<dyn QueueLog>, StorageError>;
     /// Allocates `n` consecutive fresh ids and returns the first. Ids serve as
-    /// message ids, queue ids and reservation ids; all strictly increase.
+    /// message ids, queue ids and reservation ids; all strictly increase. Does not
+    /// block in the common case (property B is kept ahead by a background thread).
     ///
     /// # Errors
     /// On I/O failure persisting the high-water mark.
@@ -194,6 +225,6 @@ pub trait Store: Send + Sync {
     fn fsync_mode(&self) -> FsyncMode;
     /// Group-commit flushes (flush + fdatasync) done so far.
     fn flushes(&self) -> u64;
-    /// Flushes everything and stops the committer.
+    /// Flushes everything and stops the committer and the id keeper.
     fn close(&self);
 }

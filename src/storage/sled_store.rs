@@ -2,24 +2,23 @@
 //!
 //! One `sled::Db` per process holds a `queues` tree (queue id → [`QueueRecord`]), the id
 //! high-water mark in the default tree, and two trees per queue: batch records and
-//! their state records (layout in `keys.rs` and `batch.rs`). Single-key inserts and removes only (property D in
-//! `storage/mod.rs`).
+//! their state records (layout in `keys.rs` and `batch.rs`). Single-key inserts and
+//! removes only (property D in `storage/mod.rs`).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::batch::decode_messages;
 use super::commit::{Flushable, GroupCommit, SledFlush};
+use super::ids::Ids;
 use super::keys;
 use super::{
-    Batch, BatchBuilder, BatchState, CommitTicket, FsyncMode, LoadedMessage, QueueLog, QueueRecord,
-    StorageError, Store,
+    Batch, BatchState, CommitTicket, FsyncMode, LoadedMessage, QueueLog, QueueRecord, StorageError,
+    Store,
 };
 
-/// How many ids one high-water-mark write covers. Crossing into a new block costs
-/// one synchronous flush (about a millisecond), once per this many ids.
-const ID_BLOCK: u64 = 1 << 20;
 const NEXT_ID_KEY: &[u8] = b"next_id";
 
 /// Options for [`SledStore::open`].
@@ -33,28 +32,21 @@ pub struct SledConfig {
     pub fsync: FsyncMode,
 }
 
-/// The store: a sled database and its committer.
+/// The store: a sled database, its committer and its id counter.
 pub struct SledStore {
     db: sled::Db,
     queues: sled::Tree,
-    ids: Mutex<IdBlock>,
-    /// Flush + fdatasync, for the id high-water mark (outside the committer).
-    flush: Arc<SledFlush>,
+    ids: Ids,
     commit: GroupCommit,
 }
 
-/// The id counter: ids below `limit` may be handed out without another write.
-struct IdBlock {
-    next: u64,
-    limit: u64,
-}
-
 impl SledStore {
-    /// Opens (or creates) the store in `config.path`.
+    /// Opens (or creates) the store in `config.path`. This blocks (sled reads its
+    /// log, the first id block is made durable): call it off the async runtime.
     ///
     /// # Errors
-    /// If the directory cannot be created or sled cannot open it (for example
-    /// because another process holds it).
+    /// If the directory cannot be created, another process holds it
+    /// ([`StorageError::Locked`]), or sled cannot open it.
     pub fn open(config: &SledConfig) -> Result<Arc<Self>, StorageError> {
         std::fs::create_dir_all(&config.path).map_err(|err| {
             StorageError::Io(format!("cannot create {}: {err}", config.path.display()))
@@ -63,7 +55,8 @@ impl SledStore {
             .path(&config.path)
             .cache_capacity(config.cache_bytes)
             .flush_every_ms(Some(500))
-            .open()?;
+            .open()
+            .map_err(|err| open_error(err, &config.path))?;
         if db
             .tree_names()
             .iter()
@@ -82,19 +75,39 @@ impl SledStore {
                 .ok_or_else(|| StorageError::Corrupt("next_id".into()))?,
             None => 1,
         };
-        let log_file = open_log_file(&config.path)?;
         let flush = Arc::new(SledFlush {
             db: db.clone(),
-            log_file,
+            log_file: open_log_file(&config.path)?,
         });
-        let commit = GroupCommit::start(config.fsync, flush.clone())?;
+        let ids = {
+            let db = db.clone();
+            let flush = Arc::clone(&flush);
+            Ids::start(
+                next,
+                Arc::new(move |mark| {
+                    db.insert(NEXT_ID_KEY, &keys::id_key(mark)[..])?;
+                    flush.flush_durably()
+                }),
+            )?
+        };
+        let commit = GroupCommit::start(config.fsync, flush)?;
         Ok(Arc::new(SledStore {
             db,
             queues,
-            ids: Mutex::new(IdBlock { next, limit: next }),
-            flush,
+            ids,
             commit,
         }))
+    }
+}
+
+/// sled reports a data directory locked by another process as a raw `EAGAIN`
+/// (`WouldBlock`) from its file lock; say what it means.
+fn open_error(err: sled::Error, path: &Path) -> StorageError {
+    match &err {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+            StorageError::Locked(path.to_path_buf())
+        }
+        _ => StorageError::from(err),
     }
 }
 
@@ -137,23 +150,7 @@ impl Store for SledStore {
     }
 
     fn allocate_ids(&self, n: u64) -> Result<u64, StorageError> {
-        let mut ids = self
-            .ids
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let first = ids.next;
-        let end = first + n;
-        if end > ids.limit {
-            // The new high-water mark must be durable before any id above the old
-            // one leaves the server: reservation ids are not otherwise persisted
-            // before they are handed out, and fencing tokens must never repeat.
-            let limit = end + ID_BLOCK;
-            self.db.insert(NEXT_ID_KEY, &keys::id_key(limit)[..])?;
-            self.flush.flush_durably()?;
-            ids.limit = limit;
-        }
-        ids.next = end;
-        Ok(first)
+        self.ids.allocate(n)
     }
 
     fn commit(&self) -> CommitTicket {
@@ -174,6 +171,9 @@ impl Store for SledStore {
 
     fn close(&self) {
         self.commit.stop();
+        if let Err(err) = self.ids.stop() {
+            tracing::error!(cause = %err, "cannot write the id counter");
+        }
         if let Err(err) = self.db.flush() {
             tracing::error!(cause = %err, "final flush failed");
         }
@@ -187,8 +187,8 @@ struct SledQueueLog {
 }
 
 impl QueueLog for SledQueueLog {
-    fn put_batch(&self, key: u64, batch: &BatchBuilder) -> Result<(), StorageError> {
-        self.batches.insert(keys::id_key(key), batch.encode())?;
+    fn put_batch(&self, key: u64, value: &[u8]) -> Result<(), StorageError> {
+        self.batches.insert(keys::id_key(key), value)?;
         Ok(())
     }
 
@@ -225,40 +225,7 @@ impl QueueLog for SledQueueLog {
                     .ok_or_else(|| StorageError::Corrupt(format!("state of batch {key}")))?,
                 None => BatchState::default(),
             };
-            let batch_len = u32::try_from(batch.count())
-                .map_err(|_| StorageError::Corrupt(format!("batch {key} is too long")))?;
-            let mut live = 0;
-            let mut states = state.states.iter().peekable();
-            for slot in 0..batch.count() {
-                let slot32 = u32::try_from(slot).unwrap_or(u32::MAX);
-                let mut own_state = None;
-                // States are written in slot order.
-                while let Some((state_slot, st)) = states.peek() {
-                    if *state_slot > slot32 {
-                        break;
-                    }
-                    if *state_slot == slot32 {
-                        own_state = Some(*st);
-                    }
-                    states.next();
-                }
-                if state.is_deleted(slot) {
-                    continue;
-                }
-                let (id, record) = batch
-                    .entry(slot)
-                    .ok_or_else(|| StorageError::Corrupt(format!("batch {key}")))?;
-                live += 1;
-                each(LoadedMessage {
-                    id,
-                    record,
-                    state: own_state,
-                    batch: key,
-                    slot: slot32,
-                    batch_len,
-                });
-            }
-            if live == 0 {
+            if decode_messages(key, &batch, &state, each)? == 0 {
                 // Every message went before the removal was written (crash).
                 self.remove_batch(key)?;
             }
