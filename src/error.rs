@@ -1,11 +1,11 @@
-//! Errors of the queue layer and their stable wire codes.
+//! The errors of the queue layer.
 //!
-//! [`QueueError`] is what a queue operation can fail with, whichever front end asked
-//! (binary protocol, CLI through the client). Expected outcomes that are not failures
-//! (an empty queue, a long poll that timed out) are plain values, not errors.
-//! [`QueueError::code`] maps each variant to the permanent `ErrorCode` of the .proto.
+//! [`QueueError`] is what a queue operation can fail with, whichever front end
+//! asked. Expected outcomes that are not failures (an empty queue, a long poll that
+//! timed out) are plain values, not errors. Each front end maps these to its own
+//! wire: stable error codes at the binary protocol's edge (`binary/dispatch.rs`),
+//! HTTP statuses at the HTTP API's (`http/error.rs`).
 
-use crate::proto::ErrorCode;
 use crate::storage::StorageError;
 
 /// A failed queue operation.
@@ -49,22 +49,6 @@ pub enum QueueError {
 }
 
 impl QueueError {
-    /// The stable wire code for this error.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            QueueError::InvalidArgument(_) => ErrorCode::InvalidArgument,
-            QueueError::QueueNotFound(_) => ErrorCode::QueueNotFound,
-            QueueError::QueueExists(_) => ErrorCode::QueueExists,
-            QueueError::MessageNotFound(_) => ErrorCode::MessageNotFound,
-            QueueError::ReservationExpired(_) => ErrorCode::ReservationExpired,
-            QueueError::ReservationMismatch(_) => ErrorCode::ReservationMismatch,
-            QueueError::BodyTooLarge { .. } => ErrorCode::BodyTooLarge,
-            QueueError::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
-            QueueError::Unavailable(_) => ErrorCode::Unavailable,
-            QueueError::Internal(_) => ErrorCode::Internal,
-        }
-    }
-
     /// Shorthand for an [`QueueError::InvalidArgument`] with a formatted reason.
     pub fn invalid(reason: impl Into<String>) -> Self {
         QueueError::InvalidArgument(reason.into())
@@ -76,7 +60,9 @@ impl From<StorageError> for QueueError {
         match err {
             StorageError::Full(_) => QueueError::ResourceExhausted(err.to_string()),
             StorageError::Closed => QueueError::Unavailable(err.to_string()),
-            StorageError::Io(_) | StorageError::Corrupt(_) => QueueError::Internal(err.to_string()),
+            StorageError::Io(_) | StorageError::Corrupt(_) | StorageError::Locked(_) => {
+                QueueError::Internal(err.to_string())
+            }
         }
     }
 }

@@ -1,114 +1,100 @@
 //! [`QueueHandle`]: the cloneable, typed front of a queue actor.
 //!
-//! Each method sends one [`Command`] over the actor's bounded mailbox and awaits the
-//! reply. Writes that the durability contract covers (push, delete, release,
-//! reserve with delete, clear, settings) come back with a [`CommitTicket`]; the
-//! handle awaits it before returning, so a method returns only after the flush that
-//! covers its write (under `--fsync always`). A closed mailbox means the queue was
-//! deleted or the server is stopping.
+//! Each method sends one [`ActorRequest`] over the actor's bounded mailbox and
+//! awaits the reply. Writes that the durability contract covers (push, delete,
+//! release, reserve with delete, clear, settings) come back with a
+//! [`CommitTicket`]; the handle awaits it before returning, so a method returns only
+//! after the flush that covers its write (under `--fsync always`). A closed mailbox
+//! means the queue was deleted or the server is stopping.
+//!
+//! The mailbox is private to this module: everything else, the other actors'
+//! transfer tasks included, talks to an actor through these methods.
+
+use std::any::Any;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
-use super::types::{Lease, MessageView, NewMessage, QueueName, QueueStats, SettingsPatch};
+use super::actor::{Acked, ActorRequest, Edit};
+use super::types::{
+    Lease, MessageView, NewMessage, QueueName, QueueStats, SettingsPatch, Transfer,
+};
 use crate::error::QueueError;
-use crate::storage::CommitTicket;
-
-/// A reply that may have to wait for a flush before it is acknowledged.
-pub(crate) type Acked<T> = Result<(T, CommitTicket), QueueError>;
-
-/// A message moving from one queue to another (dead-lettering, redrive).
-pub(crate) struct Transfer {
-    pub(crate) id: u64,
-    pub(crate) body: Bytes,
-    pub(crate) reserved_count: u32,
-}
-
-/// One request to a queue actor.
-pub(crate) enum Command {
-    Push {
-        messages: Vec<NewMessage>,
-        reply: oneshot::Sender<Acked<Vec<u64>>>,
-    },
-    Reserve {
-        n: usize,
-        timeout_ms: Option<u64>,
-        wait_ms: u64,
-        delete: bool,
-        reply: oneshot::Sender<Acked<Vec<MessageView>>>,
-    },
-    Delete {
-        /// (message id, reservation id); all or nothing.
-        entries: Vec<(u64, Option<u64>)>,
-        reply: oneshot::Sender<Acked<usize>>,
-    },
-    Touch {
-        id: u64,
-        reservation_id: u64,
-        timeout_ms: Option<u64>,
-        reply: oneshot::Sender<Result<Lease, QueueError>>,
-    },
-    Release {
-        id: u64,
-        reservation_id: u64,
-        delay_ms: u64,
-        reply: oneshot::Sender<Acked<()>>,
-    },
-    Peek {
-        n: usize,
-        reply: oneshot::Sender<Result<Vec<MessageView>, QueueError>>,
-    },
-    Get {
-        id: u64,
-        reply: oneshot::Sender<Result<MessageView, QueueError>>,
-    },
-    Info {
-        reply: oneshot::Sender<Result<QueueStats, QueueError>>,
-    },
-    Update {
-        patch: SettingsPatch,
-        reply: oneshot::Sender<Acked<QueueStats>>,
-    },
-    Clear {
-        reply: oneshot::Sender<Acked<usize>>,
-    },
-    /// Removes the queue's storage and stops the actor.
-    Destroy { reply: oneshot::Sender<Acked<()>> },
-    /// Moves up to n available messages to another queue.
-    Redrive {
-        to: QueueName,
-        n: usize,
-        reply: oneshot::Sender<Result<usize, QueueError>>,
-    },
-    /// Takes in messages moved from another queue (sent with `try_send` by that
-    /// queue's actor, so two actors never wait on each other).
-    Adopt {
-        messages: Vec<Transfer>,
-        reply: oneshot::Sender<Acked<usize>>,
-    },
-    /// The outcome of a move this actor started: on success the messages are
-    /// removed here, otherwise they become available again.
-    TransferDone { ids: Vec<u64>, moved: bool },
-}
 
 /// Talks to one queue actor. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct QueueHandle {
-    pub(crate) name: String,
-    pub(crate) mailbox: mpsc::Sender<Command>,
+    name: QueueName,
+    mailbox: mpsc::Sender<ActorRequest>,
     /// Cancelled when the server stops; tells "stopping" from "deleted".
-    pub(crate) stopping: tokio_util::sync::CancellationToken,
+    stopping: CancellationToken,
+}
+
+/// A handle that does not keep its actor's mailbox open (an actor's handle to
+/// itself, held by its move tasks).
+#[derive(Clone, Debug)]
+pub(crate) struct WeakQueueHandle {
+    name: QueueName,
+    mailbox: mpsc::WeakSender<ActorRequest>,
+    stopping: CancellationToken,
+}
+
+impl WeakQueueHandle {
+    /// The handle, if the actor still runs.
+    pub(crate) fn upgrade(&self) -> Option<QueueHandle> {
+        Some(QueueHandle {
+            name: self.name.clone(),
+            mailbox: self.mailbox.upgrade()?,
+            stopping: self.stopping.clone(),
+        })
+    }
+}
+
+/// Why a settings update did not happen.
+#[derive(Debug)]
+pub enum UpdateError<E> {
+    /// The queue refused or failed.
+    Queue(QueueError),
+    /// The attachment edit refused the change; nothing was changed.
+    Rejected(E),
+}
+
+impl<E> From<QueueError> for UpdateError<E> {
+    fn from(err: QueueError) -> Self {
+        UpdateError::Queue(err)
+    }
 }
 
 impl QueueHandle {
+    pub(super) fn new(
+        name: QueueName,
+        mailbox: mpsc::Sender<ActorRequest>,
+        stopping: CancellationToken,
+    ) -> Self {
+        QueueHandle {
+            name,
+            mailbox,
+            stopping,
+        }
+    }
+
+    pub(super) fn downgrade(&self) -> WeakQueueHandle {
+        WeakQueueHandle {
+            name: self.name.clone(),
+            mailbox: self.mailbox.downgrade(),
+            stopping: self.stopping.clone(),
+        }
+    }
+
     /// The queue's name.
-    pub fn name(&self) -> &str {
+    pub fn name(&self) -> &QueueName {
         &self.name
     }
 
     async fn call<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, QueueError>>) -> Command,
+        make: impl FnOnce(oneshot::Sender<Result<T, QueueError>>) -> ActorRequest,
     ) -> Result<T, QueueError> {
         let (tx, rx) = oneshot::channel();
         self.mailbox.send(make(tx)).await.map_err(|_| self.gone())?;
@@ -117,7 +103,7 @@ impl QueueHandle {
 
     async fn call_acked<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Acked<T>>) -> Command,
+        make: impl FnOnce(oneshot::Sender<Acked<T>>) -> ActorRequest,
     ) -> Result<T, QueueError> {
         let (value, ticket) = self.call(make).await?;
         ticket.wait().await.map_err(QueueError::from)?;
@@ -128,7 +114,7 @@ impl QueueHandle {
         if self.stopping.is_cancelled() {
             QueueError::Unavailable("the server is shutting down".into())
         } else {
-            QueueError::QueueNotFound(self.name.clone())
+            QueueError::QueueNotFound(self.name.to_string())
         }
     }
 
@@ -140,9 +126,10 @@ impl QueueHandle {
     /// Pushes messages (already validated); returns their ids once durable.
     ///
     /// # Errors
-    /// `QueueNotFound` if the queue was deleted meanwhile; `Internal` on storage failure.
+    /// `QueueNotFound` if the queue was deleted meanwhile (a push never gets it
+    /// otherwise); `Internal` on storage failure.
     pub async fn push(&self, messages: Vec<NewMessage>) -> Result<Vec<u64>, QueueError> {
-        self.call_acked(|reply| Command::Push { messages, reply })
+        self.call_acked(|reply| ActorRequest::Push { messages, reply })
             .await
     }
 
@@ -157,7 +144,7 @@ impl QueueHandle {
         wait_ms: u64,
         delete: bool,
     ) -> Result<Vec<MessageView>, QueueError> {
-        self.call_acked(|reply| Command::Reserve {
+        self.call_acked(|reply| ActorRequest::Reserve {
             n,
             timeout_ms,
             wait_ms,
@@ -173,7 +160,7 @@ impl QueueHandle {
     /// `MessageNotFound`, `ReservationExpired`, `ReservationMismatch` for the first
     /// failing entry (then nothing is deleted).
     pub async fn delete(&self, entries: Vec<(u64, Option<u64>)>) -> Result<usize, QueueError> {
-        self.call_acked(|reply| Command::Delete { entries, reply })
+        self.call_acked(|reply| ActorRequest::Delete { entries, reply })
             .await
     }
 
@@ -187,7 +174,7 @@ impl QueueHandle {
         reservation_id: u64,
         timeout_ms: Option<u64>,
     ) -> Result<Lease, QueueError> {
-        self.call(|reply| Command::Touch {
+        self.call(|reply| ActorRequest::Touch {
             id,
             reservation_id,
             timeout_ms,
@@ -206,7 +193,7 @@ impl QueueHandle {
         reservation_id: u64,
         delay_ms: u64,
     ) -> Result<(), QueueError> {
-        self.call_acked(|reply| Command::Release {
+        self.call_acked(|reply| ActorRequest::Release {
             id,
             reservation_id,
             delay_ms,
@@ -220,7 +207,7 @@ impl QueueHandle {
     /// # Errors
     /// `QueueNotFound`, `Internal`.
     pub async fn peek(&self, n: usize) -> Result<Vec<MessageView>, QueueError> {
-        self.call(|reply| Command::Peek { n, reply }).await
+        self.call(|reply| ActorRequest::Peek { n, reply }).await
     }
 
     /// One message by id.
@@ -228,7 +215,7 @@ impl QueueHandle {
     /// # Errors
     /// `MessageNotFound`, `QueueNotFound`.
     pub async fn get(&self, id: u64) -> Result<MessageView, QueueError> {
-        self.call(|reply| Command::Get { id, reply }).await
+        self.call(|reply| ActorRequest::Get { id, reply }).await
     }
 
     /// The queue's counters and settings.
@@ -236,16 +223,39 @@ impl QueueHandle {
     /// # Errors
     /// `QueueNotFound`.
     pub async fn info(&self) -> Result<QueueStats, QueueError> {
-        self.call(|reply| Command::Info { reply }).await
+        self.call(|reply| ActorRequest::Info { reply }).await
     }
 
-    /// Changes settings (already validated).
+    /// Changes settings and, with `edit`, the attachment, in one step of the actor:
+    /// `edit` gets the current attachment and returns the new one, or refuses (then
+    /// nothing changes). Returns once durable.
     ///
     /// # Errors
-    /// `QueueNotFound`, `Internal`.
-    pub async fn update(&self, patch: SettingsPatch) -> Result<QueueStats, QueueError> {
-        self.call_acked(|reply| Command::Update { patch, reply })
-            .await
+    /// [`UpdateError::Queue`] (`QueueNotFound`, `InvalidArgument`, `Internal`), or
+    /// [`UpdateError::Rejected`] with `edit`'s refusal.
+    pub async fn update<E, F>(
+        &self,
+        patch: SettingsPatch,
+        edit: Option<F>,
+    ) -> Result<QueueStats, UpdateError<E>>
+    where
+        E: Send + 'static,
+        F: FnOnce(&[u8]) -> Result<Bytes, E> + Send + 'static,
+    {
+        let edit: Option<Edit> = edit.map(|edit| -> Edit {
+            Box::new(move |current: &[u8]| {
+                edit(current).map_err(|refusal| Box::new(refusal) as Box<dyn Any + Send>)
+            })
+        });
+        let outcome = self
+            .call_acked(|reply| ActorRequest::Update { patch, edit, reply })
+            .await?;
+        outcome.map_err(|refusal| match refusal.downcast::<E>() {
+            Ok(refusal) => UpdateError::Rejected(*refusal),
+            Err(_) => UpdateError::Queue(QueueError::Internal(
+                "an attachment edit refused with a foreign type".into(),
+            )),
+        })
     }
 
     /// Removes every message; returns how many.
@@ -253,16 +263,32 @@ impl QueueHandle {
     /// # Errors
     /// `QueueNotFound`, `Internal`.
     pub async fn clear(&self) -> Result<usize, QueueError> {
-        self.call_acked(|reply| Command::Clear { reply }).await
+        self.call_acked(|reply| ActorRequest::Clear { reply }).await
     }
 
     /// Moves up to `n` available messages to the queue `to`, resetting their
     /// reserved_count; returns how many once they are durable there.
     ///
     /// # Errors
-    /// `QueueNotFound`, `ResourceExhausted` if the target's mailbox is full.
+    /// `QueueNotFound`, `InvalidArgument` (into itself), `Internal`.
     pub async fn redrive(&self, to: QueueName, n: usize) -> Result<usize, QueueError> {
-        self.call(|reply| Command::Redrive { to, n, reply }).await
+        self.call(|reply| ActorRequest::Redrive { to, n, reply })
+            .await
+    }
+
+    /// Takes in messages moved from another queue; returns how many once durable.
+    pub(crate) async fn adopt(&self, messages: Vec<Transfer>) -> Result<usize, QueueError> {
+        self.call_acked(|reply| ActorRequest::Adopt { messages, reply })
+            .await
+    }
+
+    /// Tells the actor how a move it started went (fire and forget: if the actor
+    /// has stopped, there is nobody to tell).
+    pub(crate) async fn transfer_done(&self, ids: Vec<u64>, moved: bool) {
+        let _ = self
+            .mailbox
+            .send(ActorRequest::TransferDone { ids, moved })
+            .await;
     }
 
     /// Removes the queue's storage and stops its actor.
@@ -270,6 +296,7 @@ impl QueueHandle {
     /// # Errors
     /// `QueueNotFound`, `Internal`.
     pub(crate) async fn destroy(&self) -> Result<(), QueueError> {
-        self.call_acked(|reply| Command::Destroy { reply }).await
+        self.call_acked(|reply| ActorRequest::Destroy { reply })
+            .await
     }
 }

@@ -1,18 +1,36 @@
 //! Queues: one actor per queue owns its state and is its only writer.
 //!
-//! - [`handle::QueueHandle`] is the cloneable front: every operation is a message on
-//!   the actor's bounded mailbox with a oneshot for the reply.
-//! - [`actor`] holds the state machine of semantics.md (AVAILABLE, DELAYED, RESERVED)
-//!   over an in-memory index, writes every change through [`crate::storage::QueueLog`],
-//!   and drives all timed events from one [`deadlines::DeadlineIndex`] and one timer.
-//! - [`types`] holds names, settings, limits and the views operations return.
+//! Read in this order:
+//! - [`types`]: names, settings, limits and the views operations return.
+//! - [`state::QueueState`]: the pure, deterministic state machine of one queue
+//!   (semantics.md), with its parts: [`waiters`] (parked long polls), [`staging`]
+//!   (how messages become batch records), [`deadlines`] (the timer index) and
+//!   [`recovery`] (rebuilding a queue from its records).
+//! - [`clock`]: the one source of time; the state machine takes `now` as an argument.
+//! - [`actor`]: the loop that drives a state machine: mailbox, timer, a turn's
+//!   writes, replies. [`handle::QueueHandle`] is its typed, cloneable front.
+//! - [`transfer`]: moving messages between queues (dead letters, redrive) without
+//!   actors waiting on each other.
+//! - [`registry::Registry`]: queue name → handle; creating, loading and deleting
+//!   queues.
 //!
-//! **Architecture invariant:** only a queue's actor task writes that queue's trees,
-//! and nothing awaits while holding a lock.
+//! **Architecture invariant:** only a queue's actor task writes that queue's
+//! records, and the state machine it drives does no I/O and reads no clock.
 
 pub mod actor;
+pub mod clock;
 pub mod deadlines;
 pub mod handle;
+pub mod recovery;
+pub mod registry;
+pub mod staging;
+pub mod state;
+pub mod transfer;
 pub mod types;
+pub mod waiters;
+
+#[cfg(test)]
+mod tests;
 
 pub use handle::QueueHandle;
+pub use registry::Registry;

@@ -1,14 +1,15 @@
 //! Domain types of the queue layer: validated queue names, settings, the limits of
-//! semantics.md, and the views of messages and queues that operations return.
-//! Wire types are converted to and from these in `command.rs` only.
-
-use std::time::{SystemTime, UNIX_EPOCH};
+//! [semantics.md](../../docs/semantics.md), and the views of messages and queues
+//! that operations return. Front ends convert their wire types to and from these;
+//! the service layer (`service.rs`) checks requests against the limits here, so
+//! every limit is defined once.
 
 use bytes::Bytes;
 
 use crate::error::QueueError;
 
-/// Most messages in one push, one reserve, one peek or one batch delete.
+/// Most messages in one push, one reserve, one peek, one batch delete, one redrive
+/// or one page of a queue list.
 pub const MAX_BATCH: usize = 100;
 /// Longest push or release delay: 7 days.
 pub const MAX_DELAY_MS: u64 = 7 * 24 * 3600 * 1000;
@@ -28,14 +29,10 @@ pub const MIN_EXPIRATION_S: u64 = 1;
 pub const MAX_EXPIRATION_S: u64 = 30 * 24 * 3600;
 /// Longest queue name in bytes.
 pub const MAX_QUEUE_NAME: usize = 128;
-
-/// Milliseconds since the Unix epoch, the clock of every persisted time.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+/// Most reservations a dead-letter setting may allow.
+pub const MAX_MAX_RESERVATIONS: u32 = 1000;
+/// `max_reservations` of a new dead-letter setting that names none (IronMQ's).
+pub const DEFAULT_MAX_RESERVATIONS: u32 = 10;
 
 /// A queue name: 1..=128 bytes of `[A-Za-z0-9._-]`, optionally qualified by a
 /// project as `project/name` (both parts non-empty, same characters). Projects are
@@ -94,9 +91,6 @@ impl std::fmt::Display for QueueName {
     }
 }
 
-/// Most reservations a dead-letter setting may allow.
-pub const MAX_MAX_RESERVATIONS: u32 = 1000;
-
 /// Where messages reserved too often go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -115,37 +109,6 @@ pub struct QueueSettings {
     pub message_expiration_s: u64,
     /// The dead-letter setting, if any.
     pub dead_letter: Option<DeadLetter>,
-    /// IronMQ queue alerts: stored and shown, not fired (see `http.rs`).
-    pub alerts: Vec<Alert>,
-}
-
-/// Most alerts per queue.
-pub const MAX_ALERTS: usize = 5;
-
-/// An IronMQ queue alert (a legacy feature of the HTTP API).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Alert {
-    /// Server-assigned id.
-    pub id: String,
-    /// `fixed` or `progressive`.
-    pub progressive: bool,
-    /// Queue size that triggers it, > 0.
-    pub trigger: u64,
-    /// `asc` (size rising) or `desc`.
-    pub descending: bool,
-    /// Name of the queue the alert would post to (in the same project).
-    pub queue: String,
-    /// Seconds between two firings.
-    pub snooze: u64,
-}
-
-impl Alert {
-    /// Whether two alerts are the same rule (IronMQ refuses such a duplicate).
-    pub fn same_rule(&self, other: &Alert) -> bool {
-        self.progressive == other.progressive
-            && self.descending == other.descending
-            && self.trigger == other.trigger
-    }
 }
 
 impl Default for QueueSettings {
@@ -154,9 +117,31 @@ impl Default for QueueSettings {
             message_timeout_ms: DEFAULT_TIMEOUT_MS,
             message_expiration_s: DEFAULT_EXPIRATION_S,
             dead_letter: None,
-            alerts: Vec::new(),
         }
     }
+}
+
+impl QueueSettings {
+    /// The expiration in milliseconds (saturating: a value read from a damaged
+    /// record must not overflow).
+    pub fn expiration_ms(&self) -> u64 {
+        self.message_expiration_s.saturating_mul(1000)
+    }
+}
+
+/// A change to the dead-letter setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadLetterPatch {
+    /// No dead-letter queue any more.
+    Remove,
+    /// Set the queue and/or the limit; a part left `None` stays as it is (a new
+    /// setting without a limit gets [`DEFAULT_MAX_RESERVATIONS`]).
+    Set {
+        /// The new dead-letter queue.
+        queue: Option<QueueName>,
+        /// The new limit.
+        max_reservations: Option<u32>,
+    },
 }
 
 /// A change to settings: `None` leaves a field as it is.
@@ -166,18 +151,21 @@ pub struct SettingsPatch {
     pub message_timeout_ms: Option<u64>,
     /// New expiration, for messages pushed afterwards.
     pub message_expiration_s: Option<u64>,
-    /// `Some(None)` removes the dead-letter setting.
-    pub dead_letter: Option<Option<DeadLetter>>,
-    /// The new, complete list of alerts.
-    pub alerts: Option<Vec<Alert>>,
+    /// A change to the dead-letter setting.
+    pub dead_letter: Option<DeadLetterPatch>,
 }
 
 impl SettingsPatch {
-    /// Checks the ranges of the fields that are set.
+    /// `base` with this patch applied, checked for the queue `name`.
     ///
     /// # Errors
-    /// [`QueueError::InvalidArgument`] for a field out of range.
-    pub fn validate(&self) -> Result<(), QueueError> {
+    /// [`QueueError::InvalidArgument`] for a field out of range, a queue as its own
+    /// dead-letter queue, or a new limit without a dead-letter queue to apply it to.
+    pub fn apply(
+        &self,
+        name: &QueueName,
+        base: &QueueSettings,
+    ) -> Result<QueueSettings, QueueError> {
         if let Some(t) = self.message_timeout_ms {
             check_range("message_timeout_ms", t, MIN_TIMEOUT_MS, MAX_TIMEOUT_MS)?;
         }
@@ -189,55 +177,47 @@ impl SettingsPatch {
                 MAX_EXPIRATION_S,
             )?;
         }
-        if let Some(Some(dead_letter)) = &self.dead_letter {
-            check_range(
-                "dead_letter.max_reservations",
-                u64::from(dead_letter.max_reservations),
-                1,
-                u64::from(MAX_MAX_RESERVATIONS),
-            )?;
-        }
-        if let Some(alerts) = &self.alerts {
-            if alerts.len() > MAX_ALERTS {
-                return Err(QueueError::invalid(format!(
-                    "{} alerts; at most {MAX_ALERTS} per queue",
-                    alerts.len()
-                )));
+        let dead_letter = match &self.dead_letter {
+            None => base.dead_letter.clone(),
+            Some(DeadLetterPatch::Remove) => None,
+            Some(DeadLetterPatch::Set {
+                queue,
+                max_reservations,
+            }) => {
+                let current = base.dead_letter.as_ref();
+                let Some(queue) = queue.clone().or_else(|| current.map(|d| d.queue.clone())) else {
+                    return Err(QueueError::invalid(format!(
+                        "queue {name} has no dead-letter queue to change max_reservations of; \
+                         name one"
+                    )));
+                };
+                let max_reservations = max_reservations
+                    .or(current.map(|d| d.max_reservations))
+                    .unwrap_or(DEFAULT_MAX_RESERVATIONS);
+                check_range(
+                    "dead_letter.max_reservations",
+                    u64::from(max_reservations),
+                    1,
+                    u64::from(MAX_MAX_RESERVATIONS),
+                )?;
+                if queue == *name {
+                    return Err(QueueError::invalid(format!(
+                        "queue {name} cannot be its own dead-letter queue"
+                    )));
+                }
+                Some(DeadLetter {
+                    queue,
+                    max_reservations,
+                })
             }
-        }
-        Ok(())
-    }
-
-    /// Checks the patch for the queue `name` (a queue cannot be its own dead-letter
-    /// queue).
-    ///
-    /// # Errors
-    /// [`QueueError::InvalidArgument`].
-    pub fn validate_for(&self, name: &QueueName) -> Result<(), QueueError> {
-        self.validate()?;
-        if let Some(Some(dead_letter)) = &self.dead_letter {
-            if dead_letter.queue == *name {
-                return Err(QueueError::invalid(format!(
-                    "queue {name} cannot be its own dead-letter queue"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// `base` with this patch applied.
-    pub fn apply(&self, base: &QueueSettings) -> QueueSettings {
-        QueueSettings {
+        };
+        Ok(QueueSettings {
             message_timeout_ms: self.message_timeout_ms.unwrap_or(base.message_timeout_ms),
             message_expiration_s: self
                 .message_expiration_s
                 .unwrap_or(base.message_expiration_s),
-            dead_letter: self
-                .dead_letter
-                .clone()
-                .unwrap_or_else(|| base.dead_letter.clone()),
-            alerts: self.alerts.clone().unwrap_or_else(|| base.alerts.clone()),
-        }
+            dead_letter,
+        })
     }
 }
 
@@ -272,15 +252,15 @@ pub enum MessageState {
     Delayed,
     /// Leased to a consumer.
     Reserved,
+    /// Handed out by a reserve with `delete`: the message is gone.
+    Deleted,
 }
 
-/// A message as an operation returns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageView {
+/// A message as an operation returns it, without its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageInfo {
     /// Unique on this server, never reused.
     pub id: u64,
-    /// The payload.
-    pub body: Bytes,
     /// Times reserved, including the current reservation.
     pub reserved_count: u32,
     /// The fencing token; only in reserve responses, else 0.
@@ -295,6 +275,15 @@ pub struct MessageView {
     pub expires_at_ms: u64,
     /// Its state at the time of the response.
     pub state: MessageState,
+}
+
+/// A message with its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageView {
+    /// Everything but the body.
+    pub info: MessageInfo,
+    /// The payload.
+    pub body: Bytes,
 }
 
 /// The counters and settings of a queue.
@@ -318,6 +307,8 @@ pub struct QueueStats {
     pub created_at_ms: u64,
     /// Long-poll reserves waiting for a message.
     pub waiting: u64,
+    /// The blob a front end keeps with the queue (the HTTP API's alerts).
+    pub attachment: Bytes,
 }
 
 /// A new lease from touch.
@@ -329,9 +320,24 @@ pub struct Lease {
     pub reserved_until_ms: u64,
 }
 
+/// A message moving from one queue to another (dead-lettering, redrive).
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    /// Its id, kept in the target queue.
+    pub id: u64,
+    /// Its body.
+    pub body: Bytes,
+    /// Its reserved_count in the target queue (kept for dead letters, 0 for redrive).
+    pub reserved_count: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn name(text: &str) -> QueueName {
+        QueueName::new(text).unwrap()
+    }
 
     #[test]
     fn should_accept_names_of_the_allowed_alphabet() {
@@ -358,7 +364,7 @@ mod tests {
             message_timeout_ms: Some(5_000),
             ..SettingsPatch::default()
         };
-        let s = patch.apply(&QueueSettings::default());
+        let s = patch.apply(&name("q"), &QueueSettings::default()).unwrap();
         assert_eq!(s.message_timeout_ms, 5_000);
         assert_eq!(s.message_expiration_s, DEFAULT_EXPIRATION_S);
     }
@@ -369,22 +375,68 @@ mod tests {
             message_timeout_ms: Some(99),
             ..SettingsPatch::default()
         };
-        assert!(patch.validate().is_err());
+        assert!(patch.apply(&name("q"), &QueueSettings::default()).is_err());
     }
 
     #[test]
     fn should_refuse_a_queue_as_its_own_dead_letter_queue() {
-        let name = QueueName::new("jobs").unwrap();
+        let jobs = name("jobs");
         let dead_letter = |queue: &str, max| SettingsPatch {
-            dead_letter: Some(Some(DeadLetter {
-                queue: QueueName::new(queue).unwrap(),
-                max_reservations: max,
-            })),
+            dead_letter: Some(DeadLetterPatch::Set {
+                queue: Some(name(queue)),
+                max_reservations: Some(max),
+            }),
             ..SettingsPatch::default()
         };
-        assert!(dead_letter("jobs", 3).validate_for(&name).is_err());
-        assert!(dead_letter("dlq", 0).validate_for(&name).is_err());
-        assert!(dead_letter("dlq", 1001).validate_for(&name).is_err());
-        assert!(dead_letter("dlq", 1000).validate_for(&name).is_ok());
+        let base = QueueSettings::default();
+        assert!(dead_letter("jobs", 3).apply(&jobs, &base).is_err());
+        assert!(dead_letter("dlq", 0).apply(&jobs, &base).is_err());
+        assert!(dead_letter("dlq", 1001).apply(&jobs, &base).is_err());
+        assert!(dead_letter("dlq", 1000).apply(&jobs, &base).is_ok());
+    }
+
+    #[test]
+    fn should_change_one_part_of_the_dead_letter_setting_and_keep_the_other() {
+        let jobs = name("jobs");
+        let base = SettingsPatch {
+            dead_letter: Some(DeadLetterPatch::Set {
+                queue: Some(name("dlq")),
+                max_reservations: Some(3),
+            }),
+            ..SettingsPatch::default()
+        }
+        .apply(&jobs, &QueueSettings::default())
+        .unwrap();
+        let only_limit = SettingsPatch {
+            dead_letter: Some(DeadLetterPatch::Set {
+                queue: None,
+                max_reservations: Some(7),
+            }),
+            ..SettingsPatch::default()
+        };
+        let changed = only_limit.apply(&jobs, &base).unwrap().dead_letter.unwrap();
+        assert_eq!(
+            (changed.queue.as_str(), changed.max_reservations),
+            ("dlq", 7)
+        );
+        let only_queue = SettingsPatch {
+            dead_letter: Some(DeadLetterPatch::Set {
+                queue: Some(name("other")),
+                max_reservations: None,
+            }),
+            ..SettingsPatch::default()
+        };
+        let moved = only_queue.apply(&jobs, &base).unwrap().dead_letter.unwrap();
+        assert_eq!((moved.queue.as_str(), moved.max_reservations), ("other", 3));
+        let fresh = only_queue
+            .apply(&jobs, &QueueSettings::default())
+            .unwrap()
+            .dead_letter
+            .unwrap();
+        assert_eq!(fresh.max_reservations, DEFAULT_MAX_RESERVATIONS);
+        assert!(
+            only_limit.apply(&jobs, &QueueSettings::default()).is_err(),
+            "a limit with no dead-letter queue to apply it to"
+        );
     }
 }

@@ -1,0 +1,380 @@
+//! The queue registry: name → [`QueueHandle`], and the creation, loading and
+//! deletion of queues.
+//!
+//! **Architecture invariant:** the registry's lock is a std `Mutex` held only for a
+//! map lookup, insert or removal: never across an `.await`, never across I/O.
+//! Creating a queue (an id, its record, its two trees) runs in a tracked task on
+//! tokio's blocking pool: the name is marked "being created" under the lock, and
+//! whoever looks the name up meanwhile waits for that task without holding the
+//! lock. The creation finishes even if the request that started it goes away.
+//!
+//! Actors reach the registry (to find a dead-letter or redrive target) through a
+//! [`Directory`] holding a weak reference, so the registry and its actors do not
+//! keep each other alive.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::actor::{self, ActorContext};
+use super::clock::Clock;
+use super::handle::QueueHandle;
+use super::recovery::{meta_from_record, rebuild, record_from_meta};
+use super::state::{QueueMeta, QueueState};
+use super::transfer::{Directory, Lookup, Mover};
+use super::types::{QueueName, QueueSettings};
+use crate::error::QueueError;
+use crate::storage::{QueueLog, QueueRecord, StorageError, Store};
+
+/// Every queue of the server.
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+type Creation = watch::Receiver<Option<Result<QueueHandle, QueueError>>>;
+
+#[derive(Clone)]
+enum Entry {
+    Ready(QueueHandle),
+    /// Being created; the receiver gets the outcome.
+    Creating(Creation),
+}
+
+struct Inner {
+    ctx: ActorContext,
+    queues: Mutex<BTreeMap<String, Entry>>,
+}
+
+/// What an actor's move uses to find other queues.
+struct WeakRegistry(Weak<Inner>);
+
+impl Directory for WeakRegistry {
+    fn get_or_create(&self, name: QueueName) -> Lookup {
+        let inner = self.0.upgrade();
+        Box::pin(async move {
+            let inner = inner
+                .ok_or_else(|| QueueError::Unavailable("the server is shutting down".into()))?;
+            inner.get_or_create(&name).await
+        })
+    }
+}
+
+impl Registry {
+    /// Loads every queue from the store (off the runtime's workers) and starts its
+    /// actor.
+    ///
+    /// # Errors
+    /// If the store cannot list its queues, a queue record is not valid, or a
+    /// queue's messages cannot be loaded: the server must not start with part of
+    /// its data missing.
+    pub async fn open(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<Self, QueueError> {
+        let tasks = TaskTracker::new();
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
+            ctx: ActorContext {
+                store: Arc::clone(&store),
+                clock: Arc::clone(&clock),
+                mover: Mover {
+                    directory: Arc::new(WeakRegistry(weak.clone())),
+                    tasks: tasks.clone(),
+                },
+                tasks,
+                shutdown: CancellationToken::new(),
+            },
+            queues: Mutex::new(BTreeMap::new()),
+        });
+        let now = clock.now_ms();
+        let loaded = tokio::task::spawn_blocking(move || load_all(store.as_ref(), now))
+            .await
+            .map_err(|err| QueueError::Internal(format!("loading stopped: {err}")))??;
+        {
+            let mut queues = inner.lock();
+            for LoadedQueue { id, state, log } in loaded {
+                let name = state.meta().name.to_string();
+                let handle = actor::spawn(id, state, log, &inner.ctx);
+                queues.insert(name, Entry::Ready(handle));
+            }
+        }
+        Ok(Registry { inner })
+    }
+
+    /// The queue named `name` (waiting if it is being created).
+    ///
+    /// # Errors
+    /// [`QueueError::QueueNotFound`].
+    pub async fn get(&self, name: &QueueName) -> Result<QueueHandle, QueueError> {
+        let creation = match self.inner.lock().get(name.as_str()) {
+            Some(Entry::Ready(handle)) => return Ok(handle.clone()),
+            Some(Entry::Creating(creation)) => creation.clone(),
+            None => return Err(QueueError::QueueNotFound(name.to_string())),
+        };
+        match settle(creation).await {
+            Ok(handle) => Ok(handle),
+            Err(QueueError::Unavailable(why)) => Err(QueueError::Unavailable(why)),
+            Err(_) => Err(QueueError::QueueNotFound(name.to_string())),
+        }
+    }
+
+    /// The queue named `name`, created with default settings if missing (push).
+    ///
+    /// # Errors
+    /// On storage failure, or while the server stops.
+    pub async fn get_or_create(&self, name: &QueueName) -> Result<QueueHandle, QueueError> {
+        self.inner.get_or_create(name).await
+    }
+
+    /// Creates a queue with `settings` and `attachment`; returns once its record is
+    /// durable.
+    ///
+    /// # Errors
+    /// [`QueueError::QueueExists`], or on storage failure.
+    pub async fn create(
+        &self,
+        name: &QueueName,
+        settings: QueueSettings,
+        attachment: Bytes,
+    ) -> Result<QueueHandle, QueueError> {
+        let creation = {
+            let mut queues = self.inner.lock();
+            if queues.contains_key(name.as_str()) {
+                return Err(QueueError::QueueExists(name.to_string()));
+            }
+            self.inner
+                .start_creation(&mut queues, name, settings, attachment)
+        };
+        let handle = settle(creation).await?;
+        self.inner.ctx.store.commit().wait().await?;
+        Ok(handle)
+    }
+
+    /// Deletes a queue and its messages; returns once that is durable.
+    ///
+    /// # Errors
+    /// [`QueueError::QueueNotFound`], or on storage failure.
+    pub async fn delete(&self, name: &QueueName) -> Result<(), QueueError> {
+        loop {
+            let found = {
+                let mut queues = self.inner.lock();
+                match queues.remove(name.as_str()) {
+                    None => return Err(QueueError::QueueNotFound(name.to_string())),
+                    Some(Entry::Ready(handle)) => Ok(handle),
+                    Some(Entry::Creating(creation)) => {
+                        // Not ours to remove yet: wait for the creation, then delete.
+                        queues.insert(name.to_string(), Entry::Creating(creation.clone()));
+                        Err(creation)
+                    }
+                }
+            };
+            match found {
+                Ok(handle) => return handle.destroy().await,
+                Err(creation) => {
+                    let _ = settle(creation).await;
+                }
+            }
+        }
+    }
+
+    /// Up to `limit` queue names that start with `prefix` and sort after `cursor`,
+    /// and the cursor of the next page (`None` on the last page).
+    pub fn list(&self, prefix: &str, cursor: &str, limit: usize) -> (Vec<String>, Option<String>) {
+        let queues = self.inner.lock();
+        let start = if cursor.is_empty() || cursor < prefix {
+            std::ops::Bound::Included(prefix.to_owned())
+        } else {
+            std::ops::Bound::Excluded(cursor.to_owned())
+        };
+        let mut names: Vec<String> = queues
+            .range::<String, _>((start, std::ops::Bound::Unbounded))
+            .filter(|(_, entry)| matches!(entry, Entry::Ready(_)))
+            .map(|(name, _)| name)
+            .take_while(|name| name.starts_with(prefix))
+            .take(limit + 1)
+            .cloned()
+            .collect();
+        let next = if names.len() > limit {
+            names.truncate(limit);
+            names.last().cloned()
+        } else {
+            None
+        };
+        (names, next)
+    }
+
+    /// How many queues exist.
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .values()
+            .filter(|entry| matches!(entry, Entry::Ready(_)))
+            .count()
+    }
+
+    /// Whether no queue exists.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The store (for ids and commits that are not a queue's, and its counters).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.ctx.store
+    }
+
+    /// Stops every actor and every task they started, waits for them, then flushes
+    /// and closes the store (off the runtime's workers).
+    pub async fn shutdown(&self) {
+        self.inner.ctx.shutdown.cancel();
+        self.inner.lock().clear();
+        let tasks = &self.inner.ctx.tasks;
+        tasks.close();
+        tasks.wait().await;
+        let store = Arc::clone(&self.inner.ctx.store);
+        if let Err(err) = tokio::task::spawn_blocking(move || store.close()).await {
+            tracing::error!(cause = %err, "closing the store stopped");
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn get_or_create(self: &Arc<Self>, name: &QueueName) -> Result<QueueHandle, QueueError> {
+        let creation = {
+            let mut queues = self.lock();
+            match queues.get(name.as_str()) {
+                Some(Entry::Ready(handle)) => return Ok(handle.clone()),
+                Some(Entry::Creating(creation)) => creation.clone(),
+                None => {
+                    self.start_creation(&mut queues, name, QueueSettings::default(), Bytes::new())
+                }
+            }
+        };
+        settle(creation).await
+    }
+
+    /// Marks `name` as being created and starts the task that creates it. Called
+    /// with the lock held; does no I/O itself.
+    fn start_creation(
+        self: &Arc<Self>,
+        queues: &mut BTreeMap<String, Entry>,
+        name: &QueueName,
+        settings: QueueSettings,
+        attachment: Bytes,
+    ) -> Creation {
+        let (done, creation) = watch::channel(None);
+        queues.insert(name.to_string(), Entry::Creating(creation.clone()));
+        let inner = Arc::clone(self);
+        let name = name.clone();
+        self.ctx.tasks.spawn(async move {
+            let result = inner.create_now(&name, settings, attachment).await;
+            {
+                let mut queues = inner.lock();
+                match &result {
+                    Ok(handle) => {
+                        queues.insert(name.to_string(), Entry::Ready(handle.clone()));
+                    }
+                    Err(_) => {
+                        queues.remove(name.as_str());
+                    }
+                }
+            }
+            done.send_replace(Some(result));
+        });
+        creation
+    }
+
+    /// Allocates the queue's id, writes its record and opens its log on the
+    /// blocking pool, then starts its actor.
+    async fn create_now(
+        &self,
+        name: &QueueName,
+        settings: QueueSettings,
+        attachment: Bytes,
+    ) -> Result<QueueHandle, QueueError> {
+        if self.ctx.shutdown.is_cancelled() {
+            return Err(QueueError::Unavailable(
+                "the server is shutting down".into(),
+            ));
+        }
+        let meta = QueueMeta {
+            name: name.clone(),
+            created_at_ms: self.ctx.clock.now_ms(),
+            settings,
+            total_pushed: 0,
+            attachment,
+        };
+        let store = Arc::clone(&self.ctx.store);
+        let record_meta = meta.clone();
+        let (id, log) = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+            let id = store.allocate_ids(1)?;
+            store.put_queue(&record_from_meta(id, &record_meta))?;
+            Ok((id, store.open_log(id)?))
+        })
+        .await
+        .map_err(|err| QueueError::Internal(format!("queue creation stopped: {err}")))??;
+        Ok(actor::spawn(id, QueueState::new(meta), log, &self.ctx))
+    }
+}
+
+/// The outcome of a creation.
+async fn settle(mut creation: Creation) -> Result<QueueHandle, QueueError> {
+    match creation.wait_for(Option::is_some).await {
+        Ok(outcome) => outcome
+            .clone()
+            .unwrap_or_else(|| Err(QueueError::Internal("creation without an outcome".into()))),
+        Err(_) => Err(QueueError::Unavailable(
+            "the server is shutting down".into(),
+        )),
+    }
+}
+
+/// A queue read from the store, ready for its actor.
+struct LoadedQueue {
+    id: u64,
+    state: QueueState,
+    log: Box<dyn QueueLog>,
+}
+
+/// Reads every queue and its messages from the store. A crash during a
+/// delete-then-recreate can leave two records of one name; the newer (larger id)
+/// wins and the older is removed.
+fn load_all(store: &dyn Store, now: u64) -> Result<Vec<LoadedQueue>, QueueError> {
+    let mut newest: HashMap<String, QueueRecord> = HashMap::new();
+    for record in store.queues()? {
+        let older = match newest.remove(&record.name) {
+            Some(other) if other.id > record.id => {
+                newest.insert(other.name.clone(), other);
+                Some(record)
+            }
+            other => {
+                newest.insert(record.name.clone(), record);
+                other
+            }
+        };
+        if let Some(older) = older {
+            store.delete_queue(older.id)?;
+        }
+    }
+    let mut loaded = Vec::with_capacity(newest.len());
+    for record in newest.into_values() {
+        let meta = meta_from_record(&record)?;
+        let log = store.open_log(record.id)?;
+        let mut messages = Vec::new();
+        log.load(&mut |message| messages.push(message))
+            .map_err(|err| {
+                QueueError::Internal(format!("cannot load queue {}: {err}", meta.name))
+            })?;
+        loaded.push(LoadedQueue {
+            id: record.id,
+            state: rebuild(meta, messages, now),
+            log,
+        });
+    }
+    Ok(loaded)
+}

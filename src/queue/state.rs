@@ -1,0 +1,1150 @@
+//! [`QueueState`]: one queue as a pure, deterministic state machine.
+//!
+//! It holds the queue's messages (without their bodies), their order, leases,
+//! delays and expiry, the parked long polls and the counters, and implements every
+//! rule of [semantics.md](../../docs/semantics.md). It does no I/O and reads no
+//! clock: every operation takes the current time (`now`, ms of server time, see
+//! `clock.rs`) as an argument, and what it needs from outside (fresh ids, the body
+//! of a message already on disk, whether a long poll's client still waits) it asks
+//! of an [`Env`] it is given. What must happen as a result, it returns:
+//! - the answer, as the operation's return value;
+//! - [`Event`]s for others (a parked reserve woken or timed out, dead letters to
+//!   move), drained with [`QueueState::take_events`];
+//! - the records to write, drained with [`QueueState::take_writes`];
+//! - the next deadline to arm a timer for, [`QueueState::next_deadline`].
+//!
+//! Same inputs, same outputs: a replicated log could drive it unchanged. The actor
+//! (`actor.rs`) is the driver in this server.
+//!
+//! # Order and state
+//! Every message is in `messages`. AVAILABLE messages are also in `available`,
+//! ordered by order key: a push takes `ORDER_BASE + id` (so pushes keep push
+//! order), a requeue (timeout or release) takes `next_front`, which only decreases,
+//! so the latest requeue is first. Every timed event (lease deadline, delay end,
+//! long-poll timeout, and one expiry per group at its earliest message's
+//! expiration) is in one [`DeadlineIndex`]; [`QueueState::advance`] fires what is
+//! due. A message being moved to another queue is MOVING: in no index, invisible to
+//! every operation, counted in `size` until the move completes or fails.
+//!
+//! # Time
+//! The driver calls [`QueueState::advance`] with the current time before anything
+//! else at that time, so every deadline at or before `now` has taken effect before
+//! a request looks at the queue: deadlines are checked at request time. Events due
+//! at the same millisecond take effect in this order: lease ends (in message-id
+//! order), delay ends, expiries, long-poll timeouts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+
+use super::deadlines::DeadlineIndex;
+use super::staging::{Group, IdMap, LogWrite, Slot, Staging};
+use super::types::{
+    Lease, MessageInfo, MessageState, MessageView, NewMessage, QueueName, QueueSettings,
+    QueueStats, Transfer,
+};
+use super::waiters::{Waiter, WaiterId, Waiters};
+use crate::error::QueueError;
+use crate::storage::{MessageRecord, StateRecord};
+
+/// Order keys of pushed messages start here; requeued messages count down from below.
+pub(super) const ORDER_BASE: u64 = 1 << 63;
+/// A queue record whose only change is `total_pushed` is written at most this often.
+const RECORD_EVERY_MS: u64 = 1000;
+
+/// What the state machine asks of the world outside it.
+pub trait Env {
+    /// `n` consecutive fresh ids (server-wide, strictly increasing); the first.
+    ///
+    /// # Errors
+    /// If none can be handed out (the store failed).
+    fn allocate_ids(&mut self, n: u64) -> Result<u64, QueueError>;
+    /// The body in slot `slot` of the written group `batch`; `None` if there is none.
+    ///
+    /// # Errors
+    /// If the log cannot be read.
+    fn read_body(&mut self, batch: u64, slot: u32) -> Result<Option<Bytes>, QueueError>;
+    /// Whether the client of a parked reserve still waits for its answer.
+    fn is_waiting(&self, waiter: WaiterId) -> bool;
+}
+
+/// The persisted description of a queue, as the state machine holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMeta {
+    /// The queue's name.
+    pub name: QueueName,
+    /// When the queue was created.
+    pub created_at_ms: u64,
+    /// Its settings.
+    pub settings: QueueSettings,
+    /// Messages ever pushed.
+    pub total_pushed: u64,
+    /// The front end's blob.
+    pub attachment: Bytes,
+}
+
+/// The answer to a reserve.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reserved {
+    /// The messages reserved now (maybe none).
+    Now(Vec<MessageView>),
+    /// Nothing was available; the reserve waits as this waiter.
+    Parked(WaiterId),
+}
+
+/// Something that must happen outside the state machine.
+#[derive(Debug)]
+pub enum Event {
+    /// A parked reserve got its answer.
+    Woken {
+        /// Who.
+        waiter: WaiterId,
+        /// It asked for delete on reserve (its answer waits for the commit).
+        delete: bool,
+        /// The messages, or why there are none.
+        result: Result<Vec<MessageView>, QueueError>,
+    },
+    /// A parked reserve's wait ended with no message.
+    WaitEnded(WaiterId),
+    /// Messages to move to the dead-letter queue `to`; they are MOVING here until
+    /// [`QueueState::transfer_done`] is told how the move went.
+    DeadLetters {
+        /// The dead-letter queue.
+        to: QueueName,
+        /// The messages, with their bodies and reserved_count.
+        messages: Vec<Transfer>,
+    },
+}
+
+/// What [`QueueState::take_writes`] returns.
+#[derive(Debug, Default)]
+pub struct Writes {
+    /// The queue log's writes, in order.
+    pub log: Vec<LogWrite>,
+    /// The queue record must be written ([`QueueState::meta`]).
+    pub record: bool,
+}
+
+/// The state of one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum State {
+    Available,
+    Delayed {
+        until_ms: u64,
+    },
+    Reserved {
+        reservation_id: u64,
+        until_ms: u64,
+    },
+    /// Being moved to another queue (dead letter, redrive).
+    Moving,
+}
+
+/// What is kept in memory per message.
+#[derive(Debug, Clone)]
+pub(super) struct Msg {
+    pub(super) order_key: u64,
+    pub(super) state: State,
+    pub(super) reserved_count: u32,
+    pub(super) pushed_at_ms: u64,
+    pub(super) expires_at_ms: u64,
+    /// The reservation that most recently ran out, so that a late delete/touch/
+    /// release with it is told RESERVATION_EXPIRED rather than RESERVATION_MISMATCH.
+    /// Not persisted: after a restart such a request gets RESERVATION_MISMATCH.
+    pub(super) expired_reservation_id: u64,
+    /// The group holding the message, and its slot there.
+    pub(super) batch: u64,
+    pub(super) slot: u32,
+}
+
+impl Msg {
+    fn state_record(&self) -> StateRecord {
+        let (reservation_id, reserved_until_ms, available_at_ms) = match self.state {
+            State::Available | State::Moving => (0, 0, 0),
+            State::Delayed { until_ms } => (0, 0, until_ms),
+            State::Reserved {
+                reservation_id,
+                until_ms,
+            } => (reservation_id, until_ms, 0),
+        };
+        StateRecord {
+            order_key: self.order_key,
+            reserved_count: self.reserved_count,
+            reservation_id,
+            reserved_until_ms,
+            available_at_ms,
+        }
+    }
+
+    /// The slot's state for its group's state record.
+    fn slot(&self, id: u64) -> Slot {
+        let state = self.state_record();
+        let default = ORDER_BASE.checked_add(id) == Some(state.order_key)
+            && state.reserved_count == 0
+            && state.reservation_id == 0
+            && state.available_at_ms == 0;
+        if default {
+            Slot::Default
+        } else {
+            Slot::Changed(state)
+        }
+    }
+}
+
+/// A timed event. The variant order is the order of events due at the same time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Timer {
+    /// The lease of this message ends.
+    Lease(u64),
+    /// The delay of this message ends.
+    Delay(u64),
+    /// Messages of this group expire.
+    Expire(u64),
+    /// This long-poll waiter gives up.
+    Waiter(WaiterId),
+}
+
+/// What recovery rebuilds a queue from (`recovery.rs`).
+pub(super) struct Restored {
+    /// Messages sorted by id.
+    pub(super) messages: Vec<(u64, Msg)>,
+    /// (order key, id) of the available ones, sorted.
+    pub(super) available: Vec<(u64, u64)>,
+    pub(super) timers: Vec<(u64, Timer)>,
+    pub(super) groups: IdMap<Group>,
+    /// Groups whose state record must be rewritten.
+    pub(super) dirty: BTreeSet<u64>,
+    pub(super) next_front: u64,
+    pub(super) reserved: usize,
+    pub(super) delayed: usize,
+}
+
+/// One queue's state; see the module docs.
+#[derive(Debug)]
+pub struct QueueState {
+    meta: QueueMeta,
+    messages: BTreeMap<u64, Msg>,
+    /// AVAILABLE messages as (order key, id).
+    available: BTreeSet<(u64, u64)>,
+    timers: DeadlineIndex<Timer>,
+    waiters: Waiters,
+    staging: Staging,
+    next_front: u64,
+    reserved: usize,
+    delayed: usize,
+    events: Vec<Event>,
+    /// Settings or attachment changed: write the queue record at the next write.
+    meta_dirty: bool,
+    /// total_pushed changed since the record was last written.
+    pushed_dirty: bool,
+    record_written_ms: u64,
+}
+
+impl QueueState {
+    /// An empty queue.
+    pub fn new(meta: QueueMeta) -> Self {
+        QueueState {
+            meta,
+            messages: BTreeMap::new(),
+            available: BTreeSet::new(),
+            timers: DeadlineIndex::default(),
+            waiters: Waiters::default(),
+            staging: Staging::default(),
+            next_front: ORDER_BASE - 1,
+            reserved: 0,
+            delayed: 0,
+            events: Vec::new(),
+            meta_dirty: false,
+            pushed_dirty: false,
+            record_written_ms: 0,
+        }
+    }
+
+    /// A queue rebuilt by recovery.
+    pub(super) fn restore(meta: QueueMeta, restored: Restored) -> Self {
+        let Restored {
+            messages,
+            available,
+            timers,
+            groups,
+            dirty,
+            next_front,
+            reserved,
+            delayed,
+        } = restored;
+        QueueState {
+            messages: messages.into_iter().collect(),
+            available: available.into_iter().collect(),
+            timers: DeadlineIndex::from_entries(timers),
+            staging: Staging::restore(groups, dirty),
+            next_front,
+            reserved,
+            delayed,
+            ..QueueState::new(meta)
+        }
+    }
+
+    /// The queue's persisted description.
+    pub fn meta(&self) -> &QueueMeta {
+        &self.meta
+    }
+
+    /// The queue's settings.
+    pub fn settings(&self) -> &QueueSettings {
+        &self.meta.settings
+    }
+
+    /// The earliest deadline to arm a timer for.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.timers.next()
+    }
+
+    /// What happened for others since the last call.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Fires every timed event due at `now`: leases end (the message goes back to
+    /// the front), delays end, messages expire, long polls time out.
+    pub fn advance(&mut self, now: u64) {
+        while let Some((_, timer)) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Lease(id) => self.requeue_expired(id),
+                Timer::Delay(id) => {
+                    if let Some(State::Delayed { .. }) = self.messages.get(&id).map(|m| m.state) {
+                        self.detach(id);
+                        self.attach(id, State::Available);
+                    }
+                }
+                Timer::Expire(key) => self.expire_group(key, now),
+                Timer::Waiter(waiter) => {
+                    if self.waiters.remove(waiter).is_some() {
+                        self.events.push(Event::WaitEnded(waiter));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pushes messages (already validated); returns their ids.
+    ///
+    /// # Errors
+    /// If no ids can be allocated.
+    pub fn push(
+        &mut self,
+        now: u64,
+        env: &mut dyn Env,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<u64>, QueueError> {
+        let count = u64::try_from(messages.len()).unwrap_or(u64::MAX);
+        let first = env.allocate_ids(count)?;
+        let expires_at_ms = now.saturating_add(self.settings().expiration_ms());
+        let mut ids = Vec::with_capacity(messages.len());
+        for (id, message) in (first..).zip(messages) {
+            let available_at_ms = if message.delay_ms > 0 {
+                now.saturating_add(message.delay_ms)
+            } else {
+                0
+            };
+            let record = MessageRecord {
+                pushed_at_ms: now,
+                available_at_ms,
+                expires_at_ms,
+            };
+            let (batch, slot) = self
+                .staging
+                .stage(id, record, message.body, || Ok::<_, QueueError>(id))?;
+            self.arm_expiry(batch, expires_at_ms);
+            self.count_pushed();
+            self.insert(
+                id,
+                Msg {
+                    order_key: ORDER_BASE.saturating_add(id),
+                    state: delayed_or_available(available_at_ms, now),
+                    reserved_count: 0,
+                    pushed_at_ms: now,
+                    expires_at_ms,
+                    expired_reservation_id: 0,
+                    batch,
+                    slot,
+                },
+            );
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// Reserves (or with `delete`, removes) up to `n` available messages in order,
+    /// after serving older parked reserves. If none is available and `wait_ms > 0`,
+    /// the reserve is parked until a message comes or the wait ends.
+    ///
+    /// # Errors
+    /// If no ids can be allocated or no body read.
+    pub fn reserve(
+        &mut self,
+        now: u64,
+        env: &mut dyn Env,
+        n: usize,
+        timeout_ms: Option<u64>,
+        wait_ms: u64,
+        delete: bool,
+    ) -> Result<Reserved, QueueError> {
+        self.serve_waiters(now, env);
+        let messages = self.take_available(now, env, n, timeout_ms, delete)?;
+        if messages.is_empty() && wait_ms > 0 {
+            let deadline_ms = now.saturating_add(wait_ms);
+            let waiter = self.waiters.park(Waiter {
+                n,
+                timeout_ms,
+                delete,
+                deadline_ms,
+            });
+            self.timers.insert(deadline_ms, Timer::Waiter(waiter));
+            return Ok(Reserved::Parked(waiter));
+        }
+        Ok(Reserved::Now(messages))
+    }
+
+    /// Serves parked reserves, oldest first, while messages are available. A
+    /// waiter that gets nothing (every available message was dead-lettered) stays
+    /// parked.
+    pub fn serve_waiters(&mut self, now: u64, env: &mut dyn Env) {
+        while !self.available.is_empty() {
+            let Some((waiter, parked)) = self.waiters.pop_oldest() else {
+                return;
+            };
+            if !env.is_waiting(waiter) {
+                self.timers
+                    .remove(parked.deadline_ms, Timer::Waiter(waiter));
+                continue; // the client went away
+            }
+            match self.take_available(now, env, parked.n, parked.timeout_ms, parked.delete) {
+                Ok(messages) if messages.is_empty() => {
+                    self.waiters.put_back(waiter, parked);
+                    return;
+                }
+                result => {
+                    self.timers
+                        .remove(parked.deadline_ms, Timer::Waiter(waiter));
+                    self.events.push(Event::Woken {
+                        waiter,
+                        delete: parked.delete,
+                        result,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The parked reserves, removed (the queue stops).
+    pub fn drain_waiters(&mut self) -> Vec<WaiterId> {
+        self.waiters.drain().collect()
+    }
+
+    /// Deletes messages, all or nothing; returns how many.
+    ///
+    /// # Errors
+    /// The first failing entry's: `MessageNotFound`, `ReservationExpired`,
+    /// `ReservationMismatch`, or `InvalidArgument` for an id given twice.
+    pub fn delete(
+        &mut self,
+        now: u64,
+        entries: &[(u64, Option<u64>)],
+    ) -> Result<usize, QueueError> {
+        let mut seen = BTreeSet::new();
+        for &(id, reservation_id) in entries {
+            if !seen.insert(id) {
+                return Err(QueueError::invalid(format!(
+                    "message id {id} appears twice in one delete"
+                )));
+            }
+            self.check_reservation(id, reservation_id, now)?;
+        }
+        for &(id, _) in entries {
+            self.remove(id);
+        }
+        Ok(entries.len())
+    }
+
+    /// Extends a reservation under a new reservation id, `timeout_ms` (or the
+    /// queue's default) from now.
+    ///
+    /// # Errors
+    /// As [`QueueState::delete`], or if no id can be allocated.
+    pub fn touch(
+        &mut self,
+        now: u64,
+        env: &mut dyn Env,
+        id: u64,
+        reservation_id: u64,
+        timeout_ms: Option<u64>,
+    ) -> Result<Lease, QueueError> {
+        self.check_reservation(id, Some(reservation_id), now)?;
+        let new_reservation = env.allocate_ids(1)?;
+        let until_ms = now.saturating_add(timeout_ms.unwrap_or(self.settings().message_timeout_ms));
+        self.detach(id);
+        self.attach(
+            id,
+            State::Reserved {
+                reservation_id: new_reservation,
+                until_ms,
+            },
+        );
+        self.persist_state(id);
+        Ok(Lease {
+            reservation_id: new_reservation,
+            reserved_until_ms: until_ms,
+        })
+    }
+
+    /// Gives a reserved message back to the front of the queue, after `delay_ms`.
+    ///
+    /// # Errors
+    /// As [`QueueState::delete`].
+    pub fn release(
+        &mut self,
+        now: u64,
+        id: u64,
+        reservation_id: u64,
+        delay_ms: u64,
+    ) -> Result<(), QueueError> {
+        self.check_reservation(id, Some(reservation_id), now)?;
+        self.detach(id);
+        let front = self.take_front_key();
+        if let Some(msg) = self.messages.get_mut(&id) {
+            msg.order_key = front;
+        }
+        let state = if delay_ms > 0 {
+            State::Delayed {
+                until_ms: now.saturating_add(delay_ms),
+            }
+        } else {
+            State::Available
+        };
+        self.attach(id, state);
+        self.persist_state(id);
+        Ok(())
+    }
+
+    /// Up to `n` available messages in order, unchanged.
+    ///
+    /// # Errors
+    /// If a body cannot be read.
+    pub fn peek(
+        &mut self,
+        now: u64,
+        env: &mut dyn Env,
+        n: usize,
+    ) -> Result<Vec<MessageView>, QueueError> {
+        let mut ids = Vec::with_capacity(n.min(self.available.len()));
+        let mut expired = Vec::new();
+        for &(_, id) in &self.available {
+            if ids.len() >= n {
+                break;
+            }
+            if self.expired(id, now) {
+                expired.push(id);
+            } else {
+                ids.push(id);
+            }
+        }
+        for id in expired {
+            self.remove(id);
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let (Some(body), Some(info)) = (self.body(env, id)?, self.info(id)) {
+                out.push(MessageView { info, body });
+            }
+        }
+        Ok(out)
+    }
+
+    /// One message by id, in any state.
+    ///
+    /// # Errors
+    /// `MessageNotFound`, or if its body cannot be read.
+    pub fn get(&mut self, now: u64, env: &mut dyn Env, id: u64) -> Result<MessageView, QueueError> {
+        if self.expired(id, now) {
+            self.remove(id);
+            return Err(QueueError::MessageNotFound(id));
+        }
+        let info = self.info(id).ok_or(QueueError::MessageNotFound(id))?;
+        let body = self.body(env, id)?.ok_or(QueueError::MessageNotFound(id))?;
+        Ok(MessageView { info, body })
+    }
+
+    /// The queue's counters and settings.
+    pub fn stats(&self) -> QueueStats {
+        let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        QueueStats {
+            name: self.meta.name.to_string(),
+            size: as_u64(self.messages.len()),
+            available: as_u64(self.available.len()),
+            reserved: as_u64(self.reserved),
+            delayed: as_u64(self.delayed),
+            total_pushed: self.meta.total_pushed,
+            settings: self.meta.settings.clone(),
+            created_at_ms: self.meta.created_at_ms,
+            waiting: as_u64(self.waiters.len()),
+            attachment: self.meta.attachment.clone(),
+        }
+    }
+
+    /// Replaces the settings (checked by [`super::types::SettingsPatch::apply`]; a new
+    /// expiration applies to messages pushed afterwards).
+    pub fn set_settings(&mut self, settings: QueueSettings) {
+        self.meta.settings = settings;
+        self.meta_dirty = true;
+    }
+
+    /// Replaces the front end's blob.
+    pub fn set_attachment(&mut self, attachment: Bytes) {
+        self.meta.attachment = attachment;
+        self.meta_dirty = true;
+    }
+
+    /// Removes every message (parked reserves stay); returns how many.
+    pub fn clear(&mut self) -> usize {
+        let count = self.messages.len();
+        self.staging.clear();
+        self.messages.clear();
+        self.available.clear();
+        self.timers
+            .retain(|timer| matches!(timer, Timer::Waiter(_)));
+        self.reserved = 0;
+        self.delayed = 0;
+        count
+    }
+
+    /// Starts moving up to `n` available messages to `to`, with reserved_count 0:
+    /// they are MOVING until [`QueueState::transfer_done`].
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a redrive into this queue; a body read failure (then
+    /// nothing moves).
+    pub fn redrive(
+        &mut self,
+        env: &mut dyn Env,
+        to: &QueueName,
+        n: usize,
+    ) -> Result<Vec<Transfer>, QueueError> {
+        // Not just validation: moving into itself would adopt nothing (the ids are
+        // already here) and then remove the messages as "moved".
+        if *to == self.meta.name {
+            return Err(QueueError::invalid("cannot redrive a queue into itself"));
+        }
+        let candidates: Vec<u64> = self.available.iter().take(n).map(|&(_, id)| id).collect();
+        let mut moving = Vec::with_capacity(candidates.len());
+        for id in candidates {
+            match self.body(env, id) {
+                Ok(Some(body)) => {
+                    self.detach(id);
+                    self.attach(id, State::Moving);
+                    moving.push(Transfer {
+                        id,
+                        body,
+                        reserved_count: 0,
+                    });
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    let ids: Vec<u64> = moving.iter().map(|m| m.id).collect();
+                    self.transfer_done(&ids, false);
+                    return Err(err);
+                }
+            }
+        }
+        Ok(moving)
+    }
+
+    /// Finishes a move: removes the moved messages, or makes them available again
+    /// at their old place.
+    pub fn transfer_done(&mut self, ids: &[u64], moved: bool) {
+        for &id in ids {
+            if self.messages.get(&id).map(|m| m.state) != Some(State::Moving) {
+                continue; // deleted, expired or cleared meanwhile
+            }
+            if moved {
+                self.remove(id);
+            } else {
+                self.attach(id, State::Available);
+            }
+        }
+    }
+
+    /// Takes in messages moved from another queue, keeping their ids, bodies and
+    /// reserved_count; their expiration restarts from this queue's setting. An id
+    /// already here (a repeated move) is skipped. Returns how many were taken.
+    ///
+    /// # Errors
+    /// If no group key can be allocated.
+    pub fn adopt(
+        &mut self,
+        now: u64,
+        env: &mut dyn Env,
+        messages: Vec<Transfer>,
+    ) -> Result<usize, QueueError> {
+        let expires_at_ms = now.saturating_add(self.settings().expiration_ms());
+        let mut count = 0;
+        for message in messages {
+            if self.messages.contains_key(&message.id) {
+                continue;
+            }
+            let record = MessageRecord {
+                pushed_at_ms: now,
+                available_at_ms: 0,
+                expires_at_ms,
+            };
+            let (batch, slot) = self
+                .staging
+                .stage(message.id, record, message.body, || env.allocate_ids(1))?;
+            self.arm_expiry(batch, expires_at_ms);
+            self.insert(
+                message.id,
+                Msg {
+                    order_key: ORDER_BASE.saturating_add(message.id),
+                    state: State::Available,
+                    reserved_count: message.reserved_count,
+                    pushed_at_ms: now,
+                    expires_at_ms,
+                    expired_reservation_id: 0,
+                    batch,
+                    slot,
+                },
+            );
+            if message.reserved_count > 0 {
+                self.persist_state(message.id);
+            }
+            self.count_pushed();
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Whether [`QueueState::take_writes`] has records to write now (a throttled
+    /// `total_pushed` alone does not count).
+    pub fn has_unwritten(&self) -> bool {
+        self.meta_dirty || self.staging.has_unwritten()
+    }
+
+    /// The records to write for everything that changed since the last call. With
+    /// `finally` (the queue stops) the queue record is written if anything in it
+    /// changed; otherwise a change of `total_pushed` alone is written at most once
+    /// a second, so after a crash `total_pushed` can undercount.
+    pub fn take_writes(&mut self, now: u64, finally: bool) -> Writes {
+        let mut forgotten = Vec::new();
+        let messages = &self.messages;
+        let log = self.staging.take_writes(
+            |key, slot, id| {
+                messages
+                    .get(&id)
+                    .filter(|m| m.batch == key && m.slot == slot)
+                    .map_or(Slot::Gone, |m| m.slot(id))
+            },
+            &mut forgotten,
+        );
+        for (key, expiry) in forgotten {
+            if let Some(expiry) = expiry {
+                self.timers.remove(expiry, Timer::Expire(key));
+            }
+        }
+        let record = self.meta_dirty
+            || (self.pushed_dirty
+                && (finally || now.saturating_sub(self.record_written_ms) >= RECORD_EVERY_MS));
+        if record {
+            self.meta_dirty = false;
+            self.pushed_dirty = false;
+            self.record_written_ms = now;
+        }
+        Writes { log, record }
+    }
+
+    /// The batch record of group `key` could not be written: its messages leave the
+    /// queue again (their pushes fail).
+    pub fn batch_lost(&mut self, key: u64) {
+        let Some(group) = self.staging.lost(key) else {
+            return;
+        };
+        if let Some(expiry) = group.expiry_ms {
+            self.timers.remove(expiry, Timer::Expire(key));
+        }
+        for id in group.ids {
+            if self.messages.get(&id).is_some_and(|m| m.batch == key) {
+                self.remove(id);
+            }
+        }
+    }
+
+    // ----- internals -------------------------------------------------------------
+
+    /// Reserves (or with `delete`, removes) up to `n` available messages in order.
+    /// A message that has reached the dead-letter limit is moved to the dead-letter
+    /// queue instead, and the scan goes on.
+    fn take_available(
+        &mut self,
+        now: u64,
+        env: &mut dyn Env,
+        n: usize,
+        timeout_ms: Option<u64>,
+        delete: bool,
+    ) -> Result<Vec<MessageView>, QueueError> {
+        if self.available.is_empty() {
+            return Ok(Vec::new());
+        }
+        let until_ms = now.saturating_add(timeout_ms.unwrap_or(self.settings().message_timeout_ms));
+        let dead_letter = self.settings().dead_letter.clone();
+        let most = n.min(self.available.len());
+        // One id allocation for the whole reserve (ids skipped by dead-lettering are
+        // simply never used).
+        let mut reservation_ids = if delete {
+            0..0
+        } else {
+            let most = u64::try_from(most).unwrap_or(u64::MAX);
+            let first = env.allocate_ids(most)?;
+            first..first.saturating_add(most)
+        };
+        let mut out = Vec::with_capacity(most);
+        let mut dead = Vec::new();
+        let mut result = Ok(());
+        while out.len() < n {
+            let Some(&(order_key, id)) = self.available.first() else {
+                break;
+            };
+            // One lookup for both the expiry check and the dead-letter count.
+            let Some((expires_at_ms, reserved_count)) = self
+                .messages
+                .get(&id)
+                .map(|m| (m.expires_at_ms, m.reserved_count))
+            else {
+                // An index entry without its message: drop it rather than loop on it.
+                self.available.remove(&(order_key, id));
+                continue;
+            };
+            if expires_at_ms <= now {
+                self.remove(id);
+                continue;
+            }
+            let body = match self.body(env, id) {
+                Ok(Some(body)) => body,
+                Ok(None) => {
+                    tracing::error!(queue = %self.meta.name, id, "message body missing; dropping the message");
+                    self.remove(id);
+                    continue;
+                }
+                Err(err) => {
+                    result = Err(err);
+                    break;
+                }
+            };
+            if let Some(limit) = &dead_letter {
+                if reserved_count >= limit.max_reservations {
+                    self.detach(id);
+                    self.attach(id, State::Moving);
+                    dead.push(Transfer {
+                        id,
+                        body,
+                        reserved_count,
+                    });
+                    continue;
+                }
+            }
+            // Each reserve consumes one available message, so there is an id for it.
+            let reservation_id = reservation_ids.next().unwrap_or(0);
+            out.extend(self.reserve_one(id, body, reservation_id, until_ms, delete));
+        }
+        if let Some(limit) = dead_letter.filter(|_| !dead.is_empty()) {
+            self.events.push(Event::DeadLetters {
+                to: limit.queue,
+                messages: dead,
+            });
+        }
+        match result {
+            Err(err) if out.is_empty() => Err(err),
+            Err(err) => {
+                tracing::error!(queue = %self.meta.name, cause = %err, "reserve stopped early");
+                Ok(out)
+            }
+            Ok(()) => Ok(out),
+        }
+    }
+
+    /// Reserves one available message whose body has been read, under
+    /// `reservation_id`; with `delete` removes it instead.
+    fn reserve_one(
+        &mut self,
+        id: u64,
+        body: Bytes,
+        reservation_id: u64,
+        until_ms: u64,
+        delete: bool,
+    ) -> Option<MessageView> {
+        self.detach(id);
+        let msg = self.messages.get_mut(&id)?;
+        msg.reserved_count = msg.reserved_count.saturating_add(1);
+        msg.expired_reservation_id = 0;
+        let mut info = MessageInfo {
+            id,
+            reserved_count: msg.reserved_count,
+            reservation_id: 0,
+            reserved_until_ms: 0,
+            pushed_at_ms: msg.pushed_at_ms,
+            available_at_ms: 0,
+            expires_at_ms: msg.expires_at_ms,
+            state: MessageState::Deleted,
+        };
+        if delete {
+            self.remove(id);
+        } else {
+            info.reservation_id = reservation_id;
+            info.reserved_until_ms = until_ms;
+            info.state = MessageState::Reserved;
+            self.attach(
+                id,
+                State::Reserved {
+                    reservation_id,
+                    until_ms,
+                },
+            );
+            self.persist_state(id);
+        }
+        Some(MessageView { info, body })
+    }
+
+    /// Checks that `reservation_id` may act on message `id` now.
+    fn check_reservation(
+        &self,
+        id: u64,
+        reservation_id: Option<u64>,
+        now: u64,
+    ) -> Result<(), QueueError> {
+        let msg = self
+            .messages
+            .get(&id)
+            .filter(|m| m.state != State::Moving)
+            .ok_or(QueueError::MessageNotFound(id))?;
+        match (msg.state, reservation_id) {
+            (
+                State::Reserved {
+                    reservation_id: current,
+                    until_ms,
+                },
+                Some(given),
+            ) if given == current => {
+                if now >= until_ms {
+                    Err(QueueError::ReservationExpired(id))
+                } else {
+                    Ok(())
+                }
+            }
+            (State::Reserved { .. }, _) => Err(QueueError::ReservationMismatch(id)),
+            (_, Some(given)) if given == msg.expired_reservation_id => {
+                Err(QueueError::ReservationExpired(id))
+            }
+            (_, Some(_)) => Err(QueueError::ReservationMismatch(id)),
+            (_, None) => Ok(()),
+        }
+    }
+
+    /// The view of message `id` without its body; `None` if it is not visible.
+    fn info(&self, id: u64) -> Option<MessageInfo> {
+        let msg = self.messages.get(&id)?;
+        let (state, reserved_until_ms, available_at_ms) = match msg.state {
+            State::Moving => return None,
+            State::Available => (MessageState::Available, 0, 0),
+            State::Delayed { until_ms } => (MessageState::Delayed, 0, until_ms),
+            State::Reserved { until_ms, .. } => (MessageState::Reserved, until_ms, 0),
+        };
+        Some(MessageInfo {
+            id,
+            reserved_count: msg.reserved_count,
+            reservation_id: 0,
+            reserved_until_ms,
+            pushed_at_ms: msg.pushed_at_ms,
+            available_at_ms,
+            expires_at_ms: msg.expires_at_ms,
+            state,
+        })
+    }
+
+    /// The body of message `id`: from a group not written yet, or through `env`.
+    fn body(&self, env: &mut dyn Env, id: u64) -> Result<Option<Bytes>, QueueError> {
+        let Some(msg) = self.messages.get(&id) else {
+            return Ok(None);
+        };
+        match self.staging.unwritten_body(msg.batch, msg.slot) {
+            Some(body) => Ok(body),
+            None => env.read_body(msg.batch, msg.slot),
+        }
+    }
+
+    /// Adds a message to the in-memory indexes according to its state.
+    fn insert(&mut self, id: u64, msg: Msg) {
+        let state = msg.state;
+        self.messages.insert(id, msg);
+        self.attach(id, state);
+    }
+
+    /// Takes a message out of the state-specific indexes (it stays in `messages`).
+    /// The counters change here and in [`QueueState::attach`] only.
+    fn detach(&mut self, id: u64) {
+        let Some(msg) = self.messages.get(&id) else {
+            return;
+        };
+        match msg.state {
+            State::Available => {
+                self.available.remove(&(msg.order_key, id));
+            }
+            State::Delayed { until_ms } => {
+                decrement(&mut self.delayed);
+                self.timers.remove(until_ms, Timer::Delay(id));
+            }
+            State::Reserved { until_ms, .. } => {
+                decrement(&mut self.reserved);
+                self.timers.remove(until_ms, Timer::Lease(id));
+            }
+            State::Moving => {}
+        }
+    }
+
+    /// Sets a message's state (it must be new or detached) and indexes it.
+    fn attach(&mut self, id: u64, state: State) {
+        let Some(msg) = self.messages.get_mut(&id) else {
+            return;
+        };
+        msg.state = state;
+        let order_key = msg.order_key;
+        match state {
+            State::Available => {
+                self.available.insert((order_key, id));
+            }
+            State::Delayed { until_ms } => {
+                self.delayed += 1;
+                self.timers.insert(until_ms, Timer::Delay(id));
+            }
+            State::Reserved { until_ms, .. } => {
+                self.reserved += 1;
+                self.timers.insert(until_ms, Timer::Lease(id));
+            }
+            State::Moving => {}
+        }
+    }
+
+    /// Removes a message; its group's state record is rewritten (or the group's
+    /// records removed) at the next write.
+    fn remove(&mut self, id: u64) {
+        self.detach(id);
+        if let Some(msg) = self.messages.remove(&id) {
+            self.staging.removed(msg.batch);
+        }
+    }
+
+    /// Marks a message's state for writing.
+    fn persist_state(&mut self, id: u64) {
+        if let Some(msg) = self.messages.get(&id) {
+            self.staging.changed(msg.batch);
+        }
+    }
+
+    fn count_pushed(&mut self) {
+        self.meta.total_pushed = self.meta.total_pushed.saturating_add(1);
+        self.pushed_dirty = true;
+    }
+
+    /// Arms group `key`'s expiry timer for `expires_at_ms` if that is earlier than
+    /// what it is armed for.
+    fn arm_expiry(&mut self, key: u64, expires_at_ms: u64) {
+        let Some(group) = self.staging.group_mut(key) else {
+            return;
+        };
+        match group.expiry_ms {
+            Some(armed) if armed <= expires_at_ms => {}
+            armed => {
+                if let Some(armed) = armed {
+                    self.timers.remove(armed, Timer::Expire(key));
+                }
+                group.expiry_ms = Some(expires_at_ms);
+                self.timers.insert(expires_at_ms, Timer::Expire(key));
+            }
+        }
+    }
+
+    /// Group `key`'s expiry timer fired: remove its expired messages (whatever their
+    /// state), and re-arm for the earliest of the others.
+    fn expire_group(&mut self, key: u64, now: u64) {
+        let Some(group) = self.staging.group_mut(key) else {
+            return;
+        };
+        group.expiry_ms = None;
+        let mut expired = Vec::new();
+        let mut next: Option<u64> = None;
+        for id in &group.ids {
+            match self.messages.get(id).filter(|m| m.batch == key) {
+                Some(msg) if msg.expires_at_ms <= now => expired.push(*id),
+                Some(msg) => {
+                    next = Some(next.map_or(msg.expires_at_ms, |n| n.min(msg.expires_at_ms)))
+                }
+                None => {}
+            }
+        }
+        for id in expired {
+            self.remove(id);
+        }
+        if let Some(next) = next {
+            self.arm_expiry(key, next);
+        }
+    }
+
+    /// Whether message `id` has expired at `now`.
+    fn expired(&self, id: u64, now: u64) -> bool {
+        self.messages
+            .get(&id)
+            .is_some_and(|m| m.expires_at_ms <= now)
+    }
+
+    fn take_front_key(&mut self) -> u64 {
+        let key = self.next_front;
+        self.next_front = self.next_front.saturating_sub(1);
+        key
+    }
+
+    /// A lease ran out: the message goes back to the front of the queue.
+    fn requeue_expired(&mut self, id: u64) {
+        let Some(State::Reserved { reservation_id, .. }) = self.messages.get(&id).map(|m| m.state)
+        else {
+            return;
+        };
+        self.detach(id);
+        let front = self.take_front_key();
+        if let Some(msg) = self.messages.get_mut(&id) {
+            msg.expired_reservation_id = reservation_id;
+            msg.order_key = front;
+        }
+        self.attach(id, State::Available);
+        self.persist_state(id);
+    }
+}
+
+/// AVAILABLE, or DELAYED until `available_at_ms` if that is after `now`.
+pub(super) fn delayed_or_available(available_at_ms: u64, now: u64) -> State {
+    if available_at_ms > now {
+        State::Delayed {
+            until_ms: available_at_ms,
+        }
+    } else {
+        State::Available
+    }
+}
+
+/// Counts one down. The counters are kept by `attach`/`detach` only, so this never
+/// goes below zero; if a bug ever made it, the counter stays at zero (and debug
+/// builds, where the model tests run, stop).
+fn decrement(counter: &mut usize) {
+    match counter.checked_sub(1) {
+        Some(less) => *counter = less,
+        None => {
+            debug_assert!(false, "a queue counter went below zero");
+            tracing::error!("a queue counter went below zero");
+        }
+    }
+}

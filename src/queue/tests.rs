@@ -1,0 +1,1 @@
+//! Tests of the queue state machine (filled in below).
