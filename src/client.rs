@@ -63,7 +63,10 @@ impl ClientError {
     }
 }
 
-type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<response::Result>>>>>;
+/// Callers waiting for a response, by request id. A response without a result
+/// (a server bug, or a newer server's result this client cannot decode) is
+/// delivered as `None`.
+type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Option<response::Result>>>>>>;
 
 /// A connection to a ferromq server. Cheap to clone; clones share the connection.
 #[derive(Clone)]
@@ -155,11 +158,14 @@ impl Client {
             return Err(ClientError::Closed);
         }
         match rx.await.map_err(|_| ClientError::Closed)? {
-            response::Result::Error(err) => Err(ClientError::Server {
+            None => Err(ClientError::Protocol(format!(
+                "the response to request {id} has no result"
+            ))),
+            Some(response::Result::Error(err)) => Err(ClientError::Server {
                 code: ErrorCode::try_from(err.code).unwrap_or(ErrorCode::Unspecified),
                 message: err.message,
             }),
-            result => Ok(result),
+            Some(result) => Ok(result),
         }
     }
 
@@ -531,24 +537,22 @@ async fn read_responses(
                 break;
             }
         };
-        let Some(result) = response.result else {
-            continue;
-        };
         let waiter = pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .as_mut()
             .and_then(|map| map.remove(&response.id));
-        match waiter {
-            Some(waiter) => {
+        match (waiter, response.result) {
+            (Some(waiter), result) => {
                 let _ = waiter.send(result);
             }
-            None => {
-                // id 0: the server is about to close the connection because of a
-                // bad frame. Fail everything that is waiting with that error.
-                if let response::Result::Error(err) = &result {
-                    tracing::warn!(code = err.code, message = %err.message, "connection-level error from the server");
-                }
+            // id 0: the server is about to close the connection because of a bad
+            // frame; every waiting call then fails with Closed.
+            (None, Some(response::Result::Error(err))) => {
+                tracing::warn!(code = err.code, message = %err.message, "connection-level error from the server");
+            }
+            (None, _) => {
+                tracing::debug!(id = response.id, "a response nobody waits for");
             }
         }
     }

@@ -1,9 +1,11 @@
-//! Server configuration: every limit and default in one struct, with validation.
+//! Server configuration: every limit and default in one struct, with validation,
+//! and the duration syntax of the command line.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::codec::DEFAULT_MAX_FRAME;
+pub use crate::http::HttpAuth;
 use crate::storage::FsyncMode;
 
 /// Default TCP port of the binary protocol.
@@ -48,62 +50,6 @@ pub struct Config {
 
 /// The suggested port of the HTTP API (`--http-listen 127.0.0.1:8080`).
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
-
-/// Tokens of the HTTP API (`Authorization: OAuth TOKEN` or `?oauth=TOKEN`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HttpAuth {
-    /// Accepted tokens, each with the projects it may use (`None`: every project).
-    pub tokens: Vec<(String, Option<Vec<String>>)>,
-    /// No authentication at all; only when the configuration says so.
-    pub disabled: bool,
-}
-
-impl HttpAuth {
-    /// Whether `token` may act on `project`.
-    pub fn allows(&self, token: Option<&str>, project: &str) -> bool {
-        if self.disabled {
-            return true;
-        }
-        let Some(token) = token else {
-            return false;
-        };
-        self.tokens.iter().any(|(known, projects)| {
-            known == token
-                && projects
-                    .as_ref()
-                    .is_none_or(|list| list.iter().any(|p| p == project))
-        })
-    }
-}
-
-impl std::str::FromStr for HttpAuth {
-    type Err = String;
-
-    /// One `--http-token` value: `TOKEN` or `TOKEN=PROJECT[,PROJECT...]`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (token, projects) = match s.split_once('=') {
-            Some((token, list)) => {
-                let projects: Vec<String> = list
-                    .split(',')
-                    .filter(|p| !p.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                if projects.is_empty() {
-                    return Err(format!("{s:?}: no project after '='"));
-                }
-                (token, Some(projects))
-            }
-            None => (s, None),
-        };
-        if token.is_empty() {
-            return Err("an empty token".into());
-        }
-        Ok(HttpAuth {
-            tokens: vec![(token.to_owned(), projects)],
-            disabled: false,
-        })
-    }
-}
 
 impl Default for Config {
     fn default() -> Self {
@@ -157,5 +103,45 @@ impl Config {
             return Err("--max-connections and --max-in-flight must be at least 1".into());
         }
         Ok(())
+    }
+}
+
+/// Parses `500ms`, `30s`, `5m`, `2h` or a bare number of milliseconds.
+///
+/// # Errors
+/// A sentence saying what is wrong with `text`.
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "ms"),
+    };
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 5m"))?;
+    let factor = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("unknown unit {unit:?}: use ms, s, m or h")),
+    };
+    value
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn should_parse_durations_with_units() {
+        assert_eq!(parse_duration_ms("250"), Ok(250));
+        assert_eq!(parse_duration_ms("250ms"), Ok(250));
+        assert_eq!(parse_duration_ms("30s"), Ok(30_000));
+        assert_eq!(parse_duration_ms("2m"), Ok(120_000));
+        assert_eq!(parse_duration_ms("1h"), Ok(3_600_000));
+        assert!(parse_duration_ms("1d").is_err());
+        assert!(parse_duration_ms("s").is_err());
     }
 }

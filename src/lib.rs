@@ -4,30 +4,33 @@
 //!
 //! - [`codec`]: bytes ⇄ protobuf frames (4-byte big-endian length + message), sans I/O.
 //! - [`proto`]: the wire types generated from `proto/ferromq/v1/ferromq.proto`.
-//! - [`server`]: accept loop and connections; pipelined requests, coalesced writes.
-//! - [`command`]: validation and wire → domain conversion; dispatch to queues.
-//! - [`http`]: the IronMQ v3 HTTP/JSON API over the same queues (`--http-listen`).
-//! - [`registry`]: queue name → actor handle; queue creation and deletion.
-//! - [`queue`]: one actor per queue, the state machine of semantics.md.
+//! - [`binary`]: the binary protocol front end: connections, pipelined requests,
+//!   proto ⇄ domain and error codes.
+//! - [`http`]: the IronMQ v3 HTTP/JSON front end (`--http-listen`).
+//! - [`service`]: the one API both front ends call; every limit is checked here.
+//! - [`queue`]: the queue registry, one actor per queue, and the pure state machine
+//!   each actor drives.
 //! - [`storage`]: the [`storage::Store`] / [`storage::QueueLog`] traits, their sled
-//!   implementation and the group committer.
-//! - [`client`]: the async pipelined client used by the CLI, tests and examples.
+//!   implementation, the group committer and the id counter.
+//! - [`server`]: starts and stops all of the above; [`net`] is the accept loop both
+//!   front ends share.
+//! - [`client`]: the async pipelined client used by the CLI, tests, examples and
+//!   the load generator (`crates/ferromq-bench`).
 //! - [`cli`]: the `ferromq` command line (server and client subcommands).
-//! - [`bench`]: `ferromq bench`, the load generator (ferromq, beanstalkd, Redis).
-//! - [`config`], [`error`]: limits and defaults; errors and their wire codes.
+//! - [`config`], [`error`]: limits and defaults; the queue layer's errors.
 
-pub mod bench;
+pub mod binary;
 pub mod cli;
 pub mod client;
 pub mod codec;
-pub mod command;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod net;
 pub mod proto;
 pub mod queue;
-pub mod registry;
 pub mod server;
+pub mod service;
 pub mod storage;
 
 pub use client::Client;

@@ -1,0 +1,311 @@
+//! One binary-protocol request: wire → domain values, the service call, domain →
+//! wire, and the choice of error code.
+//!
+//! **Architecture invariant:** this is where protobuf types and domain types meet
+//! for the binary protocol, and where a [`QueueError`] becomes an `ErrorCode`.
+//! Limits are not checked here but in the service layer, for both front ends; what
+//! stays here are this wire's conventions: zero fields mean "unset" (0 ms of
+//! timeout is the queue's default, a reservation id of 0 is none).
+
+use crate::error::QueueError;
+use crate::proto::{self, request::Op, response, ErrorCode};
+use crate::queue::handle::UpdateError;
+use crate::queue::types::{
+    DeadLetterPatch, MessageState, MessageView, NewMessage, QueueName, QueueStats, SettingsPatch,
+};
+use crate::service::Service;
+
+/// Runs one request's operation and returns its result (an error is a result too).
+pub(crate) async fn execute(
+    service: &Service,
+    max_frame: usize,
+    op: Option<Op>,
+) -> response::Result {
+    let Some(op) = op else {
+        return error(
+            ErrorCode::UnknownOperation,
+            "the request has no operation this server knows (a newer client?)".into(),
+        );
+    };
+    match run(service, max_frame, op).await {
+        Ok(result) => result,
+        Err(err) => error(code(&err), err.to_string()),
+    }
+}
+
+/// The stable wire code of an error.
+pub(crate) fn code(err: &QueueError) -> ErrorCode {
+    match err {
+        QueueError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+        QueueError::QueueNotFound(_) => ErrorCode::QueueNotFound,
+        QueueError::QueueExists(_) => ErrorCode::QueueExists,
+        QueueError::MessageNotFound(_) => ErrorCode::MessageNotFound,
+        QueueError::ReservationExpired(_) => ErrorCode::ReservationExpired,
+        QueueError::ReservationMismatch(_) => ErrorCode::ReservationMismatch,
+        QueueError::BodyTooLarge { .. } => ErrorCode::BodyTooLarge,
+        QueueError::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
+        QueueError::Unavailable(_) => ErrorCode::Unavailable,
+        QueueError::Internal(_) => ErrorCode::Internal,
+    }
+}
+
+/// An error result.
+pub(crate) fn error(code: ErrorCode, message: String) -> response::Result {
+    response::Result::Error(proto::Error {
+        code: code.into(),
+        message,
+    })
+}
+
+async fn run(service: &Service, max_frame: usize, op: Op) -> Result<response::Result, QueueError> {
+    Ok(match op {
+        Op::Hello(_) => response::Result::Hello(proto::HelloOk {
+            version: proto::PROTOCOL_VERSION,
+            server: concat!("ferromq/", env!("CARGO_PKG_VERSION")).into(),
+            max_frame_bytes: u32::try_from(max_frame).unwrap_or(u32::MAX),
+            max_body_bytes: u32::try_from(service.max_body()).unwrap_or(u32::MAX),
+        }),
+        Op::Push(push) => {
+            let name = QueueName::new(&push.queue)?;
+            let messages = push
+                .messages
+                .into_iter()
+                .map(|m| NewMessage {
+                    body: m.body,
+                    delay_ms: m.delay_ms,
+                })
+                .collect();
+            response::Result::Push(proto::PushOk {
+                ids: service.push(&name, messages).await?,
+            })
+        }
+        Op::Reserve(reserve) => {
+            let name = QueueName::new(&reserve.queue)?;
+            let messages = service
+                .reserve(
+                    &name,
+                    u64::from(reserve.n),
+                    nonzero(reserve.timeout_ms),
+                    reserve.wait_ms,
+                    reserve.delete,
+                )
+                .await?;
+            messages_result(messages)
+        }
+        Op::Delete(delete) => {
+            let name = QueueName::new(&delete.queue)?;
+            let entry = (delete.message_id, nonzero(delete.reservation_id));
+            deleted(service.delete(&name, vec![entry]).await?)
+        }
+        Op::DeleteBatch(batch) => {
+            let name = QueueName::new(&batch.queue)?;
+            let entries = batch
+                .entries
+                .iter()
+                .map(|e| (e.message_id, nonzero(e.reservation_id)))
+                .collect();
+            deleted(service.delete(&name, entries).await?)
+        }
+        Op::Touch(touch) => {
+            let name = QueueName::new(&touch.queue)?;
+            let lease = service
+                .touch(
+                    &name,
+                    touch.message_id,
+                    touch.reservation_id,
+                    nonzero(touch.timeout_ms),
+                )
+                .await?;
+            response::Result::Touched(proto::Touched {
+                reservation_id: lease.reservation_id,
+                reserved_until_ms: lease.reserved_until_ms,
+            })
+        }
+        Op::Release(release) => {
+            let name = QueueName::new(&release.queue)?;
+            service
+                .release(
+                    &name,
+                    release.message_id,
+                    release.reservation_id,
+                    release.delay_ms,
+                )
+                .await?;
+            response::Result::Ok(proto::Empty {})
+        }
+        Op::Peek(peek) => {
+            let name = QueueName::new(&peek.queue)?;
+            messages_result(service.peek(&name, u64::from(peek.n)).await?)
+        }
+        Op::Get(get) => {
+            let name = QueueName::new(&get.queue)?;
+            response::Result::Message(message_to_proto(service.get(&name, get.message_id).await?))
+        }
+        Op::CreateQueue(create) => {
+            let name = QueueName::new(&create.queue)?;
+            let patch = settings_patch(create.settings.as_ref(), Purpose::Create)?;
+            queue_info(flatten(
+                service.create_queue(&name, &patch, None::<NoEdit>).await,
+            )?)
+        }
+        Op::UpdateQueue(update) => {
+            let name = QueueName::new(&update.queue)?;
+            let patch = settings_patch(update.settings.as_ref(), Purpose::Update)?;
+            queue_info(flatten(
+                service.update_queue(&name, patch, None::<NoEdit>).await,
+            )?)
+        }
+        Op::QueueInfo(info) => {
+            let name = QueueName::new(&info.queue)?;
+            queue_info(service.info(&name).await?)
+        }
+        Op::ListQueues(list) => {
+            let page = service.list_queues(&list.prefix, &list.cursor, u64::from(list.limit))?;
+            response::Result::QueueList(proto::QueueList {
+                names: page.names,
+                next_cursor: page.next.unwrap_or_default(),
+            })
+        }
+        Op::ClearQueue(clear) => {
+            let name = QueueName::new(&clear.queue)?;
+            deleted(service.clear(&name).await?)
+        }
+        Op::Redrive(redrive) => {
+            let name = QueueName::new(&redrive.queue)?;
+            let to = QueueName::new(&redrive.to_queue)?;
+            let count = service.redrive(&name, &to, u64::from(redrive.n)).await?;
+            response::Result::Moved(proto::Moved {
+                count: u32::try_from(count).unwrap_or(u32::MAX),
+            })
+        }
+        Op::ServerStats(_) => {
+            let stats = service.server_stats();
+            response::Result::ServerStats(proto::ServerStats {
+                uptime_ms: stats.uptime_ms,
+                queues: stats.queues,
+                flushes: stats.flushes,
+                fsync: stats.fsync.to_string(),
+            })
+        }
+        Op::DeleteQueue(delete) => {
+            let name = QueueName::new(&delete.queue)?;
+            service.delete_queue(&name).await?;
+            response::Result::Ok(proto::Empty {})
+        }
+    })
+}
+
+/// The binary protocol never edits a queue's attachment (that blob is the HTTP
+/// API's).
+type NoEdit = fn(&[u8]) -> Result<bytes::Bytes, QueueError>;
+
+/// Without an attachment edit, nothing can refuse an update but the queue.
+fn flatten(result: Result<QueueStats, UpdateError<QueueError>>) -> Result<QueueStats, QueueError> {
+    result.map_err(|err| match err {
+        UpdateError::Queue(err) | UpdateError::Rejected(err) => err,
+    })
+}
+
+fn nonzero(value: u64) -> Option<u64> {
+    (value != 0).then_some(value)
+}
+
+/// Which request the settings come with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Create,
+    Update,
+}
+
+/// Settings from the wire: zero fields are unset (the default in CreateQueue,
+/// unchanged in UpdateQueue). A `dead_letter` in CreateQueue needs both its fields
+/// (an empty queue means none); in UpdateQueue an empty queue and a zero limit
+/// remove the setting, and otherwise its empty or zero part stays as it is.
+fn settings_patch(
+    settings: Option<&proto::QueueSettings>,
+    purpose: Purpose,
+) -> Result<SettingsPatch, QueueError> {
+    let Some(s) = settings else {
+        return Ok(SettingsPatch::default());
+    };
+    let dead_letter = match &s.dead_letter {
+        None => None,
+        Some(d)
+            if d.queue.is_empty() && (purpose == Purpose::Create || d.max_reservations == 0) =>
+        {
+            Some(DeadLetterPatch::Remove)
+        }
+        Some(d) => Some(DeadLetterPatch::Set {
+            queue: if d.queue.is_empty() {
+                None
+            } else {
+                Some(QueueName::new(&d.queue)?)
+            },
+            max_reservations: match purpose {
+                // Checked against 1..=1000 like any other value.
+                Purpose::Create => Some(d.max_reservations),
+                Purpose::Update => (d.max_reservations != 0).then_some(d.max_reservations),
+            },
+        }),
+    };
+    Ok(SettingsPatch {
+        message_timeout_ms: nonzero(s.message_timeout_ms),
+        message_expiration_s: nonzero(s.message_expiration_s),
+        dead_letter,
+    })
+}
+
+fn deleted(count: usize) -> response::Result {
+    response::Result::Deleted(proto::Deleted {
+        count: u32::try_from(count).unwrap_or(u32::MAX),
+    })
+}
+
+fn messages_result(messages: Vec<MessageView>) -> response::Result {
+    response::Result::Messages(proto::Messages {
+        messages: messages.into_iter().map(message_to_proto).collect(),
+    })
+}
+
+/// A message on the wire.
+fn message_to_proto(m: MessageView) -> proto::Message {
+    let info = m.info;
+    let state = match info.state {
+        MessageState::Available => proto::MessageState::Available,
+        MessageState::Delayed => proto::MessageState::Delayed,
+        MessageState::Reserved => proto::MessageState::Reserved,
+        MessageState::Deleted => proto::MessageState::Deleted,
+    };
+    proto::Message {
+        id: info.id,
+        body: m.body,
+        reserved_count: info.reserved_count,
+        reservation_id: info.reservation_id,
+        reserved_until_ms: info.reserved_until_ms,
+        pushed_at_ms: info.pushed_at_ms,
+        available_at_ms: info.available_at_ms,
+        expires_at_ms: info.expires_at_ms,
+        state: state.into(),
+    }
+}
+
+fn queue_info(stats: QueueStats) -> response::Result {
+    response::Result::QueueInfo(proto::QueueInfo {
+        name: stats.name,
+        size: stats.size,
+        available: stats.available,
+        reserved: stats.reserved,
+        delayed: stats.delayed,
+        total_pushed: stats.total_pushed,
+        settings: Some(proto::QueueSettings {
+            message_timeout_ms: stats.settings.message_timeout_ms,
+            message_expiration_s: stats.settings.message_expiration_s,
+            dead_letter: stats.settings.dead_letter.map(|d| proto::DeadLetter {
+                queue: d.queue.to_string(),
+                max_reservations: d.max_reservations,
+            }),
+        }),
+        created_at_ms: stats.created_at_ms,
+        waiting: stats.waiting,
+    })
+}

@@ -1,0 +1,211 @@
+//! The binary protocol front end: the accept loop, one task per connection, and
+//! pipelined requests (the wire is `proto/ferromq/v1/ferromq.proto`, framed by
+//! [`crate::codec`]; what each request does is [`dispatch`]).
+//!
+//! One task per connection decodes frames and runs each request as its own future
+//! inside that task (a `FuturesUnordered`), so a long-poll reserve never holds back
+//! the requests behind it, and no request costs a task spawn or a hop to a writer
+//! task. Whenever a response is ready, the task writes it together with every other
+//! ready response, with one flush (one `writev`). Responses therefore come back in
+//! completion order, matched by request id. At most `max_in_flight` requests run per
+//! connection; past that the task stops reading (backpressure), and while the
+//! client does not read its responses, the task waits on the socket and reads
+//! nothing more from it.
+//!
+//! A frame that cannot be decoded (oversize length prefix, garbage, truncated at
+//! EOF) gets one `Error` response with request id 0, then the connection is closed.
+//! Every other failure is an `Error` response and the connection stays open. A
+//! connection's problems never reach another connection.
+
+pub mod dispatch;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::codec::{CodecError, ServerCodec};
+use crate::net::Acceptor;
+use crate::proto::{self, request::Op, response, ErrorCode, Request, Response};
+use crate::service::Service;
+
+/// The limits of the binary front end.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Largest frame in either direction.
+    pub(crate) max_frame: usize,
+    /// Most connections at once.
+    pub(crate) max_connections: usize,
+    /// Most requests running at once on one connection.
+    pub(crate) max_in_flight: usize,
+}
+
+/// Accepts connections on `listener` until `stop` is cancelled; every connection
+/// task is tracked by `connections`.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    service: Arc<Service>,
+    limits: Limits,
+    stop: CancellationToken,
+    connections: TaskTracker,
+) {
+    let mut acceptor = Acceptor::new(listener, limits.max_connections);
+    while let Some((stream, peer, permit)) = acceptor.next(&stop).await {
+        let service = Arc::clone(&service);
+        let stop = stop.clone();
+        connections.spawn(async move {
+            tracing::debug!(%peer, "connection opened");
+            serve_connection(stream, service, stop, limits).await;
+            tracing::debug!(%peer, "connection closed");
+            drop(permit);
+        });
+    }
+}
+
+/// A request being served on a connection.
+type InFlight = Pin<Box<dyn Future<Output = Response> + Send>>;
+
+async fn serve_connection(
+    stream: TcpStream,
+    service: Arc<Service>,
+    stop: CancellationToken,
+    limits: Limits,
+) {
+    let (read, write) = stream.into_split();
+    let mut frames = FramedRead::new(read, ServerCodec::new(limits.max_frame));
+    let mut sink = FramedWrite::new(write, ServerCodec::new(limits.max_frame));
+    let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
+    let mut closing = None;
+    loop {
+        tokio::select! {
+            Some(response) = in_flight.next(), if !in_flight.is_empty() => {
+                if write_ready(&mut sink, response, &mut in_flight, limits.max_frame).await.is_err() {
+                    return;
+                }
+            }
+            frame = frames.next(), if in_flight.len() < limits.max_in_flight => match frame {
+                Some(Ok(request)) => match on_request(request, &service, limits.max_frame) {
+                    Ok(serving) => in_flight.push(serving),
+                    Err(response) => {
+                        closing = Some(*response);
+                        break;
+                    }
+                },
+                Some(Err(err)) => {
+                    closing = Some(frame_error(&err));
+                    break;
+                }
+                None => break,
+            },
+            () = stop.cancelled() => break,
+        }
+    }
+    match closing {
+        Some(response) => {
+            // The stream is unusable: drop what is in flight and say why we close.
+            drop(in_flight);
+            let _ = sink.send(response).await;
+        }
+        None => {
+            while let Some(response) = in_flight.next().await {
+                if write_ready(&mut sink, response, &mut in_flight, limits.max_frame)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = sink.close().await;
+}
+
+/// Writes `first` and every other response that is ready, with one flush.
+async fn write_ready(
+    sink: &mut FramedWrite<OwnedWriteHalf, ServerCodec>,
+    first: Response,
+    in_flight: &mut FuturesUnordered<InFlight>,
+    max_frame: usize,
+) -> Result<(), CodecError> {
+    sink.feed(fit_frame(first, max_frame)).await?;
+    while let Some(Some(response)) = in_flight.next().now_or_never() {
+        sink.feed(fit_frame(response, max_frame)).await?;
+    }
+    sink.flush().await
+}
+
+/// Starts serving one request, or says why the connection must close.
+fn on_request(
+    request: Request,
+    service: &Arc<Service>,
+    max_frame: usize,
+) -> Result<InFlight, Box<Response>> {
+    let id = request.id;
+    if let Some(Op::Hello(hello)) = &request.op {
+        if hello.version != proto::PROTOCOL_VERSION {
+            return Err(Box::new(Response {
+                id,
+                result: Some(dispatch::error(
+                    ErrorCode::UnsupportedVersion,
+                    format!(
+                        "this server speaks protocol version {}, the client asked for {}",
+                        proto::PROTOCOL_VERSION,
+                        hello.version
+                    ),
+                )),
+            }));
+        }
+    }
+    let service = Arc::clone(service);
+    Ok(Box::pin(async move {
+        let result = dispatch::execute(&service, max_frame, request.op).await;
+        Response {
+            id,
+            result: Some(result),
+        }
+    }))
+}
+
+/// The response to a frame that could not be decoded.
+fn frame_error(err: &CodecError) -> Response {
+    let (code, message) = match err {
+        CodecError::FrameTooLarge { .. } => (ErrorCode::FrameTooLarge, err.to_string()),
+        CodecError::Malformed(_) => (ErrorCode::MalformedFrame, err.to_string()),
+        CodecError::Io(io) => (
+            ErrorCode::MalformedFrame,
+            format!("cannot read a frame: {io}"),
+        ),
+    };
+    tracing::debug!(cause = %err, "closing connection after a bad frame");
+    Response {
+        id: 0,
+        result: Some(dispatch::error(code, message)),
+    }
+}
+
+/// A response too large for one frame (e.g. 100 reserved bodies of the maximum
+/// size) becomes a RESOURCE_EXHAUSTED error; the reserved messages are requeued
+/// when their leases run out.
+fn fit_frame(response: Response, max_frame: usize) -> Response {
+    use prost::Message as _;
+    let len = response.encoded_len();
+    if len <= max_frame {
+        return response;
+    }
+    Response {
+        id: response.id,
+        result: Some(response::Result::Error(proto::Error {
+            code: ErrorCode::ResourceExhausted.into(),
+            message: format!(
+                "the response is {len} bytes, over the frame limit of {max_frame}; ask for fewer messages"
+            ),
+        })),
+    }
+}

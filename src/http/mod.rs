@@ -1,0 +1,177 @@
+//! The IronMQ v3 HTTP/JSON API ([docs/ironmq-v3-api.md](../../docs/ironmq-v3-api.md)),
+//! served by `ferromq serve --http-listen ADDR` over the same service layer as the
+//! binary protocol.
+//!
+//! This module owns the HTTP side only: the connections ([`serve`]), routing of
+//! `/3/projects/{project}/...` (`routes.rs`), authentication (`auth.rs`: checked
+//! before anything else is done, the request body included), JSON ⇄ domain values
+//! (`json.rs`), the mapping of errors to IronMQ's status codes and `{"msg": ...}`
+//! bodies (`error.rs`), and the queue alerts, which only this API has (`alerts.rs`).
+//! Every response, errors included, is JSON with `Content-Type: application/json`.
+//!
+//! # Projects
+//! A project is a namespace: queue `q` of project `p` is the queue `p/q` of the
+//! registry (see [`crate::queue::types::QueueName`]), which the binary protocol
+//! reaches by that name.
+//!
+//! # Decisions (the spec's open points and silences)
+//! - Reservation timeouts: 1..=86400 s (the official test suites use 3–10 s); 0 or
+//!   absent means the queue's `message_timeout`. `wait` is clamped to 30 s.
+//! - `n` over 100 on reserve or peek: 400. `per_page` over 100: clamped to 100.
+//! - Batch delete is all or nothing: every entry is checked first, the first
+//!   failure is the answer, and nothing is deleted then.
+//! - A body over `--max-body` (64 KiB by default): 413 "Message body too large".
+//! - Touch does not add 1 to `reserved_count` (only reserve does, as in the binary
+//!   protocol); no client test checks it.
+//! - `size` counts available, reserved and delayed messages.
+//! - Pull queues with dead-letter queues and expiration are served. Push queues
+//!   (`type` unicast/multicast, `push`, subscribers) are not: they get 400 with a
+//!   message saying so, never a silent success.
+//! - Alerts (legacy) are stored with the queue, shown by GET, added by PATCH,
+//!   replaced by PUT and removed by DELETE .../alerts[/{id}], with IronMQ's rules
+//!   (at most 5, no duplicate type+direction+trigger); they are not fired, which the
+//!   spec leaves optional.
+//! - Queue names and project ids use the binary protocol's characters
+//!   (`A-Z a-z 0-9 . _ -`); others get 400.
+//! - A request for another project than its token's, or without a token, gets 401
+//!   before its body is read: an unauthenticated client cannot make the server
+//!   buffer anything. Paths outside `/3/projects/` get 404 without a token check.
+
+mod alerts;
+pub mod auth;
+mod error;
+mod json;
+mod routes;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use auth::HttpAuth;
+
+use crate::net::Acceptor;
+use crate::queue::types::MAX_BATCH;
+use crate::service::Service;
+use error::ApiError;
+use json::Call;
+
+/// What every request needs.
+struct Api {
+    service: Arc<Service>,
+    auth: HttpAuth,
+    /// Largest request body: 100 messages of the largest body, JSON-escaped, plus room.
+    max_request: usize,
+}
+
+/// Accepts HTTP/1.1 connections until `stop` is cancelled; at most
+/// `max_connections` at once (more wait in the listen backlog). Every connection
+/// task is tracked by `connections`.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    service: Arc<Service>,
+    auth: HttpAuth,
+    max_connections: usize,
+    stop: CancellationToken,
+    connections: TaskTracker,
+) {
+    // 100 bodies of the largest size, even if every byte is JSON-escaped (`\u00XX`),
+    // plus room for the rest of the document.
+    let max_request = service.max_body().saturating_mul(6 * MAX_BATCH) + 64 * 1024;
+    let api = Arc::new(Api {
+        service,
+        auth,
+        max_request,
+    });
+    let mut acceptor = Acceptor::new(listener, max_connections);
+    while let Some((stream, peer, permit)) = acceptor.next(&stop).await {
+        let api = Arc::clone(&api);
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let api = Arc::clone(&api);
+                async move { Ok::<_, Infallible>(api.handle(request).await) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let connection =
+                hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!(%peer, cause = %err, "http connection ended");
+                    }
+                }
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+impl Api {
+    /// Path, then token, then body, then the route: nothing is read or done for a
+    /// request that may not be served.
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let (parts, body) = request.into_parts();
+        let Some((project, rest)) = json::split_path(parts.uri.path()) else {
+            return json_response(StatusCode::NOT_FOUND, &json!({"msg": "Not found"}));
+        };
+        let query: Vec<(String, String)> = parts
+            .uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let token = auth::bearer(parts.headers.get(AUTHORIZATION)).or_else(|| {
+            query
+                .iter()
+                .find(|(k, _)| k == "oauth")
+                .map(|(_, v)| v.clone())
+        });
+        if !self.auth.allows(token.as_deref(), &project) {
+            return json_response(StatusCode::UNAUTHORIZED, &json!({"msg": "Unauthorized"}));
+        }
+        let body = match Limited::new(body, self.max_request).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(err) => {
+                let (status, msg) = if err.is::<http_body_util::LengthLimitError>() {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
+                } else {
+                    (StatusCode::BAD_REQUEST, "Cannot read the request body")
+                };
+                return json_response(status, &json!({ "msg": msg }));
+            }
+        };
+        let call = Call {
+            method: parts.method,
+            project,
+            rest,
+            query,
+            body,
+        };
+        match self.route(&call).await {
+            Ok((status, body)) => json_response(status, &body),
+            Err(ApiError { status, msg }) => json_response(status, &json!({ "msg": msg })),
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! The service layer: the one API both front ends call, the binary protocol
+//! (`binary/`) and the IronMQ HTTP API (`http/`).
+//!
+//! A front end turns its wire request into a call here with domain values (a
+//! [`QueueName`], milliseconds, message ids); the service checks it against the
+//! limits of semantics.md (defined once, in `queue/types.rs`, and checked only
+//! here) and runs it on the registry and the queue actors. It answers with domain
+//! values or a [`QueueError`]; each front end maps those to its own wire (error
+//! codes at the binary edge, HTTP statuses at the HTTP edge). Conventions the two
+//! wires share live here too: `n = 0` means 1, and a push to a queue that does not
+//! exist (or was deleted while the push was on its way) creates it.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::error::QueueError;
+use crate::queue::handle::UpdateError;
+use crate::queue::types::{
+    check_range, Lease, MessageView, NewMessage, QueueName, QueueSettings, QueueStats,
+    SettingsPatch, MAX_BATCH, MAX_DELAY_MS, MAX_TIMEOUT_MS, MAX_WAIT_MS, MIN_TIMEOUT_MS,
+};
+use crate::queue::{QueueHandle, Registry};
+use crate::storage::FsyncMode;
+
+/// How often a push retries on a queue deleted under it before giving up.
+const PUSH_ATTEMPTS: usize = 3;
+
+/// Server-wide counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Milliseconds since the server started.
+    pub uptime_ms: u64,
+    /// Queues that exist now.
+    pub queues: u64,
+    /// Group-commit flushes since start.
+    pub flushes: u64,
+    /// The fsync mode.
+    pub fsync: FsyncMode,
+}
+
+/// A page of queue names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuePage {
+    /// The names, in byte order.
+    pub names: Vec<String>,
+    /// The cursor of the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// The operations of the server, over its queues.
+pub struct Service {
+    registry: Registry,
+    max_body: usize,
+    started: Instant,
+}
+
+impl Service {
+    /// The service over `registry`, refusing bodies over `max_body` bytes.
+    pub fn new(registry: Registry, max_body: usize) -> Self {
+        Service {
+            registry,
+            max_body,
+            started: Instant::now(),
+        }
+    }
+
+    /// The largest body accepted.
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    /// Pushes 1..=100 messages to `queue`, creating it if needed; returns their ids
+    /// once they are durable. If the queue is deleted between the lookup and the
+    /// push, the push goes to a newly created queue of that name.
+    ///
+    /// # Errors
+    /// `InvalidArgument` (count, delay), `BodyTooLarge`, storage failures.
+    pub async fn push(
+        &self,
+        queue: &QueueName,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<u64>, QueueError> {
+        check_count("push", "messages", messages.len())?;
+        for message in &messages {
+            if message.body.len() > self.max_body {
+                return Err(QueueError::BodyTooLarge {
+                    len: message.body.len(),
+                    max: self.max_body,
+                });
+            }
+            check_range("delay_ms", message.delay_ms, 0, MAX_DELAY_MS)?;
+        }
+        let mut attempt = 1;
+        loop {
+            let handle = self.registry.get_or_create(queue).await?;
+            if attempt == PUSH_ATTEMPTS {
+                return handle.push(messages).await;
+            }
+            // A push is refused QUEUE_NOT_FOUND only by a queue deleted before the
+            // push got there: the next lookup creates the queue anew.
+            match handle.push(messages.clone()).await {
+                Err(QueueError::QueueNotFound(_)) => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// Reserves up to `n` (0 means 1) available messages, leased for `timeout_ms`
+    /// (`None`: the queue's default), waiting up to `wait_ms` for the first.
+    ///
+    /// # Errors
+    /// `InvalidArgument`, `QueueNotFound`.
+    pub async fn reserve(
+        &self,
+        queue: &QueueName,
+        n: u64,
+        timeout_ms: Option<u64>,
+        wait_ms: u64,
+        delete: bool,
+    ) -> Result<Vec<MessageView>, QueueError> {
+        let n = batch_size("n", n)?;
+        check_lease(timeout_ms)?;
+        check_range("wait_ms", wait_ms, 0, MAX_WAIT_MS)?;
+        self.queue(queue)
+            .await?
+            .reserve(n, timeout_ms, wait_ms, delete)
+            .await
+    }
+
+    /// Deletes 1..=100 messages, each with its reservation id if it is reserved;
+    /// all or nothing. Returns how many.
+    ///
+    /// # Errors
+    /// `InvalidArgument`, `QueueNotFound`, and the first failing entry's
+    /// `MessageNotFound`, `ReservationExpired` or `ReservationMismatch`.
+    pub async fn delete(
+        &self,
+        queue: &QueueName,
+        entries: Vec<(u64, Option<u64>)>,
+    ) -> Result<usize, QueueError> {
+        check_count("delete", "entries", entries.len())?;
+        self.queue(queue).await?.delete(entries).await
+    }
+
+    /// Extends a reservation by `timeout_ms` from now (`None`: the queue's default).
+    ///
+    /// # Errors
+    /// As [`Service::delete`].
+    pub async fn touch(
+        &self,
+        queue: &QueueName,
+        id: u64,
+        reservation_id: u64,
+        timeout_ms: Option<u64>,
+    ) -> Result<Lease, QueueError> {
+        check_lease(timeout_ms)?;
+        self.queue(queue)
+            .await?
+            .touch(id, reservation_id, timeout_ms)
+            .await
+    }
+
+    /// Gives a reserved message back to the front of its queue after `delay_ms`.
+    ///
+    /// # Errors
+    /// As [`Service::delete`].
+    pub async fn release(
+        &self,
+        queue: &QueueName,
+        id: u64,
+        reservation_id: u64,
+        delay_ms: u64,
+    ) -> Result<(), QueueError> {
+        check_range("delay_ms", delay_ms, 0, MAX_DELAY_MS)?;
+        self.queue(queue)
+            .await?
+            .release(id, reservation_id, delay_ms)
+            .await
+    }
+
+    /// Up to `n` (0 means 1) available messages, unchanged.
+    ///
+    /// # Errors
+    /// `InvalidArgument`, `QueueNotFound`.
+    pub async fn peek(&self, queue: &QueueName, n: u64) -> Result<Vec<MessageView>, QueueError> {
+        let n = batch_size("n", n)?;
+        self.queue(queue).await?.peek(n).await
+    }
+
+    /// One message by id.
+    ///
+    /// # Errors
+    /// `QueueNotFound`, `MessageNotFound`.
+    pub async fn get(&self, queue: &QueueName, id: u64) -> Result<MessageView, QueueError> {
+        self.queue(queue).await?.get(id).await
+    }
+
+    /// A queue's counters and settings.
+    ///
+    /// # Errors
+    /// `QueueNotFound`.
+    pub async fn info(&self, queue: &QueueName) -> Result<QueueStats, QueueError> {
+        self.queue(queue).await?.info().await
+    }
+
+    /// Creates a queue with the defaults changed by `patch` and the attachment
+    /// `edit` makes of an empty one; returns once it is durable.
+    ///
+    /// # Errors
+    /// `QueueExists`, `InvalidArgument`, or `edit`'s refusal.
+    pub async fn create_queue<E>(
+        &self,
+        queue: &QueueName,
+        patch: &SettingsPatch,
+        edit: Option<impl FnOnce(&[u8]) -> Result<Bytes, E>>,
+    ) -> Result<QueueStats, UpdateError<E>> {
+        let settings = patch.apply(queue, &QueueSettings::default())?;
+        let attachment = match edit {
+            Some(edit) => edit(&[]).map_err(UpdateError::Rejected)?,
+            None => Bytes::new(),
+        };
+        let handle = self.registry.create(queue, settings, attachment).await?;
+        Ok(handle.info().await?)
+    }
+
+    /// Changes a queue's settings and, with `edit`, its attachment, in one step of
+    /// its actor (no read-modify-write across two calls). Returns once durable.
+    ///
+    /// # Errors
+    /// `QueueNotFound`, `InvalidArgument`, or `edit`'s refusal (then nothing changed).
+    pub async fn update_queue<E, F>(
+        &self,
+        queue: &QueueName,
+        patch: SettingsPatch,
+        edit: Option<F>,
+    ) -> Result<QueueStats, UpdateError<E>>
+    where
+        E: Send + 'static,
+        F: FnOnce(&[u8]) -> Result<Bytes, E> + Send + 'static,
+    {
+        self.queue(queue).await?.update(patch, edit).await
+    }
+
+    /// Creates a queue, or updates it if it exists, keeping its messages (IronMQ's
+    /// PUT). `edit` runs on the current attachment (an empty one for a new queue).
+    ///
+    /// # Errors
+    /// As [`Service::create_queue`] and [`Service::update_queue`].
+    pub async fn put_queue<E, F>(
+        &self,
+        queue: &QueueName,
+        patch: SettingsPatch,
+        edit: Option<F>,
+    ) -> Result<QueueStats, UpdateError<E>>
+    where
+        E: Send + 'static,
+        F: Fn(&[u8]) -> Result<Bytes, E> + Send + 'static,
+    {
+        match self.create_queue(queue, &patch, edit.as_ref()).await {
+            Err(UpdateError::Queue(QueueError::QueueExists(_))) => {
+                self.update_queue(queue, patch, edit).await
+            }
+            other => other,
+        }
+    }
+
+    /// Up to `limit` (0 means 100) queue names starting with `prefix`, after
+    /// `cursor`.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a limit over 100.
+    pub fn list_queues(
+        &self,
+        prefix: &str,
+        cursor: &str,
+        limit: u64,
+    ) -> Result<QueuePage, QueueError> {
+        let limit = match limit {
+            0 => MAX_BATCH,
+            n => batch_size("limit", n)?,
+        };
+        let (names, next) = self.registry.list(prefix, cursor, limit);
+        Ok(QueuePage { names, next })
+    }
+
+    /// Removes every message of a queue; returns how many.
+    ///
+    /// # Errors
+    /// `QueueNotFound`.
+    pub async fn clear(&self, queue: &QueueName) -> Result<usize, QueueError> {
+        self.queue(queue).await?.clear().await
+    }
+
+    /// Moves up to `n` (0 means 1) available messages from `queue` to `to`
+    /// (created if missing), resetting their reserved_count; returns how many once
+    /// they are durable there.
+    ///
+    /// # Errors
+    /// `InvalidArgument`, `QueueNotFound`.
+    pub async fn redrive(
+        &self,
+        queue: &QueueName,
+        to: &QueueName,
+        n: u64,
+    ) -> Result<usize, QueueError> {
+        let n = batch_size("n", n)?;
+        self.queue(queue).await?.redrive(to.clone(), n).await
+    }
+
+    /// Deletes a queue and its messages; returns once that is durable.
+    ///
+    /// # Errors
+    /// `QueueNotFound`.
+    pub async fn delete_queue(&self, queue: &QueueName) -> Result<(), QueueError> {
+        self.registry.delete(queue).await
+    }
+
+    /// Server-wide counters.
+    pub fn server_stats(&self) -> ServerStats {
+        let store = self.registry.store();
+        ServerStats {
+            uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            queues: u64::try_from(self.registry.len()).unwrap_or(u64::MAX),
+            flushes: store.flushes(),
+            fsync: store.fsync_mode(),
+        }
+    }
+
+    /// `n` fresh ids, unique on this server (a front end's own names, e.g. alert ids).
+    ///
+    /// # Errors
+    /// On storage failure.
+    pub fn fresh_ids(&self, n: u64) -> Result<u64, QueueError> {
+        Ok(self.registry.store().allocate_ids(n)?)
+    }
+
+    /// Stops every queue and closes the store.
+    pub async fn shutdown(&self) {
+        self.registry.shutdown().await;
+    }
+
+    async fn queue(&self, queue: &QueueName) -> Result<QueueHandle, QueueError> {
+        self.registry.get(queue).await
+    }
+}
+
+/// 1..=100 items.
+fn check_count(op: &str, what: &str, len: usize) -> Result<(), QueueError> {
+    if len == 0 || len > MAX_BATCH {
+        return Err(QueueError::invalid(format!(
+            "{op} has {len} {what}; 1..={MAX_BATCH} are allowed"
+        )));
+    }
+    Ok(())
+}
+
+/// `n` of reserve, peek, redrive and list: 0 means 1, else 1..=100.
+fn batch_size(field: &str, n: u64) -> Result<usize, QueueError> {
+    let n = n.max(1);
+    check_range(field, n, 1, MAX_BATCH as u64)?;
+    usize::try_from(n).map_err(|_| QueueError::invalid(format!("{field} is too large")))
+}
+
+/// A lease length, if one is given: 100 ms..=24 h.
+fn check_lease(timeout_ms: Option<u64>) -> Result<(), QueueError> {
+    match timeout_ms {
+        Some(ms) => check_range("timeout_ms", ms, MIN_TIMEOUT_MS, MAX_TIMEOUT_MS),
+        None => Ok(()),
+    }
+}
