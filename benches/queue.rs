@@ -1,16 +1,23 @@
 //! Criterion: the queue actor's push → reserve → delete round trip on a temporary
-//! sled data directory (no TCP), the deadline index, and the batch record format.
+//! sled data directory (no TCP), the same round trip on the pure state machine
+//! alone (no actor, no storage), the deadline index, and the batch record format.
 //!
 //! `cargo bench --bench queue`
 //!
 //! The actor runs with `--fsync never` here so the numbers are the actor's and
 //! sled's CPU cost, not the disk's; the load generator measures durable throughput.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ferromq::error::QueueError;
+use ferromq::queue::clock::SystemClock;
 use ferromq::queue::deadlines::DeadlineIndex;
-use ferromq::queue::types::{NewMessage, QueueName};
-use ferromq::registry::Registry;
+use ferromq::queue::state::{Env, QueueMeta, QueueState, Reserved};
+use ferromq::queue::types::{NewMessage, QueueName, QueueSettings};
+use ferromq::queue::waiters::WaiterId;
+use ferromq::queue::Registry;
 use ferromq::storage::{Batch, BatchBuilder, FsyncMode, MessageRecord, SledConfig, SledStore};
 
 fn actor(c: &mut Criterion) {
@@ -26,9 +33,13 @@ fn actor(c: &mut Criterion) {
         fsync: FsyncMode::Never,
     })
     .expect("store");
-    let registry = runtime.block_on(async { Registry::open(store).expect("registry") });
+    let registry = runtime.block_on(async {
+        Registry::open(store, Arc::new(SystemClock::new()))
+            .await
+            .expect("registry")
+    });
     let name = QueueName::new("bench").expect("name");
-    let handle = runtime.block_on(async { registry.get_or_create(&name).expect("queue") });
+    let handle = runtime.block_on(async { registry.get_or_create(&name).await.expect("queue") });
     let body = Bytes::from(vec![b'x'; 100]);
 
     let mut group = c.benchmark_group("actor");
@@ -49,7 +60,10 @@ fn actor(c: &mut Criterion) {
                         .reserve(batch, None, 0, false)
                         .await
                         .expect("reserve");
-                    let entries = got.iter().map(|m| (m.id, Some(m.reservation_id))).collect();
+                    let entries = got
+                        .iter()
+                        .map(|m| (m.info.id, Some(m.info.reservation_id)))
+                        .collect();
                     handle.delete(entries).await.expect("delete");
                 })
             });
@@ -58,6 +72,69 @@ fn actor(c: &mut Criterion) {
     group.finish();
     runtime.block_on(registry.shutdown());
     drop(dir);
+}
+
+/// The world of the state machine bench: ids from a counter, no stored bodies.
+struct Counter(u64);
+
+impl Env for Counter {
+    fn allocate_ids(&mut self, n: u64) -> Result<u64, QueueError> {
+        let first = self.0;
+        self.0 += n;
+        Ok(first)
+    }
+
+    fn read_body(&mut self, _batch: u64, _slot: u32) -> Result<Option<Bytes>, QueueError> {
+        Ok(None)
+    }
+
+    fn is_waiting(&self, _waiter: WaiterId) -> bool {
+        false
+    }
+}
+
+/// The round trip on the state machine alone, with the turn's records produced
+/// (and dropped) after each: what the actor adds on top is the mailbox, sled and
+/// the commit.
+fn state_machine(c: &mut Criterion) {
+    let mut group = c.benchmark_group("state_machine");
+    let body = Bytes::from(vec![b'x'; 100]);
+    for batch in [1usize, 100] {
+        let mut state = QueueState::new(QueueMeta {
+            name: QueueName::new("bench").expect("name"),
+            created_at_ms: 0,
+            settings: QueueSettings::default(),
+            total_pushed: 0,
+            attachment: Bytes::new(),
+        });
+        let mut env = Counter(1);
+        let mut now = 1_000;
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_function(format!("push+reserve+delete x{batch}"), |b| {
+            b.iter(|| {
+                now += 1;
+                let messages = vec![
+                    NewMessage {
+                        body: body.clone(),
+                        delay_ms: 0,
+                    };
+                    batch
+                ];
+                state.push(now, &mut env, messages).expect("push");
+                let Ok(Reserved::Now(got)) = state.reserve(now, &mut env, batch, None, 0, false)
+                else {
+                    panic!("reserve")
+                };
+                let entries: Vec<_> = got
+                    .iter()
+                    .map(|m| (m.info.id, Some(m.info.reservation_id)))
+                    .collect();
+                state.delete(now, &entries).expect("delete");
+                state.take_writes(now, false)
+            });
+        });
+    }
+    group.finish();
 }
 
 /// Timeout-requeue is one insert (at reserve) and one pop (when due) in the
@@ -110,5 +187,5 @@ fn batches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, actor, deadlines, batches);
+criterion_group!(benches, actor, state_machine, deadlines, batches);
 criterion_main!(benches);

@@ -1,7 +1,6 @@
 //! Integration tests: a real server on an ephemeral 127.0.0.1 port, over TCP.
 
 mod bad_input;
-mod bench;
 mod dead_letters;
 mod http;
 mod leases;

@@ -1,6 +1,8 @@
-//! `ferromq bench`: the load generator. It drives a server it did not start (ferromq,
-//! beanstalkd or Redis, see [`target`]) with one workload definition and reports
-//! throughput, latency and, given `--server-pid`, the server's CPU and memory.
+//! `ferromq-bench`: the load generator. It drives a server it did not start
+//! (ferromq, beanstalkd or Redis, see [`target`]) with one workload definition and
+//! reports throughput, latency and, given `--server-pid`, the server's CPU and
+//! memory. It is a crate of its own, on ferromq's public client, so the server does
+//! not compile its Redis and beanstalkd drivers, HDR histograms and SVG plots.
 //!
 //! # Workloads
 //! - `mixed`: producers and consumers at once; throughput counts messages that went
@@ -36,7 +38,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use target::{Conn, DriverError, Kind};
+use target::{Driver, DriverError, Kind};
 
 /// What the run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -49,7 +51,7 @@ pub enum Workload {
     Drain,
 }
 
-/// Options of `ferromq bench`.
+/// Options of `ferromq-bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Server address.
@@ -80,7 +82,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100_000)]
     pub messages: u64,
     /// Stop after this long instead (e.g. 10s), whatever `--messages` says.
-    #[arg(long, value_parser = crate::cli::parse_duration_ms)]
+    #[arg(long, value_parser = ferromq::config::parse_duration_ms)]
     pub duration: Option<u64>,
     /// Offered load in messages per second over all producers (0: as fast as
     /// the server acknowledges).
@@ -93,16 +95,16 @@ pub struct BenchArgs {
     /// hold up other requests on the connection; 0 for beanstalkd and Redis, whose
     /// blocking reserves stall every request pipelined behind them. A consumer whose
     /// non-blocking reserve finds nothing sleeps 1 ms before the next.
-    #[arg(long, value_parser = crate::cli::parse_duration_ms)]
+    #[arg(long, value_parser = ferromq::config::parse_duration_ms)]
     pub wait: Option<u64>,
     /// Lease of a reservation.
-    #[arg(long, value_parser = crate::cli::parse_duration_ms, default_value = "30s")]
+    #[arg(long, value_parser = ferromq::config::parse_duration_ms, default_value = "30s")]
     pub lease: u64,
     /// Queue name prefix (default: bench-PID, so runs never share queues).
     #[arg(long)]
     pub queue_prefix: Option<String>,
     /// Hard limit on the run's length.
-    #[arg(long, value_parser = crate::cli::parse_duration_ms, default_value = "120s")]
+    #[arg(long, value_parser = ferromq::config::parse_duration_ms, default_value = "120s")]
     pub max_time: u64,
     /// Report CPU time and memory of this server process (from /proc).
     #[arg(long)]
@@ -409,7 +411,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         error: Mutex::new(None),
     });
     let cpu_before = args.server_pid.and_then(read_cpu_s);
-    let stats_conn = Conn::connect(args.target, &args.addr, &queues[0]).await?;
+    let stats_conn = Driver::connect(args.target, &args.addr, &queues[0]).await?;
     let flushes_before = stats_conn.flushes().await?;
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -419,7 +421,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         None
     };
     for c in 0..producers {
-        let conn = Conn::connect(args.target, &args.addr, &queues[c % queues.len()]).await?;
+        let conn = Driver::connect(args.target, &args.addr, &queues[c % queues.len()]).await?;
         for w in 0..args.depth {
             let (conn, queues, shared, args) =
                 (conn.clone(), queues.clone(), shared.clone(), args.clone());
@@ -441,7 +443,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         target
     };
     for c in 0..consumers {
-        let conn = Conn::connect(args.target, &args.addr, &queues[c % queues.len()]).await?;
+        let conn = Driver::connect(args.target, &args.addr, &queues[c % queues.len()]).await?;
         for w in 0..args.depth {
             let (conn, queues, shared, args) =
                 (conn.clone(), queues.clone(), shared.clone(), args.clone());
@@ -479,7 +481,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     });
     // Leave nothing behind on the server (best effort).
     if args.workload != Workload::Push {
-        if let Ok(conn) = Conn::connect(args.target, &args.addr, &queues[0]).await {
+        if let Ok(conn) = Driver::connect(args.target, &args.addr, &queues[0]).await {
             for queue in queues.iter() {
                 let _ = conn.remove_queue(queue).await;
             }
@@ -518,7 +520,7 @@ async fn preload(args: &BenchArgs, queues: &[String]) -> Result<(), BenchError> 
     let mut tasks = tokio::task::JoinSet::new();
     let epoch = Instant::now();
     for (i, queue) in queues.iter().enumerate() {
-        let conn = Conn::connect(args.target, &args.addr, queue).await?;
+        let conn = Driver::connect(args.target, &args.addr, queue).await?;
         let (queue, batch, body) = (queue.clone(), u64::from(args.batch), args.body);
         let mut left = per_queue;
         let mut seq = (i as u64) << 40;
@@ -616,7 +618,7 @@ struct Pacing {
 }
 
 async fn produce(
-    conn: Conn,
+    conn: Driver,
     queues: Arc<Vec<String>>,
     mut spread: Spread,
     shared: Arc<Shared>,
@@ -672,7 +674,7 @@ async fn produce(
 }
 
 async fn consume(
-    conn: Conn,
+    conn: Driver,
     queues: Arc<Vec<String>>,
     mut spread: Spread,
     shared: Arc<Shared>,

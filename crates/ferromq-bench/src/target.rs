@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::client::{Client, ReserveOptions};
+use ferromq::client::{Client, ReserveOptions};
 
 /// Which server a benchmark drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -61,8 +61,8 @@ pub enum DriverError {
     Closed,
 }
 
-impl From<crate::client::ClientError> for DriverError {
-    fn from(err: crate::client::ClientError) -> Self {
+impl From<ferromq::client::ClientError> for DriverError {
+    fn from(err: ferromq::client::ClientError) -> Self {
         DriverError::Server(err.to_string())
     }
 }
@@ -89,7 +89,7 @@ pub struct Reserved {
 
 /// One connection to the server under test; clones share the connection.
 #[derive(Clone)]
-pub enum Conn {
+pub enum Driver {
     /// ferromq.
     Ferromq(Client),
     /// beanstalkd, bound to one tube.
@@ -98,14 +98,14 @@ pub enum Conn {
     Redis(Pipeline),
 }
 
-impl Conn {
+impl Driver {
     /// Connects; beanstalkd connections are bound to tube `queue`.
     ///
     /// # Errors
     /// If the connection or the tube set-up fails.
-    pub async fn connect(kind: Kind, addr: &str, queue: &str) -> Result<Conn, DriverError> {
+    pub async fn connect(kind: Kind, addr: &str, queue: &str) -> Result<Driver, DriverError> {
         match kind {
-            Kind::Ferromq => Ok(Conn::Ferromq(Client::connect(addr).await?)),
+            Kind::Ferromq => Ok(Driver::Ferromq(Client::connect(addr).await?)),
             Kind::Beanstalkd => {
                 let pipe = Pipeline::connect(addr, Protocol::Beanstalkd).await?;
                 let setup = format!("use {queue}\r\nwatch {queue}\r\nignore default\r\n");
@@ -117,9 +117,11 @@ impl Conn {
                         other => return Err(unexpected("tube set-up", &other)),
                     }
                 }
-                Ok(Conn::Beanstalkd(pipe))
+                Ok(Driver::Beanstalkd(pipe))
             }
-            Kind::Redis => Ok(Conn::Redis(Pipeline::connect(addr, Protocol::Redis).await?)),
+            Kind::Redis => Ok(Driver::Redis(
+                Pipeline::connect(addr, Protocol::Redis).await?,
+            )),
         }
     }
 
@@ -129,10 +131,10 @@ impl Conn {
     /// On a connection or server error.
     pub async fn push(&self, queue: &str, bodies: Vec<Bytes>) -> Result<(), DriverError> {
         match self {
-            Conn::Ferromq(client) => {
+            Driver::Ferromq(client) => {
                 client.push(queue, bodies).await?;
             }
-            Conn::Beanstalkd(pipe) => {
+            Driver::Beanstalkd(pipe) => {
                 let mut out = BytesMut::new();
                 for body in &bodies {
                     let _ = write!(Text(&mut out), "put 0 0 3600 {}\r\n", body.len());
@@ -146,7 +148,7 @@ impl Conn {
                     }
                 }
             }
-            Conn::Redis(pipe) => {
+            Driver::Redis(pipe) => {
                 let mut args: Vec<&[u8]> = vec![b"LPUSH", queue.as_bytes()];
                 args.extend(bodies.iter().map(|b| &b[..]));
                 match pipe.call(resp(&args), 1).await?.pop() {
@@ -170,7 +172,7 @@ impl Conn {
         wait_ms: u64,
     ) -> Result<Vec<Reserved>, DriverError> {
         match self {
-            Conn::Ferromq(client) => {
+            Driver::Ferromq(client) => {
                 let options = ReserveOptions {
                     n,
                     timeout_ms: lease_ms,
@@ -180,7 +182,7 @@ impl Conn {
                 let messages = match client.reserve(queue, options).await {
                     Ok(messages) => messages,
                     // Only a push creates a queue: one no producer reached yet is empty.
-                    Err(err) if err.code() == Some(crate::proto::ErrorCode::QueueNotFound) => {
+                    Err(err) if err.code() == Some(ferromq::proto::ErrorCode::QueueNotFound) => {
                         Vec::new()
                     }
                     Err(err) => return Err(err.into()),
@@ -193,7 +195,7 @@ impl Conn {
                     })
                     .collect())
             }
-            Conn::Beanstalkd(pipe) => {
+            Driver::Beanstalkd(pipe) => {
                 let mut out = BytesMut::new();
                 let first_wait = wait_ms.div_ceil(1000);
                 for i in 0..n {
@@ -214,7 +216,7 @@ impl Conn {
                 }
                 Ok(got)
             }
-            Conn::Redis(pipe) => {
+            Driver::Redis(pipe) => {
                 let processing = format!("{queue}:processing");
                 let wait = format!("{}", wait_ms.div_ceil(1000));
                 let mut out = BytesMut::new();
@@ -256,7 +258,7 @@ impl Conn {
     /// On a connection or server error, or if a message was not deleted.
     pub async fn delete(&self, queue: &str, handles: Vec<Handle>) -> Result<(), DriverError> {
         match self {
-            Conn::Ferromq(client) => {
+            Driver::Ferromq(client) => {
                 let entries: Vec<(u64, Option<u64>)> = handles
                     .iter()
                     .filter_map(|h| match h {
@@ -272,7 +274,7 @@ impl Conn {
                     }
                 }
             }
-            Conn::Beanstalkd(pipe) => {
+            Driver::Beanstalkd(pipe) => {
                 let mut out = BytesMut::new();
                 for handle in &handles {
                     if let Handle::Beanstalkd(id) = handle {
@@ -286,7 +288,7 @@ impl Conn {
                     }
                 }
             }
-            Conn::Redis(pipe) => {
+            Driver::Redis(pipe) => {
                 let processing = format!("{queue}:processing");
                 let mut out = BytesMut::new();
                 for handle in &handles {
@@ -311,8 +313,8 @@ impl Conn {
     /// On a connection or server error.
     pub async fn flushes(&self) -> Result<Option<u64>, DriverError> {
         match self {
-            Conn::Ferromq(client) => Ok(Some(client.server_stats().await?.flushes)),
-            Conn::Beanstalkd(_) | Conn::Redis(_) => Ok(None),
+            Driver::Ferromq(client) => Ok(Some(client.server_stats().await?.flushes)),
+            Driver::Beanstalkd(_) | Driver::Redis(_) => Ok(None),
         }
     }
 
@@ -323,13 +325,13 @@ impl Conn {
     /// On a connection or server error.
     pub async fn remove_queue(&self, queue: &str) -> Result<(), DriverError> {
         match self {
-            Conn::Ferromq(client) => match client.delete_queue(queue).await {
+            Driver::Ferromq(client) => match client.delete_queue(queue).await {
                 Ok(()) => Ok(()),
-                Err(err) if err.code() == Some(crate::proto::ErrorCode::QueueNotFound) => Ok(()),
+                Err(err) if err.code() == Some(ferromq::proto::ErrorCode::QueueNotFound) => Ok(()),
                 Err(err) => Err(err.into()),
             },
-            Conn::Beanstalkd(_) => Ok(()),
-            Conn::Redis(pipe) => {
+            Driver::Beanstalkd(_) => Ok(()),
+            Driver::Redis(pipe) => {
                 let processing = format!("{queue}:processing");
                 pipe.call(resp(&[b"DEL", queue.as_bytes(), processing.as_bytes()]), 1)
                     .await?;

@@ -1,10 +1,41 @@
-//! `ferromq bench` against a real server: the harness pushes, consumes and counts
-//! what it claims, writes its plot and cleans up. Numbers are never asserted.
+//! `ferromq-bench` against a real server on an ephemeral port: the harness pushes,
+//! consumes and counts what it claims, writes its plot and cleans up. Numbers are
+//! never asserted.
 
 use clap::Parser;
-use ferromq::bench::{self, BenchArgs};
+use ferromq::storage::FsyncMode;
+use ferromq::{Client, Config, Server};
+use ferromq_bench::{self as bench, BenchArgs};
 
-use crate::support::TestServer;
+/// A server in this process on a fresh data directory.
+struct TestServer {
+    server: Server,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    async fn start() -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            fsync: FsyncMode::Always,
+            ..Config::default()
+        };
+        let server = Server::start(listener, config).await.expect("server start");
+        TestServer { server, _dir: dir }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.server.local_addr()
+    }
+
+    async fn client(&self) -> Client {
+        Client::connect(self.addr()).await.expect("connect")
+    }
+}
 
 #[derive(Parser)]
 struct Wrapper {
@@ -14,7 +45,14 @@ struct Wrapper {
 
 fn args(server: &TestServer, extra: &[&str]) -> BenchArgs {
     let addr = server.addr().to_string();
-    let mut argv = vec!["bench", "--addr", &addr, "--quiet", "--max-time", "60s"];
+    let mut argv = vec![
+        "ferromq-bench",
+        "--addr",
+        &addr,
+        "--quiet",
+        "--max-time",
+        "60s",
+    ];
     argv.extend_from_slice(extra);
     Wrapper::parse_from(argv).args
 }

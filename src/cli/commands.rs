@@ -1,0 +1,405 @@
+//! The client subcommands: each is one or a few calls on one connection, made once
+//! by the caller (`cli/mod.rs`).
+
+use std::io::BufRead;
+
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::output::{print_done, print_info, print_messages};
+use crate::client::{Client, ClientError, ReserveOptions};
+use crate::config::{parse_duration_ms, DEFAULT_PORT};
+use crate::proto;
+use crate::queue::types::{DEFAULT_MAX_RESERVATIONS, MAX_BATCH};
+
+/// Options of every client subcommand.
+#[derive(Debug, Clone, Args)]
+pub(super) struct ClientArgs {
+    /// Server address, `HOST:PORT`.
+    #[arg(long, default_value_t = format!("127.0.0.1:{DEFAULT_PORT}"))]
+    pub(super) addr: String,
+    /// One JSON object per result, with the .proto field names.
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+/// Queue settings on the command line; an option not given stays as it is.
+#[derive(Debug, Args)]
+pub(super) struct SettingsArgs {
+    /// Default lease length.
+    #[arg(long, value_parser = parse_duration_ms)]
+    timeout: Option<u64>,
+    /// Seconds from push until a message is removed.
+    #[arg(long)]
+    expiration_s: Option<u64>,
+    /// Dead-letter queue ("" removes the setting with update-queue).
+    #[arg(long)]
+    dead_letter: Option<String>,
+    /// Reservations before a message goes to the dead-letter queue (1..=1000;
+    /// default 10 for a new dead-letter setting).
+    #[arg(long)]
+    max_reservations: Option<u32>,
+}
+
+impl SettingsArgs {
+    /// The settings on the wire, where an empty or zero field is unset: the default
+    /// for a new queue, unchanged for an update (so each option changes only its
+    /// own part).
+    fn to_proto(&self, creating: bool) -> Result<proto::QueueSettings, String> {
+        let dead_letter = match (&self.dead_letter, self.max_reservations) {
+            (None, None) => None,
+            (Some(queue), _) if queue.is_empty() && self.max_reservations.is_some() => {
+                return Err(
+                    "--dead-letter \"\" removes the dead-letter setting; it takes no --max-reservations"
+                        .into(),
+                )
+            }
+            (queue, max) => Some(proto::DeadLetter {
+                queue: queue.clone().unwrap_or_default(),
+                max_reservations: max
+                    .unwrap_or(if creating { DEFAULT_MAX_RESERVATIONS } else { 0 }),
+            }),
+        };
+        Ok(proto::QueueSettings {
+            message_timeout_ms: self.timeout.unwrap_or(0),
+            message_expiration_s: self.expiration_s.unwrap_or(0),
+            dead_letter,
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum ClientCommand {
+    /// Push messages: bodies as arguments, or `-` to push each line of stdin.
+    Push {
+        #[command(flatten)]
+        conn: ClientArgs,
+        queue: String,
+        /// Message bodies; `-` reads one body per line from stdin.
+        #[arg(required = true)]
+        bodies: Vec<String>,
+        /// Delay before the messages become available.
+        #[arg(long, value_parser = parse_duration_ms, default_value = "0")]
+        delay: u64,
+    },
+    /// Reserve messages.
+    Reserve {
+        #[command(flatten)]
+        conn: ClientArgs,
+        queue: String,
+        /// How many, 1..=100.
+        #[arg(long, default_value_t = 1)]
+        n: u32,
+        /// Lease length (default: the queue's).
+        #[arg(long, value_parser = parse_duration_ms, default_value = "0")]
+        timeout: u64,
+        /// Long-poll wait, up to 30s.
+        #[arg(long, value_parser = parse_duration_ms, default_value = "0")]
+        wait: u64,
+        /// Delete the messages as they are reserved.
+        #[arg(long)]
+        delete: bool,
+    },
+    /// Delete a message.
+    Delete {
+        #[command(flatten)]
+        conn: ClientArgs,
+        queue: String,
+        id: u64,
+        /// Required if the message is reserved.
+        #[arg(long)]
+        reservation_id: Option<u64>,
+    },
+    /// Extend a reservation; prints the new reservation id.
+    Touch {
+        #[command(flatten)]
+        conn: ClientArgs,
+        queue: String,
+        id: u64,
+        #[arg(long)]
+        reservation_id: u64,
+        /// New lease length from now (default: the queue's).
+        #[arg(long, value_parser = parse_duration_ms, default_value = "0")]
+        timeout: u64,
+    },
+    /// Give a reserved message back to the front of the queue.
+    Release {
+        #[command(flatten)]
+        conn: ClientArgs,
+        queue: String,
+        id: u64,
+        #[arg(long)]
+        reservation_id: u64,
+        #[arg(long, value_parser = parse_duration_ms, default_value = "0")]
+        delay: u64,
+    },
+    /// Show available messages without reserving them.
+    Peek {
+        #[command(flatten)]
+        conn: ClientArgs,
+        queue: String,
+        #[arg(long, default_value_t = 1)]
+        n: u32,
+    },
+    /// Show one message by id.
+    Get {
+        #[command(flatten)]
+        conn: ClientArgs,
+        queue: String,
+        id: u64,
+    },
+    /// Show a queue's counters and settings.
+    Info {
+        #[command(flatten)]
+        conn: ClientArgs,
+        queue: String,
+    },
+    /// Show server-wide counters: uptime, queues, group-commit flushes, fsync mode.
+    Stats {
+        #[command(flatten)]
+        conn: ClientArgs,
+    },
+    /// List queues.
+    Queues {
+        #[command(flatten)]
+        conn: ClientArgs,
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// Create a queue with settings (push creates queues with the defaults).
+    CreateQueue {
+        #[command(flatten)]
+        conn: ClientArgs,
+        queue: String,
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// Change a queue's settings; options not given stay as they are.
+    UpdateQueue {
+        #[command(flatten)]
+        conn: ClientArgs,
+        queue: String,
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// Move available messages (e.g. from a dead-letter queue) to another queue.
+    Redrive {
+        #[command(flatten)]
+        conn: ClientArgs,
+        queue: String,
+        /// The queue to move them to.
+        #[arg(long)]
+        to: String,
+        /// How many, 1..=100.
+        #[arg(long, default_value_t = 100)]
+        n: u32,
+    },
+    /// Remove every message of a queue.
+    Clear {
+        #[command(flatten)]
+        conn: ClientArgs,
+        queue: String,
+    },
+    /// Delete a queue and its messages.
+    DeleteQueue {
+        #[command(flatten)]
+        conn: ClientArgs,
+        queue: String,
+    },
+}
+
+impl ClientCommand {
+    /// The connection options every subcommand has.
+    pub(super) fn client_args(&self) -> &ClientArgs {
+        match self {
+            Self::Push { conn, .. }
+            | Self::Reserve { conn, .. }
+            | Self::Delete { conn, .. }
+            | Self::Touch { conn, .. }
+            | Self::Release { conn, .. }
+            | Self::Peek { conn, .. }
+            | Self::Get { conn, .. }
+            | Self::Info { conn, .. }
+            | Self::Stats { conn }
+            | Self::Queues { conn, .. }
+            | Self::CreateQueue { conn, .. }
+            | Self::UpdateQueue { conn, .. }
+            | Self::Redrive { conn, .. }
+            | Self::Clear { conn, .. }
+            | Self::DeleteQueue { conn, .. } => conn,
+        }
+    }
+
+    /// Usage errors clap cannot see, found before connecting.
+    pub(super) fn check(&self) -> Result<(), String> {
+        match self {
+            Self::CreateQueue { settings, .. } => settings.to_proto(true).map(drop),
+            Self::UpdateQueue { settings, .. } => settings.to_proto(false).map(drop),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs the subcommand on `client` and prints its result.
+    pub(super) async fn run(self, client: &Client, json: bool) -> Result<(), ClientError> {
+        match self {
+            Self::Push {
+                queue,
+                bodies,
+                delay,
+                ..
+            } => {
+                let bodies = if bodies == ["-"] {
+                    read_stdin_lines()?
+                } else {
+                    bodies.into_iter().map(Bytes::from).collect()
+                };
+                let mut ids = Vec::with_capacity(bodies.len());
+                for chunk in bodies.chunks(MAX_BATCH) {
+                    let messages = chunk
+                        .iter()
+                        .map(|body| proto::PushMessage {
+                            body: body.clone(),
+                            delay_ms: delay,
+                        })
+                        .collect();
+                    ids.extend(client.push_messages(&queue, messages).await?);
+                }
+                let list: Vec<String> = ids.iter().map(u64::to_string).collect();
+                print_done(
+                    json,
+                    json!({ "ids": ids }),
+                    &format!("pushed {} message(s): {}", ids.len(), list.join(" ")),
+                );
+            }
+            Self::Reserve {
+                queue,
+                n,
+                timeout,
+                wait,
+                delete,
+                ..
+            } => {
+                let options = ReserveOptions {
+                    n,
+                    timeout_ms: timeout,
+                    wait_ms: wait,
+                    delete,
+                };
+                print_messages(&client.reserve(&queue, options).await?, json);
+            }
+            Self::Delete {
+                queue,
+                id,
+                reservation_id,
+                ..
+            } => {
+                client.delete(&queue, id, reservation_id).await?;
+                print_done(json, json!({ "deleted": id }), &format!("deleted {id}"));
+            }
+            Self::Touch {
+                queue,
+                id,
+                reservation_id,
+                timeout,
+                ..
+            } => {
+                let touched = client.touch(&queue, id, reservation_id, timeout).await?;
+                print_done(
+                    json,
+                    json!({
+                        "reservation_id": touched.reservation_id,
+                        "reserved_until_ms": touched.reserved_until_ms,
+                    }),
+                    &format!(
+                        "reservation_id={} reserved_until_ms={}",
+                        touched.reservation_id, touched.reserved_until_ms
+                    ),
+                );
+            }
+            Self::Release {
+                queue,
+                id,
+                reservation_id,
+                delay,
+                ..
+            } => {
+                client.release(&queue, id, reservation_id, delay).await?;
+                print_done(json, json!({ "released": id }), &format!("released {id}"));
+            }
+            Self::Peek { queue, n, .. } => print_messages(&client.peek(&queue, n).await?, json),
+            Self::Get { queue, id, .. } => print_messages(&[client.get(&queue, id).await?], json),
+            Self::Info { queue, .. } => print_info(&client.info(&queue).await?, json),
+            Self::Stats { .. } => {
+                let stats = client.server_stats().await?;
+                print_done(
+                    json,
+                    json!({"uptime_ms": stats.uptime_ms, "queues": stats.queues,
+                           "flushes": stats.flushes, "fsync": stats.fsync}),
+                    &format!(
+                        "uptime_ms={} queues={} flushes={} fsync={}",
+                        stats.uptime_ms, stats.queues, stats.flushes, stats.fsync
+                    ),
+                );
+            }
+            Self::Queues { prefix, .. } => {
+                let mut cursor = String::new();
+                loop {
+                    let page = client.list_queues(&prefix, &cursor, 100).await?;
+                    for name in &page.names {
+                        print_done(json, json!({ "name": name }), name);
+                    }
+                    if page.next_cursor.is_empty() {
+                        break;
+                    }
+                    cursor = page.next_cursor;
+                }
+            }
+            Self::CreateQueue {
+                queue, settings, ..
+            } => {
+                let settings = settings.to_proto(true).map_err(ClientError::Protocol)?;
+                print_info(&client.create_queue(&queue, settings).await?, json);
+            }
+            Self::UpdateQueue {
+                queue, settings, ..
+            } => {
+                let settings = settings.to_proto(false).map_err(ClientError::Protocol)?;
+                print_info(&client.update_queue(&queue, settings).await?, json);
+            }
+            Self::Redrive { queue, to, n, .. } => {
+                let count = client.redrive(&queue, &to, n).await?;
+                print_done(
+                    json,
+                    json!({ "moved": count }),
+                    &format!("moved {count} message(s) to {to}"),
+                );
+            }
+            Self::Clear { queue, .. } => {
+                let count = client.clear_queue(&queue).await?;
+                print_done(
+                    json,
+                    json!({ "count": count }),
+                    &format!("cleared {count} message(s)"),
+                );
+            }
+            Self::DeleteQueue { queue, .. } => {
+                client.delete_queue(&queue).await?;
+                print_done(
+                    json,
+                    json!({ "deleted_queue": queue }),
+                    &format!("deleted queue {queue}"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_stdin_lines() -> Result<Vec<Bytes>, ClientError> {
+    let mut bodies = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        bodies.push(Bytes::from(line?));
+    }
+    Ok(bodies)
+}

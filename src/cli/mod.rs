@@ -1,0 +1,91 @@
+//! The `ferromq` command line: `serve` runs the server (`serve.rs`); every other
+//! subcommand is one client call against `--addr` (`commands.rs`), printed by
+//! `output.rs`.
+//!
+//! Output is human-readable by default; `--json` prints one JSON object per result
+//! (per message for reserve/peek) with the .proto field names, for scripts. Bodies
+//! are printed as UTF-8 (invalid bytes replaced). On an error the CLI prints
+//! `error: CODE: message` to stderr and exits with status 1 (2 for usage errors).
+//!
+//! Durations (`--timeout`, `--wait`, `--delay`) take a unit: `500ms`, `30s`, `5m`,
+//! `2h`; a bare number is milliseconds, like the wire protocol. Addresses
+//! (`--addr`, `--listen`, `--http-listen`) are `HOST:PORT`, host names included.
+//! The load generator is its own binary, `ferromq-bench` (`crates/ferromq-bench`).
+
+mod commands;
+mod output;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::client::{Client, ClientError};
+
+/// ferromq: a durable message-queue server and its command-line client.
+#[derive(Debug, Parser)]
+#[command(name = "ferromq", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: CliCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum CliCommand {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    #[command(flatten)]
+    Client(commands::ClientCommand),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            CliCommand::Serve(args) => serve::serve(args).await,
+            CliCommand::Client(command) => client_call(command).await,
+        }
+    })
+}
+
+/// Connects once, runs the subcommand on that connection, reports the outcome.
+async fn client_call(command: commands::ClientCommand) -> ExitCode {
+    if let Err(usage) = command.check() {
+        eprintln!("error: {usage}");
+        return ExitCode::from(2);
+    }
+    let args = command.client_args().clone();
+    let result = match Client::connect(args.addr.as_str()).await {
+        Ok(client) => command.run(&client, args.json).await,
+        Err(err) => Err(err),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(ClientError::Server { code, message }) => {
+            eprintln!("error: {}: {message}", code.as_str_name());
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

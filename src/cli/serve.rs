@@ -1,0 +1,141 @@
+//! `ferromq serve`: the server's options, and running it until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::config::{self, Config, HttpAuth, DEFAULT_PORT};
+use crate::server::Server;
+use crate::storage::FsyncMode;
+
+/// Options of `ferromq serve`.
+#[derive(Debug, Args)]
+pub(super) struct ServeArgs {
+    /// Address of the binary protocol, `HOST:PORT`.
+    #[arg(long, default_value_t = format!("127.0.0.1:{DEFAULT_PORT}"))]
+    listen: String,
+    /// Data directory (created if missing).
+    #[arg(long, default_value = "ferromq-data")]
+    data_dir: PathBuf,
+    /// always (ack after fsync, default), interval:MS (fsync every MS, acks do not
+    /// wait), or never.
+    #[arg(long, default_value = "always")]
+    fsync: FsyncMode,
+    /// Largest message body in bytes (up to 16 MiB).
+    #[arg(long, default_value_t = config::DEFAULT_MAX_BODY)]
+    max_body: usize,
+    /// Largest frame in bytes.
+    #[arg(long, default_value_t = crate::codec::DEFAULT_MAX_FRAME)]
+    max_frame: usize,
+    /// Most concurrent connections.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Most requests in flight on one connection; past it the server stops reading
+    /// that connection until one completes.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_IN_FLIGHT)]
+    max_in_flight: usize,
+    /// sled page-cache budget in MiB.
+    #[arg(long, default_value_t = config::DEFAULT_CACHE_BYTES / (1024 * 1024))]
+    cache_mb: u64,
+    /// Also serve the IronMQ v3 HTTP/JSON API here, `HOST:PORT` (off unless given;
+    /// e.g. 127.0.0.1:8080).
+    #[arg(long)]
+    http_listen: Option<String>,
+    /// A token the HTTP API accepts: `TOKEN` (every project) or
+    /// `TOKEN=PROJECT[,PROJECT...]`. Repeat for more tokens.
+    #[arg(long = "http-token", value_name = "TOKEN[=PROJECTS]")]
+    http_tokens: Vec<HttpAuth>,
+    /// Serve the HTTP API without authentication (trusted networks only).
+    #[arg(long)]
+    http_no_auth: bool,
+}
+
+/// The first address `HOST:PORT` resolves to.
+async fn resolve(what: &str, addr: &str) -> Result<SocketAddr, String> {
+    match tokio::net::lookup_host(addr).await {
+        Ok(mut found) => found
+            .next()
+            .ok_or_else(|| format!("{what} {addr:?} resolves to no address")),
+        Err(err) => Err(format!("{what} {addr:?} is not a HOST:PORT address: {err}")),
+    }
+}
+
+/// Runs the server until a signal, then shuts it down in order.
+pub(super) async fn serve(args: ServeArgs) -> ExitCode {
+    let addresses = async {
+        let listen = resolve("--listen", &args.listen).await?;
+        let http_listen = match &args.http_listen {
+            Some(addr) => Some(resolve("--http-listen", addr).await?),
+            None => None,
+        };
+        Ok::<_, String>((listen, http_listen))
+    };
+    let (listen, http_listen) = match addresses.await {
+        Ok(addresses) => addresses,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = Config {
+        listen,
+        data_dir: args.data_dir,
+        fsync: args.fsync,
+        max_frame: args.max_frame,
+        max_body: args.max_body,
+        max_connections: args.max_connections,
+        max_in_flight: args.max_in_flight,
+        cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
+        http_listen,
+        http_auth: HttpAuth {
+            tokens: args
+                .http_tokens
+                .into_iter()
+                .flat_map(|auth| auth.tokens)
+                .collect(),
+            disabled: args.http_no_auth,
+        },
+    };
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("error: cannot listen on {}: {err}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(data_dir = %config.data_dir.display(), fsync = %config.fsync, "starting");
+    let server = match Server::start(listener, config).await {
+        Ok(server) => server,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // One plain line on stdout, for scripts and tests that start the server on
+    // port 0 and need to know where it is.
+    println!("ferromq listening on {}", server.local_addr());
+    if let Some(http) = server.http_addr() {
+        println!("ferromq http listening on {http}");
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
