@@ -938,7 +938,8 @@ impl QueueState {
                 }
             }
             (State::Reserved { .. }, _) => Err(QueueError::ReservationMismatch(id)),
-            (_, Some(given)) if given == msg.expired_reservation_id => {
+            // 0 is "none": never an expired reservation.
+            (_, Some(given)) if given != 0 && given == msg.expired_reservation_id => {
                 Err(QueueError::ReservationExpired(id))
             }
             (_, Some(_)) => Err(QueueError::ReservationMismatch(id)),

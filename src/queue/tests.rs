@@ -1,1 +1,0 @@
-//! Tests of the queue state machine (filled in below).

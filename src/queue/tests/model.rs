@@ -1,0 +1,882 @@
+//! The property test of the state machine: random sequences of push, reserve
+//! (with long polls and delete), delete, touch, release, peek, get, settings
+//! changes, clear, moves in and out (dead letters, redrive, adopt), clients going
+//! away, record writes, clock advances and restarts (the queue rebuilt from its own
+//! records) run against [`QueueState`](super::super::state::QueueState) and against
+//! [`Model`], a small reference model written from docs/semantics.md; every answer,
+//! every event and every counter must agree, and the state machine's next deadline
+//! must never be later than the model's next timed event.
+//!
+//! The model is deliberately naive: a map of messages, each with an order key, a
+//! state and its deadlines; a list of parked reserves; time advanced by visiting
+//! every timed event in order. Ids and reservation ids are not predicted: the
+//! model checks that each one the state machine hands out is fresh and larger than
+//! every earlier one (fencing), then uses it.
+//!
+//! `cargo test --lib model` runs 2,000 cases (a few seconds);
+//! `FERROMQ_MODEL_CASES=100000 cargo test --release --lib model` runs more.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::super::state::{Event, Reserved};
+use super::super::types::{
+    DeadLetterPatch, MessageInfo, MessageState, MessageView, NewMessage, QueueName, SettingsPatch,
+    Transfer, DEFAULT_TIMEOUT_MS,
+};
+use super::super::waiters::WaiterId;
+use super::Harness;
+use crate::error::QueueError;
+
+/// Which message an operation names: one the test has seen (by index, modulo how
+/// many), or one that never existed.
+#[derive(Debug, Clone, Copy)]
+enum Pick {
+    Known(usize),
+    Unknown,
+}
+
+/// Which reservation id an operation gives.
+#[derive(Debug, Clone, Copy)]
+enum RidPick {
+    /// None at all.
+    Absent,
+    /// The message's current one (0 if it has none).
+    Current,
+    /// The one that most recently ran out.
+    Expired,
+    /// One of its earlier ones.
+    Old(usize),
+    /// One never issued.
+    Wrong,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Messages with these delays (0: none).
+    Push(Vec<u64>),
+    Reserve {
+        n: usize,
+        timeout: Option<u64>,
+        wait: u64,
+        delete: bool,
+    },
+    Delete(Vec<(Pick, RidPick)>),
+    Touch(Pick, RidPick, Option<u64>),
+    Release(Pick, RidPick, u64),
+    Peek(usize),
+    Get(Pick),
+    Advance(u64),
+    Restart,
+    Update {
+        timeout: Option<u64>,
+        expiration_s: Option<u64>,
+        /// `Some(None)` removes the dead-letter setting.
+        dead_letter: Option<Option<u32>>,
+    },
+    Clear,
+    Redrive(usize),
+    /// Messages moved in from elsewhere, with these reserved counts.
+    Adopt(Vec<u32>),
+    /// The client of a parked reserve goes away.
+    Cancel(usize),
+    /// The actor writes its records (otherwise they gather across operations).
+    Write,
+}
+
+fn pick() -> impl Strategy<Value = Pick> {
+    prop_oneof![9 => any::<usize>().prop_map(Pick::Known), 1 => Just(Pick::Unknown)]
+}
+
+fn rid_pick() -> impl Strategy<Value = RidPick> {
+    prop_oneof![
+        2 => Just(RidPick::Absent),
+        6 => Just(RidPick::Current),
+        1 => Just(RidPick::Expired),
+        1 => any::<usize>().prop_map(RidPick::Old),
+        1 => Just(RidPick::Wrong),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let delay = prop_oneof![3 => Just(0u64), 1 => 1u64..3_000];
+    let timeout = prop_oneof![1 => Just(None), 3 => (100u64..3_000).prop_map(Some)];
+    prop_oneof![
+        6 => prop::collection::vec(delay, 1..=3).prop_map(Op::Push),
+        6 => (1usize..=3, timeout.clone(), prop_oneof![3 => Just(0u64), 1 => 100u64..2_000], prop::bool::weighted(0.2))
+            .prop_map(|(n, timeout, wait, delete)| Op::Reserve { n, timeout, wait, delete }),
+        3 => prop::collection::vec((pick(), rid_pick()), 1..=3).prop_map(Op::Delete),
+        2 => (pick(), rid_pick(), timeout.clone()).prop_map(|(m, r, t)| Op::Touch(m, r, t)),
+        3 => (pick(), rid_pick(), prop_oneof![2 => Just(0u64), 1 => 1u64..2_000])
+            .prop_map(|(m, r, d)| Op::Release(m, r, d)),
+        1 => (1usize..=4).prop_map(Op::Peek),
+        1 => pick().prop_map(Op::Get),
+        5 => prop_oneof![0u64..500, 500u64..4_000].prop_map(Op::Advance),
+        1 => Just(Op::Restart),
+        1 => (
+            prop::option::of(100u64..3_000),
+            prop::option::weighted(0.5, 1u64..=5),
+            prop::option::weighted(0.5, prop::option::weighted(0.7, 1u32..=3)),
+        )
+            .prop_map(|(timeout, expiration_s, dead_letter)| Op::Update { timeout, expiration_s, dead_letter }),
+        1 => Just(Op::Clear),
+        1 => (1usize..=3).prop_map(Op::Redrive),
+        1 => prop::collection::vec(0u32..=3, 1..=2).prop_map(Op::Adopt),
+        1 => any::<usize>().prop_map(Op::Cancel),
+        3 => Just(Op::Write),
+    ]
+}
+
+// ----- the reference model ----------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MState {
+    Available,
+    Delayed(u64),
+    Reserved { rid: u64, until: u64 },
+    Moving,
+}
+
+#[derive(Debug, Clone)]
+struct MMsg {
+    body: Bytes,
+    state: MState,
+    /// Queue order: pushes by id, requeues in front, the latest first.
+    key: i128,
+    reserved_count: u32,
+    pushed_at: u64,
+    expires_at: u64,
+    /// The reservation that ran out most recently (forgotten by a restart).
+    last_expired: Option<u64>,
+    /// Every reservation it ever had.
+    rids: Vec<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct MWaiter {
+    id: WaiterId,
+    n: usize,
+    timeout: Option<u64>,
+    delete: bool,
+    deadline: u64,
+    gone: bool,
+}
+
+/// What the model says the state machine must report next.
+#[derive(Debug)]
+enum Expect {
+    Woken {
+        waiter: WaiterId,
+        planned: Vec<MessageView>,
+    },
+    WaitEnded(WaiterId),
+    DeadLetters(Vec<(u64, u32, Bytes)>),
+}
+
+#[derive(Debug, Default)]
+struct Model {
+    msgs: BTreeMap<u64, MMsg>,
+    requeues: i128,
+    waiters: VecDeque<MWaiter>,
+    total_pushed: u64,
+    timeout: u64,
+    expiration_s: u64,
+    dead_letter: Option<u32>,
+    /// Every message id seen, for picking.
+    known: Vec<u64>,
+    max_id: u64,
+    /// The largest reservation id issued, and the largest issued before the
+    /// current operation began.
+    max_rid: u64,
+    rid_base: u64,
+    rids_seen: std::collections::BTreeSet<u64>,
+    expected: VecDeque<Expect>,
+}
+
+impl Model {
+    fn new() -> Self {
+        Model {
+            timeout: DEFAULT_TIMEOUT_MS,
+            expiration_s: 7 * 24 * 3600,
+            ..Model::default()
+        }
+    }
+
+    fn available(&self) -> Vec<u64> {
+        let mut list: Vec<(i128, u64)> = self
+            .msgs
+            .iter()
+            .filter(|(_, m)| m.state == MState::Available)
+            .map(|(&id, m)| (m.key, id))
+            .collect();
+        list.sort_unstable();
+        list.into_iter().map(|(_, id)| id).collect()
+    }
+
+    fn info(&self, id: u64) -> Option<MessageView> {
+        let m = self.msgs.get(&id)?;
+        let (state, reserved_until_ms, available_at_ms) = match m.state {
+            MState::Available => (MessageState::Available, 0, 0),
+            MState::Delayed(until) => (MessageState::Delayed, 0, until),
+            MState::Reserved { until, .. } => (MessageState::Reserved, until, 0),
+            MState::Moving => return None,
+        };
+        Some(MessageView {
+            info: MessageInfo {
+                id,
+                reserved_count: m.reserved_count,
+                reservation_id: 0,
+                reserved_until_ms,
+                pushed_at_ms: m.pushed_at,
+                available_at_ms,
+                expires_at_ms: m.expires_at,
+                state,
+            },
+            body: m.body.clone(),
+        })
+    }
+
+    /// The earliest timed event: a lease or delay end, an expiry, a wait's end.
+    fn next_event(&self) -> Option<u64> {
+        let messages = self.msgs.values().flat_map(|m| {
+            let own = match m.state {
+                MState::Delayed(until) | MState::Reserved { until, .. } => Some(until),
+                MState::Available | MState::Moving => None,
+            };
+            own.into_iter().chain([m.expires_at])
+        });
+        messages
+            .chain(self.waiters.iter().map(|w| w.deadline))
+            .min()
+    }
+
+    /// Everything due at `t`, in the order of the page: leases end (message-id
+    /// order, each to the front), delays end, messages expire, waits end.
+    fn fire(&mut self, t: u64) {
+        let ending: Vec<u64> = self
+            .msgs
+            .iter()
+            .filter(|(_, m)| matches!(m.state, MState::Reserved { until, .. } if until <= t))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ending {
+            self.requeues += 1;
+            let key = -self.requeues;
+            let m = self.msgs.get_mut(&id).expect("message");
+            if let MState::Reserved { rid, .. } = m.state {
+                m.last_expired = Some(rid);
+            }
+            m.state = MState::Available;
+            m.key = key;
+        }
+        for m in self.msgs.values_mut() {
+            if matches!(m.state, MState::Delayed(until) if until <= t) {
+                m.state = MState::Available;
+            }
+        }
+        self.msgs.retain(|_, m| m.expires_at > t);
+        let mut ended: Vec<&MWaiter> = self.waiters.iter().filter(|w| w.deadline <= t).collect();
+        ended.sort_by_key(|w| (w.deadline, w.id));
+        let ended: Vec<WaiterId> = ended.into_iter().map(|w| w.id).collect();
+        for id in ended {
+            self.waiters.retain(|w| w.id != id);
+            self.expected.push_back(Expect::WaitEnded(id));
+        }
+    }
+
+    /// Takes up to `n` available messages; the dead-lettered ones go to `expected`.
+    fn take(&mut self, now: u64, n: usize, timeout: Option<u64>, delete: bool) -> Vec<MessageView> {
+        let until = now.saturating_add(timeout.unwrap_or(self.timeout));
+        let mut out = Vec::new();
+        let mut dead = Vec::new();
+        for id in self.available() {
+            if out.len() >= n {
+                break;
+            }
+            let m = self.msgs.get_mut(&id).expect("message");
+            if self.dead_letter.is_some_and(|max| m.reserved_count >= max) {
+                m.state = MState::Moving;
+                dead.push((id, m.reserved_count, m.body.clone()));
+                continue;
+            }
+            m.reserved_count += 1;
+            m.last_expired = None;
+            let mut view = MessageView {
+                info: MessageInfo {
+                    id,
+                    reserved_count: m.reserved_count,
+                    reservation_id: 0,
+                    reserved_until_ms: 0,
+                    pushed_at_ms: m.pushed_at,
+                    available_at_ms: 0,
+                    expires_at_ms: m.expires_at,
+                    state: MessageState::Deleted,
+                },
+                body: m.body.clone(),
+            };
+            if delete {
+                self.msgs.remove(&id);
+            } else {
+                // The reservation id is the state machine's to choose: filled in
+                // when its answer is compared.
+                m.state = MState::Reserved { rid: 0, until };
+                view.info.state = MessageState::Reserved;
+                view.info.reserved_until_ms = until;
+            }
+            out.push(view);
+        }
+        if !dead.is_empty() {
+            self.expected.push_back(Expect::DeadLetters(dead));
+        }
+        out
+    }
+
+    /// Serves the parked reserves, oldest first, while messages are available.
+    fn serve(&mut self, now: u64) {
+        while !self.available().is_empty() {
+            let Some(waiter) = self.waiters.front().cloned() else {
+                return;
+            };
+            if waiter.gone {
+                self.waiters.pop_front();
+                continue;
+            }
+            let planned = self.take(now, waiter.n, waiter.timeout, waiter.delete);
+            if planned.is_empty() {
+                return; // only dead letters: it keeps waiting
+            }
+            self.waiters.pop_front();
+            self.expected.push_back(Expect::Woken {
+                waiter: waiter.id,
+                planned,
+            });
+        }
+    }
+
+    /// The answer to delete/touch/release checks of (id, reservation id) at `now`.
+    fn check(&self, id: u64, rid: Option<u64>, now: u64) -> Result<(), QueueError> {
+        let m = self
+            .msgs
+            .get(&id)
+            .filter(|m| m.state != MState::Moving)
+            .ok_or(QueueError::MessageNotFound(id))?;
+        match (m.state, rid) {
+            (
+                MState::Reserved {
+                    rid: current,
+                    until,
+                },
+                Some(given),
+            ) if given == current => {
+                if now >= until {
+                    Err(QueueError::ReservationExpired(id))
+                } else {
+                    Ok(())
+                }
+            }
+            (MState::Reserved { .. }, _) => Err(QueueError::ReservationMismatch(id)),
+            (_, Some(given)) if Some(given) == m.last_expired => {
+                Err(QueueError::ReservationExpired(id))
+            }
+            (_, Some(_)) => Err(QueueError::ReservationMismatch(id)),
+            (_, None) => Ok(()),
+        }
+    }
+
+    /// A fresh reservation id from the state machine: never seen before, and larger
+    /// than every one issued before this operation (a fencing token).
+    fn accept_rid(&mut self, id: u64, rid: u64) {
+        assert!(
+            rid > self.rid_base,
+            "reservation id {rid} is not above {}",
+            self.rid_base
+        );
+        assert!(
+            self.rids_seen.insert(rid),
+            "reservation id {rid} issued twice"
+        );
+        self.max_rid = self.max_rid.max(rid);
+        let m = self.msgs.get_mut(&id).expect("message");
+        if let MState::Reserved { rid: slot, .. } = &mut m.state {
+            *slot = rid;
+        }
+        m.rids.push(rid);
+    }
+
+    fn add(&mut self, id: u64, body: Bytes, state: MState, reserved_count: u32, now: u64) {
+        assert!(
+            id > self.max_id || !self.known.contains(&id),
+            "id {id} reused"
+        );
+        self.max_id = self.max_id.max(id);
+        self.known.push(id);
+        self.total_pushed += 1;
+        self.msgs.insert(
+            id,
+            MMsg {
+                body,
+                state,
+                key: i128::from(id),
+                reserved_count,
+                pushed_at: now,
+                expires_at: now.saturating_add(self.expiration_s.saturating_mul(1000)),
+                last_expired: None,
+                rids: Vec::new(),
+            },
+        );
+    }
+}
+
+// ----- running both side by side -------------------------------------------------------
+
+struct Run {
+    h: Harness,
+    model: Model,
+    /// How moves turn out, used in turn.
+    outcomes: Vec<bool>,
+    next_outcome: usize,
+    pushed: u64,
+}
+
+impl Run {
+    fn outcome(&mut self) -> bool {
+        let moved = self.outcomes[self.next_outcome % self.outcomes.len()];
+        self.next_outcome += 1;
+        moved
+    }
+
+    fn pick(&self, pick: Pick) -> u64 {
+        match pick {
+            Pick::Known(i) if !self.model.known.is_empty() => {
+                self.model.known[i % self.model.known.len()]
+            }
+            _ => u64::MAX - 1,
+        }
+    }
+
+    fn rid(&self, id: u64, pick: RidPick) -> Option<u64> {
+        let m = self.model.msgs.get(&id);
+        match pick {
+            RidPick::Absent => None,
+            RidPick::Current => Some(match m.map(|m| m.state) {
+                Some(MState::Reserved { rid, .. }) => rid,
+                _ => 0,
+            }),
+            RidPick::Expired => Some(m.and_then(|m| m.last_expired).unwrap_or(1)),
+            RidPick::Old(i) => m
+                .filter(|m| !m.rids.is_empty())
+                .map(|m| m.rids[i % m.rids.len()])
+                .or(Some(2)),
+            RidPick::Wrong => Some(u64::MAX),
+        }
+    }
+
+    fn compare_messages(&mut self, planned: Vec<MessageView>, real: &[MessageView], what: &str) {
+        assert_eq!(real.len(), planned.len(), "{what}: {real:?} vs {planned:?}");
+        for (real, planned) in real.iter().zip(planned) {
+            let mut expected = planned;
+            if expected.info.state == MessageState::Reserved && real.info.reservation_id != 0 {
+                self.model
+                    .accept_rid(real.info.id, real.info.reservation_id);
+                expected.info.reservation_id = real.info.reservation_id;
+            }
+            assert_eq!(*real, expected, "{what}");
+        }
+    }
+
+    /// Matches every event the state machine produced with what the model
+    /// expects, completing moves as they come (which may produce more).
+    fn settle(&mut self) {
+        loop {
+            let events = self.h.take_events();
+            if events.is_empty() {
+                break;
+            }
+            let mut moves = Vec::new();
+            for event in events {
+                let expected = self.model.expected.pop_front();
+                match (event, expected) {
+                    (
+                        Event::Woken { waiter, result, .. },
+                        Some(Expect::Woken { waiter: w, planned }),
+                    ) => {
+                        assert_eq!(waiter, w, "the oldest waiter is served first");
+                        let real = result.expect("a woken reserve succeeds");
+                        self.compare_messages(planned, &real, "woken reserve");
+                    }
+                    (Event::WaitEnded(waiter), Some(Expect::WaitEnded(w))) => {
+                        assert_eq!(waiter, w, "wait ends");
+                    }
+                    (Event::DeadLetters { to, messages }, Some(Expect::DeadLetters(expected))) => {
+                        assert_eq!(to.as_str(), "q.dead");
+                        let real: Vec<(u64, u32, Bytes)> = messages
+                            .iter()
+                            .map(|m| (m.id, m.reserved_count, m.body.clone()))
+                            .collect();
+                        assert_eq!(real, expected, "dead letters");
+                        moves.push(messages.iter().map(|m| m.id).collect::<Vec<_>>());
+                    }
+                    (event, expected) => panic!("event {event:?}, model expected {expected:?}"),
+                }
+            }
+            for ids in moves {
+                self.finish_move(&ids);
+            }
+        }
+        assert!(
+            self.model.expected.is_empty(),
+            "missing events: {:?}",
+            self.model.expected
+        );
+    }
+
+    fn finish_move(&mut self, ids: &[u64]) {
+        let moved = self.outcome();
+        self.h.transfer_done(ids, moved);
+        for id in ids {
+            if moved {
+                self.model.msgs.remove(id);
+            } else if let Some(m) = self.model.msgs.get_mut(id) {
+                m.state = MState::Available;
+            }
+        }
+        self.model.serve(self.h.now);
+    }
+
+    /// Moves both to `target`, visiting every timed event on the way, as a timely
+    /// actor would.
+    fn advance_to(&mut self, target: u64) {
+        while let Some(t) = self.model.next_event().filter(|&t| t <= target) {
+            let t = t.max(self.h.now);
+            self.h.at(t);
+            self.model.fire(t);
+            self.model.serve(t);
+            self.settle();
+        }
+        self.h.at(target);
+        self.model.fire(target);
+        self.model.serve(target);
+        self.settle();
+    }
+
+    fn check_counters(&self) {
+        let stats = self.h.stats();
+        let m = &self.model;
+        let count = |f: fn(&MState) -> bool| m.msgs.values().filter(|msg| f(&msg.state)).count();
+        let expected = (
+            m.msgs.len(),
+            count(|s| *s == MState::Available),
+            count(|s| matches!(s, MState::Reserved { .. })),
+            count(|s| matches!(s, MState::Delayed(_))),
+            m.total_pushed,
+            m.waiters.len(),
+        );
+        let as_usize = |n: u64| usize::try_from(n).expect("small");
+        let real = (
+            as_usize(stats.size),
+            as_usize(stats.available),
+            as_usize(stats.reserved),
+            as_usize(stats.delayed),
+            stats.total_pushed,
+            as_usize(stats.waiting),
+        );
+        assert_eq!(
+            real, expected,
+            "(size, available, reserved, delayed, total_pushed, waiting)"
+        );
+        if let Some(event) = m.next_event() {
+            let armed = self.h.state.next_deadline();
+            assert!(
+                armed.is_some_and(|d| d <= event),
+                "the next event is at {event}, the timer would be armed for {armed:?}"
+            );
+        }
+    }
+
+    fn apply(&mut self, op: Op) {
+        let now = self.h.now;
+        self.model.rid_base = self.model.max_rid;
+        match op {
+            Op::Push(delays) => {
+                let messages: Vec<NewMessage> = delays
+                    .iter()
+                    .map(|&delay_ms| {
+                        self.pushed += 1;
+                        NewMessage {
+                            body: Bytes::from(format!("m{}", self.pushed)),
+                            delay_ms,
+                        }
+                    })
+                    .collect();
+                let bodies: Vec<Bytes> = messages.iter().map(|m| m.body.clone()).collect();
+                let ids = self
+                    .h
+                    .op(|s, now, io| s.push(now, io, messages))
+                    .expect("push");
+                assert_eq!(ids.len(), delays.len());
+                for ((id, body), delay) in ids.into_iter().zip(bodies).zip(delays) {
+                    let state = if delay > 0 {
+                        MState::Delayed(now + delay)
+                    } else {
+                        MState::Available
+                    };
+                    self.model.add(id, body, state, 0, now);
+                }
+            }
+            Op::Reserve {
+                n,
+                timeout,
+                wait,
+                delete,
+            } => {
+                self.model.serve(now);
+                let planned = self.model.take(now, n, timeout, delete);
+                let real = self
+                    .h
+                    .try_reserve(n, timeout, wait, delete)
+                    .expect("reserve");
+                match real {
+                    Reserved::Parked(waiter) => {
+                        assert!(planned.is_empty() && wait > 0, "parked with {planned:?}");
+                        self.model.waiters.push_back(MWaiter {
+                            id: waiter,
+                            n,
+                            timeout,
+                            delete,
+                            deadline: now + wait,
+                            gone: false,
+                        });
+                    }
+                    Reserved::Now(messages) => {
+                        assert!(!(planned.is_empty() && wait > 0), "should have parked");
+                        self.compare_messages(planned, &messages, "reserve");
+                    }
+                }
+            }
+            Op::Delete(entries) => {
+                let entries: Vec<(u64, Option<u64>)> = entries
+                    .into_iter()
+                    .map(|(m, r)| {
+                        let id = self.pick(m);
+                        (id, self.rid(id, r))
+                    })
+                    .collect();
+                // Entries are checked in order; the first failing one is the answer
+                // (an id given twice fails as the second time it appears).
+                let mut seen = std::collections::BTreeSet::new();
+                let mut expected = Ok(entries.len());
+                for &(id, rid) in &entries {
+                    if !seen.insert(id) {
+                        expected = Err(None);
+                        break;
+                    }
+                    if let Err(err) = self.model.check(id, rid, now) {
+                        expected = Err(Some(err));
+                        break;
+                    }
+                }
+                let real = self.h.delete(&entries);
+                match (&real, expected) {
+                    (Ok(count), Ok(expected)) => {
+                        assert_eq!(*count, expected);
+                        for (id, _) in &entries {
+                            self.model.msgs.remove(id);
+                        }
+                    }
+                    (Err(QueueError::InvalidArgument(_)), Err(None)) => {}
+                    (Err(err), Err(Some(expected))) => assert_eq!(*err, expected, "delete"),
+                    (real, expected) => {
+                        panic!("delete {entries:?}: {real:?}, expected {expected:?}")
+                    }
+                }
+            }
+            Op::Touch(m, r, timeout) => {
+                let id = self.pick(m);
+                let rid = self.rid(id, r).unwrap_or(0);
+                let expected = self.model.check(id, Some(rid), now);
+                let real = self.h.touch(id, rid, timeout);
+                match (real, expected) {
+                    (Ok(lease), Ok(())) => {
+                        let until = now + timeout.unwrap_or(self.model.timeout);
+                        assert_eq!(lease.reserved_until_ms, until);
+                        self.model.msgs.get_mut(&id).expect("message").state =
+                            MState::Reserved { rid: 0, until };
+                        self.model.accept_rid(id, lease.reservation_id);
+                    }
+                    (real, expected) => assert_eq!(real.map(drop), expected, "touch"),
+                }
+            }
+            Op::Release(m, r, delay) => {
+                let id = self.pick(m);
+                let rid = self.rid(id, r).unwrap_or(0);
+                let expected = self.model.check(id, Some(rid), now);
+                let real = self.h.release(id, rid, delay);
+                assert_eq!(real, expected, "release");
+                if expected.is_ok() {
+                    self.model.requeues += 1;
+                    let key = -self.model.requeues;
+                    let msg = self.model.msgs.get_mut(&id).expect("message");
+                    msg.key = key;
+                    msg.state = if delay > 0 {
+                        MState::Delayed(now + delay)
+                    } else {
+                        MState::Available
+                    };
+                }
+            }
+            Op::Peek(n) => {
+                let expected: Vec<MessageView> = self
+                    .model
+                    .available()
+                    .into_iter()
+                    .take(n)
+                    .filter_map(|id| self.model.info(id))
+                    .collect();
+                assert_eq!(self.h.peek(n), expected, "peek");
+            }
+            Op::Get(m) => {
+                let id = self.pick(m);
+                let expected = self.model.info(id).ok_or(QueueError::MessageNotFound(id));
+                assert_eq!(self.h.get(id), expected, "get");
+            }
+            Op::Advance(ms) => self.advance_to(now + ms),
+            Op::Restart => {
+                let mut dropped = self.h.restart();
+                dropped.sort_unstable();
+                let mut expected: Vec<WaiterId> =
+                    self.model.waiters.drain(..).map(|w| w.id).collect();
+                expected.sort_unstable();
+                assert_eq!(dropped, expected, "parked reserves end with the server");
+                for m in self.model.msgs.values_mut() {
+                    assert_ne!(
+                        m.state,
+                        MState::Moving,
+                        "moves finish within an operation here"
+                    );
+                    m.last_expired = None;
+                }
+            }
+            Op::Update {
+                timeout,
+                expiration_s,
+                dead_letter,
+            } => {
+                let patch = SettingsPatch {
+                    message_timeout_ms: timeout,
+                    message_expiration_s: expiration_s,
+                    dead_letter: dead_letter.map(|d| match d {
+                        None => DeadLetterPatch::Remove,
+                        Some(max) => DeadLetterPatch::Set {
+                            queue: Some(QueueName::new("q.dead").expect("name")),
+                            max_reservations: Some(max),
+                        },
+                    }),
+                };
+                self.h.update(&patch).expect("update");
+                if let Some(t) = timeout {
+                    self.model.timeout = t;
+                }
+                if let Some(e) = expiration_s {
+                    self.model.expiration_s = e;
+                }
+                if let Some(d) = dead_letter {
+                    self.model.dead_letter = d;
+                }
+            }
+            Op::Clear => {
+                assert_eq!(self.h.clear(), self.model.msgs.len(), "clear");
+                self.model.msgs.clear();
+            }
+            Op::Redrive(n) => {
+                let moving = self.h.redrive(n);
+                let expected: Vec<u64> = self.model.available().into_iter().take(n).collect();
+                let real: Vec<u64> = moving.iter().map(|m| m.id).collect();
+                assert_eq!(real, expected, "redrive");
+                for m in &moving {
+                    let msg = self.model.msgs.get_mut(&m.id).expect("message");
+                    assert_eq!((m.reserved_count, &m.body), (0, &msg.body));
+                    msg.state = MState::Moving;
+                }
+                if !real.is_empty() {
+                    self.finish_move(&real);
+                }
+            }
+            Op::Adopt(counts) => {
+                let transfers: Vec<Transfer> = counts
+                    .iter()
+                    .map(|&reserved_count| {
+                        let id = self.h.io.next_id;
+                        self.h.io.next_id += 1;
+                        Transfer {
+                            id,
+                            body: Bytes::from(format!("adopted {id}")),
+                            reserved_count,
+                        }
+                    })
+                    .collect();
+                assert_eq!(self.h.adopt(transfers.clone()), transfers.len());
+                for t in transfers {
+                    self.model
+                        .add(t.id, t.body, MState::Available, t.reserved_count, now);
+                }
+            }
+            Op::Cancel(i) => {
+                let live: Vec<usize> = (0..self.model.waiters.len())
+                    .filter(|&k| !self.model.waiters[k].gone)
+                    .collect();
+                if let Some(&k) = live.get(i % live.len().max(1)) {
+                    let waiter = &mut self.model.waiters[k];
+                    waiter.gone = true;
+                    self.h.io.gone.insert(waiter.id);
+                }
+            }
+            Op::Write => {
+                self.h.write(false);
+            }
+        }
+        self.model.serve(self.h.now);
+        self.settle();
+        self.check_counters();
+    }
+}
+
+fn cases() -> u32 {
+    std::env::var("FERROMQ_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        max_shrink_iters: 10_000,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn the_state_machine_agrees_with_the_model(
+        ops in prop::collection::vec(op(), 1..80),
+        outcomes in prop::collection::vec(any::<bool>(), 1..6),
+    ) {
+        // A move that always fails would bounce a dead letter between the queue and
+        // a waiting reserve forever: some move succeeds in every cycle.
+        let mut outcomes = outcomes;
+        outcomes.push(true);
+        let mut run = Run {
+            h: Harness::new(),
+            model: Model::new(),
+            outcomes,
+            next_outcome: 0,
+            pushed: 0,
+        };
+        for op in ops {
+            run.apply(op);
+        }
+        // Whatever happened, a restart loses nothing the model still holds.
+        run.apply(Op::Restart);
+        run.apply(Op::Peek(4));
+    }
+}

@@ -1,0 +1,825 @@
+//! Every rule of docs/semantics.md, checked on the state machine with a manual
+//! clock (section by section, in the page's order).
+
+use bytes::Bytes;
+
+use super::super::recovery::{meta_from_record, rebuild};
+use super::super::state::{Event, QueueMeta, QueueState, Reserved};
+use super::super::types::{
+    DeadLetter, DeadLetterPatch, MessageState, QueueName, QueueSettings, SettingsPatch, Transfer,
+    DEFAULT_TIMEOUT_MS, MAX_EXPIRATION_S, MIN_TIMEOUT_MS,
+};
+use super::{text, Harness, START_MS};
+use crate::error::QueueError;
+use crate::storage::{DeadLetterRecord, QueueRecord};
+
+fn ids(messages: &[super::MessageView]) -> Vec<u64> {
+    messages.iter().map(|m| m.info.id).collect()
+}
+
+fn with_dead_letter(max_reservations: u32) -> QueueSettings {
+    QueueSettings {
+        dead_letter: Some(DeadLetter {
+            queue: QueueName::new("q.dead").unwrap(),
+            max_reservations,
+        }),
+        ..QueueSettings::default()
+    }
+}
+
+/// (waiter, message ids) of every Woken event, and the waiters whose wait ended.
+fn wakes(events: Vec<Event>) -> (Vec<(super::WaiterId, Vec<u64>)>, Vec<super::WaiterId>) {
+    let mut woken = Vec::new();
+    let mut ended = Vec::new();
+    for event in events {
+        match event {
+            Event::Woken { waiter, result, .. } => {
+                woken.push((waiter, ids(&result.expect("a woken reserve succeeds"))));
+            }
+            Event::WaitEnded(waiter) => ended.push(waiter),
+            Event::DeadLetters { .. } => {}
+        }
+    }
+    (woken, ended)
+}
+
+// ----- life of a message -----------------------------------------------------
+
+#[test]
+fn push_gives_increasing_ids_and_reserve_returns_messages_in_push_order() {
+    let mut h = Harness::new();
+    let pushed = h.push(&["a", "b", "c"]);
+    assert!(pushed.windows(2).all(|w| w[0] < w[1]));
+    let got = h.reserve(2, None);
+    assert_eq!(ids(&got), &pushed[..2]);
+    assert_eq!((text(&got[0]), text(&got[1])), ("a", "b"));
+    let stats = h.stats();
+    assert_eq!(
+        (
+            stats.size,
+            stats.available,
+            stats.reserved,
+            stats.delayed,
+            stats.total_pushed
+        ),
+        (3, 1, 2, 0, 3)
+    );
+}
+
+#[test]
+fn a_reserve_is_a_lease_with_a_growing_fencing_token() {
+    let mut h = Harness::new();
+    h.push(&["a", "b"]);
+    let first = h.reserve(1, None).remove(0);
+    assert_eq!(first.info.state, MessageState::Reserved);
+    assert_eq!(first.info.reserved_count, 1);
+    assert_eq!(first.info.reserved_until_ms, h.now + DEFAULT_TIMEOUT_MS);
+    let second = h.reserve(1, Some(5_000)).remove(0);
+    assert_eq!(second.info.reserved_until_ms, h.now + 5_000);
+    assert!(second.info.reservation_id > first.info.reservation_id);
+}
+
+#[test]
+fn an_expired_lease_requeues_the_message_at_the_front_at_its_deadline() {
+    let mut h = Harness::new();
+    let pushed = h.push(&["old", "new"]);
+    let old = h.reserve(1, Some(1_000)).remove(0);
+    h.advance(999);
+    assert_eq!(
+        h.peek_ids(10),
+        [pushed[1]],
+        "still leased 1 ms before the deadline"
+    );
+    h.advance(1);
+    assert_eq!(
+        h.peek_ids(10),
+        pushed,
+        "requeued at the deadline, in front of newer"
+    );
+    let again = h.reserve(1, None).remove(0);
+    assert_eq!((again.info.id, again.info.reserved_count), (old.info.id, 2));
+    assert!(again.info.reservation_id > old.info.reservation_id);
+}
+
+#[test]
+fn a_late_request_with_an_expired_lease_is_told_expired_and_a_superseded_one_mismatch() {
+    let mut h = Harness::new();
+    let id = h.push(&["a"])[0];
+    let lease = h.reserve(1, Some(1_000)).remove(0).info.reservation_id;
+    // Deadlines are checked at request time: `now >= deadline` is expired.
+    h.now += 1_000;
+    assert_eq!(
+        h.delete(&[(id, Some(lease))]),
+        Err(QueueError::ReservationExpired(id))
+    );
+    assert_eq!(
+        h.touch(id, lease, None),
+        Err(QueueError::ReservationExpired(id))
+    );
+    assert_eq!(
+        h.release(id, lease, 0),
+        Err(QueueError::ReservationExpired(id))
+    );
+    // Reserved again: the old reservation is now superseded.
+    let newer = h.reserve(1, None).remove(0).info.reservation_id;
+    assert_eq!(
+        h.delete(&[(id, Some(lease))]),
+        Err(QueueError::ReservationMismatch(id))
+    );
+    assert_eq!(h.delete(&[(id, Some(newer))]), Ok(1));
+}
+
+#[test]
+fn leases_ending_together_requeue_in_id_order_so_the_larger_id_is_first() {
+    let mut h = Harness::new();
+    let pushed = h.push(&["a", "b"]);
+    h.reserve(2, Some(300));
+    h.advance(300);
+    assert_eq!(h.peek_ids(10), [pushed[1], pushed[0]]);
+}
+
+#[test]
+fn touch_issues_a_new_reservation_and_deadline_and_retires_the_old_one() {
+    let mut h = Harness::new();
+    let id = h.push(&["a"])[0];
+    let old = h.reserve(1, Some(1_000)).remove(0).info.reservation_id;
+    h.advance(500);
+    let lease = h.touch(id, old, Some(2_000)).unwrap();
+    assert!(lease.reservation_id > old);
+    assert_eq!(lease.reserved_until_ms, h.now + 2_000);
+    assert_eq!(
+        h.touch(id, old, None),
+        Err(QueueError::ReservationMismatch(id))
+    );
+    h.advance(1_999);
+    assert_eq!(
+        h.get(id).unwrap().info.state,
+        MessageState::Reserved,
+        "extended"
+    );
+    let default = h.touch(id, lease.reservation_id, None).unwrap();
+    assert_eq!(default.reserved_until_ms, h.now + DEFAULT_TIMEOUT_MS);
+    assert_eq!(
+        h.get(id).unwrap().info.reserved_count,
+        1,
+        "touch does not count"
+    );
+}
+
+#[test]
+fn release_puts_a_message_at_the_front_latest_first_and_a_delay_holds_it_back() {
+    let mut h = Harness::new();
+    let pushed = h.push(&["a", "b", "c"]);
+    let got = h.reserve(2, None);
+    h.release(got[0].info.id, got[0].info.reservation_id, 0)
+        .unwrap();
+    h.release(got[1].info.id, got[1].info.reservation_id, 0)
+        .unwrap();
+    assert_eq!(h.peek_ids(10), [pushed[1], pushed[0], pushed[2]]);
+    let b = h.reserve(1, None).remove(0);
+    assert_eq!((b.info.id, b.info.reserved_count), (pushed[1], 2));
+    h.release(b.info.id, b.info.reservation_id, 1_000).unwrap();
+    assert_eq!(h.get(b.info.id).unwrap().info.state, MessageState::Delayed);
+    assert_eq!(h.stats().delayed, 1);
+    h.advance(1_000);
+    assert_eq!(
+        h.peek_ids(10),
+        [pushed[1], pushed[0], pushed[2]],
+        "back at the front"
+    );
+    assert_eq!(
+        h.release(b.info.id, b.info.reservation_id, 0),
+        Err(QueueError::ReservationMismatch(b.info.id)),
+        "released once"
+    );
+}
+
+#[test]
+fn a_delayed_push_becomes_available_when_its_delay_ends_in_push_order() {
+    let mut h = Harness::new();
+    let late = h.push_delayed("late", 2_000);
+    let early = h.push(&["early"])[0];
+    let view = h.get(late).unwrap().info;
+    assert_eq!(
+        (view.state, view.available_at_ms),
+        (MessageState::Delayed, h.now + 2_000)
+    );
+    assert_eq!(h.peek_ids(10), [early]);
+    h.advance(2_000);
+    assert_eq!(h.peek_ids(10), [late, early], "pushed first, so first");
+}
+
+#[test]
+fn delete_needs_the_current_reservation_of_a_reserved_message_and_is_all_or_nothing() {
+    let mut h = Harness::new();
+    let pushed = h.push(&["a", "b", "c"]);
+    let held = h.reserve(1, None).remove(0);
+    let rid = held.info.reservation_id;
+    assert_eq!(
+        h.delete(&[(pushed[0], None)]),
+        Err(QueueError::ReservationMismatch(pushed[0]))
+    );
+    assert_eq!(
+        h.delete(&[(pushed[0], Some(rid + 1))]),
+        Err(QueueError::ReservationMismatch(pushed[0]))
+    );
+    assert_eq!(
+        h.delete(&[(pushed[1], Some(rid))]),
+        Err(QueueError::ReservationMismatch(pushed[1]))
+    );
+    assert_eq!(
+        h.delete(&[(999, None)]),
+        Err(QueueError::MessageNotFound(999))
+    );
+    assert!(matches!(
+        h.delete(&[(pushed[1], None), (pushed[1], None)]),
+        Err(QueueError::InvalidArgument(_))
+    ));
+    // One failing entry: nothing is deleted.
+    assert_eq!(
+        h.delete(&[(pushed[1], None), (pushed[0], None)]),
+        Err(QueueError::ReservationMismatch(pushed[0]))
+    );
+    assert_eq!(h.stats().size, 3);
+    assert_eq!(
+        h.delete(&[(pushed[1], None), (pushed[0], Some(rid))]),
+        Ok(2)
+    );
+    assert_eq!(h.peek_ids(10), [pushed[2]]);
+    assert_eq!(
+        h.get(pushed[0]),
+        Err(QueueError::MessageNotFound(pushed[0]))
+    );
+}
+
+#[test]
+fn a_delayed_message_can_be_deleted_without_a_reservation() {
+    let mut h = Harness::new();
+    let id = h.push_delayed("later", 5_000);
+    assert_eq!(h.delete(&[(id, None)]), Ok(1));
+    assert_eq!(h.stats().size, 0);
+}
+
+#[test]
+fn peek_changes_nothing_and_get_shows_any_state_without_reservation_ids() {
+    let mut h = Harness::new();
+    let pushed = h.push(&["a", "b"]);
+    let reserved = h.reserve(1, Some(9_000)).remove(0);
+    let before = h.stats();
+    let peeked = h.peek(10);
+    assert_eq!(ids(&peeked), [pushed[1]]);
+    assert_eq!(peeked[0].info.reservation_id, 0);
+    assert_eq!(h.stats(), before, "peek changes nothing");
+    let got = h.get(pushed[0]).unwrap();
+    assert_eq!(got.info.state, MessageState::Reserved);
+    assert_eq!(
+        got.info.reservation_id, 0,
+        "get never shows a reservation id"
+    );
+    assert_eq!(got.info.reserved_until_ms, reserved.info.reserved_until_ms);
+    assert_eq!((text(&got), got.info.reserved_count), ("a", 1));
+}
+
+#[test]
+fn reserve_with_delete_hands_out_and_removes_at_most_once() {
+    let mut h = Harness::new();
+    let pushed = h.push(&["a", "b"]);
+    let taken = match h.try_reserve(1, None, 0, true).unwrap() {
+        Reserved::Now(messages) => messages,
+        Reserved::Parked(_) => panic!("parked"),
+    };
+    assert_eq!(ids(&taken), [pushed[0]]);
+    assert_eq!(taken[0].info.state, MessageState::Deleted);
+    assert_eq!(
+        (taken[0].info.reservation_id, taken[0].info.reserved_count),
+        (0, 1)
+    );
+    assert_eq!(
+        h.get(pushed[0]),
+        Err(QueueError::MessageNotFound(pushed[0]))
+    );
+    assert_eq!(h.stats().size, 1);
+}
+
+// ----- expiration ---------------------------------------------------------------
+
+#[test]
+fn messages_expire_at_their_time_whatever_their_state() {
+    let mut h = Harness::with_settings(QueueSettings {
+        message_expiration_s: 2,
+        ..QueueSettings::default()
+    });
+    let pushed = h.push(&["available", "reserved"]);
+    h.reserve(1, Some(60_000));
+    h.push_delayed("delayed", 10_000);
+    h.advance(1_000);
+    let later = h.push(&["later"])[0];
+    h.advance(999);
+    assert_eq!(h.stats().size, 4);
+    h.advance(1);
+    let stats = h.stats();
+    assert_eq!(
+        (stats.size, stats.available, stats.reserved, stats.delayed),
+        (1, 1, 0, 0),
+        "available, reserved and delayed messages expired together"
+    );
+    assert_eq!(
+        h.get(pushed[1]),
+        Err(QueueError::MessageNotFound(pushed[1]))
+    );
+    h.advance(1_000);
+    assert_eq!(h.stats().size, 0, "the later push expired a second later");
+    assert_eq!(h.get(later), Err(QueueError::MessageNotFound(later)));
+    assert_eq!(h.stats().total_pushed, 4, "total_pushed never goes down");
+}
+
+#[test]
+fn messages_gathered_into_one_record_still_expire_each_at_its_own_time() {
+    let mut h = Harness::with_settings(QueueSettings {
+        message_expiration_s: 1,
+        ..QueueSettings::default()
+    });
+    // No write between the pushes: both land in one batch record.
+    let first = h.push(&["first"])[0];
+    h.advance(500);
+    let second = h.push(&["second"])[0];
+    h.write(false);
+    h.advance(500);
+    assert_eq!(h.peek_ids(10), [second], "the first expired on time");
+    h.advance(500);
+    assert!(h.peek_ids(10).is_empty());
+    assert_eq!(h.get(first), Err(QueueError::MessageNotFound(first)));
+}
+
+#[test]
+fn a_new_expiration_applies_to_messages_pushed_afterwards() {
+    let mut h = Harness::new();
+    let old = h.push(&["old"])[0];
+    h.update(&SettingsPatch {
+        message_expiration_s: Some(1),
+        ..SettingsPatch::default()
+    })
+    .unwrap();
+    let new = h.push(&["new"])[0];
+    h.advance(1_000);
+    assert_eq!(h.peek_ids(10), [old]);
+    assert_eq!(h.get(new), Err(QueueError::MessageNotFound(new)));
+}
+
+// ----- dead letters and moves ------------------------------------------------------
+
+#[test]
+fn a_message_reserved_too_often_moves_to_the_dead_letter_queue_on_its_next_reserve() {
+    let mut h = Harness::with_settings(with_dead_letter(2));
+    let id = h.push(&["poison"])[0];
+    for attempt in 1..=2 {
+        let got = h.reserve(1, None).remove(0);
+        assert_eq!(got.info.reserved_count, attempt);
+        h.release(id, got.info.reservation_id, 0).unwrap();
+    }
+    h.take_events();
+    assert!(h.reserve(1, None).is_empty(), "moved, not delivered");
+    let events = h.take_events();
+    let [Event::DeadLetters { to, messages }] = events.as_slice() else {
+        panic!("one move: {events:?}")
+    };
+    assert_eq!(to.as_str(), "q.dead");
+    assert_eq!((messages[0].id, messages[0].reserved_count), (id, 2));
+    assert_eq!(&messages[0].body[..], b"poison");
+    // MOVING: invisible, but counted until the move is done.
+    assert_eq!(h.get(id), Err(QueueError::MessageNotFound(id)));
+    assert_eq!((h.stats().size, h.stats().available), (1, 0));
+    h.transfer_done(&[id], true);
+    assert_eq!(h.stats().size, 0);
+}
+
+#[test]
+fn a_failed_move_gives_the_message_back_at_its_place() {
+    let mut h = Harness::with_settings(with_dead_letter(1));
+    let pushed = h.push(&["a", "b"]);
+    let a = h.reserve(1, None).remove(0);
+    h.release(a.info.id, a.info.reservation_id, 0).unwrap();
+    // a (count 1) moves; b is reserved instead.
+    let got = h.reserve(1, None);
+    assert_eq!(ids(&got), [pushed[1]]);
+    h.transfer_done(&[pushed[0]], false);
+    assert_eq!(h.peek_ids(10), [pushed[0]]);
+    assert_eq!(h.get(pushed[0]).unwrap().info.reserved_count, 1);
+}
+
+#[test]
+fn redrive_moves_available_messages_in_order_with_their_count_reset() {
+    let mut h = Harness::new();
+    let pushed = h.push(&["a", "b", "c"]);
+    let a = h.reserve(1, None).remove(0);
+    h.release(a.info.id, a.info.reservation_id, 0).unwrap();
+    let moving = h.redrive(2);
+    assert_eq!(
+        moving.iter().map(|m| m.id).collect::<Vec<_>>(),
+        &pushed[..2]
+    );
+    assert!(moving.iter().all(|m| m.reserved_count == 0));
+    assert_eq!(h.peek_ids(10), [pushed[2]]);
+    h.transfer_done(&[pushed[0], pushed[1]], true);
+    assert_eq!(h.stats().size, 1);
+    let to_itself = QueueName::new("q").unwrap();
+    let err = h.state.redrive(&mut h.io, &to_itself, 1).unwrap_err();
+    assert!(matches!(err, QueueError::InvalidArgument(_)));
+}
+
+#[test]
+fn adopted_messages_keep_id_body_and_count_and_their_expiry_restarts() {
+    let mut h = Harness::with_settings(QueueSettings {
+        message_expiration_s: 5,
+        ..QueueSettings::default()
+    });
+    let transfer = |id| Transfer {
+        id,
+        body: Bytes::from_static(b"moved"),
+        reserved_count: 3,
+    };
+    assert_eq!(h.adopt(vec![transfer(500), transfer(501)]), 2);
+    assert_eq!(
+        h.adopt(vec![transfer(500)]),
+        0,
+        "a repeated move adds nothing"
+    );
+    let got = h.get(500).unwrap();
+    assert_eq!((text(&got), got.info.reserved_count), ("moved", 3));
+    assert_eq!(got.info.expires_at_ms, h.now + 5_000);
+    assert_eq!(h.stats().total_pushed, 2);
+    let reserved = h.reserve(1, None).remove(0);
+    assert_eq!(reserved.info.reserved_count, 4);
+}
+
+// ----- long polls -----------------------------------------------------------------
+
+#[test]
+fn long_polls_are_served_in_arrival_order_when_messages_come() {
+    let mut h = Harness::new();
+    let first = h.wait(1, 10_000);
+    let second = h.wait(1, 10_000);
+    assert_eq!(h.stats().waiting, 2);
+    let pushed = h.push(&["1"]);
+    let (woken, _) = wakes(h.take_events());
+    assert_eq!(woken, [(first, pushed)]);
+    let pushed = h.push(&["2"]);
+    let (woken, _) = wakes(h.take_events());
+    assert_eq!(woken, [(second, pushed)]);
+    assert_eq!(h.stats().waiting, 0);
+}
+
+#[test]
+fn a_long_poll_is_woken_by_a_release_a_requeue_and_a_delay_end() {
+    let mut h = Harness::with_settings(QueueSettings {
+        message_timeout_ms: 1_000,
+        ..QueueSettings::default()
+    });
+    let id = h.push(&["a"])[0];
+    let lease = h.reserve(1, Some(1_000)).remove(0).info.reservation_id;
+    let by_release = h.wait(1, 30_000);
+    h.release(id, lease, 0).unwrap();
+    let (woken, _) = wakes(h.take_events());
+    assert_eq!(woken, [(by_release, vec![id])]);
+
+    let by_requeue = h.wait(1, 30_000);
+    h.advance(1_000);
+    let (woken, _) = wakes(h.take_events());
+    assert_eq!(
+        woken,
+        [(by_requeue, vec![id])],
+        "the lease of the woken reserve ran out"
+    );
+
+    h.clear();
+    let delayed = h.push_delayed("d", 2_000);
+    let by_delay = h.wait(1, 30_000);
+    h.advance(2_000);
+    let (woken, _) = wakes(h.take_events());
+    assert_eq!(woken, [(by_delay, vec![delayed])]);
+}
+
+#[test]
+fn a_long_poll_that_times_out_ends_empty_and_a_gone_client_is_skipped() {
+    let mut h = Harness::new();
+    let timed_out = h.wait(1, 300);
+    h.advance(299);
+    assert!(h.take_events().is_empty());
+    h.advance(1);
+    let (woken, ended) = wakes(h.take_events());
+    assert!(woken.is_empty());
+    assert_eq!(ended, [timed_out]);
+
+    let gone = h.wait(1, 10_000);
+    let kept = h.wait(1, 10_000);
+    h.io.gone.insert(gone);
+    let pushed = h.push(&["x"]);
+    let (woken, _) = wakes(h.take_events());
+    assert_eq!(
+        woken,
+        [(kept, pushed)],
+        "the message went to the client still there"
+    );
+    assert_eq!(h.stats().waiting, 0);
+}
+
+#[test]
+fn a_long_poll_that_only_meets_dead_letters_keeps_waiting() {
+    let mut h = Harness::with_settings(with_dead_letter(1));
+    let id = h.push(&["a"])[0];
+    let lease = h.reserve(1, None).remove(0).info.reservation_id;
+    let waiter = h.wait(1, 10_000);
+    h.take_events();
+    h.release(id, lease, 0).unwrap();
+    let events = h.take_events();
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::DeadLetters { .. })));
+    assert!(!events.iter().any(|e| matches!(e, Event::Woken { .. })));
+    assert_eq!(h.stats().waiting, 1);
+    let pushed = h.push(&["b"]);
+    let (woken, _) = wakes(h.take_events());
+    assert_eq!(woken, [(waiter, pushed)]);
+}
+
+#[test]
+fn clear_removes_every_message_but_not_the_waiting_reserves() {
+    let mut h = Harness::new();
+    h.push(&["a", "b"]);
+    h.reserve(2, None);
+    h.push_delayed("c", 1_000);
+    let waiter = h.wait(1, 30_000);
+    assert_eq!(h.clear(), 3);
+    let stats = h.stats();
+    assert_eq!(
+        (
+            stats.size,
+            stats.reserved,
+            stats.delayed,
+            stats.waiting,
+            stats.total_pushed
+        ),
+        (0, 0, 0, 1, 3)
+    );
+    h.advance(1_000);
+    let pushed = h.push(&["d"]);
+    let (woken, _) = wakes(h.take_events());
+    assert_eq!(woken, [(waiter, pushed)]);
+}
+
+// ----- durability: records and restart ----------------------------------------------
+
+#[test]
+fn a_restart_restores_order_counts_leases_delays_and_settings() {
+    let mut h = Harness::with_settings(QueueSettings {
+        message_timeout_ms: 45_000,
+        ..with_dead_letter(4)
+    });
+    let pushed = h.push(&["m0", "m1", "m2", "m3", "m4"]);
+    h.delete(&[(pushed[0], None)]).unwrap();
+    let got = h.reserve(2, None);
+    let (m1, m2) = (&got[0], &got[1]);
+    h.release(m2.info.id, m2.info.reservation_id, 0).unwrap();
+    h.push_delayed("later", 5_000);
+    h.restart();
+    let stats = h.stats();
+    assert_eq!(
+        (
+            stats.size,
+            stats.reserved,
+            stats.available,
+            stats.delayed,
+            stats.total_pushed
+        ),
+        (5, 1, 3, 1, 6)
+    );
+    assert_eq!(stats.settings.message_timeout_ms, 45_000);
+    assert_eq!(
+        stats.settings.dead_letter.map(|d| d.max_reservations),
+        Some(4)
+    );
+    assert_eq!(h.peek_ids(10), [pushed[2], pushed[3], pushed[4]]);
+    assert_eq!(h.get(pushed[2]).unwrap().info.reserved_count, 1);
+    let lease = h.get(m1.info.id).unwrap().info;
+    assert_eq!(lease.reserved_until_ms, m1.info.reserved_until_ms);
+    h.touch(m1.info.id, m1.info.reservation_id, None)
+        .expect("a lease taken before the restart is still valid");
+    h.advance(5_000);
+    assert_eq!(h.stats().delayed, 0, "the delay still ends on time");
+    let fresh = h.push(&["after"])[0];
+    assert!(fresh > *pushed.last().unwrap(), "ids never repeat");
+}
+
+#[test]
+fn after_a_restart_a_late_request_with_an_expired_lease_is_a_mismatch() {
+    let mut h = Harness::new();
+    let id = h.push(&["a"])[0];
+    let lease = h.reserve(1, Some(100)).remove(0).info.reservation_id;
+    h.advance(100);
+    assert_eq!(
+        h.delete(&[(id, Some(lease))]),
+        Err(QueueError::ReservationExpired(id))
+    );
+    h.restart();
+    assert_eq!(
+        h.delete(&[(id, Some(lease))]),
+        Err(QueueError::ReservationMismatch(id)),
+        "which reservation ran out is not persisted"
+    );
+}
+
+#[test]
+fn a_turn_writes_one_batch_record_and_a_drained_queue_leaves_no_records() {
+    let mut h = Harness::new();
+    let first = h.push(&["a", "b"]);
+    let second = h.push(&["c"]);
+    let writes = h.write(false);
+    assert_eq!(writes.len(), 1, "two pushes, one batch record: {writes:?}");
+    let got = h.reserve(3, None);
+    assert_eq!(
+        h.write(false).len(),
+        1,
+        "one state record for the touched batch"
+    );
+    let entries: Vec<(u64, Option<u64>)> = got
+        .iter()
+        .map(|m| (m.info.id, Some(m.info.reservation_id)))
+        .collect();
+    h.delete(&entries).unwrap();
+    h.write(false);
+    assert_eq!(
+        h.io.log.batch_count(),
+        0,
+        "records go with their last message"
+    );
+    h.restart();
+    assert_eq!(h.stats().size, 0);
+    assert!(first.iter().chain(&second).all(|&id| h.get(id).is_err()));
+}
+
+#[test]
+fn messages_whose_batch_record_could_not_be_written_leave_the_queue() {
+    let mut h = Harness::new();
+    let pushed = h.push(&["a", "b"]);
+    let writes = h.state.take_writes(h.now, false);
+    let key = writes
+        .log
+        .iter()
+        .find_map(|w| match w {
+            super::LogWrite::Batch { key, .. } => Some(*key),
+            _ => None,
+        })
+        .expect("a batch record");
+    h.state.batch_lost(key);
+    assert_eq!(h.stats().size, 0);
+    assert_eq!(
+        h.get(pushed[0]),
+        Err(QueueError::MessageNotFound(pushed[0]))
+    );
+    assert!(
+        h.state.next_deadline().is_none(),
+        "no timer left for the lost batch"
+    );
+}
+
+#[test]
+fn total_pushed_alone_is_written_at_most_once_a_second_and_at_the_end() {
+    let mut h = Harness::new();
+    h.push(&["a"]);
+    assert!(h.state.take_writes(h.now, false).record, "the first write");
+    h.push(&["b"]);
+    assert!(!h.state.take_writes(h.now, false).record, "throttled");
+    h.advance(1_000);
+    assert!(h.state.take_writes(h.now, false).record, "a second later");
+    h.push(&["c"]);
+    assert!(
+        h.state.take_writes(h.now, true).record,
+        "when the queue stops"
+    );
+    h.update(&SettingsPatch {
+        message_timeout_ms: Some(MIN_TIMEOUT_MS),
+        ..SettingsPatch::default()
+    })
+    .unwrap();
+    assert!(
+        h.state.take_writes(h.now, false).record,
+        "settings are written at once"
+    );
+}
+
+#[test]
+fn settings_of_a_damaged_record_are_brought_into_range_and_never_overflow() {
+    let record = QueueRecord {
+        id: 1,
+        name: "q".into(),
+        created_at_ms: 0,
+        total_pushed: 0,
+        message_timeout_ms: 0,
+        message_expiration_s: u64::MAX,
+        dead_letter: Some(DeadLetterRecord {
+            queue: "dlq".into(),
+            max_reservations: 0,
+        }),
+        attachment: Vec::new(),
+    };
+    let meta = meta_from_record(&record).unwrap();
+    assert_eq!(meta.settings.message_timeout_ms, MIN_TIMEOUT_MS);
+    assert_eq!(meta.settings.message_expiration_s, MAX_EXPIRATION_S);
+    assert_eq!(
+        meta.settings.dead_letter.map(|d| d.max_reservations),
+        Some(1)
+    );
+    let bad_name = QueueRecord {
+        name: "bad name".into(),
+        ..record.clone()
+    };
+    assert!(meta_from_record(&bad_name).is_err());
+
+    // Even unchecked settings and a far clock do not overflow.
+    let mut state = QueueState::new(QueueMeta {
+        name: QueueName::new("q").unwrap(),
+        created_at_ms: 0,
+        settings: QueueSettings {
+            message_timeout_ms: u64::MAX,
+            message_expiration_s: u64::MAX,
+            dead_letter: None,
+        },
+        total_pushed: 0,
+        attachment: Bytes::new(),
+    });
+    let mut io = super::TestIo {
+        next_id: 1,
+        log: crate::storage::MemoryLog::default(),
+        gone: Default::default(),
+    };
+    let far = u64::MAX - 10;
+    state
+        .push(far, &mut io, super::bodies(&["x"]))
+        .expect("push at a far time");
+    let Reserved::Now(got) = state
+        .reserve(far, &mut io, 1, None, u64::MAX, false)
+        .unwrap()
+    else {
+        panic!("parked")
+    };
+    assert_eq!(got[0].info.reserved_until_ms, u64::MAX);
+    let rebuilt = rebuild(state.meta().clone(), Vec::new(), far);
+    assert_eq!(rebuilt.stats().size, 0);
+}
+
+#[test]
+fn a_dead_letter_patch_changes_one_part_and_keeps_the_other() {
+    let mut h = Harness::with_settings(with_dead_letter(3));
+    h.update(&SettingsPatch {
+        dead_letter: Some(DeadLetterPatch::Set {
+            queue: None,
+            max_reservations: Some(7),
+        }),
+        ..SettingsPatch::default()
+    })
+    .unwrap();
+    let dead_letter = h.stats().settings.dead_letter.unwrap();
+    assert_eq!(
+        (dead_letter.queue.as_str(), dead_letter.max_reservations),
+        ("q.dead", 7)
+    );
+    h.update(&SettingsPatch {
+        dead_letter: Some(DeadLetterPatch::Remove),
+        ..SettingsPatch::default()
+    })
+    .unwrap();
+    assert!(h.stats().settings.dead_letter.is_none());
+}
+
+#[test]
+fn the_next_deadline_is_the_earliest_timed_event() {
+    let mut h = Harness::new();
+    assert_eq!(
+        h.state.next_deadline(),
+        None,
+        "an idle queue needs no timer"
+    );
+    h.push(&["a", "b"]);
+    let expiry = h.state.next_deadline().unwrap();
+    assert_eq!(expiry, START_MS + QueueSettings::default().expiration_ms());
+    h.reserve(2, Some(5_000));
+    assert_eq!(h.state.next_deadline(), Some(h.now + 5_000));
+    h.wait(1, 1_000);
+    assert_eq!(h.state.next_deadline(), Some(h.now + 1_000));
+}
+
+#[test]
+fn reservation_id_zero_is_never_taken_for_an_expired_reservation() {
+    // Found by the model test: 0 also meant "no expired reservation", so a touch or
+    // release of an available message with id 0 was told EXPIRED.
+    let mut h = Harness::new();
+    let id = h.push(&["a"])[0];
+    assert_eq!(
+        h.touch(id, 0, None),
+        Err(QueueError::ReservationMismatch(id))
+    );
+    assert_eq!(
+        h.release(id, 0, 0),
+        Err(QueueError::ReservationMismatch(id))
+    );
+}
