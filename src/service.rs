@@ -91,19 +91,29 @@ impl Service {
             }
             check_range("delay_ms", message.delay_ms, 0, MAX_DELAY_MS)?;
         }
-        let mut attempt = 1;
-        loop {
-            let handle = self.registry.get_or_create(queue).await?;
-            if attempt == PUSH_ATTEMPTS {
-                return handle.push(messages).await;
-            }
-            // A push is refused QUEUE_NOT_FOUND only by a queue deleted before the
-            // push got there: the next lookup creates the queue anew.
+        let handle = self.registry.get_or_create(queue).await?;
+        self.push_from(handle, queue, messages).await
+    }
+
+    /// Pushes through `handle`, the queue `queue` as last looked up. A push is
+    /// refused QUEUE_NOT_FOUND only by a queue deleted before the push got there
+    /// (in the same actor turn as the deletion, or after it): then the queue is
+    /// looked up (and so created) anew, a few times at most.
+    async fn push_from(
+        &self,
+        mut handle: QueueHandle,
+        queue: &QueueName,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<u64>, QueueError> {
+        for _ in 1..PUSH_ATTEMPTS {
             match handle.push(messages.clone()).await {
-                Err(QueueError::QueueNotFound(_)) => attempt += 1,
+                Err(QueueError::QueueNotFound(_)) => {
+                    handle = self.registry.get_or_create(queue).await?;
+                }
                 other => return other,
             }
         }
+        handle.push(messages).await
     }
 
     /// Reserves up to `n` (0 means 1) available messages, leased for `timeout_ms`
@@ -367,5 +377,73 @@ fn check_lease(timeout_ms: Option<u64>) -> Result<(), QueueError> {
     match timeout_ms {
         Some(ms) => check_range("timeout_ms", ms, MIN_TIMEOUT_MS, MAX_TIMEOUT_MS),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::queue::clock::ManualClock;
+    use crate::storage::MemoryStore;
+
+    async fn service() -> Service {
+        let registry = Registry::open(
+            Arc::new(MemoryStore::default()),
+            Arc::new(ManualClock::new(1)),
+        )
+        .await
+        .unwrap();
+        Service::new(registry, 1024)
+    }
+
+    fn message(text: &'static str) -> Vec<NewMessage> {
+        vec![NewMessage {
+            body: Bytes::from_static(text.as_bytes()),
+            delay_ms: 0,
+        }]
+    }
+
+    #[tokio::test]
+    async fn a_push_that_meets_a_deleted_queue_goes_to_the_queue_created_anew() {
+        let service = service().await;
+        let q = QueueName::new("q").unwrap();
+        service.push(&q, message("old")).await.unwrap();
+        let stale = service.registry.get(&q).await.unwrap();
+        service.delete_queue(&q).await.unwrap();
+        let ids = service
+            .push_from(stale, &q, message("new"))
+            .await
+            .expect("the push re-creates the queue");
+        let stats = service.info(&q).await.unwrap();
+        assert_eq!((stats.size, stats.total_pushed), (1, 1), "a fresh queue");
+        let got = service.peek(&q, 1).await.unwrap();
+        assert_eq!((got[0].info.id, &got[0].body[..]), (ids[0], &b"new"[..]));
+    }
+
+    #[tokio::test]
+    async fn requests_in_the_same_turn_as_a_deletion_are_answered_queue_not_found() {
+        let service = service().await;
+        let q = QueueName::new("q").unwrap();
+        service.push(&q, message("x")).await.unwrap();
+        let stale = service.registry.get(&q).await.unwrap();
+        // On this one-thread runtime both requests are in the actor's mailbox
+        // before it runs: the deletion first, then a push and an info.
+        let (deleted, pushed, info) = tokio::join!(
+            service.delete_queue(&q),
+            stale.push(message("late")),
+            stale.info()
+        );
+        deleted.unwrap();
+        assert_eq!(pushed, Err(QueueError::QueueNotFound("q".into())));
+        assert_eq!(
+            info.map(|s| s.size),
+            Err(QueueError::QueueNotFound("q".into()))
+        );
+        assert_eq!(
+            service.info(&q).await.map(|s| s.size),
+            Err(QueueError::QueueNotFound("q".into()))
+        );
     }
 }

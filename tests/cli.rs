@@ -124,3 +124,145 @@ fn the_cli_drives_every_operation_and_reports_errors() {
     let usage = cli(addr, &["reserve", "jobs", "--timeout", "3 days"]);
     assert_eq!(usage.status.code(), Some(2), "clap usage error");
 }
+
+fn info(addr: &str, queue: &str) -> Value {
+    json_lines(&cli(addr, &["info", queue, "--json"])).remove(0)
+}
+
+/// Regressions: `update-queue --max-reservations N` alone did nothing (and exited
+/// 0), and `update-queue --dead-letter X` reset max_reservations to 10.
+#[test]
+fn update_queue_changes_only_the_options_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let addr = server.addr.as_str();
+    stdout(&cli(
+        addr,
+        &[
+            "create-queue",
+            "jobs",
+            "--dead-letter",
+            "dead",
+            "--max-reservations",
+            "5",
+        ],
+    ));
+    stdout(&cli(
+        addr,
+        &["update-queue", "jobs", "--max-reservations", "7"],
+    ));
+    let dead_letter = &info(addr, "jobs")["settings"]["dead_letter"];
+    assert_eq!(
+        (
+            dead_letter["queue"].clone(),
+            dead_letter["max_reservations"].clone()
+        ),
+        ("dead".into(), 7.into())
+    );
+    stdout(&cli(
+        addr,
+        &["update-queue", "jobs", "--dead-letter", "graveyard"],
+    ));
+    let dead_letter = &info(addr, "jobs")["settings"]["dead_letter"];
+    assert_eq!(
+        (
+            dead_letter["queue"].clone(),
+            dead_letter["max_reservations"].clone()
+        ),
+        ("graveyard".into(), 7.into()),
+        "the limit is kept"
+    );
+    stdout(&cli(addr, &["update-queue", "jobs", "--timeout", "5s"]));
+    assert_eq!(
+        info(addr, "jobs")["settings"]["dead_letter"]["queue"],
+        "graveyard"
+    );
+    let contradiction = cli(
+        addr,
+        &[
+            "update-queue",
+            "jobs",
+            "--dead-letter",
+            "",
+            "--max-reservations",
+            "3",
+        ],
+    );
+    assert_eq!(contradiction.status.code(), Some(2), "a usage error");
+    stdout(&cli(addr, &["update-queue", "jobs", "--dead-letter", ""]));
+    assert!(
+        info(addr, "jobs")["settings"]["dead_letter"].is_null(),
+        "removed"
+    );
+    // A limit alone, with no dead-letter queue to apply it to, is refused.
+    let alone = cli(addr, &["update-queue", "jobs", "--max-reservations", "3"]);
+    assert_eq!(alone.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&alone.stderr).contains("INVALID_ARGUMENT"));
+    // A new dead-letter setting without a limit gets 10.
+    stdout(&cli(
+        addr,
+        &["create-queue", "other", "--dead-letter", "dead"],
+    ));
+    assert_eq!(
+        info(addr, "other")["settings"]["dead_letter"]["max_reservations"],
+        10
+    );
+}
+
+/// Regressions: `reserve --delete` printed `state=RESERVED`, and `get --json`
+/// printed `reservation_id: 0`.
+#[test]
+fn messages_print_the_state_and_ids_they_really_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let addr = server.addr.as_str();
+    stdout(&cli(addr, &["push", "jobs", "one", "two", "three"]));
+    let taken = stdout(&cli(addr, &["reserve", "jobs", "--delete"]));
+    assert!(taken.contains("state=DELETED"), "{taken}");
+    assert!(!taken.contains("reservation_id"), "{taken}");
+    let taken = json_lines(&cli(addr, &["reserve", "jobs", "--delete", "--json"]));
+    assert_eq!(taken[0]["state"], "DELETED");
+    assert!(taken[0].get("reservation_id").is_none(), "{:?}", taken[0]);
+    let id = taken[0]["id"].as_u64().unwrap() + 1;
+    let got = json_lines(&cli(addr, &["get", "jobs", &id.to_string(), "--json"]));
+    assert_eq!(got[0]["state"], "AVAILABLE");
+    assert!(got[0].get("reservation_id").is_none(), "{:?}", got[0]);
+    let reserved = json_lines(&cli(addr, &["reserve", "jobs", "--json"]));
+    assert!(reserved[0]["reservation_id"].as_u64().unwrap() > 0);
+}
+
+/// Regression: `--addr` and `--listen` refused host names (`localhost:7600`).
+#[test]
+fn addresses_may_name_a_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_listening(dir.path(), "localhost:0");
+    let port = server.addr.rsplit(':').next().unwrap().to_owned();
+    let addr = format!("localhost:{port}");
+    let out = stdout(&cli(&addr, &["push", "named", "hello"]));
+    assert!(out.starts_with("pushed 1 message(s)"), "{out}");
+    let bad = cli("no-such-host.invalid:7600", &["stats"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).starts_with("error: connection"));
+}
+
+/// Regression: a second server on the same data directory printed a raw
+/// `Os { code: 11, .. }`; it must say which directory is locked and why.
+#[test]
+fn a_second_server_on_the_same_data_directory_says_it_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = start(dir.path());
+    let second = Command::new(env!("CARGO_BIN_EXE_ferromq"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run a second server");
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains(&dir.path().display().to_string()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("another ferromq server"), "{stderr}");
+    assert!(!stderr.contains("Os {"), "{stderr}");
+}

@@ -378,3 +378,133 @@ fn load_all(store: &dyn Store, now: u64) -> Result<Vec<LoadedQueue>, QueueError>
     }
     Ok(loaded)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Condvar, Mutex};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::queue::clock::ManualClock;
+    use crate::queue::types::NewMessage;
+    use crate::storage::{CommitTicket, FsyncMode, MemoryStore};
+
+    /// A store whose `put_queue` of queue `b` waits (at most 10 s) while its gate
+    /// is closed, like a sled write stuck behind a slow disk.
+    #[derive(Default)]
+    struct Gated {
+        inner: MemoryStore,
+        closed: Mutex<bool>,
+        opened: Condvar,
+        entered: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    }
+
+    impl Gated {
+        fn close(&self) -> tokio::sync::oneshot::Receiver<()> {
+            *self.closed.lock().unwrap() = true;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            *self.entered.lock().unwrap() = Some(tx);
+            rx
+        }
+
+        fn open(&self) {
+            *self.closed.lock().unwrap() = false;
+            self.opened.notify_all();
+        }
+    }
+
+    impl Store for Gated {
+        fn queues(&self) -> Result<Vec<QueueRecord>, StorageError> {
+            self.inner.queues()
+        }
+        fn put_queue(&self, record: &QueueRecord) -> Result<(), StorageError> {
+            if record.name != "b" {
+                return self.inner.put_queue(record);
+            }
+            if let Some(entered) = self.entered.lock().unwrap().take() {
+                let _ = entered.send(());
+            }
+            let closed = self.closed.lock().unwrap();
+            let _ = self
+                .opened
+                .wait_timeout_while(closed, Duration::from_secs(10), |closed| *closed)
+                .unwrap();
+            self.inner.put_queue(record)
+        }
+        fn delete_queue(&self, queue_id: u64) -> Result<(), StorageError> {
+            self.inner.delete_queue(queue_id)
+        }
+        fn open_log(&self, queue_id: u64) -> Result<Box<dyn QueueLog>, StorageError> {
+            self.inner.open_log(queue_id)
+        }
+        fn allocate_ids(&self, n: u64) -> Result<u64, StorageError> {
+            self.inner.allocate_ids(n)
+        }
+        fn commit(&self) -> CommitTicket {
+            self.inner.commit()
+        }
+        fn flush_running(&self) -> Option<CommitTicket> {
+            None
+        }
+        fn fsync_mode(&self) -> FsyncMode {
+            FsyncMode::Never
+        }
+        fn flushes(&self) -> u64 {
+            0
+        }
+        fn close(&self) {}
+    }
+
+    fn name(text: &str) -> QueueName {
+        QueueName::new(text).unwrap()
+    }
+
+    /// One runtime worker: if a creation blocked it, or held the registry's lock
+    /// across its store I/O, nothing else could run until the gate timed out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_queue_creation_stuck_in_the_store_holds_up_no_other_queue() {
+        let store = Arc::new(Gated::default());
+        let registry = Arc::new(
+            Registry::open(store.clone(), Arc::new(ManualClock::new(1_000)))
+                .await
+                .unwrap(),
+        );
+        let a = registry.get_or_create(&name("a")).await.unwrap();
+        let entered = store.close();
+        let creating = {
+            let registry = Arc::clone(&registry);
+            tokio::spawn(async move { registry.get_or_create(&name("b")).await })
+        };
+        entered.await.expect("the creation of b reached the store");
+
+        let started = Instant::now();
+        let again = registry.get(&name("a")).await.unwrap();
+        let pushed = again
+            .push(vec![NewMessage {
+                body: bytes::Bytes::from_static(b"x"),
+                delay_ms: 0,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(pushed.len(), 1);
+        assert_eq!(
+            registry.list("", "", 10).0,
+            ["a"],
+            "b is not listed until it exists"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "queue a waited for the creation of b: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(a.info().await.unwrap().size, 1);
+
+        store.open();
+        creating
+            .await
+            .unwrap()
+            .expect("b is created once the store answers");
+        assert_eq!(registry.list("", "", 10).0, ["a", "b"]);
+        registry.shutdown().await;
+    }
+}

@@ -1,15 +1,20 @@
-//! [`MemoryLog`]: a [`QueueLog`] held in memory, with the same record layout as
-//! the sled one (batches are encoded and decoded by `batch.rs`). The queue state
-//! machine's tests use it to write a queue's records and rebuild the queue from
-//! them ("restart") without a disk.
+//! [`MemoryLog`] and [`MemoryStore`]: a [`QueueLog`] and a [`Store`] held in
+//! memory, with the same record layout as the sled ones (batches are encoded and
+//! decoded by `batch.rs`). Tests use them to write a queue's records and rebuild
+//! the queue from them ("restart"), and to run the registry and actors, without a
+//! disk. Nothing is durable: every commit ticket is ready at once.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
 use super::batch::decode_messages;
-use super::{Batch, BatchState, LoadedMessage, QueueLog, StorageError};
+use super::{
+    Batch, BatchState, CommitTicket, FsyncMode, LoadedMessage, QueueLog, QueueRecord, StorageError,
+    Store,
+};
 
 /// One queue's batch records and state records, in memory.
 #[derive(Debug, Default)]
@@ -93,4 +98,113 @@ impl QueueLog for MemoryLog {
         records.states.clear();
         Ok(())
     }
+}
+
+/// A whole store in memory: queue records, one [`MemoryLog`] per queue, an id
+/// counter, and no durability (`--fsync never` semantics).
+#[derive(Debug)]
+pub struct MemoryStore {
+    queues: Mutex<BTreeMap<u64, (QueueRecord, Arc<MemoryLog>)>>,
+    next_id: AtomicU64,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            queues: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+}
+
+impl MemoryStore {
+    fn queues(&self) -> MutexGuard<'_, BTreeMap<u64, (QueueRecord, Arc<MemoryLog>)>> {
+        self.queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A queue's log shared between the store and its actor.
+struct SharedLog(Arc<MemoryLog>);
+
+impl QueueLog for SharedLog {
+    fn put_batch(&self, key: u64, value: &[u8]) -> Result<(), StorageError> {
+        self.0.put_batch(key, value)
+    }
+
+    fn put_batch_state(&self, key: u64, state: &[u8]) -> Result<(), StorageError> {
+        self.0.put_batch_state(key, state)
+    }
+
+    fn remove_batch(&self, key: u64) -> Result<(), StorageError> {
+        self.0.remove_batch(key)
+    }
+
+    fn batch(&self, key: u64) -> Result<Option<Batch>, StorageError> {
+        self.0.batch(key)
+    }
+
+    fn load(&self, each: &mut dyn FnMut(LoadedMessage)) -> Result<(), StorageError> {
+        self.0.load(each)
+    }
+
+    fn clear(&self) -> Result<(), StorageError> {
+        self.0.clear()
+    }
+}
+
+impl Store for MemoryStore {
+    fn queues(&self) -> Result<Vec<QueueRecord>, StorageError> {
+        Ok(self
+            .queues()
+            .values()
+            .map(|(record, _)| record.clone())
+            .collect())
+    }
+
+    fn put_queue(&self, record: &QueueRecord) -> Result<(), StorageError> {
+        let mut queues = self.queues();
+        let log = queues
+            .get(&record.id)
+            .map_or_else(Arc::default, |(_, log)| Arc::clone(log));
+        queues.insert(record.id, (record.clone(), log));
+        Ok(())
+    }
+
+    fn delete_queue(&self, queue_id: u64) -> Result<(), StorageError> {
+        self.queues().remove(&queue_id);
+        Ok(())
+    }
+
+    fn open_log(&self, queue_id: u64) -> Result<Box<dyn QueueLog>, StorageError> {
+        let queues = self.queues();
+        let log = queues
+            .get(&queue_id)
+            .map(|(_, log)| Arc::clone(log))
+            .ok_or_else(|| StorageError::Io(format!("no queue {queue_id}")))?;
+        Ok(Box::new(SharedLog(log)))
+    }
+
+    fn allocate_ids(&self, n: u64) -> Result<u64, StorageError> {
+        Ok(self.next_id.fetch_add(n, Ordering::SeqCst))
+    }
+
+    fn commit(&self) -> CommitTicket {
+        CommitTicket::ready()
+    }
+
+    fn flush_running(&self) -> Option<CommitTicket> {
+        None
+    }
+
+    fn fsync_mode(&self) -> FsyncMode {
+        FsyncMode::Never
+    }
+
+    fn flushes(&self) -> u64 {
+        0
+    }
+
+    fn close(&self) {}
 }

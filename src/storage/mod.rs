@@ -35,7 +35,7 @@ mod sled_store;
 
 pub use batch::{Batch, BatchBuilder, BatchState};
 pub use commit::{CommitTicket, FsyncMode};
-pub use memory::MemoryLog;
+pub use memory::{MemoryLog, MemoryStore};
 pub use sled_store::{SledConfig, SledStore};
 
 use std::path::PathBuf;

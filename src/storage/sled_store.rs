@@ -100,11 +100,15 @@ impl SledStore {
     }
 }
 
-/// sled reports a data directory locked by another process as a raw `EAGAIN`
-/// (`WouldBlock`) from its file lock; say what it means.
+/// sled 0.34.7 reports a data directory locked by another process as an
+/// `ErrorKind::Other` whose text is "could not acquire lock on ...: Os { code: 11,
+/// .. }" (`config.rs`, the result of its `try_lock_exclusive`); say what it means.
 fn open_error(err: sled::Error, path: &Path) -> StorageError {
     match &err {
-        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+        sled::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().starts_with("could not acquire lock") =>
+        {
             StorageError::Locked(path.to_path_buf())
         }
         _ => StorageError::from(err),

@@ -22,11 +22,16 @@ impl Drop for Process {
 }
 
 pub fn start(data_dir: &Path) -> Process {
+    start_listening(data_dir, "127.0.0.1:0")
+}
+
+/// Starts the server with `--listen listen` (which may name a host).
+pub fn start_listening(data_dir: &Path, listen: &str) -> Process {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferromq"))
         .args([
             "serve",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--fsync",
             "always",
             "--data-dir",

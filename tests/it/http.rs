@@ -910,3 +910,33 @@ async fn garbage_on_the_http_port_hurts_nobody_else() {
         (200, Some(1))
     );
 }
+
+/// Regression: the token was checked only after the whole body had been read, so
+/// an unauthenticated client could make the server buffer up to the body limit
+/// (and a client that never sent the body held its request open).
+#[tokio::test]
+async fn an_unauthenticated_request_is_refused_before_its_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = server().await;
+    let addr = server.server.http_addr().unwrap();
+    for token in ["Authorization: OAuth wrong\r\n", ""] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /3/projects/{PROJECT}/queues/q/messages HTTP/1.1\r\nHost: test\r\n{token}\
+             Content-Type: application/json\r\nContent-Length: 30000000\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // Not a byte of the 30 MB is sent: the answer must come anyway.
+        let mut answer = vec![0u8; 4096];
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut answer))
+                .await
+                .expect("answered without waiting for the body")
+                .unwrap();
+        let text = String::from_utf8_lossy(&answer[..read]);
+        assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+        assert!(text.contains("Unauthorized"), "{text}");
+    }
+    let reply = api(&server).call("GET", "queues/q", None).await;
+    assert_eq!(reply.status, 404, "nothing was created");
+}

@@ -586,3 +586,34 @@ async fn server_stats_count_queues_and_group_commit_flushes() {
     );
     assert!(after.uptime_ms >= before.uptime_ms);
 }
+
+/// Regression: a push that reached its queue's actor in the same turn as the
+/// queue's deletion was refused QUEUE_NOT_FOUND instead of re-creating the queue.
+/// The race needs two threads; each round pushes while the queue is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_racing_the_deletion_of_their_queue_are_all_acknowledged() {
+    let server = TestServer::start().await;
+    let producer = server.client().await;
+    let admin = server.client().await;
+    for round in 0..20 {
+        let pushes: Vec<_> = (0..16)
+            .map(|i| {
+                let producer = producer.clone();
+                tokio::spawn(async move {
+                    producer
+                        .push("racy", bodies(&[&format!("{round}-{i}")]))
+                        .await
+                })
+            })
+            .collect();
+        // The queue may not exist yet when the deletion arrives.
+        let _ = admin.delete_queue("racy").await;
+        for push in pushes {
+            let ids = push
+                .await
+                .unwrap()
+                .expect("a push is never refused for a deleted queue");
+            assert_eq!(ids.len(), 1);
+        }
+    }
+}

@@ -193,3 +193,23 @@ async fn batches_restore_exactly_the_undeleted_messages_and_vanish_when_drained(
         assert_eq!(db.open_tree(tree).unwrap().len(), 0, "records left behind");
     }
 }
+
+/// Ids stay dense across a clean restart (the exact counter is written at
+/// shutdown); only a crash makes them jump.
+#[tokio::test]
+async fn ids_continue_where_they_stopped_after_a_clean_restart() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let before = client
+        .push("dense", vec![Bytes::from_static(b"a")])
+        .await
+        .unwrap()[0];
+    drop(client);
+    let server = server.restart().await;
+    let client = server.client().await;
+    let after = client
+        .push("dense", vec![Bytes::from_static(b"b")])
+        .await
+        .unwrap()[0];
+    assert_eq!(after, before + 1);
+}
