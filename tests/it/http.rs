@@ -10,18 +10,24 @@ use crate::support::{Http, TestServer};
 const PROJECT: &str = "000000000000000000000001";
 const OTHER: &str = "000000000000000000000002";
 
+fn http_config(config: &mut ferromq::Config) {
+    config.http_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.http_auth = HttpAuth {
+        tokens: vec![
+            ("secret".into(), None),
+            ("only2".into(), Some(vec![OTHER.into()])),
+        ],
+        disabled: false,
+    };
+}
+
 async fn server() -> TestServer {
-    TestServer::start_with(|config| {
-        config.http_listen = Some("127.0.0.1:0".parse().unwrap());
-        config.http_auth = HttpAuth {
-            tokens: vec![
-                ("secret".into(), None),
-                ("only2".into(), Some(vec![OTHER.into()])),
-            ],
-            disabled: false,
-        };
-    })
-    .await
+    TestServer::start_with(http_config).await
+}
+
+/// A server whose queues' clock moves only by `TestServer::advance`.
+async fn manual_server() -> TestServer {
+    TestServer::start_manual(http_config).await
 }
 
 fn http(server: &TestServer, project: &str, token: Option<&str>) -> Http {
@@ -433,9 +439,8 @@ async fn reserve_peek_get_and_the_counts() {
 
 #[tokio::test]
 async fn delete_follows_the_reservation_rules() {
-    let server = server().await;
+    let server = manual_server().await;
     let api = api(&server);
-    api.call("PUT", "queues/clock", Some(json!({}))).await;
     post(&api, "del", &["a"]).await;
     let got = reserve(&api, "del", json!({"n": 1, "timeout": 1})).await;
     let (id, rid) = (
@@ -462,10 +467,10 @@ async fn delete_follows_the_reservation_rules() {
         .await;
     assert_eq!(garbage.status, 403);
 
-    // The 1 s lease runs out (an empty 2 s long poll elsewhere is the clock); the
-    // old reservation is then "timed out", checked at request time.
+    // The 1 s lease runs out; the old reservation is then "timed out", checked at
+    // request time.
     let behind = post(&api, "del", &["newer"]).await;
-    assert!(reserve(&api, "clock", json!({"wait": 2})).await.is_empty());
+    server.advance(1_000);
     let stale = api
         .call("DELETE", &path, Some(json!({"reservation_id": rid})))
         .await;
@@ -860,7 +865,7 @@ async fn alerts_are_added_replaced_removed_and_kept_across_restarts() {
 
 #[tokio::test]
 async fn messages_expire_after_the_queues_message_expiration() {
-    let server = server().await;
+    let server = manual_server().await;
     let api = api(&server);
     let reply = api
         .call(
@@ -873,9 +878,7 @@ async fn messages_expire_after_the_queues_message_expiration() {
     post(&api, "short", &["gone soon"]).await;
     reserve(&api, "short", json!({"timeout": 60})).await;
     post(&api, "short", &["also"]).await;
-    // No signal exists for an expiry: an empty 2 s long poll elsewhere is the clock.
-    api.call("PUT", "queues/clock", Some(json!({}))).await;
-    assert!(reserve(&api, "clock", json!({"wait": 2})).await.is_empty());
+    server.advance(2_000);
     let queue = api.call("GET", "queues/short", None).await.json["queue"].clone();
     assert_eq!(
         (queue["size"].as_u64(), queue["total_messages"].as_u64()),

@@ -1,6 +1,8 @@
-//! Lease expiry, requeue, fencing tokens, long polls and expiration: the timed parts
-//! of semantics.md. Waiting is done by long polls, which return when the server's
-//! timer fires, not by sleeping in the test.
+//! Lease expiry, requeue, fencing tokens, long polls and expiration end to end: the
+//! timed parts of semantics.md through a real server. Every rule is checked on the
+//! state machine with a manual clock (`src/queue/tests/rules.rs`); here a few tests
+//! let the actors' real timers fire (waiting by long polls, which return when the
+//! server's timer fires, not by sleeping), and the rest move a manual clock.
 
 use std::time::{Duration, Instant};
 
@@ -88,117 +90,6 @@ async fn an_expired_lease_requeues_the_message_with_its_count_and_refuses_the_ol
 }
 
 #[tokio::test]
-async fn a_superseded_reservation_is_a_mismatch() {
-    let server = TestServer::start().await;
-    let client = server.client().await;
-    client
-        .push("q", vec![Bytes::from_static(b"a")])
-        .await
-        .unwrap();
-    let a = client
-        .reserve("q", opts(1, 200, 0))
-        .await
-        .unwrap()
-        .remove(0);
-    // Wait for the requeue by a long poll, then the old lease is expired for every op.
-    let again = client
-        .reserve("q", opts(1, 200, 10_000))
-        .await
-        .unwrap()
-        .remove(0);
-    assert_eq!(again.id, a.id);
-    let after = client
-        .reserve("q", opts(1, 60_000, 10_000))
-        .await
-        .unwrap()
-        .remove(0);
-    assert_eq!(after.reserved_count, 3);
-    for err in [
-        client
-            .release("q", a.id, again.reservation_id, 0)
-            .await
-            .unwrap_err(),
-        client
-            .delete("q", a.id, Some(again.reservation_id))
-            .await
-            .unwrap_err(),
-    ] {
-        assert_eq!(err.code(), Some(ErrorCode::ReservationMismatch), "{err}");
-    }
-    client
-        .release("q", a.id, after.reservation_id, 0)
-        .await
-        .unwrap();
-    let err = client
-        .release("q", a.id, after.reservation_id, 0)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Some(ErrorCode::ReservationMismatch));
-}
-
-#[tokio::test]
-async fn a_requeued_message_goes_before_messages_pushed_earlier() {
-    let server = TestServer::start().await;
-    let client = server.client().await;
-    client
-        .push("q", vec![Bytes::from_static(b"old")])
-        .await
-        .unwrap();
-    // Reserve "old" so that "new" can be pushed behind it, then let only "old" expire.
-    let old = client
-        .reserve("q", opts(1, 60_000, 0))
-        .await
-        .unwrap()
-        .remove(0);
-    client
-        .push("q", vec![Bytes::from_static(b"new")])
-        .await
-        .unwrap();
-    // A 1 s lease: long enough that "new" cannot expire before "old" is taken
-    // again below, even on a loaded machine.
-    let new = client
-        .reserve("q", opts(1, 1_000, 0))
-        .await
-        .unwrap()
-        .remove(0);
-    client
-        .release("q", old.id, old.reservation_id, 0)
-        .await
-        .unwrap();
-    // "old" is available; the long poll would take it, so reserve it with a long lease.
-    let old_again = client
-        .reserve("q", opts(1, 60_000, 0))
-        .await
-        .unwrap()
-        .remove(0);
-    assert_eq!(old_again.id, old.id);
-    // Now only "new" is reserved, and it expires: it comes back at the front.
-    let back = client
-        .reserve("q", opts(1, 60_000, 10_000))
-        .await
-        .unwrap()
-        .remove(0);
-    assert_eq!(back.id, new.id);
-    client
-        .release("q", back.id, back.reservation_id, 0)
-        .await
-        .unwrap();
-    client
-        .release("q", old_again.id, old_again.reservation_id, 0)
-        .await
-        .unwrap();
-    // The most recent requeue is first.
-    let order: Vec<u64> = client
-        .peek("q", 10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| m.id)
-        .collect();
-    assert_eq!(order, [old.id, new.id]);
-}
-
-#[tokio::test]
 async fn a_long_poll_is_woken_by_a_push_from_another_connection() {
     let server = TestServer::start().await;
     let consumer = server.client().await;
@@ -274,7 +165,7 @@ async fn long_polls_are_served_in_arrival_order() {
 
 #[tokio::test]
 async fn messages_expire_whatever_their_state() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_manual(|_| {}).await;
     let client = server.client().await;
     client
         .create_queue(
@@ -303,9 +194,8 @@ async fn messages_expire_whatever_their_state() {
         delay_ms: 1_200,
     }];
     client.push_messages("q", delayed).await.unwrap();
-    // No signal exists for an expiration; a server-side long poll of 2 s is the
-    // clock here, and it must come back empty because "b" expires before its delay ends.
-    let got = client.reserve("q", opts(1, 0, 2_000)).await.unwrap();
+    server.advance(2_000);
+    let got = client.reserve("q", opts(1, 0, 0)).await.unwrap();
     assert!(
         got.is_empty(),
         "expired messages are never delivered: {got:?}"

@@ -179,7 +179,7 @@ async fn batches_restore_exactly_the_undeleted_messages_and_vanish_when_drained(
     }
     assert_eq!(order, expected);
     drop(client);
-    let TestServer { server, dir } = server;
+    let TestServer { server, dir, .. } = server;
     server.shutdown().await;
     let db = sled::open(dir.path()).unwrap();
     let queues = db.open_tree("queues").unwrap();

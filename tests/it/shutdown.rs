@@ -85,7 +85,9 @@ async fn shutdown_ends_every_task_the_server_started() {
     assert_eq!(http.call("GET", "queues", None).await.status, 200);
     assert!(metrics.num_alive_tasks() > before, "the server runs tasks");
 
-    let TestServer { server, dir: _dir } = server;
+    let TestServer {
+        server, dir: _dir, ..
+    } = server;
     server.shutdown().await;
     assert_eq!(
         metrics.num_alive_tasks(),

@@ -2,10 +2,12 @@
 //! directory, and raw-frame helpers for tests that must not go through the client.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use ferromq::codec::ClientCodec;
 use ferromq::proto::{Request, Response};
+use ferromq::queue::clock::{Clock, ManualClock, SystemClock};
 use ferromq::storage::FsyncMode;
 use ferromq::{Client, Config, Server};
 use futures_util::{SinkExt, StreamExt};
@@ -16,6 +18,8 @@ use tokio_util::codec::Framed;
 pub struct TestServer {
     pub server: Server,
     pub dir: tempfile::TempDir,
+    /// The queues' clock when the test moves time by hand.
+    pub manual: Option<Arc<ManualClock>>,
 }
 
 impl TestServer {
@@ -27,8 +31,34 @@ impl TestServer {
     /// Starts a server whose config `tweak` adjusts.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let server = start_in(dir.path(), tweak).await;
-        TestServer { server, dir }
+        let server = start_in(dir.path(), tweak, Arc::new(SystemClock::new())).await;
+        TestServer {
+            server,
+            dir,
+            manual: None,
+        }
+    }
+
+    /// As [`TestServer::start_with`], on a manual clock: time moves only by
+    /// [`TestServer::advance`], and a request observes it (the actors' own timers
+    /// never fire), so timed rules are tested without waiting.
+    pub async fn start_manual(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let server = start_in(dir.path(), tweak, clock.clone()).await;
+        TestServer {
+            server,
+            dir,
+            manual: Some(clock),
+        }
+    }
+
+    /// Moves the manual clock forward by `ms`.
+    pub fn advance(&self, ms: u64) {
+        self.manual
+            .as_ref()
+            .expect("a server started with start_manual")
+            .advance(ms);
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
@@ -46,14 +76,26 @@ impl TestServer {
 
     /// As [`TestServer::restart`], with the new server's config adjusted by `tweak`.
     pub async fn restart_with(self, tweak: impl FnOnce(&mut Config)) -> TestServer {
-        let TestServer { server, dir } = self;
+        let TestServer {
+            server,
+            dir,
+            manual,
+        } = self;
         server.shutdown().await;
-        let server = start_in(dir.path(), tweak).await;
-        TestServer { server, dir }
+        let clock: Arc<dyn Clock> = match &manual {
+            Some(clock) => clock.clone(),
+            None => Arc::new(SystemClock::new()),
+        };
+        let server = start_in(dir.path(), tweak, clock).await;
+        TestServer {
+            server,
+            dir,
+            manual,
+        }
     }
 }
 
-async fn start_in(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
+async fn start_in(dir: &Path, tweak: impl FnOnce(&mut Config), clock: Arc<dyn Clock>) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let mut config = Config {
         data_dir: dir.to_path_buf(),
@@ -61,7 +103,9 @@ async fn start_in(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
         ..Config::default()
     };
     tweak(&mut config);
-    Server::start(listener, config).await.expect("server start")
+    Server::start_with_clock(listener, config, clock)
+        .await
+        .expect("server start")
 }
 
 /// A minimal HTTP/1.1 client for the IronMQ API tests: one request per connection
