@@ -2,6 +2,11 @@
 //!
 //! `cargo bench --bench codec`
 
+#![allow(
+    missing_docs,
+    reason = "criterion_group! defines an undocumented `pub fn`"
+)]
+
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ferromq::codec::{ClientCodec, ServerCodec};
@@ -32,7 +37,9 @@ fn codec(c: &mut Criterion) {
         ClientCodec::new(16 << 20)
             .encode(request.clone(), &mut encoded)
             .expect("encode");
-        group.throughput(Throughput::Elements(messages as u64));
+        group.throughput(Throughput::Elements(
+            u64::try_from(messages).unwrap_or(u64::MAX),
+        ));
         group.bench_function(format!("encode push {messages}x{body_len}B"), |b| {
             let mut codec = ClientCodec::new(16 << 20);
             let mut buf = BytesMut::with_capacity(encoded.len());

@@ -7,6 +7,11 @@
 //! The actor runs with `--fsync never` here so the numbers are the actor's and
 //! sled's CPU cost, not the disk's; the load generator measures durable throughput.
 
+#![allow(
+    missing_docs,
+    reason = "criterion_group! defines an undocumented `pub fn`"
+)]
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -44,7 +49,9 @@ fn actor(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("actor");
     for batch in [1usize, 100] {
-        group.throughput(Throughput::Elements(batch as u64));
+        group.throughput(Throughput::Elements(
+            u64::try_from(batch).unwrap_or(u64::MAX),
+        ));
         group.bench_function(format!("push+reserve+delete x{batch}"), |b| {
             b.iter(|| {
                 runtime.block_on(async {
@@ -109,7 +116,9 @@ fn state_machine(c: &mut Criterion) {
         });
         let mut env = Counter(1);
         let mut now = 1_000;
-        group.throughput(Throughput::Elements(batch as u64));
+        group.throughput(Throughput::Elements(
+            u64::try_from(batch).unwrap_or(u64::MAX),
+        ));
         group.bench_function(format!("push+reserve+delete x{batch}"), |b| {
             b.iter(|| {
                 now += 1;

@@ -53,7 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     if pushed.fetch_add(n, Ordering::Relaxed) >= total {
                         break;
                     }
-                    let bodies = vec![body.clone(); batch as usize];
+                    let bodies = vec![body.clone(); usize::try_from(batch).unwrap_or(1)];
                     client.push(&name, bodies).await.expect("push");
                 }
             }));
@@ -79,7 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     if got.is_empty() {
                         continue;
                     }
-                    let n = got.len() as u64;
+                    let n = u64::try_from(got.len()).unwrap_or(u64::MAX);
                     let entries = got.iter().map(|m| (m.id, Some(m.reservation_id))).collect();
                     client.delete_batch(&name, entries).await.expect("delete");
                     deleted.fetch_add(n, Ordering::Relaxed);
@@ -95,9 +95,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{done} messages pushed, reserved and deleted in {elapsed:.2} s: {:.0} msg/s \
          ({connections}+{connections} connections, depth {depth}, batch {batch}, 100 B bodies)",
-        done as f64 / elapsed
+        rate(done, elapsed)
     );
     let cleanup = Client::connect(addr.as_str()).await?;
     cleanup.delete_queue(&queue).await.ok();
     Ok(())
+}
+
+/// Messages per second, as a float for printing.
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "a count far below 2^52 becomes a float for a report"
+)]
+fn rate(done: u64, secs: f64) -> f64 {
+    done as f64 / secs
 }

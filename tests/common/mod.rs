@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
 /// A server process and the address it reported on stdout.
-pub struct Process {
-    pub child: Child,
-    pub addr: String,
+pub(crate) struct Process {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
 }
 
 impl Drop for Process {
@@ -21,12 +21,12 @@ impl Drop for Process {
     }
 }
 
-pub fn start(data_dir: &Path) -> Process {
+pub(crate) fn start(data_dir: &Path) -> Process {
     start_listening(data_dir, "127.0.0.1:0")
 }
 
 /// Starts the server with `--listen listen` (which may name a host).
-pub fn start_listening(data_dir: &Path, listen: &str) -> Process {
+pub(crate) fn start_listening(data_dir: &Path, listen: &str) -> Process {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferromq"))
         .args([
             "serve",
@@ -56,7 +56,7 @@ pub fn start_listening(data_dir: &Path, listen: &str) -> Process {
 }
 
 /// Runs `ferromq ARGS... --addr ADDR` as a client and returns its output.
-pub fn cli(addr: &str, args: &[&str]) -> Output {
+pub(crate) fn cli(addr: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ferromq"))
         .args(args)
         .args(["--addr", addr])

@@ -21,7 +21,7 @@ async fn error_then_close(stream: &mut TcpStream) -> (u64, ErrorCode) {
     .expect("server closes within 10 s")
     .expect("read");
     assert!(all.len() >= 4, "a response frame before the close");
-    let len = u32::from_be_bytes(all[..4].try_into().unwrap()) as usize;
+    let len = usize::try_from(u32::from_be_bytes(all[..4].try_into().unwrap())).unwrap();
     assert_eq!(all.len(), 4 + len, "exactly one frame, then EOF");
     let resp = proto::Response::decode(&all[4..]).expect("a Response");
     let Some(response::Result::Error(err)) = resp.result else {
@@ -133,12 +133,12 @@ async fn an_unknown_op_gets_unknown_operation_and_the_connection_stays_open() {
     // field 1 (id) = 5, field 99 (length-delimited) = "hi"
     let payload = [0x08, 0x05, 0x9a, 0x06, 0x02, b'h', b'i'];
     stream
-        .write_all(&frame(payload.len() as u32, &payload))
+        .write_all(&frame(u32::try_from(payload.len()).unwrap(), &payload))
         .await
         .unwrap();
     let mut header = [0u8; 4];
     stream.read_exact(&mut header).await.unwrap();
-    let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
+    let mut body = vec![0u8; usize::try_from(u32::from_be_bytes(header)).unwrap()];
     stream.read_exact(&mut body).await.unwrap();
     let resp = proto::Response::decode(&body[..]).unwrap();
     assert_eq!(
@@ -173,7 +173,7 @@ async fn an_unsupported_protocol_version_is_refused_and_closed() {
     };
     let bytes = hello.encode_to_vec();
     stream
-        .write_all(&frame(bytes.len() as u32, &bytes))
+        .write_all(&frame(u32::try_from(bytes.len()).unwrap(), &bytes))
         .await
         .unwrap();
     assert_eq!(
@@ -289,11 +289,11 @@ async fn random_bytes_on_many_connections_never_hurt_the_server() {
     };
     let mut connections = Vec::new();
     for _ in 0..50 {
-        let len = (next() % 300) as usize;
-        let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        let len = usize::try_from(next() % 300).unwrap();
+        let mut bytes: Vec<u8> = (0..len).map(|_| next().to_le_bytes()[0]).collect();
         // Half of the inputs carry a plausible length prefix, so they reach the decoder.
         if next() % 2 == 0 && len >= 4 {
-            bytes[..4].copy_from_slice(&((len - 4) as u32).to_be_bytes());
+            bytes[..4].copy_from_slice(&u32::try_from(len - 4).unwrap().to_be_bytes());
         }
         let addr = server.addr();
         connections.push(tokio::spawn(async move {

@@ -15,21 +15,21 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
 /// A server running in this process.
-pub struct TestServer {
-    pub server: Server,
-    pub dir: tempfile::TempDir,
+pub(crate) struct TestServer {
+    pub(crate) server: Server,
+    pub(crate) dir: tempfile::TempDir,
     /// The queues' clock when the test moves time by hand.
-    pub manual: Option<Arc<ManualClock>>,
+    pub(crate) manual: Option<Arc<ManualClock>>,
 }
 
 impl TestServer {
     /// Starts a server with default settings on a fresh data directory.
-    pub async fn start() -> TestServer {
+    pub(crate) async fn start() -> TestServer {
         Self::start_with(|_| {}).await
     }
 
     /// Starts a server whose config `tweak` adjusts.
-    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+    pub(crate) async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let server = start_in(dir.path(), tweak, Arc::new(SystemClock::new())).await;
         TestServer {
@@ -42,7 +42,7 @@ impl TestServer {
     /// As [`TestServer::start_with`], on a manual clock: time moves only by
     /// [`TestServer::advance`], and a request observes it (the actors' own timers
     /// never fire), so timed rules are tested without waiting.
-    pub async fn start_manual(tweak: impl FnOnce(&mut Config)) -> TestServer {
+    pub(crate) async fn start_manual(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let clock = Arc::new(ManualClock::new(1_700_000_000_000));
         let server = start_in(dir.path(), tweak, clock.clone()).await;
@@ -54,28 +54,28 @@ impl TestServer {
     }
 
     /// Moves the manual clock forward by `ms`.
-    pub fn advance(&self, ms: u64) {
+    pub(crate) fn advance(&self, ms: u64) {
         self.manual
             .as_ref()
             .expect("a server started with start_manual")
             .advance(ms);
     }
 
-    pub fn addr(&self) -> std::net::SocketAddr {
+    pub(crate) fn addr(&self) -> std::net::SocketAddr {
         self.server.local_addr()
     }
 
-    pub async fn client(&self) -> Client {
+    pub(crate) async fn client(&self) -> Client {
         Client::connect(self.addr()).await.expect("connect")
     }
 
     /// Stops the server gracefully and starts a new one on the same data directory.
-    pub async fn restart(self) -> TestServer {
+    pub(crate) async fn restart(self) -> TestServer {
         self.restart_with(|_| {}).await
     }
 
     /// As [`TestServer::restart`], with the new server's config adjusted by `tweak`.
-    pub async fn restart_with(self, tweak: impl FnOnce(&mut Config)) -> TestServer {
+    pub(crate) async fn restart_with(self, tweak: impl FnOnce(&mut Config)) -> TestServer {
         let TestServer {
             server,
             dir,
@@ -110,23 +110,23 @@ async fn start_in(dir: &Path, tweak: impl FnOnce(&mut Config), clock: Arc<dyn Cl
 
 /// A minimal HTTP/1.1 client for the IronMQ API tests: one request per connection
 /// (`Connection: close`), the response read to the end.
-pub struct Http {
-    pub addr: std::net::SocketAddr,
-    pub project: String,
-    pub token: Option<String>,
+pub(crate) struct Http {
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) project: String,
+    pub(crate) token: Option<String>,
 }
 
 /// One HTTP response: status, Content-Type and the body parsed as JSON.
 #[derive(Debug)]
-pub struct HttpReply {
-    pub status: u16,
-    pub content_type: Option<String>,
-    pub json: serde_json::Value,
+pub(crate) struct HttpReply {
+    pub(crate) status: u16,
+    pub(crate) content_type: Option<String>,
+    pub(crate) json: serde_json::Value,
 }
 
 impl Http {
     /// `method` on `/3/projects/{project}/{path}` with an optional JSON body.
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         method: &str,
         path: &str,
@@ -138,7 +138,7 @@ impl Http {
     }
 
     /// Any request, with extra header lines (`Name: value`).
-    pub async fn raw(
+    pub(crate) async fn raw(
         &self,
         method: &str,
         path: &str,
@@ -182,18 +182,18 @@ impl Http {
 }
 
 /// A raw framed connection speaking Request/Response frames.
-pub async fn raw(addr: std::net::SocketAddr) -> Framed<TcpStream, ClientCodec> {
+pub(crate) async fn raw(addr: std::net::SocketAddr) -> Framed<TcpStream, ClientCodec> {
     let stream = TcpStream::connect(addr).await.expect("connect");
     Framed::new(stream, ClientCodec::new(ferromq::codec::DEFAULT_MAX_FRAME))
 }
 
 /// Sends one request on a raw connection.
-pub async fn send(conn: &mut Framed<TcpStream, ClientCodec>, request: Request) {
+pub(crate) async fn send(conn: &mut Framed<TcpStream, ClientCodec>, request: Request) {
     conn.send(request).await.expect("send");
 }
 
 /// Reads the next response, failing the test after 10 s.
-pub async fn recv(conn: &mut Framed<TcpStream, ClientCodec>) -> Option<Response> {
+pub(crate) async fn recv(conn: &mut Framed<TcpStream, ClientCodec>) -> Option<Response> {
     tokio::time::timeout(std::time::Duration::from_secs(10), conn.next())
         .await
         .expect("response within 10 s")
@@ -201,7 +201,7 @@ pub async fn recv(conn: &mut Framed<TcpStream, ClientCodec>) -> Option<Response>
 }
 
 /// One frame with the given length prefix and payload bytes.
-pub fn frame(len: u32, payload: &[u8]) -> BytesMut {
+pub(crate) fn frame(len: u32, payload: &[u8]) -> BytesMut {
     let mut buf = BytesMut::new();
     buf.put_u32(len);
     buf.put_slice(payload);

@@ -25,6 +25,11 @@
 //! `i mod N`. Every run is bounded by `--messages` and by `--duration` or
 //! `--max-time`.
 
+#![allow(
+    clippy::cast_precision_loss,
+    reason = "a report is floating point: counts and microseconds become f64, exactly below 2^52, which no run comes near"
+)]
+
 pub mod plot;
 pub mod target;
 
@@ -806,9 +811,12 @@ fn draw_progress(shared: &Shared, args: &BenchArgs, s: Sample) {
         None => done as f64 / args.messages.max(1) as f64,
     }
     .clamp(0.0, 1.0);
-    let width = 30;
-    let filled = (fraction * f64::from(width)).round() as usize;
-    let bar: String = "#".repeat(filled) + &".".repeat(width as usize - filled.min(width as usize));
+    const WIDTH: u32 = 30;
+    // The cells whose midpoint the progress has passed (`fraction` is in 0..=1).
+    let filled = (1..=WIDTH)
+        .filter(|&cell| f64::from(cell) - 0.5 <= fraction * f64::from(WIDTH))
+        .count();
+    let bar: String = "#".repeat(filled) + &".".repeat((1..=WIDTH).count() - filled);
     let mut err = std::io::stderr().lock();
     let _ = write!(
         err,
