@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: ferromq against beanstalkd and Redis on this machine, with
-# the same workload definitions, driven by `ferromq bench` (one load generator for
+# the same workload definitions, driven by `ferromq-bench` (one load generator for
 # every server). Installs what it needs on a fresh Debian machine, starts each server
 # on 127.0.0.1 with a fresh data directory, runs every workload RUNS times, and
 # prints a Markdown summary (medians) that BENCHMARKS.md quotes.
@@ -33,9 +33,10 @@ for svc in beanstalkd redis-server; do
     (systemctl stop "$svc" 2>/dev/null || service "$svc" stop 2>/dev/null) >/dev/null 2>&1 || true
 done
 
-echo "== building ferromq (release)"
-cargo build --release -q
+echo "== building ferromq and ferromq-bench (release)"
+cargo build --release -q --workspace
 BIN=target/release/ferromq
+BENCH=target/release/ferromq-bench
 
 OUT=target/compare/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
@@ -87,7 +88,7 @@ rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 bench() { # server workload-label run args...
     local server=$1 label=$2 run=$3; shift 3
     local json
-    json=$("$BIN" bench --target "$(target_of "$server")" --addr "$ADDR" --server-pid "$SERVER_PID" \
+    json=$("$BENCH" --target "$(target_of "$server")" --addr "$ADDR" --server-pid "$SERVER_PID" \
         --json --max-time 120s "$@")
     echo "$json" | python3 -c '
 import json, sys
@@ -120,7 +121,7 @@ for server in $SERVERS; do
     # Memory holding HOLD messages of 100 B (skipped where pushing them takes minutes).
     if [ "$server" != beanstalkd-fsync ]; then
         start_server "$server"
-        "$BIN" bench --target "$(target_of "$server")" --addr "$ADDR" --workload push --quiet \
+        "$BENCH" --target "$(target_of "$server")" --addr "$ADDR" --workload push --quiet \
             --producers 4 --depth 8 --batch 100 --messages "$HOLD" --queue-prefix hold \
             --max-time 300s >/dev/null
         sleep 2

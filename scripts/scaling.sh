@@ -11,8 +11,9 @@ RUNS=${RUNS:-2}
 MESSAGES=${MESSAGES:-200000}
 PORT=${PORT:-17700}
 ADDR=127.0.0.1:$PORT
-cargo build --release -q
+cargo build --release -q --workspace
 BIN=target/release/ferromq
+BENCH=target/release/ferromq-bench
 DIR=$(mktemp -d)
 "$BIN" serve --listen "$ADDR" --data-dir "$DIR" 2>/dev/null >/dev/null &
 PID=$!
@@ -21,7 +22,7 @@ for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && br
 
 run() { # label args...
     local label=$1; shift
-    "$BIN" bench --addr "$ADDR" --server-pid "$PID" --json --messages "$MESSAGES" "$@" |
+    "$BENCH" --addr "$ADDR" --server-pid "$PID" --json --messages "$MESSAGES" "$@" |
         python3 -c 'import json,sys; r=json.load(sys.stdin); print("%-32s %8.0f msg/s  e2e p99 %8.2f ms  %5.1f CPU s/M" % (sys.argv[1], r["throughput_msgs_per_s"], r["e2e_latency_ms"]["p99"], r["server"]["cpu_s_per_million_msgs"]))' "$label"
 }
 

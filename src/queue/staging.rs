@@ -207,9 +207,9 @@ impl Staging {
         if std::mem::take(&mut self.clear) {
             writes.push(LogWrite::Clear);
         }
-        let unwritten: Vec<(u64, BatchBuilder)> =
-            self.sealed.drain(..).chain(self.open.take()).collect();
-        for (key, builder) in unwritten {
+        let open = self.open.take();
+        let mut sealed = std::mem::take(&mut self.sealed);
+        for (key, builder) in sealed.drain(..).chain(open) {
             if self.groups.get(&key).is_none_or(|g| g.live == 0) {
                 // Every message went before the group was written (reserve with
                 // delete, expiry): nothing to write, nothing to remove.
@@ -222,6 +222,8 @@ impl Staging {
                 value: builder.encode(),
             });
         }
+        // Keep the (empty) vector's capacity for the next turn.
+        self.sealed = sealed;
         for key in std::mem::take(&mut self.dirty) {
             let Some(group) = self.groups.get(&key) else {
                 continue;
