@@ -104,7 +104,8 @@ pub enum Event {
         /// The messages, or why there are none.
         result: Result<Vec<MessageView>, QueueError>,
     },
-    /// A parked reserve's wait ended with no message.
+    /// A parked reserve's wait ended with no message (its time ran out, or its
+    /// client went away).
     WaitEnded(WaiterId),
     /// Messages to move to the dead-letter queue `to`; they are MOVING here until
     /// [`QueueState::transfer_done`] is told how the move went.
@@ -414,9 +415,12 @@ impl QueueState {
                 return;
             };
             if !env.is_waiting(waiter) {
+                // The client went away: its wait is over (nothing to answer, but
+                // the driver forgets its reply channel).
                 self.timers
                     .remove(parked.deadline_ms, Timer::Waiter(waiter));
-                continue; // the client went away
+                self.events.push(Event::WaitEnded(waiter));
+                continue;
             }
             match self.take_available(now, env, parked.n, parked.timeout_ms, parked.delete) {
                 Ok(messages) if messages.is_empty() => {

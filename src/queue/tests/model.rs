@@ -341,6 +341,7 @@ impl Model {
             };
             if waiter.gone {
                 self.waiters.pop_front();
+                self.expected.push_back(Expect::WaitEnded(waiter.id));
                 continue;
             }
             let planned = self.take(now, waiter.n, waiter.timeout, waiter.delete);

@@ -514,11 +514,16 @@ fn a_long_poll_that_times_out_ends_empty_and_a_gone_client_is_skipped() {
     let kept = h.wait(1, 10_000);
     h.io.gone.insert(gone);
     let pushed = h.push(&["x"]);
-    let (woken, _) = wakes(h.take_events());
+    let (woken, ended) = wakes(h.take_events());
     assert_eq!(
         woken,
         [(kept, pushed)],
         "the message went to the client still there"
+    );
+    assert_eq!(
+        ended,
+        [gone],
+        "the gone client's wait is over: its reply is forgotten"
     );
     assert_eq!(h.stats().waiting, 0);
 }
