@@ -405,6 +405,84 @@ mod tests {
         }]
     }
 
+    fn invalid<T: std::fmt::Debug>(result: Result<T, QueueError>) -> bool {
+        matches!(result, Err(QueueError::InvalidArgument(_)))
+    }
+
+    /// The limits of docs/semantics.md, each at its edge: in range passes, one
+    /// beyond fails with INVALID_ARGUMENT (BODY_TOO_LARGE for bodies).
+    #[tokio::test]
+    async fn every_limit_is_checked_at_its_edge() {
+        let service = service().await;
+        let q = QueueName::new("q").unwrap();
+        let many = |n: usize| vec![message("x").remove(0); n];
+        assert!(invalid(service.push(&q, Vec::new()).await));
+        assert!(invalid(service.push(&q, many(MAX_BATCH + 1)).await));
+        assert_eq!(
+            service.push(&q, many(MAX_BATCH)).await.unwrap().len(),
+            MAX_BATCH
+        );
+        let big = vec![NewMessage {
+            body: Bytes::from(vec![0u8; 1025]),
+            delay_ms: 0,
+        }];
+        assert!(matches!(
+            service.push(&q, big).await,
+            Err(QueueError::BodyTooLarge {
+                len: 1025,
+                max: 1024
+            })
+        ));
+        let late = |delay_ms| {
+            vec![NewMessage {
+                body: Bytes::new(),
+                delay_ms,
+            }]
+        };
+        assert!(service.push(&q, late(MAX_DELAY_MS)).await.is_ok());
+        assert!(invalid(service.push(&q, late(MAX_DELAY_MS + 1)).await));
+
+        assert!(invalid(service.reserve(&q, 101, None, 0, false).await));
+        assert!(invalid(
+            service
+                .reserve(&q, 1, Some(MIN_TIMEOUT_MS - 1), 0, false)
+                .await
+        ));
+        assert!(invalid(
+            service
+                .reserve(&q, 1, Some(MAX_TIMEOUT_MS + 1), 0, false)
+                .await
+        ));
+        assert!(invalid(
+            service.reserve(&q, 1, None, MAX_WAIT_MS + 1, false).await
+        ));
+        let got = service
+            .reserve(&q, 0, Some(MAX_TIMEOUT_MS), 0, false)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1, "n = 0 means 1");
+        let (id, rid) = (got[0].info.id, got[0].info.reservation_id);
+        assert!(invalid(
+            service.touch(&q, id, rid, Some(MIN_TIMEOUT_MS - 1)).await
+        ));
+        assert!(invalid(
+            service.release(&q, id, rid, MAX_DELAY_MS + 1).await
+        ));
+        assert!(invalid(service.delete(&q, Vec::new()).await));
+        assert!(invalid(
+            service.delete(&q, vec![(id, None); MAX_BATCH + 1]).await
+        ));
+        assert!(invalid(service.peek(&q, 101).await));
+        assert!(invalid(service.list_queues("", "", 101)));
+        assert_eq!(
+            service.list_queues("", "", 0).unwrap().names,
+            ["q"],
+            "0 means 100"
+        );
+        let to = QueueName::new("r").unwrap();
+        assert!(invalid(service.redrive(&q, &to, 101).await));
+    }
+
     #[tokio::test]
     async fn a_push_that_meets_a_deleted_queue_goes_to_the_queue_created_anew() {
         let service = service().await;
