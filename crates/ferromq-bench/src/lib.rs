@@ -425,13 +425,14 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     } else {
         None
     };
+    let depth = usize::try_from(args.depth).unwrap_or(1);
     for c in 0..producers {
         let conn = Driver::connect(args.target, &args.addr, &queues[c % queues.len()]).await?;
         for w in 0..args.depth {
             let (conn, queues, shared, args) =
                 (conn.clone(), queues.clone(), shared.clone(), args.clone());
             let offset = (c as u64) << 32 | u64::from(w);
-            let spread = Spread::new(&args, c, w);
+            let spread = Spread::new(&args, c, w, producers * depth);
             let workers = producers as f64 * f64::from(args.depth);
             let pacing = per_worker_rate.map(|rate| Pacing {
                 rate,
@@ -452,7 +453,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         for w in 0..args.depth {
             let (conn, queues, shared, args) =
                 (conn.clone(), queues.clone(), shared.clone(), args.clone());
-            let spread = Spread::new(&args, c, w);
+            let spread = Spread::new(&args, c, w, consumers * depth);
             tasks.spawn(async move {
                 consume(conn, queues, spread, shared, args, consume_target).await;
             });
@@ -577,8 +578,11 @@ fn body_time_ns(body: &[u8]) -> Option<u64> {
 }
 
 /// Which queue a worker uses for its next request. ferromq and Redis name the queue
-/// in every request, so their workers move to the next queue at every request;
-/// a beanstalkd connection is bound to one tube, so connection `c` stays on queue
+/// in every request, so their workers move to another queue at every request: the
+/// `workers` workers of a role (producers, or consumers) stride through the queues
+/// together, worker `i` taking queues `i, i + workers, i + 2 * workers, ...`, so
+/// every request goes to another queue and all queues are visited evenly. A
+/// beanstalkd connection is bound to one tube, so connection `c` stays on queue
 /// `c mod N`.
 struct Spread {
     next: usize,
@@ -587,17 +591,19 @@ struct Spread {
 }
 
 impl Spread {
-    fn new(args: &BenchArgs, connection: usize, worker: u32) -> Spread {
+    fn new(args: &BenchArgs, connection: usize, worker: u32, workers: usize) -> Spread {
         let len = usize::try_from(args.queues).unwrap_or(1).max(1);
-        let rotate = args.target != Kind::Beanstalkd;
         let depth = usize::try_from(args.depth).unwrap_or(1);
+        if args.target == Kind::Beanstalkd {
+            return Spread {
+                next: connection % len,
+                step: 0,
+                len,
+            };
+        }
         Spread {
-            next: if rotate {
-                connection * depth + usize::try_from(worker).unwrap_or(0)
-            } else {
-                connection
-            } % len,
-            step: usize::from(rotate),
+            next: (connection * depth + usize::try_from(worker).unwrap_or(0)) % len,
+            step: workers.max(1) % len,
             len,
         }
     }
@@ -609,7 +615,7 @@ impl Spread {
     }
 
     fn moves(&self) -> bool {
-        self.step > 0 && self.len > 1
+        self.len > 1 && self.step > 0
     }
 }
 
