@@ -101,11 +101,9 @@ pub(super) enum ActorRequest {
     Info {
         reply: Reply<Result<QueueStats, QueueError>>,
     },
-    Update {
-        patch: SettingsPatch,
-        edit: Option<Edit>,
-        reply: Reply<Acked<Result<QueueStats, Refusal>>>,
-    },
+    /// Boxed: the largest request, rare, and every mailbox slot is as large as
+    /// the largest variant.
+    Update(Box<UpdateRequest>),
     Clear {
         reply: Reply<Acked<usize>>,
     },
@@ -145,13 +143,20 @@ impl ActorRequest {
             ActorRequest::Peek { reply, .. } => drop(reply.send(Err(err))),
             ActorRequest::Get { reply, .. } => drop(reply.send(Err(err))),
             ActorRequest::Info { reply } => drop(reply.send(Err(err))),
-            ActorRequest::Update { reply, .. } => drop(reply.send(Err(err))),
+            ActorRequest::Update(update) => drop(update.reply.send(Err(err))),
             ActorRequest::Destroy { reply } => drop(reply.send(Err(err))),
             ActorRequest::Redrive { reply, .. } => drop(reply.send(Err(err))),
             ActorRequest::Adopt { reply, .. } => drop(reply.send(Err(err))),
             ActorRequest::TransferDone { .. } => {}
         }
     }
+}
+
+/// A settings change and an optional attachment edit, applied together.
+pub(super) struct UpdateRequest {
+    pub(super) patch: SettingsPatch,
+    pub(super) edit: Option<Edit>,
+    pub(super) reply: Reply<Acked<Result<QueueStats, Refusal>>>,
 }
 
 /// What every actor of a server shares.
@@ -266,7 +271,9 @@ async fn wait_for_flush(ticket: Option<CommitTicket>) {
 impl Actor {
     async fn run(mut self, mut mailbox: mpsc::Receiver<ActorRequest>) {
         let shutdown = self.ctx.shutdown.clone();
-        let mut requests = Vec::with_capacity(MAILBOX_BATCH);
+        // Grows with the turns' batches (up to MAILBOX_BATCH) and shrinks after a
+        // burst, so an idle queue holds next to nothing.
+        let mut requests = Vec::new();
         // The running flush this actor's unwritten work is waiting for, if any.
         let mut held: Option<CommitTicket> = None;
         // One timer for the state's next deadline; re-armed only when a deadline
@@ -290,6 +297,9 @@ impl Actor {
                         } else {
                             self.handle(request, now);
                         }
+                    }
+                    if requests.capacity() > 8 && received * 4 < requests.capacity() {
+                        requests.shrink_to(received * 2);
                     }
                 }
                 () = &mut timer, if armed.is_some() => {
@@ -386,7 +396,8 @@ impl Actor {
             ActorRequest::Peek { n, reply } => drop(reply.send(state.peek(now, io, n))),
             ActorRequest::Get { id, reply } => drop(reply.send(state.get(now, io, id))),
             ActorRequest::Info { reply } => drop(reply.send(Ok(state.stats()))),
-            ActorRequest::Update { patch, edit, reply } => {
+            ActorRequest::Update(request) => {
+                let UpdateRequest { patch, edit, reply } = *request;
                 let result = update(state, &patch, edit);
                 self.reply_acked(reply, result);
             }

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::actor::{Acked, ActorRequest, Edit};
+use super::actor::{Acked, ActorRequest, Edit, UpdateRequest};
 use super::types::{
     Lease, MessageView, NewMessage, QueueName, QueueStats, SettingsPatch, Transfer,
 };
@@ -248,7 +248,9 @@ impl QueueHandle {
             })
         });
         let outcome = self
-            .call_acked(|reply| ActorRequest::Update { patch, edit, reply })
+            .call_acked(|reply| {
+                ActorRequest::Update(Box::new(UpdateRequest { patch, edit, reply }))
+            })
             .await?;
         outcome.map_err(|refusal| match refusal.downcast::<E>() {
             Ok(refusal) => UpdateError::Rejected(*refusal),

@@ -1,20 +1,28 @@
-//! Key and value layout on disk.
+//! Key and value layout on disk (layout 3).
 //!
 //! Every integer in a key is big-endian, so sled's byte order is numeric order and a
-//! scan of a message tree comes out in id order. Values are fixed-layout records
-//! with a leading version byte, so the layout can grow without guessing.
+//! scan comes out in id order. Values are fixed-layout records with a leading
+//! version byte, so the layout can grow without guessing.
 //!
 //! ```text
-//! tree "queues":        key = queue id (u64 BE)      value = QueueRecord (51 bytes)
-//!                                                      ++ name ++ dead-letter queue name
-//! default tree:         key = b"next_id"             value = u64 BE high-water mark
-//! tree b"b" ++ qid BE:  key = batch key (u64 BE)     value = batch of messages (batch.rs)
-//! tree b"t" ++ qid BE:  key = batch key (u64 BE)     value = batch state (batch.rs)
+//! tree "queues":   key = queue id (u64 BE)                      value = QueueRecord (51 bytes)
+//!                                                                 ++ name ++ dead-letter name ++ attachment
+//! default tree:    key = b"next_id"                             value = u64 BE high-water mark
+//! tree "batches":  key = queue id (u64 BE) ++ batch key (u64 BE)  value = batch of messages (batch.rs)
+//! tree "states":   key = queue id (u64 BE) ++ batch key (u64 BE)  value = batch state (batch.rs)
 //! ```
 //!
-//! A batch key is the id of the first message of the batch (or a fresh id), so
-//! batches load in push order. Layout 1 (one record per message in trees `m`/`s`) is
-//! not read; opening a data directory written with it fails with a clear error.
+//! Every queue shares the two record trees, its records under its id as a prefix,
+//! so creating a queue creates no tree. (sled keeps the list of its trees in one
+//! meta page, rewritten whole whenever a tree is created; with two trees per queue,
+//! layout 2, each creation cost O(queues), and past ~4,000 queues the page outgrew
+//! sled's inline limit and every creation wrote a new blob file.) A batch key is the
+//! id of the first message of the batch (or a fresh id), so a queue's batches load
+//! in push order.
+//!
+//! Layout 2 (trees `b`/`t` ++ queue id) is migrated into layout 3 when a data
+//! directory is opened; layout 1 (one record per message in trees `m`/`s`) is not
+//! read, and opening a data directory written with it fails with a clear error.
 
 use super::{DeadLetterRecord, QueueRecord, StateRecord};
 
@@ -25,36 +33,60 @@ const V1: u8 = 1;
 pub const STATE_LEN: usize = 1 + 8 + 4 + 8 * 3;
 const QUEUE_LEN: usize = 1 + 8 * 6 + 2;
 
-/// The 8-byte big-endian key of a message id.
+/// The tree of every queue's batch records.
+pub const BATCHES_TREE: &[u8] = b"batches";
+/// The tree of every queue's batch state records.
+pub const STATES_TREE: &[u8] = b"states";
+
+/// The 8-byte big-endian key of an id.
 pub fn id_key(id: u64) -> [u8; 8] {
     id.to_be_bytes()
 }
 
-/// The message id of a key written by [`id_key`].
+/// The id of a key written by [`id_key`].
 pub fn decode_id_key(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))
 }
 
-/// The name of the tree holding a queue's batch records.
-pub fn batches_tree(queue_id: u64) -> [u8; 9] {
-    prefixed(b'b', queue_id)
+/// The key of batch `batch` of queue `queue_id` in the record trees.
+pub fn record_key(queue_id: u64, batch: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&queue_id.to_be_bytes());
+    key[8..].copy_from_slice(&batch.to_be_bytes());
+    key
 }
 
-/// The name of the tree holding a queue's batch state records.
-pub fn batch_states_tree(queue_id: u64) -> [u8; 9] {
-    prefixed(b't', queue_id)
+/// (queue id, batch key) of a key written by [`record_key`].
+pub fn decode_record_key(key: &[u8]) -> Option<(u64, u64)> {
+    let key: &[u8; 16] = key.try_into().ok()?;
+    Some((
+        u64::from_be_bytes(key[..8].try_into().ok()?),
+        u64::from_be_bytes(key[8..].try_into().ok()?),
+    ))
+}
+
+/// The queue id of a layout-2 record tree (`b`/`t` ++ queue id), and whether it
+/// holds state records.
+pub fn layout2_tree(name: &[u8]) -> Option<(u64, bool)> {
+    match name {
+        [kind @ (b'b' | b't'), id @ ..] if id.len() == 8 => {
+            Some((decode_id_key(id)?, *kind == b't'))
+        }
+        _ => None,
+    }
+}
+
+/// The name of a layout-2 record tree of queue `queue_id` (tests write them).
+pub fn layout2_tree_name(queue_id: u64, states: bool) -> [u8; 9] {
+    let mut name = [0u8; 9];
+    name[0] = if states { b't' } else { b'b' };
+    name[1..].copy_from_slice(&queue_id.to_be_bytes());
+    name
 }
 
 /// Whether a tree name is a per-message tree of layout 1 (`m`/`s` ++ queue id).
 pub fn is_layout1_tree(name: &[u8]) -> bool {
     name.len() == 9 && matches!(name[0], b'm' | b's')
-}
-
-fn prefixed(prefix: u8, queue_id: u64) -> [u8; 9] {
-    let mut name = [0u8; 9];
-    name[0] = prefix;
-    name[1..].copy_from_slice(&queue_id.to_be_bytes());
-    name
 }
 
 /// Reads the big-endian u64 at `at`.
@@ -179,8 +211,16 @@ mod tests {
         for id in ids {
             assert_eq!(decode_id_key(&id_key(id)), Some(id));
         }
-        assert!(batches_tree(1) < batches_tree(256));
-        assert!(is_layout1_tree(&prefixed(b'm', 1)) && !is_layout1_tree(&batches_tree(1)));
+        assert!(
+            record_key(1, u64::MAX) < record_key(2, 0),
+            "a queue's records are contiguous"
+        );
+        assert!(record_key(7, 1) < record_key(7, 256));
+        assert_eq!(decode_record_key(&record_key(7, 9)), Some((7, 9)));
+        assert_eq!(layout2_tree(&layout2_tree_name(5, true)), Some((5, true)));
+        assert_eq!(layout2_tree(&layout2_tree_name(5, false)), Some((5, false)));
+        assert_eq!(layout2_tree(b"batches"), None);
+        assert!(is_layout1_tree(b"m\0\0\0\0\0\0\0\x01") && !is_layout1_tree(b"queues"));
     }
 
     #[test]

@@ -1,10 +1,17 @@
 //! The sled 0.34.7 implementation of [`Store`] and [`QueueLog`].
 //!
 //! One `sled::Db` per process holds a `queues` tree (queue id → [`QueueRecord`]), the id
-//! high-water mark in the default tree, and two trees per queue: batch records and
-//! their state records (layout in `keys.rs` and `batch.rs`). Single-key inserts and
-//! removes only (property D in `storage/mod.rs`).
+//! high-water mark in the default tree, and two record trees shared by every queue:
+//! batch records and their state records, each key prefixed by its queue's id
+//! (layout 3, `keys.rs` and `batch.rs`). Single-key inserts and removes only
+//! (property D in `storage/mod.rs`).
+//!
+//! Deleting a queue removes its record first, then its records one by one; a crash
+//! in between leaves records of no queue, which the next open removes. Opening a
+//! data directory of layout 2 (two trees per queue) copies its records into the
+//! shared trees, makes the copies durable, then drops the old trees.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -36,6 +43,9 @@ pub struct SledConfig {
 pub struct SledStore {
     db: sled::Db,
     queues: sled::Tree,
+    /// Every queue's batch records, and their state records.
+    batches: sled::Tree,
+    states: sled::Tree,
     ids: Ids,
     commit: GroupCommit,
 }
@@ -70,6 +80,8 @@ impl SledStore {
             )));
         }
         let queues = db.open_tree("queues")?;
+        let batches = db.open_tree(keys::BATCHES_TREE)?;
+        let states = db.open_tree(keys::STATES_TREE)?;
         let next = match db.get(NEXT_ID_KEY)? {
             Some(value) => keys::decode_id_key(&value)
                 .ok_or_else(|| StorageError::Corrupt("next_id".into()))?,
@@ -79,6 +91,8 @@ impl SledStore {
             db: db.clone(),
             log_file: open_log_file(&config.path)?,
         });
+        migrate_layout2(&db, &batches, &states, flush.as_ref())?;
+        sweep_orphans(&queues, &batches, &states)?;
         let ids = {
             let db = db.clone();
             let flush = Arc::clone(&flush);
@@ -94,6 +108,8 @@ impl SledStore {
         Ok(Arc::new(SledStore {
             db,
             queues,
+            batches,
+            states,
             ids,
             commit,
         }))
@@ -113,6 +129,95 @@ fn open_error(err: sled::Error, path: &Path) -> StorageError {
         }
         _ => StorageError::from(err),
     }
+}
+
+/// Copies the records of layout-2 trees (`b`/`t` ++ queue id) into the shared
+/// trees, makes the copies durable, then drops the old trees. Copying is
+/// idempotent, so a crash part way through is finished at the next open.
+fn migrate_layout2(
+    db: &sled::Db,
+    batches: &sled::Tree,
+    states: &sled::Tree,
+    flush: &dyn Flushable,
+) -> Result<(), StorageError> {
+    let old: Vec<(sled::IVec, u64, bool)> = db
+        .tree_names()
+        .into_iter()
+        .filter_map(|name| {
+            let (queue_id, is_states) = keys::layout2_tree(&name)?;
+            Some((name, queue_id, is_states))
+        })
+        .collect();
+    if old.is_empty() {
+        return Ok(());
+    }
+    let mut records = 0u64;
+    for (name, queue_id, is_states) in &old {
+        let target = if *is_states { states } else { batches };
+        for entry in db.open_tree(name)?.iter() {
+            let (key, value) = entry?;
+            let batch = keys::decode_id_key(&key).ok_or_else(|| {
+                StorageError::Corrupt(format!("layout-2 key in queue {queue_id}"))
+            })?;
+            target.insert(keys::record_key(*queue_id, batch), value)?;
+            records += 1;
+        }
+    }
+    flush.flush_durably()?;
+    for (name, _, _) in &old {
+        db.drop_tree(name)?;
+    }
+    tracing::info!(
+        trees = old.len(),
+        records,
+        "migrated the data directory from one tree per queue to shared trees"
+    );
+    Ok(())
+}
+
+/// Removes the records of queues that have no queue record (a deletion cut short
+/// by a crash). Visits one key per queue prefix, not every record.
+fn sweep_orphans(
+    queues: &sled::Tree,
+    batches: &sled::Tree,
+    states: &sled::Tree,
+) -> Result<(), StorageError> {
+    let mut live = HashSet::new();
+    for key in queues.iter().keys() {
+        let key = key?;
+        live.insert(
+            keys::decode_id_key(&key)
+                .ok_or_else(|| StorageError::Corrupt(format!("queue key {key:?}")))?,
+        );
+    }
+    for tree in [batches, states] {
+        let mut from = 0u64;
+        loop {
+            let Some(entry) = tree.range(keys::id_key(from)..).keys().next() else {
+                break;
+            };
+            let key = entry?;
+            let (queue_id, _) = keys::decode_record_key(&key)
+                .ok_or_else(|| StorageError::Corrupt(format!("record key {key:?}")))?;
+            if !live.contains(&queue_id) {
+                tracing::warn!(queue_id, "removing the records of a deleted queue");
+                remove_prefix(tree, queue_id)?;
+            }
+            match queue_id.checked_add(1) {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes every record of queue `queue_id` from `tree`.
+fn remove_prefix(tree: &sled::Tree, queue_id: u64) -> Result<(), StorageError> {
+    for key in tree.scan_prefix(keys::id_key(queue_id)).keys() {
+        tree.remove(key?)?;
+    }
+    Ok(())
 }
 
 fn open_log_file(dir: &Path) -> Result<std::fs::File, StorageError> {
@@ -140,16 +245,17 @@ impl Store for SledStore {
     }
 
     fn delete_queue(&self, queue_id: u64) -> Result<(), StorageError> {
+        // The record first: records without it are removed at the next open.
         self.queues.remove(keys::id_key(queue_id))?;
-        self.db.drop_tree(keys::batches_tree(queue_id))?;
-        self.db.drop_tree(keys::batch_states_tree(queue_id))?;
-        Ok(())
+        remove_prefix(&self.batches, queue_id)?;
+        remove_prefix(&self.states, queue_id)
     }
 
     fn open_log(&self, queue_id: u64) -> Result<Box<dyn QueueLog>, StorageError> {
         Ok(Box::new(SledQueueLog {
-            batches: self.db.open_tree(keys::batches_tree(queue_id))?,
-            states: self.db.open_tree(keys::batch_states_tree(queue_id))?,
+            queue_id,
+            batches: self.batches.clone(),
+            states: self.states.clone(),
         }))
     }
 
@@ -184,31 +290,38 @@ impl Store for SledStore {
     }
 }
 
-/// One queue's two trees: batch records and their state records.
+/// One queue's records in the shared trees.
 struct SledQueueLog {
+    queue_id: u64,
     batches: sled::Tree,
     states: sled::Tree,
 }
 
+impl SledQueueLog {
+    fn key(&self, batch: u64) -> [u8; 16] {
+        keys::record_key(self.queue_id, batch)
+    }
+}
+
 impl QueueLog for SledQueueLog {
     fn put_batch(&self, key: u64, value: &[u8]) -> Result<(), StorageError> {
-        self.batches.insert(keys::id_key(key), value)?;
+        self.batches.insert(self.key(key), value)?;
         Ok(())
     }
 
     fn put_batch_state(&self, key: u64, state: &[u8]) -> Result<(), StorageError> {
-        self.states.insert(keys::id_key(key), state)?;
+        self.states.insert(self.key(key), state)?;
         Ok(())
     }
 
     fn remove_batch(&self, key: u64) -> Result<(), StorageError> {
-        self.batches.remove(keys::id_key(key))?;
-        self.states.remove(keys::id_key(key))?;
+        self.batches.remove(self.key(key))?;
+        self.states.remove(self.key(key))?;
         Ok(())
     }
 
     fn batch(&self, key: u64) -> Result<Option<Batch>, StorageError> {
-        let Some(value) = self.batches.get(keys::id_key(key))? else {
+        let Some(value) = self.batches.get(self.key(key))? else {
             return Ok(None);
         };
         // Zero copy: the Bytes keeps sled's buffer alive.
@@ -218,9 +331,9 @@ impl QueueLog for SledQueueLog {
     }
 
     fn load(&self, each: &mut dyn FnMut(LoadedMessage)) -> Result<(), StorageError> {
-        for entry in self.batches.iter() {
+        for entry in self.batches.scan_prefix(keys::id_key(self.queue_id)) {
             let (key_bytes, value) = entry?;
-            let key = keys::decode_id_key(&key_bytes)
+            let (_, key) = keys::decode_record_key(&key_bytes)
                 .ok_or_else(|| StorageError::Corrupt("batch key".into()))?;
             let batch = Batch::parse(Bytes::from_owner(value))
                 .ok_or_else(|| StorageError::Corrupt(format!("batch {key}")))?;
@@ -238,8 +351,85 @@ impl QueueLog for SledQueueLog {
     }
 
     fn clear(&self) -> Result<(), StorageError> {
-        self.batches.clear()?;
-        self.states.clear()?;
-        Ok(())
+        remove_prefix(&self.batches, self.queue_id)?;
+        remove_prefix(&self.states, self.queue_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> SledConfig {
+        SledConfig {
+            path: dir.to_path_buf(),
+            cache_bytes: 8 << 20,
+            fsync: FsyncMode::Never,
+        }
+    }
+
+    fn record(id: u64, name: &str) -> QueueRecord {
+        QueueRecord {
+            id,
+            name: name.into(),
+            created_at_ms: 0,
+            total_pushed: 0,
+            message_timeout_ms: 1_000,
+            message_expiration_s: 60,
+            dead_letter: None,
+            attachment: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn should_keep_each_queues_records_apart_and_delete_only_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&config(dir.path())).unwrap();
+        for (id, name) in [(1, "a"), (2, "b")] {
+            store.put_queue(&record(id, name)).unwrap();
+            let log = store.open_log(id).unwrap();
+            log.put_batch(10, b"not parsed here").unwrap();
+            log.put_batch_state(10, b"x").unwrap();
+        }
+        store.delete_queue(1).unwrap();
+        assert_eq!(store.batches.scan_prefix(keys::id_key(1)).count(), 0);
+        assert_eq!(store.states.scan_prefix(keys::id_key(1)).count(), 0);
+        assert_eq!(store.batches.scan_prefix(keys::id_key(2)).count(), 1);
+        let names: Vec<String> = store
+            .queues()
+            .unwrap()
+            .into_iter()
+            .map(|q| q.name)
+            .collect();
+        assert_eq!(names, ["b"]);
+        // Creating queues creates no tree.
+        let trees = store.db.tree_names().len();
+        store.put_queue(&record(3, "c")).unwrap();
+        store.open_log(3).unwrap().put_batch(1, b"y").unwrap();
+        assert_eq!(store.db.tree_names().len(), trees);
+        store.close();
+    }
+
+    #[test]
+    fn should_remove_at_open_the_records_a_cut_short_deletion_left() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(&config(dir.path())).unwrap();
+            store.put_queue(&record(1, "kept")).unwrap();
+            store.open_log(1).unwrap().put_batch(5, b"kept").unwrap();
+            // A deletion that removed the record, then crashed.
+            store.open_log(2).unwrap().put_batch(5, b"orphan").unwrap();
+            store
+                .open_log(2)
+                .unwrap()
+                .put_batch_state(5, b"orphan")
+                .unwrap();
+            store.close();
+        }
+        let store = SledStore::open(&config(dir.path())).unwrap();
+        assert_eq!(store.batches.scan_prefix(keys::id_key(2)).count(), 0);
+        assert_eq!(store.states.scan_prefix(keys::id_key(2)).count(), 0);
+        assert_eq!(store.batches.scan_prefix(keys::id_key(1)).count(), 1);
+        store.close();
     }
 }

@@ -187,10 +187,15 @@ async fn batches_restore_exactly_the_undeleted_messages_and_vanish_when_drained(
     let queue = ferromq::storage::keys::decode_queue(&value).unwrap();
     assert_eq!(queue.total_pushed, 1200);
     for tree in [
-        ferromq::storage::keys::batches_tree(queue.id),
-        ferromq::storage::keys::batch_states_tree(queue.id),
+        ferromq::storage::keys::BATCHES_TREE,
+        ferromq::storage::keys::STATES_TREE,
     ] {
-        assert_eq!(db.open_tree(tree).unwrap().len(), 0, "records left behind");
+        let left = db
+            .open_tree(tree)
+            .unwrap()
+            .scan_prefix(ferromq::storage::keys::id_key(queue.id))
+            .count();
+        assert_eq!(left, 0, "records left behind");
     }
 }
 
@@ -212,4 +217,86 @@ async fn ids_continue_where_they_stopped_after_a_clean_restart() {
         .await
         .unwrap()[0];
     assert_eq!(after, before + 1);
+}
+
+/// A data directory of layout 2 (two sled trees per queue) is migrated into the
+/// shared trees when the server opens it: its messages, order, leases and settings
+/// are all there, and the old trees are gone.
+#[tokio::test]
+async fn a_data_directory_with_a_tree_per_queue_is_migrated() {
+    use ferromq::storage::keys;
+    use ferromq::storage::{BatchBuilder, DeadLetterRecord, MessageRecord, QueueRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let now = 1_700_000_000_000u64;
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let queue = QueueRecord {
+            id: 1,
+            name: "old".into(),
+            created_at_ms: now,
+            total_pushed: 3,
+            message_timeout_ms: 30_000,
+            message_expiration_s: 30 * 24 * 3600,
+            dead_letter: Some(DeadLetterRecord {
+                queue: "old.dead".into(),
+                max_reservations: 4,
+            }),
+            attachment: Vec::new(),
+        };
+        db.open_tree("queues")
+            .unwrap()
+            .insert(keys::id_key(1), keys::encode_queue(&queue))
+            .unwrap();
+        let mut batch = BatchBuilder::default();
+        for (i, id) in [2u64, 3, 4].into_iter().enumerate() {
+            let record = MessageRecord {
+                pushed_at_ms: now,
+                available_at_ms: 0,
+                expires_at_ms: u64::MAX / 2,
+            };
+            batch.push(id, record, Bytes::from(format!("m{i}")));
+        }
+        db.open_tree(keys::layout2_tree_name(1, false))
+            .unwrap()
+            .insert(keys::id_key(2), batch.encode())
+            .unwrap();
+        // Message 3 deleted (slot 1), the rest in their push-default state.
+        let state = ferromq::storage::batch::encode_batch_state(3, |slot| slot == 1, &[]);
+        db.open_tree(keys::layout2_tree_name(1, true))
+            .unwrap()
+            .insert(keys::id_key(2), state)
+            .unwrap();
+        db.insert(b"next_id", &keys::id_key(10)[..]).unwrap();
+        db.flush().unwrap();
+    }
+    let server = TestServer::start_in_dir(dir).await;
+    let client = server.client().await;
+    let peeked: Vec<u64> = client
+        .peek("old", 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(peeked, [2, 4]);
+    let info = client.info("old").await.unwrap();
+    assert_eq!((info.size, info.total_pushed), (2, 3));
+    assert_eq!(
+        info.settings.unwrap().dead_letter.unwrap().max_reservations,
+        4
+    );
+    let fresh = client
+        .push("old", vec![Bytes::from_static(b"new")])
+        .await
+        .unwrap()[0];
+    assert!(fresh >= 10, "ids continue above the old counter");
+    drop(client);
+    let TestServer { server, dir, .. } = server;
+    server.shutdown().await;
+    let db = sled::open(dir.path()).unwrap();
+    let names: Vec<Vec<u8>> = db.tree_names().into_iter().map(|n| n.to_vec()).collect();
+    assert!(
+        names.iter().all(|name| keys::layout2_tree(name).is_none()),
+        "the old trees are gone: {names:?}"
+    );
 }

@@ -39,6 +39,17 @@ impl TestServer {
         }
     }
 
+    /// Starts a server with default settings on the data directory `dir`, which
+    /// the test prepared.
+    pub(crate) async fn start_in_dir(dir: tempfile::TempDir) -> TestServer {
+        let server = start_in(dir.path(), |_| {}, Arc::new(SystemClock::new())).await;
+        TestServer {
+            server,
+            dir,
+            manual: None,
+        }
+    }
+
     /// As [`TestServer::start_with`], on a manual clock: time moves only by
     /// [`TestServer::advance`], and a request observes it (the actors' own timers
     /// never fire), so timed rules are tested without waiting.
