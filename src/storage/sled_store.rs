@@ -64,7 +64,7 @@ impl SledStore {
         let db = sled::Config::new()
             .path(&config.path)
             .cache_capacity(config.cache_bytes)
-            .flush_every_ms(Some(500))
+            .flush_every_ms(Some(super::FLUSH_EVERY_MS))
             .open()
             .map_err(|err| open_error(err, &config.path))?;
         if db
@@ -87,10 +87,7 @@ impl SledStore {
                 .ok_or_else(|| StorageError::Corrupt("next_id".into()))?,
             None => 1,
         };
-        let flush = Arc::new(SledFlush {
-            db: db.clone(),
-            log_file: open_log_file(&config.path)?,
-        });
+        let flush = Arc::new(SledFlush { db: db.clone() });
         migrate_layout2(&db, &batches, &states, flush.as_ref())?;
         sweep_orphans(&queues, &batches, &states)?;
         let ids = {
@@ -218,12 +215,6 @@ fn remove_prefix(tree: &sled::Tree, queue_id: u64) -> Result<(), StorageError> {
         tree.remove(key?)?;
     }
     Ok(())
-}
-
-fn open_log_file(dir: &Path) -> Result<std::fs::File, StorageError> {
-    let path = dir.join("db");
-    std::fs::File::open(&path)
-        .map_err(|err| StorageError::Io(format!("cannot open {}: {err}", path.display())))
 }
 
 impl Store for SledStore {

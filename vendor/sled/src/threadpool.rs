@@ -68,7 +68,9 @@ impl Queue {
         // with the notify below.
         drop(queue);
 
-        self.cv.notify_all();
+        // ferromq patch (PATCHES.md, 3): one task needs one thread; this
+        // woke all seven idle IO threads for every task.
+        self.cv.notify_one();
 
         len
     }

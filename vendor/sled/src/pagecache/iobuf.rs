@@ -729,31 +729,14 @@ impl IoBufs {
             let f = &self.config.file;
             pwrite_all(f, data, log_offset)?;
             if !self.config.temporary {
-                #[cfg(target_os = "linux")]
-                {
-                    use std::os::unix::io::AsRawFd;
-                    let ret = unsafe {
-                        libc::sync_file_range(
-                            f.as_raw_fd(),
-                            i64::try_from(log_offset).unwrap(),
-                            i64::try_from(total_len).unwrap(),
-                            libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                                | libc::SYNC_FILE_RANGE_WRITE
-                                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                        )
-                    };
-                    if ret < 0 {
-                        let err = std::io::Error::last_os_error();
-                        if let Some(libc::ENOSYS) = err.raw_os_error() {
-                            f.sync_all()?;
-                        } else {
-                            return Err(err.into());
-                        }
-                    }
-                }
-
-                #[cfg(not(target_os = "linux"))]
-                f.sync_all()?;
+                // ferromq patch (PATCHES.md, 1): on Linux this was
+                // `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)`,
+                // which writes the pages back but neither flushes the
+                // device's write cache nor persists the size of an
+                // appended file (spacejam/sled#1452), so a "stable"
+                // write could be lost on power loss. fdatasync makes it
+                // durable in one wait for the disk.
+                f.sync_data()?;
             }
         }
         io_fail!(self, "buffer write post");
@@ -1011,7 +994,18 @@ pub(in crate::pagecache) fn make_stable_inner(
 pub(in crate::pagecache) fn flush(iobufs: &Arc<IoBufs>) -> Result<usize> {
     let _cc = concurrency_control::read();
     let max_reserved_lsn = iobufs.max_reserved_lsn.load(Acquire);
-    make_stable(iobufs, max_reserved_lsn)
+    // ferromq patch (PATCHES.md, 2): buffers this flush seals are
+    // written by this thread.
+    let previous = INLINE_WRITES.with(|inline| inline.replace(true));
+    let result = make_stable(iobufs, max_reserved_lsn);
+    INLINE_WRITES.with(|inline| inline.set(previous));
+    result
+}
+
+thread_local! {
+    /// Set while this thread runs [`flush`]: see
+    /// `maybe_seal_and_write_iobuf`.
+    static INLINE_WRITES: std::cell::Cell<bool> = std::cell::Cell::new(false);
 }
 
 /// Attempt to seal the current IO buffer, possibly
@@ -1178,6 +1172,23 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
             "asynchronously writing iobuf with lsn {} to log from maybe_seal",
             lsn
         );
+        // ferromq patch (PATCHES.md, 2): a flush that seals the buffer
+        // writes it on its own thread, which is waiting for it anyway,
+        // instead of handing it to the IO pool and sleeping until a pool
+        // thread has written it (two thread switches per flush).
+        if !from_reserve && INLINE_WRITES.with(std::cell::Cell::get) {
+            if let Err(e) = iobufs.write_to_log(iobuf) {
+                error!(
+                    "hit error while writing iobuf with lsn {}: {:?}",
+                    lsn, e
+                );
+                iobufs.config.set_global_error(e);
+                let intervals = iobufs.intervals.lock();
+                drop(intervals);
+                let _notified = iobufs.interval_updated.notify_all();
+            }
+            return Ok(());
+        }
         let iobufs = iobufs.clone();
         let iobuf = iobuf.clone();
         let _result = threadpool::spawn(move || {
