@@ -33,6 +33,11 @@ pub mod keys;
 pub mod memory;
 mod sled_store;
 
+/// How often sled's background thread flushes (and, patched, fdatasyncs) its log, in
+/// milliseconds: the most that a write no reply waited for (a reserve's count and
+/// lease, a lease or delay ending) stays in memory only.
+pub const FLUSH_EVERY_MS: u64 = 500;
+
 pub use batch::{Batch, BatchBuilder, BatchState};
 pub use commit::{CommitTicket, FsyncMode};
 pub use memory::{MemoryLog, MemoryStore};
