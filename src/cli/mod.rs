@@ -48,7 +48,13 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // A client command talks over one connection: one worker is plenty.
+    let workers = match &cli.command {
+        CliCommand::Serve(args) => args.workers(),
+        CliCommand::Client(_) => 1,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
     {

@@ -50,6 +50,29 @@ pub(super) struct ServeArgs {
     /// Serve the HTTP API without authentication (trusted networks only).
     #[arg(long)]
     http_no_auth: bool,
+    /// Runtime worker threads (connections, queue actors, HTTP). Default: one less
+    /// than the CPUs, at least 1, leaving a CPU for the committer thread's fsyncs
+    /// and sled's threads (see README, "Threads").
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
+}
+
+impl ServeArgs {
+    /// The number of runtime worker threads to start.
+    pub(super) fn workers(&self) -> usize {
+        self.workers.map_or_else(default_workers, usize::from)
+    }
+}
+
+/// One less than the CPUs this process may use, at least 1. Measured on 2 CPUs
+/// (BENCHMARKS.md, "Threads"): one worker gives the same saturated throughput as
+/// two at 20–25 % less CPU, and half the context switches at everyday load,
+/// because the committer and the load on the other CPU are not fought over.
+fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .saturating_sub(1)
+        .max(1)
 }
 
 /// The first address `HOST:PORT` resolves to.
