@@ -8,6 +8,14 @@
 #   scripts/compare.sh                 # everything, 3 runs each (~10 minutes)
 #   RUNS=1 MESSAGES=50000 scripts/compare.sh
 #   SERVERS="ferromq redis-always" scripts/compare.sh
+#   WORKLOADS=everyday scripts/compare.sh   # only the everyday-load rows (~3 minutes)
+#
+# WORKLOADS (default "saturated everyday hold"): saturated = push, drain, mixed and
+# the 5k msg/s latency run; everyday = 1 producer + 1 consumer connection, open loop
+# at 1,000 msg/s (depth 1) and 5,000 msg/s (depth 8) for EVERYDAY_SECONDS, with server CPU and context
+# switches per message, and the raw 4 KiB append + fdatasync floor at 1,000/s
+# (scripts/fsync_probe.py); hold = memory holding HOLD messages (and ferromq's
+# restart with them).
 #
 # Output: target/compare/<date>/runs.jsonl (one JSON report per run) and summary.md.
 set -euo pipefail
@@ -18,6 +26,8 @@ MESSAGES=${MESSAGES:-200000}          # per run, for push / drain / mixed
 SLOW_MESSAGES=${SLOW_MESSAGES:-20000} # for servers that fsync every write
 HOLD=${HOLD:-1000000}                 # messages held for the memory measurement
 SERVERS=${SERVERS:-"ferromq beanstalkd-mem beanstalkd-binlog50 beanstalkd-fsync redis-everysec redis-always"}
+WORKLOADS=${WORKLOADS:-"saturated everyday hold"}
+EVERYDAY_SECONDS=${EVERYDAY_SECONDS:-15}
 PORT=${PORT:-17600}
 ADDR=127.0.0.1:$PORT
 
@@ -99,6 +109,19 @@ print("   %s %s run %s: %.0f msg/s, e2e p99 %.2f ms" % (sys.argv[1], sys.argv[2]
         "$server" "$label" "$run" >>"$RUNS_FILE"
 }
 
+wants() { case " $WORKLOADS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+if wants everyday; then
+    echo "== raw 4 KiB append + fdatasync at 1,000/s (the floor under a durable ack)"
+    for run in $(seq 1 "$RUNS"); do
+        python3 scripts/fsync_probe.py "$WORK" 1000 "$EVERYDAY_SECONDS" | python3 -c '
+import json, sys
+r = json.load(sys.stdin); r["server_name"], r["workload_label"], r["run"] = "raw-fdatasync", "fsync_probe", sys.argv[1]
+print(json.dumps(r))
+print("   raw append+fdatasync run %s: p50 %.3f ms, %.0f CPU us per op" % (sys.argv[1], r["p50_ms"], r["cpu_us_per_op"]), file=sys.stderr)' "$run" >>"$RUNS_FILE"
+    done
+fi
+
 for server in $SERVERS; do
     echo "== $server"
     n=$MESSAGES
@@ -107,19 +130,32 @@ for server in $SERVERS; do
         start_server "$server"
         sleep 1
         echo "{\"server_name\":\"$server\",\"workload_label\":\"idle_rss\",\"run\":\"$run\",\"rss_kib\":$(rss_kib "$SERVER_PID")}" >>"$RUNS_FILE"
-        bench "$server" mixed "$run" --workload mixed --producers 4 --consumers 4 --depth 32 --messages "$n"
-        bench "$server" drain "$run" --workload drain --consumers 4 --depth 32 --messages "$n"
-        bench "$server" push "$run" --workload push --producers 4 --depth 32 --messages "$n"
-        bench "$server" latency5k "$run" --workload mixed --rate 5000 --duration 10s \
-            --producers 1 --consumers 1 --depth 64
-        if [ "$server" = ferromq ]; then
-            bench "$server" mixed_batch100 "$run" --workload mixed --producers 4 --consumers 4 \
-                --depth 8 --batch 100 --messages $((n * 5))
+        if wants saturated; then
+            bench "$server" mixed "$run" --workload mixed --producers 4 --consumers 4 --depth 32 --messages "$n"
+            bench "$server" drain "$run" --workload drain --consumers 4 --depth 32 --messages "$n"
+            bench "$server" push "$run" --workload push --producers 4 --depth 32 --messages "$n"
+            bench "$server" latency5k "$run" --workload mixed --rate 5000 --duration 10s \
+                --producers 1 --consumers 1 --depth 64
+            if [ "$server" = ferromq ]; then
+                bench "$server" mixed_batch100 "$run" --workload mixed --producers 4 --consumers 4 \
+                    --depth 8 --batch 100 --messages $((n * 5))
+            fi
+        fi
+        if wants everyday; then
+            # One request in flight per connection at 1,000 msg/s; at 5,000 msg/s a
+            # connection with one request in flight could not keep up with any server
+            # that fsyncs before answering (one fsync is 0.3-0.5 ms here), so 8.
+            bench "$server" everyday1000 "$run" --workload mixed --rate 1000 \
+                --duration "${EVERYDAY_SECONDS}s" --messages 100000000 \
+                --producers 1 --consumers 1 --depth 1
+            bench "$server" everyday5000 "$run" --workload mixed --rate 5000 \
+                --duration "${EVERYDAY_SECONDS}s" --messages 100000000 \
+                --producers 1 --consumers 1 --depth 8
         fi
         stop_server
     done
     # Memory holding HOLD messages of 100 B (skipped where pushing them takes minutes).
-    if [ "$server" != beanstalkd-fsync ]; then
+    if [ "$server" != beanstalkd-fsync ] && wants hold; then
         start_server "$server"
         "$BENCH" --target "$(target_of "$server")" --addr "$ADDR" --workload push --quiet \
             --producers 4 --depth 8 --batch 100 --messages "$HOLD" --queue-prefix hold \

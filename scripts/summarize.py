@@ -21,7 +21,7 @@ def main(path):
     servers = []
     for r in rows:
         by[(r["server_name"], r["workload_label"])].append(r)
-        if r["server_name"] not in servers:
+        if r["server_name"] not in servers and r["server_name"] != "raw-fdatasync":
             servers.append(r["server_name"])
 
     def med(server, label, get):
@@ -59,12 +59,34 @@ def main(path):
     for label, name in [("mixed", "mixed"), ("latency5k", "5k msg/s"), ("push", "push")]:
         out.append(f"| server CPU s per million messages, {name} | "
                    + " | ".join(fmt(med(s, label, cpu), 1) for s in servers) + " |")
+    ctx = lambda r: (r.get("server") or {}).get("context_switches_per_msg")
+    p50 = lambda r: (r.get("push_ack_latency_ms") or {}).get("p50")
+    for rate in (1000, 5000):
+        label = f"everyday{rate}"
+        if not any(by.get((s, label)) for s in servers):
+            continue
+        depth = 1 if rate == 1000 else 8
+        name = f"everyday: 1 + 1 conns, depth {depth}, {rate:,} msg/s offered"
+        out.append(f"| {name}: msg/s | " + " | ".join(fmt(med(s, label, tput)) for s in servers) + " |")
+        out.append(f"| {name}: server CPU s per million | "
+                   + " | ".join(fmt(med(s, label, cpu), 0) for s in servers) + " |")
+        out.append(f"| {name}: context switches per message | "
+                   + " | ".join(fmt(med(s, label, ctx), 1) for s in servers) + " |")
+        out.append(f"| {name}: push ack p50 (ms) | "
+                   + " | ".join(fmt(med(s, label, p50), 3) for s in servers) + " |")
     rss = lambda r: r.get("rss_kib") / 1024 if r.get("rss_kib") else None
     out.append("| idle RSS (MiB) | " + " | ".join(fmt(med(s, "idle_rss", rss), 1) for s in servers) + " |")
     out.append("| RSS holding the pushed messages (MiB) | "
                + " | ".join(fmt(med(s, "hold_rss", rss), 1) for s in servers) + " |")
     restart = by.get(("ferromq", "restart_first_reserve"))
     out.append("")
+    probe = by.get(("raw-fdatasync", "fsync_probe"))
+    if probe:
+        m = lambda k: statistics.median(r[k] for r in probe)
+        out.append(f"Raw 4 KiB append + fdatasync at 1,000/s on the same file system "
+                   f"(scripts/fsync_probe.py, median of {len(probe)}): p50 {m('p50_ms'):.3f} ms, "
+                   f"p99 {m('p99_ms'):.3f} ms, {m('cpu_us_per_op'):.0f} CPU µs per operation.")
+        out.append("")
     if restart:
         r = restart[-1]
         out.append(f"ferromq restart with {r['messages']:,} messages: first reserve served "

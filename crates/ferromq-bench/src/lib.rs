@@ -206,6 +206,10 @@ pub struct ServerUse {
     pub rss_mib: f64,
     /// Peak resident memory, MiB.
     pub peak_rss_mib: f64,
+    /// Context switches (voluntary + involuntary) of the server's threads.
+    pub context_switches: u64,
+    /// Context switches per message.
+    pub context_switches_per_msg: f64,
 }
 
 /// The result of a run.
@@ -254,6 +258,8 @@ impl Report {
             "server": self.server.map(|s| json!({
                 "cpu_s": s.cpu_s, "cpu_s_per_million_msgs": s.cpu_s_per_million,
                 "rss_mib": s.rss_mib, "peak_rss_mib": s.peak_rss_mib,
+                "context_switches": s.context_switches,
+                "context_switches_per_msg": s.context_switches_per_msg,
             })),
             "timeline": self.timeline.iter().map(|s| json!({
                 "t": s.t, "pushed_per_s": s.pushed_per_s, "consumed_per_s": s.consumed_per_s,
@@ -296,8 +302,8 @@ impl Report {
         }
         if let Some(s) = self.server {
             out += &format!(
-                "  server: {:.2} CPU s ({:.2} CPU s per million messages), RSS {:.1} MiB, peak {:.1} MiB\n",
-                s.cpu_s, s.cpu_s_per_million, s.rss_mib, s.peak_rss_mib
+                "  server: {:.2} CPU s ({:.2} CPU s per million messages), {:.1} context switches per message, RSS {:.1} MiB, peak {:.1} MiB\n",
+                s.cpu_s, s.cpu_s_per_million, s.context_switches_per_msg, s.rss_mib, s.peak_rss_mib
             );
         }
         if let Some(f) = self.fsyncs {
@@ -416,6 +422,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         error: Mutex::new(None),
     });
     let cpu_before = args.server_pid.and_then(read_cpu_s);
+    let switches_before = args.server_pid.and_then(read_context_switches);
     let stats_conn = Driver::connect(args.target, &args.addr, &queues[0]).await?;
     let flushes_before = stats_conn.flushes().await?;
 
@@ -473,6 +480,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         .map(|(before, after)| after.saturating_sub(before));
     let server = args.server_pid.and_then(|pid| {
         let cpu_s = read_cpu_s(pid)? - cpu_before?;
+        let context_switches = read_context_switches(pid)?.saturating_sub(switches_before?);
         let (rss_mib, peak_rss_mib) = read_rss_mib(pid)?;
         let counted = match args.workload {
             Workload::Push => shared.pushed.load(Ordering::Relaxed),
@@ -483,6 +491,8 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             cpu_s_per_million: cpu_s / (counted.max(1) as f64 / 1e6),
             rss_mib,
             peak_rss_mib,
+            context_switches,
+            context_switches_per_msg: context_switches as f64 / counted.max(1) as f64,
         })
     });
     // Leave nothing behind on the server (best effort).
@@ -846,6 +856,27 @@ fn read_cpu_s(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// Context switches (voluntary + involuntary) of a process: the sum over its
+/// threads alive now (Linux /proc/PID/task/*/status), so the switches of a thread
+/// that ended during the run are not counted.
+fn read_context_switches(pid: u32) -> Option<u64> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(status) = std::fs::read_to_string(task.ok()?.path().join("status")) else {
+            continue; // the thread ended meanwhile
+        };
+        for line in status.lines() {
+            if let Some(rest) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += rest.trim().parse::<u64>().ok()?;
+            }
+        }
+    }
+    Some(total)
+}
+
 /// (VmRSS, VmHWM) of a process in MiB.
 fn read_rss_mib(pid: u32) -> Option<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -873,6 +904,9 @@ mod tests {
     fn should_read_this_process_from_proc() {
         let pid = std::process::id();
         assert!(read_cpu_s(pid).is_some_and(|s| s >= 0.0));
+        let before = read_context_switches(pid).expect("task status");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(read_context_switches(pid).expect("task status") > before);
         let (rss, peak) = read_rss_mib(pid).expect("status");
         assert!(rss > 0.0 && peak >= rss);
     }
