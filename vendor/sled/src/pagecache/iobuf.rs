@@ -728,15 +728,17 @@ impl IoBufs {
         {
             let f = &self.config.file;
             pwrite_all(f, data, log_offset)?;
+            // ferromq patch (PATCHES.md, 1): on Linux this was followed by
+            // `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)`, a wait
+            // for the disk per buffer that neither flushes the device's
+            // write cache nor persists the size of an appended file
+            // (spacejam/sled#1452): it made nothing durable against power
+            // loss. `flush` (below) now ends with one fdatasync covering
+            // every buffer written up to its LSN; a process crash loses
+            // nothing written here either way (it is in the page cache).
+            #[cfg(not(target_os = "linux"))]
             if !self.config.temporary {
-                // ferromq patch (PATCHES.md, 1): on Linux this was
-                // `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)`,
-                // which writes the pages back but neither flushes the
-                // device's write cache nor persists the size of an
-                // appended file (spacejam/sled#1452), so a "stable"
-                // write could be lost on power loss. fdatasync makes it
-                // durable in one wait for the disk.
-                f.sync_data()?;
+                f.sync_all()?;
             }
         }
         io_fail!(self, "buffer write post");
@@ -999,7 +1001,15 @@ pub(in crate::pagecache) fn flush(iobufs: &Arc<IoBufs>) -> Result<usize> {
     let previous = INLINE_WRITES.with(|inline| inline.replace(true));
     let result = make_stable(iobufs, max_reserved_lsn);
     INLINE_WRITES.with(|inline| inline.set(previous));
-    result
+    let written = result?;
+    // ferromq patch (PATCHES.md, 1): every buffer up to
+    // `max_reserved_lsn` has been written (by this thread or the IO
+    // pool); one fdatasync makes them all durable. Always, even when
+    // this call wrote nothing: the pool may have written them unsynced.
+    if !iobufs.config.temporary {
+        iobufs.config.file.sync_data()?;
+    }
+    Ok(written)
 }
 
 thread_local! {
