@@ -266,3 +266,52 @@ fn a_second_server_on_the_same_data_directory_says_it_is_locked() {
     assert!(stderr.contains("another ferromq server"), "{stderr}");
     assert!(!stderr.contains("Os {"), "{stderr}");
 }
+
+/// `--workers` takes 1..=1024 runtime threads; a server started with two serves as
+/// one does, and 0 is refused as a usage error before anything starts.
+#[test]
+fn serve_takes_a_worker_count_in_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_ferromq"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "clap usage error");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--workers"));
+    assert!(!dir.path().join("db").exists(), "nothing was opened");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferromq"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr = line.trim().strip_prefix("ferromq listening on ").unwrap();
+    let pushed = cli(addr, &["push", "w", "hello"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(pushed.status.success(), "{pushed:?}");
+    assert!(String::from_utf8_lossy(&pushed.stdout).starts_with("pushed 1 message(s)"));
+}

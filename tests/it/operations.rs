@@ -587,6 +587,34 @@ async fn server_stats_count_queues_and_group_commit_flushes() {
     assert!(after.uptime_ms >= before.uptime_ms);
 }
 
+/// A plain reserve and a touch answer without waiting for the disk, so they ask for
+/// no flush of their own (their writes ride on the next one); a delete does.
+#[tokio::test]
+async fn reserves_and_touches_cost_no_flush_of_their_own() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client
+        .push("lazy", vec![Bytes::from_static(b"x")])
+        .await
+        .unwrap();
+    let pushed = client.server_stats().await.unwrap().flushes;
+    let got = client
+        .reserve("lazy", ReserveOptions::default())
+        .await
+        .unwrap();
+    let touched = client
+        .touch("lazy", got[0].id, got[0].reservation_id, 30_000)
+        .await
+        .unwrap();
+    assert_eq!(client.server_stats().await.unwrap().flushes, pushed);
+    client
+        .delete("lazy", got[0].id, Some(touched.reservation_id))
+        .await
+        .unwrap();
+    assert_eq!(client.server_stats().await.unwrap().flushes, pushed + 1);
+    assert_eq!(client.info("lazy").await.unwrap().size, 0);
+}
+
 /// Regression: a push that reached its queue's actor in the same turn as the
 /// queue's deletion was refused QUEUE_NOT_FOUND instead of re-creating the queue.
 /// The race needs two threads; each round pushes while the queue is deleted.
