@@ -52,7 +52,7 @@ pub(super) struct ServeArgs {
     http_no_auth: bool,
     /// Runtime worker threads (connections, queue actors, HTTP). Default: one less
     /// than the CPUs, at least 1, leaving a CPU for the committer thread's fsyncs
-    /// and sled's threads (see README, "Threads").
+    /// and sled's threads (README, "Threads"). Batching producers gain from more.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
 }
@@ -65,9 +65,10 @@ impl ServeArgs {
 }
 
 /// One less than the CPUs this process may use, at least 1. Measured on 2 CPUs
-/// (BENCHMARKS.md, "Threads"): one worker gives the same saturated throughput as
-/// two at 20–25 % less CPU, and half the context switches at everyday load,
-/// because the committer and the load on the other CPU are not fought over.
+/// (BENCHMARKS.md, the commit path, "One worker or two"): one worker gives the same unbatched saturated
+/// throughput as two at 20–25 % less CPU, and about 30 % less CPU and context
+/// switches at 1,000 msg/s, because the committer and the load on the other CPU
+/// are not fought over (batched pushes are the exception: two workers go faster).
 fn default_workers() -> usize {
     std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)

@@ -519,9 +519,8 @@ impl Actor {
             // Nothing of this turn is acknowledged on durability (a plain reserve's
             // count and lease, a lease ending, a delay ending; a failed write was
             // logged): its writes ride on the next commit anyone asks for, or on
-            // sled's background flush at most
-            // `storage::FLUSH_EVERY_MS` later, instead of
-            // costing an fsync of their own.
+            // sled's background flush at most `storage::FLUSH_EVERY_MS` later,
+            // instead of costing an fsync of their own.
             self.turn_error = None;
             return;
         }

@@ -9,7 +9,7 @@
 //! patched (`vendor/sled/PATCHES.md`) so that it writes on the committer's thread and
 //! ends with `fdatasync`: one wait for the disk per group commit. (Before the patch
 //! the committer called `fdatasync` on a second handle to sled's `db` file after
-//! the flush: two waits for the disk and four thread switches per commit.)
+//! the flush: two waits for the disk and a hand-off to sled's IO pool and back.)
 //! Every write that arrived while the previous flush ran is covered by the next one:
 //! one fsync for all queues and connections.
 //!

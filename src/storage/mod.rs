@@ -33,9 +33,10 @@ pub mod keys;
 pub mod memory;
 mod sled_store;
 
-/// How often sled's background thread flushes (and, patched, fdatasyncs) its log, in
-/// milliseconds: the most that a write no reply waited for (a reserve's count and
-/// lease, a lease or delay ending) stays in memory only.
+/// How often sled's background thread writes and fsyncs its log, in milliseconds:
+/// the longest a write no reply waited for (a reserve's count and lease, a lease or
+/// delay ending) stays in memory only, unless a commit someone asked for covers it
+/// sooner.
 pub const FLUSH_EVERY_MS: u64 = 500;
 
 pub use batch::{Batch, BatchBuilder, BatchState};
