@@ -80,10 +80,17 @@ impl Server {
             fsync: config.fsync,
         };
         // Opening reads sled's log and makes the first id block durable.
+        let started = std::time::Instant::now();
         let store: Arc<dyn Store> = tokio::task::spawn_blocking(move || SledStore::open(&sled))
             .await
             .map_err(|err| StorageError::Io(format!("opening stopped: {err}")))??;
+        let opened = started.elapsed();
         let registry = Registry::open(store, clock).await?;
+        tracing::info!(
+            store_ms = opened.as_millis(),
+            queues_ms = (started.elapsed() - opened).as_millis(),
+            "data directory loaded"
+        );
         let service = Arc::new(Service::new(registry, config.max_body));
         let local_addr = listener.local_addr()?;
         let stop = CancellationToken::new();
