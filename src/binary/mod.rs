@@ -83,6 +83,11 @@ async fn serve_connection(
     let mut sink = FramedWrite::new(write, ServerCodec::new(limits.max_frame));
     let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
     let mut closing = None;
+    // One registration with the token for the connection's life, not one per loop
+    // turn (creating and dropping the wait cost ~2 % of the CPU with 1,000
+    // connections at depth 1).
+    let cancelled = stop.cancelled();
+    tokio::pin!(cancelled);
     loop {
         tokio::select! {
             Some(response) = in_flight.next(), if !in_flight.is_empty() => {
@@ -104,7 +109,7 @@ async fn serve_connection(
                 }
                 None => break,
             },
-            () = stop.cancelled() => break,
+            () = &mut cancelled => break,
         }
     }
     match closing {
