@@ -3,7 +3,8 @@
 //! Read in this order:
 //! - [`types`]: names, settings, limits and the views operations return.
 //! - [`state::QueueState`]: the pure, deterministic state machine of one queue
-//!   (semantics.md), with its parts: [`waiters`] (parked long polls), [`staging`]
+//!   (semantics.md), with its parts: [`index`] (the messages in memory, most of
+//!   them one bit each), [`waiters`] (parked long polls), [`staging`]
 //!   (how messages become batch records), [`deadlines`] (the timer index) and
 //!   [`recovery`] (rebuilding a queue from its records).
 //! - [`clock`]: the one source of time; the state machine takes `now` as an argument.
@@ -21,6 +22,7 @@ pub mod actor;
 pub mod clock;
 pub mod deadlines;
 pub mod handle;
+pub mod index;
 pub mod recovery;
 pub mod registry;
 pub mod staging;

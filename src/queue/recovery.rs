@@ -2,8 +2,8 @@
 //! starts (or, in the model tests, "restarts").
 //!
 //! Pure, like the state machine: [`meta_from_record`] checks a stored queue record,
-//! [`rebuild`] turns the messages a [`crate::storage::QueueLog`] loaded into the
-//! in-memory indexes. After a rebuild every acknowledged, undeleted message is back,
+//! [`Rebuild`] turns the messages a [`crate::storage::QueueLog`] loads, one at a
+//! time, into the in-memory index. After a rebuild every acknowledged, undeleted message is back,
 //! in order, with its reserved_count; a lease taken before the restart runs to its
 //! deadline; parked long polls and the "this reservation expired" memory are gone
 //! (a late request with an old reservation is told RESERVATION_MISMATCH).
@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
+use super::index::MessageIndex;
 use super::staging::{Group, IdMap};
 use super::state::{
     delayed_or_available, Msg, QueueMeta, QueueState, Restored, State, Timer, ORDER_BASE,
@@ -103,48 +104,76 @@ pub fn record_from_meta(id: u64, meta: &QueueMeta) -> QueueRecord {
     }
 }
 
-/// Rebuilds a queue from the messages its log loaded, at `now`. Indexes are built
-/// in bulk (sorted vectors into B-trees): a million messages load in a fraction of
-/// a second.
+/// Rebuilds a queue from the messages its log loaded, at `now` (see [`Rebuild`]).
+pub fn rebuild(
+    meta: QueueMeta,
+    loaded: impl IntoIterator<Item = LoadedMessage>,
+    now: u64,
+) -> QueueState {
+    let mut rebuild = Rebuild::new(now);
+    for message in loaded {
+        rebuild.add(message);
+    }
+    rebuild.finish(meta)
+}
+
+/// A queue being rebuilt from its records, one loaded message at a time, in the
+/// order a [`crate::storage::QueueLog`] loads them (group by group in key order,
+/// slots in order), so nothing per message is held on the way: a message in its
+/// push defaults goes straight into its group's compact entry (`index.rs`).
 ///
 /// A message found in two groups is a move into this queue and back, cut short by
-/// a crash: the copy in the earlier group is kept (the sort is stable) and the
-/// other group is marked for rewriting, so its slot is written as deleted (or the
-/// group removed) at the first write.
-pub fn rebuild(meta: QueueMeta, mut loaded: Vec<LoadedMessage>, now: u64) -> QueueState {
-    loaded.sort_by_key(|m| m.id);
-    let mut groups: IdMap<Group> = IdMap::default();
-    let mut dirty = BTreeSet::new();
-    let mut messages = Vec::with_capacity(loaded.len());
-    let mut available = Vec::with_capacity(loaded.len());
-    let mut timers = Vec::new();
-    let mut next_front = ORDER_BASE - 1;
-    let (mut reserved, mut delayed) = (0, 0);
-    let mut previous = None;
-    for LoadedMessage {
-        id,
-        record,
-        state,
-        batch,
-        slot,
-        batch_len,
-    } in loaded
-    {
-        let group = groups.entry(batch).or_insert_with(|| Group {
-            ids: vec![0; usize::try_from(batch_len).unwrap_or(0)],
-            live: 0,
-            expiry_ms: None,
-        });
-        if previous.replace(id) == Some(id) {
-            dirty.insert(batch);
-            continue;
+/// a crash: the copy loaded first (in the earlier group) is kept and the other
+/// group is marked for rewriting, so its slot is written as deleted (or the group
+/// removed) at the first write.
+pub struct Rebuild {
+    now: u64,
+    index: MessageIndex,
+    groups: IdMap<Group>,
+    /// Slots of each group, to pad its slot list to at the end.
+    lengths: IdMap<u32>,
+    dirty: BTreeSet<u64>,
+    timers: Vec<(u64, Timer)>,
+    next_front: u64,
+    reserved: usize,
+    delayed: usize,
+}
+
+impl Rebuild {
+    /// An empty rebuild at `now`.
+    pub fn new(now: u64) -> Self {
+        Rebuild {
+            now,
+            index: MessageIndex::default(),
+            groups: IdMap::default(),
+            lengths: IdMap::default(),
+            dirty: BTreeSet::new(),
+            timers: Vec::new(),
+            next_front: ORDER_BASE - 1,
+            reserved: 0,
+            delayed: 0,
         }
-        if let Some(entry) = usize::try_from(slot)
-            .ok()
-            .and_then(|s| group.ids.get_mut(s))
-        {
-            *entry = id;
+    }
+
+    /// Takes in one loaded message.
+    pub fn add(&mut self, loaded: LoadedMessage) {
+        let LoadedMessage {
+            id,
+            record,
+            state,
+            batch,
+            slot,
+            batch_len,
+        } = loaded;
+        self.lengths.entry(batch).or_insert(batch_len);
+        let group = self.groups.entry(batch).or_default();
+        let at = usize::try_from(slot).unwrap_or(usize::MAX);
+        if self.index.contains(id) {
+            // The slot stays empty: written as deleted at the first write.
+            self.dirty.insert(batch);
+            return;
         }
+        group.ids.set(at, id);
         group.live += 1;
         group.expiry_ms = Some(
             group
@@ -163,28 +192,27 @@ pub fn rebuild(meta: QueueMeta, mut loaded: Vec<LoadedMessage>, now: u64) -> Que
             Some(st) => (
                 st.order_key,
                 st.reserved_count,
-                delayed_or_available(st.available_at_ms, now),
+                delayed_or_available(st.available_at_ms, self.now),
             ),
             None => (
                 ORDER_BASE.saturating_add(id),
                 0,
-                delayed_or_available(record.available_at_ms, now),
+                delayed_or_available(record.available_at_ms, self.now),
             ),
         };
-        next_front = next_front.min(order_key.saturating_sub(1));
+        self.next_front = self.next_front.min(order_key.saturating_sub(1));
         match state {
-            State::Available => available.push((order_key, id)),
+            State::Available | State::Moving => {}
             State::Delayed { until_ms } => {
-                delayed += 1;
-                timers.push((until_ms, Timer::Delay(id)));
+                self.delayed += 1;
+                self.timers.push((until_ms, Timer::Delay(id)));
             }
             State::Reserved { until_ms, .. } => {
-                reserved += 1;
-                timers.push((until_ms, Timer::Lease(id)));
+                self.reserved += 1;
+                self.timers.push((until_ms, Timer::Lease(id)));
             }
-            State::Moving => {}
         }
-        messages.push((
+        self.index.insert(
             id,
             Msg {
                 order_key,
@@ -196,25 +224,43 @@ pub fn rebuild(meta: QueueMeta, mut loaded: Vec<LoadedMessage>, now: u64) -> Que
                 batch,
                 slot,
             },
-        ));
+        );
     }
-    available.sort_unstable();
-    timers.extend(
-        groups
-            .iter()
-            .filter_map(|(&key, group)| Some((group.expiry_ms?, Timer::Expire(key)))),
-    );
-    QueueState::restore(
-        meta,
-        Restored {
-            messages,
-            available,
-            timers,
-            groups,
+
+    /// The rebuilt queue.
+    pub fn finish(self, meta: QueueMeta) -> QueueState {
+        let Rebuild {
+            index,
+            mut groups,
+            lengths,
             dirty,
+            mut timers,
             next_front,
             reserved,
             delayed,
-        },
-    )
+            ..
+        } = self;
+        for (key, group) in &mut groups {
+            if let Some(&len) = lengths.get(key) {
+                group.ids.pad_to(usize::try_from(len).unwrap_or(0));
+            }
+        }
+        timers.extend(
+            groups
+                .iter()
+                .filter_map(|(&key, group)| Some((group.expiry_ms?, Timer::Expire(key)))),
+        );
+        QueueState::restore(
+            meta,
+            Restored {
+                index,
+                timers,
+                groups,
+                dirty,
+                next_front,
+                reserved,
+                delayed,
+            },
+        )
+    }
 }

@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use super::actor::{self, ActorContext};
 use super::clock::Clock;
 use super::handle::QueueHandle;
-use super::recovery::{meta_from_record, rebuild, record_from_meta};
+use super::recovery::{meta_from_record, record_from_meta, Rebuild};
 use super::state::{QueueMeta, QueueState};
 use super::transfer::{Directory, Lookup, Mover};
 use super::types::{QueueName, QueueSettings};
@@ -365,14 +365,14 @@ fn load_all(store: &dyn Store, now: u64) -> Result<Vec<LoadedQueue>, QueueError>
     for record in newest.into_values() {
         let meta = meta_from_record(&record)?;
         let log = store.open_log(record.id)?;
-        let mut messages = Vec::new();
-        log.load(&mut |message| messages.push(message))
+        let mut rebuild = Rebuild::new(now);
+        log.load(&mut |message| rebuild.add(message))
             .map_err(|err| {
                 QueueError::Internal(format!("cannot load queue {}: {err}", meta.name))
             })?;
         loaded.push(LoadedQueue {
             id: record.id,
-            state: rebuild(meta, messages, now),
+            state: rebuild.finish(meta),
             log,
         });
     }

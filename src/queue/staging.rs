@@ -19,6 +19,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
 
+use super::index::SlotIds;
 use crate::storage::batch::encode_batch_state;
 use crate::storage::{BatchBuilder, MessageRecord, StateRecord};
 
@@ -64,7 +65,7 @@ pub(super) enum Slot {
 #[derive(Debug, Default)]
 pub(super) struct Group {
     /// Message id per slot (0 for a slot whose message was gone at load).
-    pub(super) ids: Vec<u64>,
+    pub(super) ids: SlotIds,
     /// Messages of the group still in the queue.
     pub(super) live: usize,
     /// When the group's expiry timer is armed: the earliest expiry of its messages.
@@ -235,7 +236,7 @@ impl Staging {
             }
             let mut deleted = vec![false; group.ids.len()];
             let mut states = Vec::new();
-            for (index, &id) in group.ids.iter().enumerate() {
+            for (index, id) in group.ids.iter().enumerate() {
                 let Ok(at) = u32::try_from(index) else {
                     break; // a group never holds more than 512 slots
                 };

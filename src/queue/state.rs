@@ -17,8 +17,8 @@
 //! (`actor.rs`) is the driver in this server.
 //!
 //! # Order and state
-//! Every message is in `messages`. AVAILABLE messages are also in `available`,
-//! ordered by order key: a push takes `ORDER_BASE + id` (so pushes keep push
+//! Every message is in the [`MessageIndex`] (`index.rs`), which keeps untouched
+//! messages as one bit each and hands out the AVAILABLE ones ordered by order key: a push takes `ORDER_BASE + id` (so pushes keep push
 //! order), a requeue (timeout or release) takes `next_front`, which only decreases,
 //! so the latest requeue is first. Every timed event (lease deadline, delay end,
 //! long-poll timeout, and one expiry per group at its earliest message's
@@ -33,11 +33,12 @@
 //! at the same millisecond take effect in this order: lease ends (in message-id
 //! order), delay ends, expiries, long-poll timeouts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
 use super::deadlines::DeadlineIndex;
+use super::index::MessageIndex;
 use super::staging::{Group, IdMap, LogWrite, Slot, Staging};
 use super::types::{
     Lease, MessageInfo, MessageState, MessageView, NewMessage, QueueName, QueueSettings,
@@ -141,8 +142,8 @@ pub(super) enum State {
     Moving,
 }
 
-/// What is kept in memory per message.
-#[derive(Debug, Clone)]
+/// What is known of one message in memory (`index.rs` keeps most of them implied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Msg {
     pub(super) order_key: u64,
     pub(super) state: State,
@@ -207,10 +208,8 @@ pub(super) enum Timer {
 
 /// What recovery rebuilds a queue from (`recovery.rs`).
 pub(super) struct Restored {
-    /// Messages sorted by id.
-    pub(super) messages: Vec<(u64, Msg)>,
-    /// (order key, id) of the available ones, sorted.
-    pub(super) available: Vec<(u64, u64)>,
+    /// The messages.
+    pub(super) index: MessageIndex,
     pub(super) timers: Vec<(u64, Timer)>,
     pub(super) groups: IdMap<Group>,
     /// Groups whose state record must be rewritten.
@@ -224,9 +223,8 @@ pub(super) struct Restored {
 #[derive(Debug)]
 pub struct QueueState {
     meta: QueueMeta,
-    messages: BTreeMap<u64, Msg>,
-    /// AVAILABLE messages as (order key, id).
-    available: BTreeSet<(u64, u64)>,
+    /// Every message, and the order of the available ones.
+    index: MessageIndex,
     timers: DeadlineIndex<Timer>,
     waiters: Waiters,
     staging: Staging,
@@ -246,8 +244,7 @@ impl QueueState {
     pub fn new(meta: QueueMeta) -> Self {
         QueueState {
             meta,
-            messages: BTreeMap::new(),
-            available: BTreeSet::new(),
+            index: MessageIndex::default(),
             timers: DeadlineIndex::default(),
             waiters: Waiters::default(),
             staging: Staging::default(),
@@ -264,8 +261,7 @@ impl QueueState {
     /// A queue rebuilt by recovery.
     pub(super) fn restore(meta: QueueMeta, restored: Restored) -> Self {
         let Restored {
-            messages,
-            available,
+            index,
             timers,
             groups,
             dirty,
@@ -274,8 +270,7 @@ impl QueueState {
             delayed,
         } = restored;
         QueueState {
-            messages: messages.into_iter().collect(),
-            available: available.into_iter().collect(),
+            index,
             timers: DeadlineIndex::from_entries(timers),
             staging: Staging::restore(groups, dirty),
             next_front,
@@ -312,7 +307,7 @@ impl QueueState {
             match timer {
                 Timer::Lease(id) => self.requeue_expired(id),
                 Timer::Delay(id) => {
-                    if let Some(State::Delayed { .. }) = self.messages.get(&id).map(|m| m.state) {
+                    if let Some(State::Delayed { .. }) = self.index.get(id).map(|m| m.state) {
                         self.detach(id);
                         self.attach(id, State::Available);
                     }
@@ -410,7 +405,7 @@ impl QueueState {
     /// waiter that gets nothing (every available message was dead-lettered) stays
     /// parked.
     pub fn serve_waiters(&mut self, now: u64, env: &mut dyn Env) {
-        while !self.available.is_empty() {
+        while self.index.available_len() > 0 {
             let Some((waiter, parked)) = self.waiters.pop_oldest() else {
                 return;
             };
@@ -515,9 +510,7 @@ impl QueueState {
         self.check_reservation(id, Some(reservation_id), now)?;
         self.detach(id);
         let front = self.take_front_key();
-        if let Some(msg) = self.messages.get_mut(&id) {
-            msg.order_key = front;
-        }
+        self.modify(id, |msg| msg.order_key = front);
         let state = if delay_ms > 0 {
             State::Delayed {
                 until_ms: now.saturating_add(delay_ms),
@@ -540,9 +533,9 @@ impl QueueState {
         env: &mut dyn Env,
         n: usize,
     ) -> Result<Vec<MessageView>, QueueError> {
-        let mut ids = Vec::with_capacity(n.min(self.available.len()));
+        let mut ids = Vec::with_capacity(n.min(self.index.available_len()));
         let mut expired = Vec::new();
-        for &(_, id) in &self.available {
+        for (_, id) in self.index.available() {
             if ids.len() >= n {
                 break;
             }
@@ -583,8 +576,8 @@ impl QueueState {
         let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
         QueueStats {
             name: self.meta.name.to_string(),
-            size: as_u64(self.messages.len()),
-            available: as_u64(self.available.len()),
+            size: as_u64(self.index.len()),
+            available: as_u64(self.index.available_len()),
             reserved: as_u64(self.reserved),
             delayed: as_u64(self.delayed),
             total_pushed: self.meta.total_pushed,
@@ -610,10 +603,9 @@ impl QueueState {
 
     /// Removes every message (parked reserves stay); returns how many.
     pub fn clear(&mut self) -> usize {
-        let count = self.messages.len();
+        let count = self.index.len();
         self.staging.clear();
-        self.messages.clear();
-        self.available.clear();
+        self.index.clear();
         self.timers
             .retain(|timer| matches!(timer, Timer::Waiter(_)));
         self.reserved = 0;
@@ -638,7 +630,7 @@ impl QueueState {
         if *to == self.meta.name {
             return Err(QueueError::invalid("cannot redrive a queue into itself"));
         }
-        let candidates: Vec<u64> = self.available.iter().take(n).map(|&(_, id)| id).collect();
+        let candidates: Vec<u64> = self.index.available().take(n).map(|(_, id)| id).collect();
         let mut moving = Vec::with_capacity(candidates.len());
         for id in candidates {
             match self.body(env, id) {
@@ -666,7 +658,7 @@ impl QueueState {
     /// at their old place.
     pub fn transfer_done(&mut self, ids: &[u64], moved: bool) {
         for &id in ids {
-            if self.messages.get(&id).map(|m| m.state) != Some(State::Moving) {
+            if self.index.get(id).map(|m| m.state) != Some(State::Moving) {
                 continue; // deleted, expired or cleared meanwhile
             }
             if moved {
@@ -692,7 +684,7 @@ impl QueueState {
         let expires_at_ms = now.saturating_add(self.settings().expiration_ms());
         let mut count = 0;
         for message in messages {
-            if self.messages.contains_key(&message.id) {
+            if self.index.contains(message.id) {
                 continue;
             }
             let record = MessageRecord {
@@ -738,11 +730,11 @@ impl QueueState {
     /// a second, so after a crash `total_pushed` can undercount.
     pub fn take_writes(&mut self, now: u64, finally: bool) -> Writes {
         let mut forgotten = Vec::new();
-        let messages = &self.messages;
+        let index = &self.index;
         let log = self.staging.take_writes(
             |key, slot, id| {
-                messages
-                    .get(&id)
+                index
+                    .get(id)
                     .filter(|m| m.batch == key && m.slot == slot)
                     .map_or(Slot::Gone, |m| m.slot(id))
             },
@@ -773,8 +765,8 @@ impl QueueState {
         if let Some(expiry) = group.expiry_ms {
             self.timers.remove(expiry, Timer::Expire(key));
         }
-        for id in group.ids {
-            if self.messages.get(&id).is_some_and(|m| m.batch == key) {
+        for id in group.ids.iter() {
+            if self.index.get(id).is_some_and(|m| m.batch == key) {
                 self.remove(id);
             }
         }
@@ -793,12 +785,12 @@ impl QueueState {
         timeout_ms: Option<u64>,
         delete: bool,
     ) -> Result<Vec<MessageView>, QueueError> {
-        if self.available.is_empty() {
+        if self.index.available_len() == 0 {
             return Ok(Vec::new());
         }
         let until_ms = now.saturating_add(timeout_ms.unwrap_or(self.settings().message_timeout_ms));
         let dead_letter = self.settings().dead_letter.clone();
-        let most = n.min(self.available.len());
+        let most = n.min(self.index.available_len());
         // One id allocation for the whole reserve (ids skipped by dead-lettering are
         // simply never used).
         let mut reservation_ids = if delete {
@@ -812,18 +804,16 @@ impl QueueState {
         let mut dead = Vec::new();
         let mut result = Ok(());
         while out.len() < n {
-            let Some(&(order_key, id)) = self.available.first() else {
+            let Some((_, id)) = self.index.first_available() else {
                 break;
             };
             // One lookup for both the expiry check and the dead-letter count.
             let Some((expires_at_ms, reserved_count)) = self
-                .messages
-                .get(&id)
+                .index
+                .get(id)
                 .map(|m| (m.expires_at_ms, m.reserved_count))
             else {
-                // An index entry without its message: drop it rather than loop on it.
-                self.available.remove(&(order_key, id));
-                continue;
+                break; // the index hands out only messages it holds
             };
             if expires_at_ms <= now {
                 self.remove(id);
@@ -884,7 +874,7 @@ impl QueueState {
         delete: bool,
     ) -> Option<MessageView> {
         self.detach(id);
-        let msg = self.messages.get_mut(&id)?;
+        let mut msg = self.index.get(id)?;
         msg.reserved_count = msg.reserved_count.saturating_add(1);
         msg.expired_reservation_id = 0;
         let mut info = MessageInfo {
@@ -903,13 +893,13 @@ impl QueueState {
             info.reservation_id = reservation_id;
             info.reserved_until_ms = until_ms;
             info.state = MessageState::Reserved;
-            self.attach(
-                id,
-                State::Reserved {
-                    reservation_id,
-                    until_ms,
-                },
-            );
+            msg.state = State::Reserved {
+                reservation_id,
+                until_ms,
+            };
+            // One change of the index: a compact message becomes special here.
+            self.index.update(id, msg);
+            self.count_in(msg.state, id);
             self.persist_state(id);
         }
         Some(MessageView { info, body })
@@ -923,8 +913,8 @@ impl QueueState {
         now: u64,
     ) -> Result<(), QueueError> {
         let msg = self
-            .messages
-            .get(&id)
+            .index
+            .get(id)
             .filter(|m| m.state != State::Moving)
             .ok_or(QueueError::MessageNotFound(id))?;
         match (msg.state, reservation_id) {
@@ -953,7 +943,7 @@ impl QueueState {
 
     /// The view of message `id` without its body; `None` if it is not visible.
     fn info(&self, id: u64) -> Option<MessageInfo> {
-        let msg = self.messages.get(&id)?;
+        let msg = self.index.get(id)?;
         let (state, reserved_until_ms, available_at_ms) = match msg.state {
             State::Moving => return None,
             State::Available => (MessageState::Available, 0, 0),
@@ -974,7 +964,7 @@ impl QueueState {
 
     /// The body of message `id`: from a group not written yet, or through `env`.
     fn body(&self, env: &mut dyn Env, id: u64) -> Result<Option<Bytes>, QueueError> {
-        let Some(msg) = self.messages.get(&id) else {
+        let Some(msg) = self.index.get(id) else {
             return Ok(None);
         };
         match self.staging.unwritten_body(msg.batch, msg.slot) {
@@ -983,23 +973,31 @@ impl QueueState {
         }
     }
 
-    /// Adds a message to the in-memory indexes according to its state.
+    /// Adds a message, counted and timed according to its state.
     fn insert(&mut self, id: u64, msg: Msg) {
         let state = msg.state;
-        self.messages.insert(id, msg);
-        self.attach(id, state);
+        self.index.insert(id, msg);
+        self.count_in(state, id);
     }
 
-    /// Takes a message out of the state-specific indexes (it stays in `messages`).
-    /// The counters change here and in [`QueueState::attach`] only.
+    /// Changes message `id` in the index.
+    fn modify(&mut self, id: u64, change: impl FnOnce(&mut Msg)) {
+        if let Some(mut msg) = self.index.get(id) {
+            change(&mut msg);
+            self.index.update(id, msg);
+        }
+    }
+
+    /// Takes a message's state out of the counters and timers (the index still
+    /// holds it in that state until [`QueueState::attach`] or
+    /// [`QueueState::remove`]). The counters change here and in
+    /// [`QueueState::count_in`] only.
     fn detach(&mut self, id: u64) {
-        let Some(msg) = self.messages.get(&id) else {
+        let Some(msg) = self.index.get(id) else {
             return;
         };
         match msg.state {
-            State::Available => {
-                self.available.remove(&(msg.order_key, id));
-            }
+            State::Available | State::Moving => {}
             State::Delayed { until_ms } => {
                 decrement(&mut self.delayed);
                 self.timers.remove(until_ms, Timer::Delay(id));
@@ -1008,21 +1006,23 @@ impl QueueState {
                 decrement(&mut self.reserved);
                 self.timers.remove(until_ms, Timer::Lease(id));
             }
-            State::Moving => {}
         }
     }
 
-    /// Sets a message's state (it must be new or detached) and indexes it.
+    /// Sets a detached message's state, in the index, the counters and the timers.
     fn attach(&mut self, id: u64, state: State) {
-        let Some(msg) = self.messages.get_mut(&id) else {
+        let Some(mut msg) = self.index.get(id) else {
             return;
         };
         msg.state = state;
-        let order_key = msg.order_key;
+        self.index.update(id, msg);
+        self.count_in(state, id);
+    }
+
+    /// Counts and times message `id` in `state`.
+    fn count_in(&mut self, state: State, id: u64) {
         match state {
-            State::Available => {
-                self.available.insert((order_key, id));
-            }
+            State::Available | State::Moving => {}
             State::Delayed { until_ms } => {
                 self.delayed += 1;
                 self.timers.insert(until_ms, Timer::Delay(id));
@@ -1031,7 +1031,6 @@ impl QueueState {
                 self.reserved += 1;
                 self.timers.insert(until_ms, Timer::Lease(id));
             }
-            State::Moving => {}
         }
     }
 
@@ -1039,14 +1038,14 @@ impl QueueState {
     /// records removed) at the next write.
     fn remove(&mut self, id: u64) {
         self.detach(id);
-        if let Some(msg) = self.messages.remove(&id) {
+        if let Some(msg) = self.index.remove(id) {
             self.staging.removed(msg.batch);
         }
     }
 
     /// Marks a message's state for writing.
     fn persist_state(&mut self, id: u64) {
-        if let Some(msg) = self.messages.get(&id) {
+        if let Some(msg) = self.index.get(id) {
             self.staging.changed(msg.batch);
         }
     }
@@ -1083,9 +1082,9 @@ impl QueueState {
         group.expiry_ms = None;
         let mut expired = Vec::new();
         let mut next: Option<u64> = None;
-        for id in &group.ids {
-            match self.messages.get(id).filter(|m| m.batch == key) {
-                Some(msg) if msg.expires_at_ms <= now => expired.push(*id),
+        for id in group.ids.iter() {
+            match self.index.get(id).filter(|m| m.batch == key) {
+                Some(msg) if msg.expires_at_ms <= now => expired.push(id),
                 Some(msg) => {
                     next = Some(next.map_or(msg.expires_at_ms, |n| n.min(msg.expires_at_ms)))
                 }
@@ -1102,9 +1101,7 @@ impl QueueState {
 
     /// Whether message `id` has expired at `now`.
     fn expired(&self, id: u64, now: u64) -> bool {
-        self.messages
-            .get(&id)
-            .is_some_and(|m| m.expires_at_ms <= now)
+        self.index.get(id).is_some_and(|m| m.expires_at_ms <= now)
     }
 
     fn take_front_key(&mut self) -> u64 {
@@ -1115,16 +1112,16 @@ impl QueueState {
 
     /// A lease ran out: the message goes back to the front of the queue.
     fn requeue_expired(&mut self, id: u64) {
-        let Some(State::Reserved { reservation_id, .. }) = self.messages.get(&id).map(|m| m.state)
+        let Some(State::Reserved { reservation_id, .. }) = self.index.get(id).map(|m| m.state)
         else {
             return;
         };
         self.detach(id);
         let front = self.take_front_key();
-        if let Some(msg) = self.messages.get_mut(&id) {
+        self.modify(id, |msg| {
             msg.expired_reservation_id = reservation_id;
             msg.order_key = front;
-        }
+        });
         self.attach(id, State::Available);
         self.persist_state(id);
     }

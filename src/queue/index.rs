@@ -1,0 +1,542 @@
+//! [`MessageIndex`]: one queue's messages in memory (without their bodies) and the
+//! order in which the available ones are handed out; [`SlotIds`]: the ids of a
+//! group's slots, kept as runs.
+//!
+//! A backlog is mostly messages nobody has touched since their push: available,
+//! in push order, never reserved. Such a message is **compact**: it costs one bit
+//! in its group's entry, and everything else about it (order key `ORDER_BASE + id`,
+//! reserved_count 0, pushed at and expiring when the rest of its group was) is
+//! implied. Every other message (reserved, delayed, released or requeued, moving,
+//! adopted from another queue, reserved before) is **special**: a full [`Msg`] in
+//! a B-tree keyed by id, and, when available, an entry in the ordered set of
+//! available specials. Memory therefore grows with the groups (one per actor turn
+//! that pushed, up to 512 messages each) and the in-flight messages, not with the
+//! backlog: a million queued messages pushed in batches cost a few thousand group
+//! entries.
+//!
+//! Compact entries are grouped by the batch record holding them. A message can
+//! become compact only when it enters the queue (push, adopt, restart) in its push
+//! defaults, with an id above every compact id before it, and with the same push
+//! and expiry times as the compact members of its group; so compact ids increase
+//! with the groups' order and within each group, and the available order is the
+//! merge of the compact stream (by id) with the available specials (by order key).
+//! A compact message that changes (reserved, released, moved) becomes special and
+//! never compact again.
+//!
+//! Nothing here does I/O or reads a clock: it is part of the pure state machine.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::iter::Peekable;
+
+use super::state::{Msg, State, ORDER_BASE};
+
+/// The messages of one queue; see the module docs.
+#[derive(Debug, Default)]
+pub(super) struct MessageIndex {
+    /// Messages not in compact form.
+    special: BTreeMap<u64, Msg>,
+    /// The AVAILABLE specials as (order key, id).
+    special_available: BTreeSet<(u64, u64)>,
+    /// Compact groups keyed by the id of their first member.
+    compact: BTreeMap<u64, Compact>,
+    /// Compact messages (all available).
+    compact_len: usize,
+    /// The highest id ever made compact: a new compact id must be above it.
+    compact_floor: Option<u64>,
+}
+
+/// The compact members of one group.
+#[derive(Debug)]
+struct Compact {
+    batch: u64,
+    pushed_at_ms: u64,
+    expires_at_ms: u64,
+    /// Members in id order, as runs of consecutive ids in consecutive slots.
+    runs: Vec<Run>,
+    /// One bit per member: still in the queue and compact.
+    present: Vec<u64>,
+    members: u32,
+    live: u32,
+    /// No member below this one is present.
+    first_live: u32,
+}
+
+/// Members `first_member..first_member + len` are ids `first_id..` in slots
+/// `first_slot..`.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    first_id: u64,
+    first_slot: u32,
+    first_member: u32,
+    len: u32,
+}
+
+impl Compact {
+    fn new(id: u64, msg: &Msg) -> Self {
+        Compact {
+            batch: msg.batch,
+            pushed_at_ms: msg.pushed_at_ms,
+            expires_at_ms: msg.expires_at_ms,
+            runs: vec![Run {
+                first_id: id,
+                first_slot: msg.slot,
+                first_member: 0,
+                len: 1,
+            }],
+            present: vec![1],
+            members: 1,
+            live: 1,
+            first_live: 0,
+        }
+    }
+
+    /// Whether `msg` (id above every member's) can join this group.
+    fn accepts(&self, msg: &Msg) -> bool {
+        self.batch == msg.batch
+            && self.pushed_at_ms == msg.pushed_at_ms
+            && self.expires_at_ms == msg.expires_at_ms
+            && self.members < u32::MAX
+    }
+
+    fn push(&mut self, id: u64, slot: u32) {
+        let member = self.members;
+        match self.runs.last_mut() {
+            Some(run)
+                if run.first_id.checked_add(u64::from(run.len)) == Some(id)
+                    && run.first_slot.checked_add(run.len) == Some(slot) =>
+            {
+                run.len += 1;
+            }
+            _ => self.runs.push(Run {
+                first_id: id,
+                first_slot: slot,
+                first_member: member,
+                len: 1,
+            }),
+        }
+        self.members += 1;
+        let word = usize::try_from(member / 64).unwrap_or(usize::MAX);
+        if word >= self.present.len() {
+            self.present.push(0);
+        }
+        self.set(member, true);
+        self.live += 1;
+    }
+
+    /// The member and slot of `id`, present or not.
+    fn locate(&self, id: u64) -> Option<(u32, u32)> {
+        let index = self
+            .runs
+            .partition_point(|r| r.first_id <= id)
+            .checked_sub(1)?;
+        let run = self.runs.get(index)?;
+        let offset = u32::try_from(id - run.first_id).ok()?;
+        (offset < run.len).then(|| (run.first_member + offset, run.first_slot + offset))
+    }
+
+    fn is_present(&self, member: u32) -> bool {
+        let word = usize::try_from(member / 64).unwrap_or(usize::MAX);
+        self.present
+            .get(word)
+            .is_some_and(|w| w & (1 << (member % 64)) != 0)
+    }
+
+    fn set(&mut self, member: u32, on: bool) {
+        let word = usize::try_from(member / 64).unwrap_or(usize::MAX);
+        if let Some(w) = self.present.get_mut(word) {
+            if on {
+                *w |= 1 << (member % 64);
+            } else {
+                *w &= !(1 << (member % 64));
+            }
+        }
+    }
+
+    /// Takes member `member` out; returns whether it was present.
+    fn take(&mut self, member: u32) -> bool {
+        if !self.is_present(member) {
+            return false;
+        }
+        self.set(member, false);
+        self.live -= 1;
+        while self.first_live < self.members && !self.is_present(self.first_live) {
+            self.first_live += 1;
+        }
+        true
+    }
+
+    fn msg(&self, id: u64, slot: u32) -> Msg {
+        Msg {
+            order_key: ORDER_BASE.saturating_add(id),
+            state: State::Available,
+            reserved_count: 0,
+            pushed_at_ms: self.pushed_at_ms,
+            expires_at_ms: self.expires_at_ms,
+            expired_reservation_id: 0,
+            batch: self.batch,
+            slot,
+        }
+    }
+
+    /// The present members' ids, in order.
+    fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        let start = self.first_live;
+        let from = self
+            .runs
+            .partition_point(|r| r.first_member + r.len <= start);
+        self.runs
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .flat_map(move |run| {
+                (start.saturating_sub(run.first_member)..run.len)
+                    .filter(move |&offset| self.is_present(run.first_member + offset))
+                    .map(move |offset| run.first_id + u64::from(offset))
+            })
+    }
+}
+
+/// Whether `msg` is in its push defaults (the state a compact message implies).
+fn is_default(id: u64, msg: &Msg) -> bool {
+    msg.state == State::Available
+        && ORDER_BASE.checked_add(id) == Some(msg.order_key)
+        && msg.reserved_count == 0
+        && msg.expired_reservation_id == 0
+}
+
+impl MessageIndex {
+    /// Messages held.
+    pub(super) fn len(&self) -> usize {
+        self.special.len() + self.compact_len
+    }
+
+    /// Available messages.
+    pub(super) fn available_len(&self) -> usize {
+        self.special_available.len() + self.compact_len
+    }
+
+    /// Message `id`, if it is here.
+    pub(super) fn get(&self, id: u64) -> Option<Msg> {
+        if let Some(msg) = self.special.get(&id) {
+            return Some(*msg);
+        }
+        let (_, group) = self.compact.range(..=id).next_back()?;
+        let (member, slot) = group.locate(id)?;
+        group.is_present(member).then(|| group.msg(id, slot))
+    }
+
+    /// Whether message `id` is here.
+    pub(super) fn contains(&self, id: u64) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Adds a message that is not here.
+    pub(super) fn insert(&mut self, id: u64, msg: Msg) {
+        if !self.insert_compact(id, &msg) {
+            self.insert_special(id, msg);
+        }
+    }
+
+    /// Replaces message `id` (which is here) with `msg`.
+    pub(super) fn update(&mut self, id: u64, msg: Msg) {
+        if let Some(old) = self.special.get_mut(&id) {
+            if old.state == State::Available {
+                self.special_available.remove(&(old.order_key, id));
+            }
+            *old = msg;
+            if msg.state == State::Available {
+                self.special_available.insert((msg.order_key, id));
+            }
+            return;
+        }
+        match self.get(id) {
+            Some(current) if current == msg => {}
+            Some(_) => {
+                self.remove_compact(id);
+                self.insert_special(id, msg);
+            }
+            None => {}
+        }
+    }
+
+    /// Removes message `id`; returns it.
+    pub(super) fn remove(&mut self, id: u64) -> Option<Msg> {
+        if let Some(msg) = self.special.remove(&id) {
+            if msg.state == State::Available {
+                self.special_available.remove(&(msg.order_key, id));
+            }
+            return Some(msg);
+        }
+        self.remove_compact(id)
+    }
+
+    /// Forgets every message (new compact ids must still be above the old ones).
+    pub(super) fn clear(&mut self) {
+        self.special.clear();
+        self.special_available.clear();
+        self.compact.clear();
+        self.compact_len = 0;
+    }
+
+    /// The available messages as (order key, id), in the order reserve takes them.
+    pub(super) fn available(&self) -> Available<'_, impl Iterator<Item = u64> + '_> {
+        Available {
+            special: self.special_available.iter().peekable(),
+            compact: self.compact.values().flat_map(Compact::ids).peekable(),
+        }
+    }
+
+    /// The first available message as (order key, id).
+    pub(super) fn first_available(&self) -> Option<(u64, u64)> {
+        self.available().next()
+    }
+
+    fn insert_special(&mut self, id: u64, msg: Msg) {
+        if msg.state == State::Available {
+            self.special_available.insert((msg.order_key, id));
+        }
+        self.special.insert(id, msg);
+    }
+
+    fn insert_compact(&mut self, id: u64, msg: &Msg) -> bool {
+        if !is_default(id, msg) || self.compact_floor.is_some_and(|floor| id <= floor) {
+            return false;
+        }
+        match self.compact.last_entry() {
+            Some(mut last) if last.get().batch == msg.batch => {
+                if !last.get().accepts(msg) {
+                    return false;
+                }
+                last.get_mut().push(id, msg.slot);
+            }
+            _ => {
+                self.compact.insert(id, Compact::new(id, msg));
+            }
+        }
+        self.compact_floor = Some(id);
+        self.compact_len += 1;
+        true
+    }
+
+    fn remove_compact(&mut self, id: u64) -> Option<Msg> {
+        let mut entry = self.compact.range_mut(..=id).next_back()?;
+        let first = *entry.0;
+        let group = &mut entry.1;
+        let (member, slot) = group.locate(id)?;
+        if !group.take(member) {
+            return None;
+        }
+        let msg = group.msg(id, slot);
+        if group.live == 0 {
+            self.compact.remove(&first);
+        }
+        self.compact_len -= 1;
+        Some(msg)
+    }
+}
+
+/// The available messages in order: the merge of the available specials (by order
+/// key) with the compact ones (order key `ORDER_BASE + id`, by id).
+pub(super) struct Available<'a, C: Iterator<Item = u64>> {
+    special: Peekable<std::collections::btree_set::Iter<'a, (u64, u64)>>,
+    compact: Peekable<C>,
+}
+
+impl<C: Iterator<Item = u64>> Iterator for Available<'_, C> {
+    type Item = (u64, u64);
+
+    fn next(&mut self) -> Option<(u64, u64)> {
+        let compact = self
+            .compact
+            .peek()
+            .map(|&id| (ORDER_BASE.saturating_add(id), id));
+        match (self.special.peek(), compact) {
+            (Some(&&special), Some(compact)) if special < compact => {
+                self.special.next();
+                Some(special)
+            }
+            (_, Some(compact)) => {
+                self.compact.next();
+                Some(compact)
+            }
+            (Some(&&special), None) => {
+                self.special.next();
+                Some(special)
+            }
+            (None, None) => None,
+        }
+    }
+}
+
+/// The message id of each slot of a group (0 for a slot with no message), kept as
+/// runs of consecutive ids: a group pushed in batches costs a few words, not 8
+/// bytes a slot.
+#[derive(Debug, Default, Clone)]
+pub(super) struct SlotIds {
+    /// (first id, length); a first id of 0 is a run of empty slots.
+    runs: Vec<(u64, u32)>,
+    len: usize,
+}
+
+impl SlotIds {
+    /// Slots.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Appends a slot holding `id` (0: none).
+    pub(super) fn push(&mut self, id: u64) {
+        self.len += 1;
+        if let Some((first, len)) = self.runs.last_mut() {
+            let next = if *first == 0 {
+                Some(0)
+            } else {
+                first.checked_add(u64::from(*len))
+            };
+            if next == Some(id) && *len < u32::MAX {
+                *len += 1;
+                return;
+            }
+        }
+        self.runs.push((id, 1));
+    }
+
+    /// Sets slot `slot` to `id`, appending empty slots up to it if needed.
+    pub(super) fn set(&mut self, slot: usize, id: u64) {
+        while self.len < slot {
+            self.push(0);
+        }
+        if slot == self.len {
+            self.push(id);
+            return;
+        }
+        // Out of order (no log loads that way): rebuild the runs.
+        let mut ids: Vec<u64> = self.iter().collect();
+        if let Some(entry) = ids.get_mut(slot) {
+            *entry = id;
+        }
+        *self = SlotIds::default();
+        for id in ids {
+            self.push(id);
+        }
+    }
+
+    /// Appends empty slots up to `len` slots.
+    pub(super) fn pad_to(&mut self, len: usize) {
+        while self.len < len {
+            self.push(0);
+        }
+    }
+
+    /// The id of each slot, in slot order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.runs.iter().flat_map(|&(first, len)| {
+            (0..u64::from(len)).map(move |offset| if first == 0 { 0 } else { first + offset })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pushed(batch: u64, slot: u32, id: u64) -> Msg {
+        Msg {
+            order_key: ORDER_BASE + id,
+            state: State::Available,
+            reserved_count: 0,
+            pushed_at_ms: 5,
+            expires_at_ms: 100,
+            expired_reservation_id: 0,
+            batch,
+            slot,
+        }
+    }
+
+    #[test]
+    fn should_keep_pushed_messages_compact_and_hand_them_out_in_id_order() {
+        let mut index = MessageIndex::default();
+        for (slot, id) in [(0, 10), (1, 11), (2, 12), (3, 20)] {
+            index.insert(id, pushed(10, slot, id));
+        }
+        index.insert(30, pushed(30, 0, 30));
+        assert!(index.special.is_empty(), "all compact");
+        assert_eq!(index.compact.len(), 2, "one entry per group");
+        assert_eq!(index.compact[&10].runs.len(), 2, "10..=12 and 20");
+        assert_eq!(index.get(20), Some(pushed(10, 3, 20)));
+        assert_eq!(index.get(13), None);
+        let order: Vec<u64> = index.available().map(|(_, id)| id).collect();
+        assert_eq!(order, [10, 11, 12, 20, 30]);
+        assert_eq!((index.len(), index.available_len()), (5, 5));
+    }
+
+    #[test]
+    fn should_make_a_changed_message_special_and_merge_it_back_by_order_key() {
+        let mut index = MessageIndex::default();
+        for id in 1..=4 {
+            index.insert(id, pushed(1, u32::try_from(id - 1).unwrap(), id));
+        }
+        // Message 3 reserved, then released to the front.
+        let mut msg = index.get(3).unwrap();
+        msg.state = State::Reserved {
+            reservation_id: 9,
+            until_ms: 50,
+        };
+        msg.reserved_count = 1;
+        index.update(3, msg);
+        assert_eq!(index.available_len(), 3);
+        let order: Vec<u64> = index.available().map(|(_, id)| id).collect();
+        assert_eq!(order, [1, 2, 4]);
+        msg.state = State::Available;
+        msg.order_key = ORDER_BASE - 1;
+        index.update(3, msg);
+        let order: Vec<u64> = index.available().map(|(_, id)| id).collect();
+        assert_eq!(order, [3, 1, 2, 4]);
+        assert_eq!(index.remove(3), Some(msg));
+        assert_eq!(index.remove(1).map(|m| m.slot), Some(0));
+        assert_eq!(index.first_available(), Some((ORDER_BASE + 2, 2)));
+        assert_eq!(index.remove(1), None, "gone already");
+        index.remove(2);
+        index.remove(4);
+        assert!(index.compact.is_empty(), "an emptied group is dropped");
+        assert_eq!(index.len(), 0);
+    }
+
+    #[test]
+    fn should_keep_an_old_or_different_message_special() {
+        let mut index = MessageIndex::default();
+        index.insert(50, pushed(50, 0, 50));
+        // An adopted message with an older id, and one pushed at another time.
+        index.insert(7, pushed(50, 1, 7));
+        let mut later = pushed(50, 2, 60);
+        later.pushed_at_ms = 6;
+        index.insert(60, later);
+        assert_eq!(index.special.len(), 2);
+        let order: Vec<u64> = index.available().map(|(_, id)| id).collect();
+        assert_eq!(order, [7, 50, 60], "by order key across both kinds");
+        index.clear();
+        index.insert(40, pushed(70, 0, 40));
+        assert_eq!(
+            index.special.len(),
+            1,
+            "ids stay above the old compact ones"
+        );
+    }
+
+    #[test]
+    fn should_keep_slot_ids_as_runs() {
+        let mut ids = SlotIds::default();
+        for id in [5, 6, 7, 0, 0, 9] {
+            ids.push(id);
+        }
+        assert_eq!(ids.runs.len(), 3);
+        ids.set(8, 12);
+        ids.pad_to(10);
+        ids.set(3, 8);
+        assert_eq!(
+            ids.iter().collect::<Vec<_>>(),
+            [5, 6, 7, 8, 0, 9, 0, 0, 12, 0]
+        );
+        assert_eq!(ids.len(), 10);
+    }
+}
