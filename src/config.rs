@@ -20,8 +20,12 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default cap on requests in flight on one connection; past it the server stops
 /// reading that connection until one completes (backpressure, not an error).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
-/// Default sled page-cache budget: 64 MiB.
-pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// Default sled page-cache budget: 32 MiB. With sled's cache accounting fixed
+/// (vendor/sled/PATCHES.md 5) the budget bounds memory; a server holding 1 M
+/// messages of 100 B runs in ~65 MiB with it. A backlog is read once, at its head,
+/// and the OS page cache holds the file anyway, so a larger cache buys little for a
+/// FIFO queue.
+pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Everything the server needs to run.
 #[derive(Debug, Clone)]

@@ -16,14 +16,18 @@ use crate::{
 #[cfg(any(test, feature = "lock_free_delays"))]
 const MAX_QUEUE_ITEMS: usize = 4;
 
+// ferromq patch (PATCHES.md 5): 64 -> 8. With 256 shards of 64 queued accesses,
+// no page was evicted before ~16,000 accesses, so a store of a few thousand large
+// pages was never evicted at all and the cache budget was not a bound.
 #[cfg(not(any(test, feature = "lock_free_delays")))]
-const MAX_QUEUE_ITEMS: usize = 64;
+const MAX_QUEUE_ITEMS: usize = 8;
 
 #[cfg(any(test, feature = "lock_free_delays"))]
 const N_SHARDS: usize = 2;
 
+// ferromq patch (PATCHES.md 5): 256 -> 16 (see MAX_QUEUE_ITEMS).
 #[cfg(not(any(test, feature = "lock_free_delays")))]
-const N_SHARDS: usize = 256;
+const N_SHARDS: usize = 16;
 
 struct AccessBlock {
     len: AtomicUsize,
