@@ -26,6 +26,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod memory;
 pub mod net;
 pub mod proto;
 pub mod queue;

@@ -91,6 +91,8 @@ impl Server {
             queues_ms = (started.elapsed() - opened).as_millis(),
             "data directory loaded"
         );
+        // Loading pulled every page through sled's cache: give the buffers back.
+        let _ = tokio::task::spawn_blocking(crate::memory::release_free_memory).await;
         let service = Arc::new(Service::new(registry, config.max_body));
         let local_addr = listener.local_addr()?;
         let stop = CancellationToken::new();
@@ -124,6 +126,7 @@ impl Server {
             stop.clone(),
             connections.clone(),
         ));
+        listeners.spawn(trim_memory(stop.clone()));
         listeners.close();
         tracing::info!(%local_addr, "ferromq listening");
         Ok(Server {
@@ -154,5 +157,20 @@ impl Server {
         self.service.shutdown().await;
         self.connections.close();
         self.connections.wait().await;
+    }
+}
+
+/// Gives free heap memory back every [`crate::memory::TRIM_EVERY`] until `stop`.
+async fn trim_memory(stop: CancellationToken) {
+    let mut every = tokio::time::interval(crate::memory::TRIM_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await; // the first tick is now; the start already trimmed
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                let _ = tokio::task::spawn_blocking(crate::memory::release_free_memory).await;
+            }
+            () = stop.cancelled() => return,
+        }
     }
 }
