@@ -5,19 +5,19 @@
 //! A backlog is mostly messages nobody has touched since their push: available,
 //! in push order, never reserved. Such a message is **compact**: it costs one bit
 //! in its group's entry, and everything else about it (order key `ORDER_BASE + id`,
-//! reserved_count 0, pushed at and expiring when the rest of its group was) is
-//! implied. Every other message (reserved, delayed, released or requeued, moving,
-//! adopted from another queue, reserved before) is **special**: a full [`Msg`] in
+//! reserved_count 0, pushed at and expiring when the rest of its run was: a run is
+//! consecutive ids in consecutive slots pushed at the same millisecond) is implied.
+//! Every other message (reserved, delayed, released or requeued, moving, adopted
+//! from another queue, reserved before) is **special**: a full [`Msg`] in
 //! a B-tree keyed by id, and, when available, an entry in the ordered set of
-//! available specials. Memory therefore grows with the groups (one per actor turn
-//! that pushed, up to 512 messages each) and the in-flight messages, not with the
+//! available specials. Memory therefore grows with the groups (up to 512 messages
+//! each), their runs (one per push request at most) and the in-flight messages, not with the
 //! backlog: a million queued messages pushed in batches cost a few thousand group
 //! entries.
 //!
 //! Compact entries are grouped by the batch record holding them. A message can
 //! become compact only when it enters the queue (push, adopt, restart) in its push
-//! defaults, with an id above every compact id before it, and with the same push
-//! and expiry times as the compact members of its group; so compact ids increase
+//! defaults and with an id above every compact id before it; so compact ids increase
 //! with the groups' order and within each group, and the available order is the
 //! merge of the compact stream (by id) with the available specials (by order key).
 //! A compact message that changes (reserved, released, moved) becomes special and
@@ -49,9 +49,8 @@ pub(super) struct MessageIndex {
 #[derive(Debug)]
 struct Compact {
     batch: u64,
-    pushed_at_ms: u64,
-    expires_at_ms: u64,
-    /// Members in id order, as runs of consecutive ids in consecutive slots.
+    /// Members in id order, as runs of consecutive ids in consecutive slots pushed
+    /// at the same time (a group gathers the pushes of one or more actor turns).
     runs: Vec<Run>,
     /// One bit per member: still in the queue and compact.
     present: Vec<u64>,
@@ -62,10 +61,12 @@ struct Compact {
 }
 
 /// Members `first_member..first_member + len` are ids `first_id..` in slots
-/// `first_slot..`.
+/// `first_slot..`, pushed at `pushed_at_ms` and expiring at `expires_at_ms`.
 #[derive(Debug, Clone, Copy)]
 struct Run {
     first_id: u64,
+    pushed_at_ms: u64,
+    expires_at_ms: u64,
     first_slot: u32,
     first_member: u32,
     len: u32,
@@ -75,10 +76,10 @@ impl Compact {
     fn new(id: u64, msg: &Msg) -> Self {
         Compact {
             batch: msg.batch,
-            pushed_at_ms: msg.pushed_at_ms,
-            expires_at_ms: msg.expires_at_ms,
             runs: vec![Run {
                 first_id: id,
+                pushed_at_ms: msg.pushed_at_ms,
+                expires_at_ms: msg.expires_at_ms,
                 first_slot: msg.slot,
                 first_member: 0,
                 len: 1,
@@ -92,23 +93,25 @@ impl Compact {
 
     /// Whether `msg` (id above every member's) can join this group.
     fn accepts(&self, msg: &Msg) -> bool {
-        self.batch == msg.batch
-            && self.pushed_at_ms == msg.pushed_at_ms
-            && self.expires_at_ms == msg.expires_at_ms
-            && self.members < u32::MAX
+        self.batch == msg.batch && self.members < u32::MAX
     }
 
-    fn push(&mut self, id: u64, slot: u32) {
+    fn push(&mut self, id: u64, msg: &Msg) {
         let member = self.members;
+        let slot = msg.slot;
         match self.runs.last_mut() {
             Some(run)
                 if run.first_id.checked_add(u64::from(run.len)) == Some(id)
-                    && run.first_slot.checked_add(run.len) == Some(slot) =>
+                    && run.first_slot.checked_add(run.len) == Some(slot)
+                    && run.pushed_at_ms == msg.pushed_at_ms
+                    && run.expires_at_ms == msg.expires_at_ms =>
             {
                 run.len += 1;
             }
             _ => self.runs.push(Run {
                 first_id: id,
+                pushed_at_ms: msg.pushed_at_ms,
+                expires_at_ms: msg.expires_at_ms,
                 first_slot: slot,
                 first_member: member,
                 len: 1,
@@ -123,15 +126,27 @@ impl Compact {
         self.live += 1;
     }
 
-    /// The member and slot of `id`, present or not.
-    fn locate(&self, id: u64) -> Option<(u32, u32)> {
+    /// The member of `id` (present or not) and the message it implies.
+    fn locate(&self, id: u64) -> Option<(u32, Msg)> {
         let index = self
             .runs
             .partition_point(|r| r.first_id <= id)
             .checked_sub(1)?;
         let run = self.runs.get(index)?;
         let offset = u32::try_from(id - run.first_id).ok()?;
-        (offset < run.len).then(|| (run.first_member + offset, run.first_slot + offset))
+        (offset < run.len).then(|| {
+            let msg = Msg {
+                order_key: ORDER_BASE.saturating_add(id),
+                state: State::Available,
+                reserved_count: 0,
+                pushed_at_ms: run.pushed_at_ms,
+                expires_at_ms: run.expires_at_ms,
+                expired_reservation_id: 0,
+                batch: self.batch,
+                slot: run.first_slot + offset,
+            };
+            (run.first_member + offset, msg)
+        })
     }
 
     fn is_present(&self, member: u32) -> bool {
@@ -163,19 +178,6 @@ impl Compact {
             self.first_live += 1;
         }
         true
-    }
-
-    fn msg(&self, id: u64, slot: u32) -> Msg {
-        Msg {
-            order_key: ORDER_BASE.saturating_add(id),
-            state: State::Available,
-            reserved_count: 0,
-            pushed_at_ms: self.pushed_at_ms,
-            expires_at_ms: self.expires_at_ms,
-            expired_reservation_id: 0,
-            batch: self.batch,
-            slot,
-        }
     }
 
     /// The present members' ids, in order.
@@ -221,8 +223,8 @@ impl MessageIndex {
             return Some(*msg);
         }
         let (_, group) = self.compact.range(..=id).next_back()?;
-        let (member, slot) = group.locate(id)?;
-        group.is_present(member).then(|| group.msg(id, slot))
+        let (member, msg) = group.locate(id)?;
+        group.is_present(member).then_some(msg)
     }
 
     /// Whether message `id` is here.
@@ -307,7 +309,7 @@ impl MessageIndex {
                 if !last.get().accepts(msg) {
                     return false;
                 }
-                last.get_mut().push(id, msg.slot);
+                last.get_mut().push(id, msg);
             }
             _ => {
                 self.compact.insert(id, Compact::new(id, msg));
@@ -322,11 +324,10 @@ impl MessageIndex {
         let mut entry = self.compact.range_mut(..=id).next_back()?;
         let first = *entry.0;
         let group = &mut entry.1;
-        let (member, slot) = group.locate(id)?;
+        let (member, msg) = group.locate(id)?;
         if !group.take(member) {
             return None;
         }
-        let msg = group.msg(id, slot);
         if group.live == 0 {
             self.compact.remove(&first);
         }
@@ -506,12 +507,15 @@ mod tests {
     fn should_keep_an_old_or_different_message_special() {
         let mut index = MessageIndex::default();
         index.insert(50, pushed(50, 0, 50));
-        // An adopted message with an older id, and one pushed at another time.
+        // An adopted message with an older id; one pushed later into the same
+        // group starts a run of its own.
         index.insert(7, pushed(50, 1, 7));
         let mut later = pushed(50, 2, 60);
         later.pushed_at_ms = 6;
         index.insert(60, later);
-        assert_eq!(index.special.len(), 2);
+        assert_eq!(index.special.len(), 1);
+        assert_eq!(index.compact[&50].runs.len(), 2);
+        assert_eq!(index.get(60), Some(later));
         let order: Vec<u64> = index.available().map(|(_, id)| id).collect();
         assert_eq!(order, [7, 50, 60], "by order key across both kinds");
         index.clear();

@@ -126,6 +126,11 @@ pub struct BenchArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Leave the queues on the server after a mixed or drain run (they are removed
+    /// by default): to measure against a backlog pushed beforehand, or to look at
+    /// what is left.
+    #[arg(long)]
+    pub keep_queues: bool,
 }
 
 /// A failed run.
@@ -496,7 +501,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         })
     });
     // Leave nothing behind on the server (best effort).
-    if args.workload != Workload::Push {
+    if args.workload != Workload::Push && !args.keep_queues {
         if let Ok(conn) = Driver::connect(args.target, &args.addr, &queues[0]).await {
             for queue in queues.iter() {
                 let _ = conn.remove_queue(queue).await;
