@@ -324,7 +324,10 @@ async fn a_backlog_larger_than_the_cache_comes_back_whole_and_in_order() {
     let server = server.restart_with(small_cache).await;
     let client = server.client().await;
     let expected: Vec<usize> = (0..ids.len()).filter(|i| i % 7 != 0).collect();
-    assert_eq!(client.info("big").await.unwrap().size, expected.len() as u64);
+    assert_eq!(
+        client.info("big").await.unwrap().size,
+        expected.len() as u64
+    );
     let mut got = Vec::new();
     loop {
         let batch = client
