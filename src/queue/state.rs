@@ -18,13 +18,14 @@
 //!
 //! # Order and state
 //! Every message is in the [`MessageIndex`] (`index.rs`), which keeps untouched
-//! messages as one bit each and hands out the AVAILABLE ones ordered by order key: a push takes `ORDER_BASE + id` (so pushes keep push
-//! order), a requeue (timeout or release) takes `next_front`, which only decreases,
-//! so the latest requeue is first. Every timed event (lease deadline, delay end,
-//! long-poll timeout, and one expiry per group at its earliest message's
-//! expiration) is in one [`DeadlineIndex`]; [`QueueState::advance`] fires what is
-//! due. A message being moved to another queue is MOVING: in no index, invisible to
-//! every operation, counted in `size` until the move completes or fails.
+//! messages as one bit each and hands out the AVAILABLE ones ordered by order key:
+//! a push takes `ORDER_BASE + id` (so pushes keep push order), a requeue (timeout
+//! or release) takes `next_front`, which only decreases, so the latest requeue is
+//! first. Every timed event (lease deadline, delay end, long-poll timeout, and one
+//! expiry per group at its earliest message's expiration) is in one
+//! [`DeadlineIndex`]; [`QueueState::advance`] fires what is due. A message being
+//! moved to another queue is MOVING: never handed out, invisible to every
+//! operation, counted in `size` until the move completes or fails.
 //!
 //! # Time
 //! The driver calls [`QueueState::advance`] with the current time before anything
