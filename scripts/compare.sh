@@ -15,7 +15,9 @@
 # at 1,000 msg/s (depth 1) and 5,000 msg/s (depth 8) for EVERYDAY_SECONDS, with server CPU and context
 # switches per message, and the raw 4 KiB append + fdatasync floor at 1,000/s
 # (scripts/fsync_probe.py); hold = memory holding HOLD messages (and ferromq's
-# restart with them).
+# restart with them); backlog (not in the default set: ~2 minutes and 4 GB of disk) =
+# ferromq only, holding HOLD and then BACKLOG messages (default 20,000,000): RSS, a
+# batched push and drain of 1 M against each backlog, and the restart.
 #
 # Output: target/compare/<date>/runs.jsonl (one JSON report per run) and summary.md.
 set -euo pipefail
@@ -25,6 +27,7 @@ RUNS=${RUNS:-3}
 MESSAGES=${MESSAGES:-200000}          # per run, for push / drain / mixed
 SLOW_MESSAGES=${SLOW_MESSAGES:-20000} # for servers that fsync every write
 HOLD=${HOLD:-1000000}                 # messages held for the memory measurement
+BACKLOG=${BACKLOG:-20000000}          # the large backlog of the backlog workload
 SERVERS=${SERVERS:-"ferromq beanstalkd-mem beanstalkd-binlog50 beanstalkd-fsync redis-everysec redis-always"}
 WORKLOADS=${WORKLOADS:-"saturated everyday hold"}
 EVERYDAY_SECONDS=${EVERYDAY_SECONDS:-15}
@@ -178,6 +181,28 @@ for server in $SERVERS; do
         stop_server
     fi
 done
+
+if wants backlog; then
+    echo "== ferromq backlog ($HOLD and $BACKLOG messages held)"
+    for held in "$HOLD" "$BACKLOG"; do
+        start_server ferromq
+        "$BENCH" --addr "$ADDR" --workload push --quiet --producers 4 --depth 8 --batch 100 \
+            --messages "$held" --queue-prefix hold --max-time 600s >/dev/null
+        sleep 11 # one trim period (src/memory.rs)
+        echo "{\"server_name\":\"ferromq\",\"workload_label\":\"backlog_rss\",\"run\":\"$held\",\"messages\":$held,\"rss_kib\":$(rss_kib "$SERVER_PID")}" >>"$RUNS_FILE"
+        bench ferromq backlog_push "$held" --workload push --producers 4 --depth 8 --batch 100 \
+            --messages 1000000 --queue-prefix hold
+        bench ferromq backlog_drain "$held" --workload drain --producers 4 --consumers 4 \
+            --depth 8 --batch 100 --messages 1000000 --queue-prefix hold --keep-queues
+        stop_server
+        t0=$(date +%s%N)
+        "$BIN" serve --listen "$ADDR" --data-dir "$WORK/ferromq" 2>>"$WORK/ferromq.log" >/dev/null &
+        SERVER_PID=$!
+        until "$BIN" reserve --addr "$ADDR" hold-0 >/dev/null 2>&1; do sleep 0.01; done
+        echo "{\"server_name\":\"ferromq\",\"workload_label\":\"backlog_restart\",\"run\":\"$held\",\"messages\":$held,\"ms\":$(( ($(date +%s%N) - t0) / 1000000 )),\"rss_kib\":$(rss_kib "$SERVER_PID")}" >>"$RUNS_FILE"
+        stop_server
+    done
+fi
 
 python3 scripts/summarize.py "$RUNS_FILE" | tee "$OUT/summary.md"
 echo "runs: $RUNS_FILE"

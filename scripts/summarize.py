@@ -91,6 +91,21 @@ def main(path):
         r = restart[-1]
         out.append(f"ferromq restart with {r['messages']:,} messages: first reserve served "
                    f"{r['ms']} ms after exec (RSS then {r['rss_kib'] / 1024:.1f} MiB).")
+    backlog = {r["run"]: r for r in by.get(("ferromq", "backlog_rss"), [])}
+    if backlog:
+        out.append("")
+        out.append("| ferromq holding a backlog of 100 B | RSS (MiB) | push 1 M, batched (msg/s) "
+                   "| drain 1 M, batched (msg/s) | restart to first reserve (ms) |")
+        out.append("|---|---:|---:|---:|---:|")
+        one = lambda label, run: next((r for r in by.get(("ferromq", label), [])
+                                       if r["run"] == run), None)
+        for run, r in sorted(backlog.items(), key=lambda kv: int(kv[0])):
+            push, drain, restart_r = (one("backlog_push", run), one("backlog_drain", run),
+                                      one("backlog_restart", run))
+            rate = lambda rep: f"{rep['throughput_msgs_per_s']:,.0f}" if rep else "—"
+            ms = f"{restart_r['ms']:,}" if restart_r else "—"
+            out.append(f"| {int(run):,} | {r['rss_kib'] / 1024:.1f} | {rate(push)} | "
+                       f"{rate(drain)} | {ms} |")
     out.append("")
     out.append("Durability each server promised in these runs:")
     for s in servers:
