@@ -3,11 +3,12 @@
 //!
 //! Pure, like the state machine: [`meta_from_record`] checks a stored queue record,
 //! [`Rebuild`] turns the messages a [`crate::storage::QueueLog`] loads, one at a
-//! time, into the in-memory index. After a rebuild every acknowledged, undeleted message is back,
-//! in order, with its reserved_count; a lease taken before the restart runs to its
-//! deadline; parked long polls and the "this reservation expired" memory are gone
+//! time, into the in-memory index. After a rebuild every acknowledged, undeleted
+//! message is back, in order, with its reserved_count; a lease taken before the
+//! restart runs to its deadline; parked long polls and the "this reservation expired" memory are gone
 //! (a late request with an old reservation is told RESERVATION_MISMATCH).
 
+use std::collections::hash_map::Entry;
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
@@ -128,15 +129,10 @@ pub fn rebuild(
 /// removed) at the first write.
 pub struct Rebuild {
     now: u64,
-    index: MessageIndex,
-    groups: IdMap<Group>,
+    /// What the queue is restored from, filled as messages come.
+    restored: Restored,
     /// Slots of each group, to pad its slot list to at the end.
     lengths: IdMap<u32>,
-    dirty: BTreeSet<u64>,
-    timers: Vec<(u64, Timer)>,
-    next_front: u64,
-    reserved: usize,
-    delayed: usize,
 }
 
 impl Rebuild {
@@ -144,14 +140,16 @@ impl Rebuild {
     pub fn new(now: u64) -> Self {
         Rebuild {
             now,
-            index: MessageIndex::default(),
-            groups: IdMap::default(),
+            restored: Restored {
+                index: MessageIndex::default(),
+                timers: Vec::new(),
+                groups: IdMap::default(),
+                dirty: BTreeSet::new(),
+                next_front: ORDER_BASE - 1,
+                reserved: 0,
+                delayed: 0,
+            },
             lengths: IdMap::default(),
-            dirty: BTreeSet::new(),
-            timers: Vec::new(),
-            next_front: ORDER_BASE - 1,
-            reserved: 0,
-            delayed: 0,
         }
     }
 
@@ -165,15 +163,22 @@ impl Rebuild {
             slot,
             batch_len,
         } = loaded;
-        self.lengths.entry(batch).or_insert(batch_len);
-        let group = self.groups.entry(batch).or_default();
-        let at = usize::try_from(slot).unwrap_or(usize::MAX);
-        if self.index.contains(id) {
+        let restored = &mut self.restored;
+        let group = match restored.groups.entry(batch) {
+            Entry::Occupied(group) => group.into_mut(),
+            Entry::Vacant(group) => {
+                self.lengths.insert(batch, batch_len);
+                group.insert(Group::default())
+            }
+        };
+        if restored.index.contains(id) {
             // The slot stays empty: written as deleted at the first write.
-            self.dirty.insert(batch);
+            restored.dirty.insert(batch);
             return;
         }
-        group.ids.set(at, id);
+        group
+            .ids
+            .set(usize::try_from(slot).unwrap_or(usize::MAX), id);
         group.live += 1;
         group.expiry_ms = Some(
             group
@@ -200,19 +205,19 @@ impl Rebuild {
                 delayed_or_available(record.available_at_ms, self.now),
             ),
         };
-        self.next_front = self.next_front.min(order_key.saturating_sub(1));
+        restored.next_front = restored.next_front.min(order_key.saturating_sub(1));
         match state {
             State::Available | State::Moving => {}
             State::Delayed { until_ms } => {
-                self.delayed += 1;
-                self.timers.push((until_ms, Timer::Delay(id)));
+                restored.delayed += 1;
+                restored.timers.push((until_ms, Timer::Delay(id)));
             }
             State::Reserved { until_ms, .. } => {
-                self.reserved += 1;
-                self.timers.push((until_ms, Timer::Lease(id)));
+                restored.reserved += 1;
+                restored.timers.push((until_ms, Timer::Lease(id)));
             }
         }
-        self.index.insert(
+        restored.index.insert(
             id,
             Msg {
                 order_key,
@@ -230,37 +235,20 @@ impl Rebuild {
     /// The rebuilt queue.
     pub fn finish(self, meta: QueueMeta) -> QueueState {
         let Rebuild {
-            index,
-            mut groups,
+            mut restored,
             lengths,
-            dirty,
-            mut timers,
-            next_front,
-            reserved,
-            delayed,
             ..
         } = self;
-        for (key, group) in &mut groups {
+        for (key, group) in &mut restored.groups {
             if let Some(&len) = lengths.get(key) {
                 group.ids.pad_to(usize::try_from(len).unwrap_or(0));
             }
         }
-        timers.extend(
-            groups
-                .iter()
-                .filter_map(|(&key, group)| Some((group.expiry_ms?, Timer::Expire(key)))),
-        );
-        QueueState::restore(
-            meta,
-            Restored {
-                index,
-                timers,
-                groups,
-                dirty,
-                next_front,
-                reserved,
-                delayed,
-            },
-        )
+        let expiries = restored
+            .groups
+            .iter()
+            .filter_map(|(&key, group)| Some((group.expiry_ms?, Timer::Expire(key))));
+        restored.timers.extend(expiries);
+        QueueState::restore(meta, restored)
     }
 }
