@@ -5,8 +5,9 @@
 //! [`Rebuild`] turns the messages a [`crate::storage::QueueLog`] loads, one at a
 //! time, into the in-memory index. After a rebuild every acknowledged, undeleted
 //! message is back, in order, with its reserved_count; a lease taken before the
-//! restart runs to its deadline; parked long polls and the "this reservation expired" memory are gone
-//! (a late request with an old reservation is told RESERVATION_MISMATCH).
+//! restart runs to its deadline; parked long polls and the "this reservation
+//! expired" memory are gone (a late request with an old reservation is told
+//! RESERVATION_MISMATCH).
 
 use std::collections::hash_map::Entry;
 use std::collections::BTreeSet;
