@@ -33,9 +33,8 @@ mod glibc {
 }
 
 /// Gives the allocator's whole free pages back to the operating system; returns
-/// whether any memory was released. Takes the allocator's locks for the walk of its
-/// free lists (about a millisecond for a heap of a few hundred MB), so the server
-/// runs it on a blocking thread.
+/// whether any memory was released. It takes the allocator's locks while it walks
+/// the free lists (not timed here), so the server runs it on a blocking thread.
 pub fn release_free_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
