@@ -19,6 +19,10 @@
 # ferromq only, holding HOLD and then BACKLOG messages (default 20,000,000): RSS, a
 # batched push and drain of 1 M against each backlog, and the restart.
 #
+# A second ferromq build runs as server "ferromq-base" with BASE_BIN=path/to/ferromq
+# (e.g. a release build of an older commit), for a before/after in the same run:
+#   BASE_BIN=/tmp/old/ferromq SERVERS="ferromq-base ferromq redis-always" scripts/compare.sh
+#
 # Output: target/compare/<date>/runs.jsonl (one JSON report per run) and summary.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +54,13 @@ echo "== building ferromq and ferromq-bench (release)"
 cargo build --release -q --workspace
 BIN=target/release/ferromq
 BENCH=target/release/ferromq-bench
+BASE_BIN=${BASE_BIN:-}
+case " $SERVERS " in
+    *" ferromq-base "*) [ -x "$BASE_BIN" ] || { echo "ferromq-base needs BASE_BIN=path/to/ferromq" >&2; exit 2; } ;;
+esac
+# The binary that serves as `server` (ferromq or ferromq-base).
+bin_of() { if [ "$1" = ferromq-base ]; then echo "$BASE_BIN"; else echo "$BIN"; fi; }
+is_ferromq() { case $1 in ferromq|ferromq-base) return 0 ;; *) return 1 ;; esac; }
 
 OUT=target/compare/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
@@ -75,7 +86,7 @@ start_server() { # name
     local dir=$WORK/$1
     rm -rf "$dir"; mkdir -p "$dir"
     case $1 in
-        ferromq)            "$BIN" serve --listen "$ADDR" --data-dir "$dir" 2>"$dir.log" >/dev/null & ;;
+        ferromq|ferromq-base) "$(bin_of "$1")" serve --listen "$ADDR" --data-dir "$dir" 2>"$dir.log" >/dev/null & ;;
         beanstalkd-mem)     beanstalkd -l 127.0.0.1 -p "$PORT" & ;;
         beanstalkd-binlog50) beanstalkd -l 127.0.0.1 -p "$PORT" -b "$dir" -f 50 & ;;
         beanstalkd-fsync)   beanstalkd -l 127.0.0.1 -p "$PORT" -b "$dir" -f 0 & ;;
@@ -94,7 +105,7 @@ stop_server() {
     SERVER_PID=""
 }
 
-target_of() { case $1 in ferromq) echo ferromq ;; beanstalkd*) echo beanstalkd ;; redis*) echo redis ;; esac; }
+target_of() { case $1 in ferromq*) echo ferromq ;; beanstalkd*) echo beanstalkd ;; redis*) echo redis ;; esac; }
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
@@ -139,7 +150,7 @@ for server in $SERVERS; do
             bench "$server" push "$run" --workload push --producers 4 --depth 32 --messages "$n"
             bench "$server" latency5k "$run" --workload mixed --rate 5000 --duration 10s \
                 --producers 1 --consumers 1 --depth 64
-            if [ "$server" = ferromq ]; then
+            if is_ferromq "$server"; then
                 bench "$server" mixed_batch100 "$run" --workload mixed --producers 4 --consumers 4 \
                     --depth 8 --batch 100 --messages $((n * 5))
             fi
@@ -165,18 +176,18 @@ for server in $SERVERS; do
             --max-time 300s >/dev/null
         sleep 2
         echo "{\"server_name\":\"$server\",\"workload_label\":\"hold_rss\",\"run\":\"1\",\"messages\":$HOLD,\"rss_kib\":$(rss_kib "$SERVER_PID")}" >>"$RUNS_FILE"
-        if [ "$server" = ferromq ]; then
+        if is_ferromq "$server"; then
             # Restart with HOLD messages on disk: time from exec to the first reserve.
             stop_server
             t0=$(date +%s%N)
-            "$BIN" serve --listen "$ADDR" --data-dir "$WORK/ferromq" 2>>"$WORK/ferromq.log" >/dev/null &
+            "$(bin_of "$server")" serve --listen "$ADDR" --data-dir "$WORK/$server" 2>>"$WORK/$server.log" >/dev/null &
             SERVER_PID=$!
             until "$BIN" reserve --addr "$ADDR" hold-0 >/dev/null 2>&1; do
                 sleep 0.01
                 [ $(( ($(date +%s%N) - t0) / 1000000 )) -gt 60000 ] && { echo "restart timed out" >&2; break; }
             done
             t1=$(date +%s%N)
-            echo "{\"server_name\":\"ferromq\",\"workload_label\":\"restart_first_reserve\",\"run\":\"1\",\"messages\":$HOLD,\"ms\":$(( (t1 - t0) / 1000000 )),\"rss_kib\":$(rss_kib "$SERVER_PID")}" >>"$RUNS_FILE"
+            echo "{\"server_name\":\"$server\",\"workload_label\":\"restart_first_reserve\",\"run\":\"1\",\"messages\":$HOLD,\"ms\":$(( (t1 - t0) / 1000000 )),\"rss_kib\":$(rss_kib "$SERVER_PID")}" >>"$RUNS_FILE"
         fi
         stop_server
     fi

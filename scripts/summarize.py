@@ -7,6 +7,7 @@ from collections import defaultdict
 
 PROMISES = {
     "ferromq": "push acked after fsync (group commit)",
+    "ferromq-base": "the same, an older build (BASE_BIN)",
     "beanstalkd-mem": "none: memory only",
     "beanstalkd-binlog50": "binlog, fsync every 50 ms: up to 50 ms of acked puts lost",
     "beanstalkd-fsync": "binlog, fsync before every reply",
@@ -78,7 +79,6 @@ def main(path):
     out.append("| idle RSS (MiB) | " + " | ".join(fmt(med(s, "idle_rss", rss), 1) for s in servers) + " |")
     out.append("| RSS holding the pushed messages (MiB) | "
                + " | ".join(fmt(med(s, "hold_rss", rss), 1) for s in servers) + " |")
-    restart = by.get(("ferromq", "restart_first_reserve"))
     out.append("")
     probe = by.get(("raw-fdatasync", "fsync_probe"))
     if probe:
@@ -87,10 +87,12 @@ def main(path):
                    f"(scripts/fsync_probe.py, median of {len(probe)}): p50 {m('p50_ms'):.3f} ms, "
                    f"p99 {m('p99_ms'):.3f} ms, {m('cpu_us_per_op'):.0f} CPU µs per operation.")
         out.append("")
-    if restart:
-        r = restart[-1]
-        out.append(f"ferromq restart with {r['messages']:,} messages: first reserve served "
-                   f"{r['ms']} ms after exec (RSS then {r['rss_kib'] / 1024:.1f} MiB).")
+    for server in ("ferromq-base", "ferromq"):
+        restart = by.get((server, "restart_first_reserve"))
+        if restart:
+            r = restart[-1]
+            out.append(f"{server} restart with {r['messages']:,} messages: first reserve served "
+                       f"{r['ms']} ms after exec (RSS then {r['rss_kib'] / 1024:.1f} MiB).")
     backlog = {r["run"]: r for r in by.get(("ferromq", "backlog_rss"), [])}
     if backlog:
         out.append("")
