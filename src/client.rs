@@ -78,6 +78,24 @@ pub struct Client {
     next_id: Arc<AtomicU64>,
 }
 
+/// How to connect: [`Client::connect_with`].
+#[derive(Clone, Default)]
+pub struct ConnectOptions {
+    /// The token for a server that requires one (sent in Hello).
+    pub token: Option<String>,
+    /// Largest frame accepted from the server (0: [`DEFAULT_MAX_FRAME`]).
+    pub max_frame: usize,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("max_frame", &self.max_frame)
+            .finish()
+    }
+}
+
 /// Options of [`Client::reserve`]; the defaults are the server's.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReserveOptions {
@@ -97,7 +115,7 @@ impl Client {
     /// # Errors
     /// If the connection fails or the server does not speak our version.
     pub async fn connect(addr: impl ToSocketAddrs) -> Result<Client, ClientError> {
-        Self::connect_with_max_frame(addr, DEFAULT_MAX_FRAME).await
+        Self::connect_with(addr, &ConnectOptions::default()).await
     }
 
     /// Connects, accepting frames up to `max_frame` bytes from the server.
@@ -108,6 +126,25 @@ impl Client {
         addr: impl ToSocketAddrs,
         max_frame: usize,
     ) -> Result<Client, ClientError> {
+        let options = ConnectOptions {
+            max_frame,
+            ..ConnectOptions::default()
+        };
+        Self::connect_with(addr, &options).await
+    }
+
+    /// Connects with `options` and exchanges Hello (with the token, if any).
+    ///
+    /// # Errors
+    /// As [`Client::connect`]; `UNAUTHENTICATED` if the server wants another token.
+    pub async fn connect_with(
+        addr: impl ToSocketAddrs,
+        options: &ConnectOptions,
+    ) -> Result<Client, ClientError> {
+        let max_frame = match options.max_frame {
+            0 => DEFAULT_MAX_FRAME,
+            n => n,
+        };
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (read, write) = stream.into_split();
@@ -126,7 +163,9 @@ impl Client {
             pending,
             next_id: Arc::new(AtomicU64::new(1)),
         };
-        client.hello().await?;
+        client
+            .hello_with_token(options.token.as_deref().unwrap_or(""))
+            .await?;
         Ok(client)
     }
 
@@ -184,9 +223,20 @@ impl Client {
     /// # Errors
     /// `UNSUPPORTED_VERSION` and connection errors.
     pub async fn hello(&self) -> Result<proto::HelloOk, ClientError> {
+        self.hello_with_token("").await
+    }
+
+    /// Exchanges Hello with `token` (empty: none); a valid one sets what this
+    /// connection may reach.
+    ///
+    /// # Errors
+    /// `UNAUTHENTICATED` (the server closes the connection), `UNSUPPORTED_VERSION`
+    /// and connection errors.
+    pub async fn hello_with_token(&self, token: &str) -> Result<proto::HelloOk, ClientError> {
         let op = Op::Hello(proto::Hello {
             version: proto::PROTOCOL_VERSION,
             client: concat!("ferromq-client/", env!("CARGO_PKG_VERSION")).into(),
+            token: token.to_owned(),
         });
         match self.call(op).await? {
             response::Result::Hello(ok) => Ok(ok),
@@ -546,10 +596,18 @@ async fn read_responses(
             (Some(waiter), result) => {
                 let _ = waiter.send(result);
             }
-            // id 0: the server is about to close the connection because of a bad
-            // frame; every waiting call then fails with Closed.
-            (None, Some(response::Result::Error(err))) => {
-                tracing::warn!(code = err.code, message = %err.message, "connection-level error from the server");
+            // id 0: the server is about to close the connection (a bad frame, or
+            // the connection limit): every waiting call fails with that error.
+            (None, Some(response::Result::Error(err))) if response.id == 0 => {
+                tracing::debug!(code = err.code, message = %err.message, "connection-level error from the server");
+                let waiters = pending
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                for (_, waiter) in waiters.into_iter().flatten() {
+                    let _ = waiter.send(Some(response::Result::Error(err.clone())));
+                }
+                break;
             }
             (None, _) => {
                 tracing::debug!(id = response.id, "a response nobody waits for");

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use crate::auth::Auth;
 use crate::codec::DEFAULT_MAX_FRAME;
-pub use crate::http::HttpAuth;
 use crate::storage::FsyncMode;
 
 /// Default TCP port of the binary protocol.
@@ -14,8 +14,8 @@ pub const DEFAULT_PORT: u16 = 7600;
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 /// Largest body limit that may be configured: 16 MiB.
 pub const MAX_MAX_BODY: usize = 16 * 1024 * 1024;
-/// Default cap on concurrent connections; further connections wait in the
-/// listen backlog until one closes.
+/// Default cap on concurrent connections per port; a connection past it is
+/// answered with a refusal and closed (`net.rs`).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default cap on requests in flight on one connection; past it the server stops
 /// reading that connection until one completes (backpressure, not an error).
@@ -26,6 +26,14 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// and the OS page cache holds the file anyway, so a larger cache buys little for a
 /// FIFO queue.
 pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Default idle timeout of a binary connection: 5 minutes. Long enough for pooled
+/// clients between bursts (a long poll is in flight, so it never counts as idle),
+/// short enough that abandoned connections do not pile up to the cap.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 300_000;
+/// Default HTTP header read timeout: 30 s (hyper's own default), which is also
+/// how long an idle keep-alive connection stays open.
+pub const DEFAULT_HTTP_HEADER_TIMEOUT_MS: u64 = 30_000;
 
 /// Everything the server needs to run.
 #[derive(Debug, Clone)]
@@ -46,10 +54,19 @@ pub struct Config {
     pub max_in_flight: usize,
     /// sled's page-cache budget in bytes.
     pub cache_bytes: u64,
+    /// A binary connection with nothing in flight and no request for this long is
+    /// closed (0: never).
+    pub idle_timeout_ms: u64,
+    /// An HTTP request's headers must arrive within this time of the connection
+    /// opening or of the previous response; bounds idle keep-alive too (0: never).
+    pub http_header_timeout_ms: u64,
     /// Where the IronMQ v3 HTTP API listens; off when `None`.
     pub http_listen: Option<SocketAddr>,
-    /// Who may use the HTTP API.
-    pub http_auth: HttpAuth,
+    /// Who may use which queues, on both ports.
+    pub auth: Auth,
+    /// Serve without authentication on an address other than loopback
+    /// (`--allow-remote-without-auth`): without it such a server refuses to start.
+    pub allow_remote_without_auth: bool,
 }
 
 /// The suggested port of the HTTP API (`--http-listen 127.0.0.1:8080`).
@@ -66,8 +83,11 @@ impl Default for Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+            http_header_timeout_ms: DEFAULT_HTTP_HEADER_TIMEOUT_MS,
             http_listen: None,
-            http_auth: HttpAuth::default(),
+            auth: Auth::default(),
+            allow_remote_without_auth: false,
         }
     }
 }
@@ -78,13 +98,12 @@ impl Config {
     /// # Errors
     /// A sentence saying which setting is wrong and why.
     pub fn validate(&self) -> Result<(), String> {
-        if self.http_listen.is_some()
-            && self.http_auth.tokens.is_empty()
-            && !self.http_auth.disabled
-        {
+        if self.auth.disabled && !self.auth.tokens.is_empty() {
+            return Err("--auth none and --token contradict each other: give one".into());
+        }
+        if self.http_listen.is_some() && self.auth.tokens.is_empty() && !self.auth.disabled {
             return Err(
-                "--http-listen needs --http-token TOKEN (or --http-no-auth to run without auth)"
-                    .into(),
+                "--http-listen needs --token TOKEN (or --auth none to run without auth)".into(),
             );
         }
         if self.max_body == 0 || self.max_body > MAX_MAX_BODY {
@@ -107,6 +126,50 @@ impl Config {
             return Err("--max-connections and --max-in-flight must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// The authentication the server runs with when its binary protocol listens on
+    /// `binary`, with a warning to log if it runs without any. Without tokens the
+    /// server runs open only on loopback addresses, unless the operator allowed
+    /// more (`--allow-remote-without-auth`); with `--auth none` that is said once
+    /// at start, and without tokens or `--auth none` it is a warning.
+    ///
+    /// # Errors
+    /// A sentence naming the exposed address and the flags that would start it.
+    pub fn effective_auth(&self, binary: SocketAddr) -> Result<(Auth, Option<String>), String> {
+        if !self.auth.tokens.is_empty() {
+            return Ok((self.auth.clone(), None));
+        }
+        let exposed = std::iter::once(binary)
+            .chain(self.http_listen)
+            .find(|addr| !addr.ip().is_loopback());
+        if let Some(addr) = exposed {
+            if !self.allow_remote_without_auth {
+                return Err(format!(
+                    "listening on {addr} without authentication would let anyone who can reach \
+                     it use every queue: give --token TOKEN, or --auth none \
+                     --allow-remote-without-auth on a trusted network"
+                ));
+            }
+        }
+        let open = Auth {
+            tokens: Vec::new(),
+            disabled: true,
+        };
+        let note = if self.auth.disabled {
+            match exposed {
+                Some(addr) => format!(
+                    "authentication is off (--auth none) and {addr} is not a loopback address: \
+                     anyone who can reach it may use every queue"
+                ),
+                None => "authentication is off (--auth none)".into(),
+            }
+        } else {
+            "no --token given: authentication is off and every client of this machine may \
+             use every queue (give --token to require one, or --auth none to say so)"
+                .into()
+        };
+        Ok((open, Some(note)))
     }
 }
 
@@ -137,6 +200,34 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn should_run_without_auth_only_on_loopback_unless_allowed() {
+        let loopback: SocketAddr = "127.0.0.1:7600".parse().unwrap();
+        let anywhere: SocketAddr = "0.0.0.0:7600".parse().unwrap();
+        let mut config = Config::default();
+        let (auth, warning) = config.effective_auth(loopback).unwrap();
+        assert!(auth.disabled && warning.is_some());
+        let refusal = config.effective_auth(anywhere).unwrap_err();
+        assert!(refusal.contains("0.0.0.0:7600"), "{refusal}");
+        config.auth.disabled = true;
+        assert!(config.effective_auth(anywhere).is_err());
+        config.allow_remote_without_auth = true;
+        assert!(config.effective_auth(anywhere).unwrap().0.disabled);
+        let mut config = Config {
+            auth: "secret".parse().unwrap(),
+            ..Config::default()
+        };
+        let (auth, warning) = config.effective_auth(anywhere).unwrap();
+        assert!(!auth.disabled && warning.is_none());
+        config.auth.disabled = true;
+        assert!(config.validate().is_err());
+        let config = Config {
+            http_listen: Some(loopback),
+            ..Config::default()
+        };
+        assert!(config.validate().is_err());
+    }
 
     #[test]
     fn should_parse_durations_with_units() {

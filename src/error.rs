@@ -37,6 +37,9 @@ pub enum QueueError {
         /// The server's limit.
         max: usize,
     },
+    /// The client's token does not cover this queue's project.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// A server limit was reached.
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),

@@ -17,8 +17,10 @@
 //! - [`client`]: the async pipelined client used by the CLI, tests, examples and
 //!   the load generator (`crates/ferromq-bench`).
 //! - [`cli`]: the `ferromq` command line (server and client subcommands).
+//! - [`auth`]: the tokens of both front ends and what each may reach.
 //! - [`config`], [`error`]: limits and defaults; the queue layer's errors.
 
+pub mod auth;
 pub mod binary;
 pub mod cli;
 pub mod client;

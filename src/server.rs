@@ -1,7 +1,9 @@
 //! [`Server`]: a running ferromq. It opens the store, loads the queues, builds the
 //! service layer, and starts the front ends on it: the binary protocol
 //! ([`crate::binary`]) and, with `--http-listen`, the IronMQ HTTP API
-//! ([`crate::http`]).
+//! ([`crate::http`]), both checking the same tokens ([`crate::auth`]). Without
+//! tokens it serves only loopback addresses, unless the operator allows more
+//! ([`Config::effective_auth`]).
 //!
 //! # Shutdown
 //! [`Server::shutdown`]: stop accepting (both accept loops end); connections stop
@@ -74,6 +76,15 @@ impl Server {
         clock: Arc<dyn Clock>,
     ) -> Result<Server, ServerError> {
         config.validate().map_err(ServerError::Config)?;
+        let local_addr = listener.local_addr()?;
+        let (auth, warning) = config
+            .effective_auth(local_addr)
+            .map_err(ServerError::Config)?;
+        match warning {
+            Some(warning) => tracing::warn!("{warning}"),
+            None => tracing::info!(tokens = auth.tokens.len(), "authentication required"),
+        }
+        let auth = Arc::new(auth);
         let sled = SledConfig {
             path: config.data_dir.clone(),
             cache_bytes: config.cache_bytes,
@@ -94,7 +105,6 @@ impl Server {
         // Loading pulled every page through sled's cache: give the buffers back.
         let _ = tokio::task::spawn_blocking(crate::memory::release_free_memory).await;
         let service = Arc::new(Service::new(registry, config.max_body));
-        let local_addr = listener.local_addr()?;
         let stop = CancellationToken::new();
         let listeners = TaskTracker::new();
         let connections = TaskTracker::new();
@@ -105,8 +115,11 @@ impl Server {
                 listeners.spawn(crate::http::serve(
                     http,
                     Arc::clone(&service),
-                    config.http_auth.clone(),
-                    config.max_connections,
+                    Arc::clone(&auth),
+                    crate::http::Limits {
+                        max_connections: config.max_connections,
+                        header_timeout: nonzero_ms(config.http_header_timeout_ms),
+                    },
                     stop.clone(),
                     connections.clone(),
                 ));
@@ -118,10 +131,12 @@ impl Server {
         listeners.spawn(crate::binary::serve(
             listener,
             Arc::clone(&service),
+            auth,
             crate::binary::Limits {
                 max_frame: config.max_frame,
                 max_connections: config.max_connections,
                 max_in_flight: config.max_in_flight,
+                idle_timeout: nonzero_ms(config.idle_timeout_ms),
             },
             stop.clone(),
             connections.clone(),
@@ -158,6 +173,11 @@ impl Server {
         self.connections.close();
         self.connections.wait().await;
     }
+}
+
+/// `ms` as a duration; 0 means none.
+fn nonzero_ms(ms: u64) -> Option<std::time::Duration> {
+    (ms != 0).then(|| std::time::Duration::from_millis(ms))
 }
 
 /// Gives free heap memory back every [`crate::memory::TRIM_EVERY`] until `stop`.

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::auth::Scope;
 use crate::error::QueueError;
 use crate::queue::handle::UpdateError;
 use crate::queue::types::{
@@ -294,6 +295,60 @@ impl Service {
         Ok(QueuePage { names, next })
     }
 
+    /// As [`Service::list_queues`], showing only the queues `scope` covers: for a
+    /// token limited to projects, the names under each project's `project/`
+    /// prefix, in name order across them, paged by the same cursor.
+    ///
+    /// # Errors
+    /// As [`Service::list_queues`].
+    pub fn list_queues_in(
+        &self,
+        scope: &Scope,
+        prefix: &str,
+        cursor: &str,
+        limit: u64,
+    ) -> Result<QueuePage, QueueError> {
+        let Scope::Projects(projects) = scope else {
+            return self.list_queues(prefix, cursor, limit);
+        };
+        let limit = match limit {
+            0 => MAX_BATCH,
+            n => batch_size("limit", n)?,
+        };
+        let mut names: Vec<String> = Vec::new();
+        // The scope's projects are sorted by their prefix, so their ranges come in
+        // name order and do not overlap.
+        for project in projects {
+            let namespace = format!("{project}/");
+            let range = if prefix.starts_with(&namespace) {
+                prefix.to_owned()
+            } else if namespace.starts_with(prefix) {
+                namespace
+            } else {
+                continue;
+            };
+            if names.len() == limit {
+                // Full: is there anything after it?
+                if !self.registry.list(&range, cursor, 1).0.is_empty() {
+                    return Ok(QueuePage {
+                        next: names.last().cloned(),
+                        names,
+                    });
+                }
+                continue;
+            }
+            let (found, more) = self.registry.list(&range, cursor, limit - names.len());
+            names.extend(found);
+            if more.is_some() {
+                return Ok(QueuePage {
+                    next: names.last().cloned(),
+                    names,
+                });
+            }
+        }
+        Ok(QueuePage { names, next: None })
+    }
+
     /// Removes every message of a queue; returns how many.
     ///
     /// # Errors
@@ -328,10 +383,23 @@ impl Service {
 
     /// Server-wide counters.
     pub fn server_stats(&self) -> ServerStats {
+        self.server_stats_in(&Scope::All)
+    }
+
+    /// Server-wide counters as `scope` may see them: the queues counted are the
+    /// ones it covers.
+    pub fn server_stats_in(&self, scope: &Scope) -> ServerStats {
         let store = self.registry.store();
+        let queues = match scope {
+            Scope::All => self.registry.len(),
+            Scope::Projects(projects) => projects
+                .iter()
+                .map(|project| self.registry.count_prefixed(&format!("{project}/")))
+                .sum(),
+        };
         ServerStats {
             uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            queues: u64::try_from(self.registry.len()).unwrap_or(u64::MAX),
+            queues: u64::try_from(queues).unwrap_or(u64::MAX),
             flushes: store.flushes(),
             fsync: store.fsync_mode(),
         }

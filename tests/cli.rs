@@ -315,3 +315,69 @@ fn serve_takes_a_worker_count_in_range() {
     assert!(pushed.status.success(), "{pushed:?}");
     assert!(String::from_utf8_lossy(&pushed.stdout).starts_with("pushed 1 message(s)"));
 }
+
+/// Without a token the server listens on loopback only: any other address is
+/// refused before anything is bound or opened, with `--auth none` too unless the
+/// operator adds `--allow-remote-without-auth`.
+#[test]
+fn an_exposed_server_without_a_token_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for extra in [&[][..], &["--auth", "none"][..]] {
+        let refused = Command::new(env!("CARGO_BIN_EXE_ferromq"))
+            .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+            .arg(dir.path())
+            .args(extra)
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        assert_eq!(refused.status.code(), Some(2), "{extra:?}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("without authentication"), "{stderr}");
+        assert!(stderr.contains("--token"), "{stderr}");
+        assert!(!dir.path().join("db").exists(), "nothing was opened");
+    }
+    let contradiction = Command::new(env!("CARGO_BIN_EXE_ferromq"))
+        .args(["serve", "--auth", "none", "--token", "t", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(contradiction.status.code(), Some(2));
+}
+
+/// With `--token`, the CLI needs the token (flag or FERROMQ_TOKEN), a wrong one
+/// is UNAUTHENTICATED, and the server's log never shows it, even at debug level.
+#[test]
+fn the_cli_authenticates_with_a_token_that_is_never_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let data = dir.path().join("data");
+    let server = common::start_with(
+        &data,
+        "127.0.0.1:0",
+        &["--token", "s3cr3t-admin", "--token", "s3cr3t-p1=p1"],
+        ("debug", log_file.into()),
+    );
+    let addr = server.addr.as_str();
+    let refused = common::cli(addr, &["push", "jobs", "x"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("UNAUTHENTICATED"),
+        "{refused:?}"
+    );
+    let wrong = common::cli(addr, &["push", "jobs", "x", "--token", "guess"]);
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("UNAUTHENTICATED"));
+    let pushed = common::cli(addr, &["push", "jobs", "x", "--token", "s3cr3t-admin"]);
+    assert!(stdout(&pushed).starts_with("pushed 1 message(s)"));
+    let env = [("FERROMQ_TOKEN", "s3cr3t-p1")];
+    let denied = common::cli_with_env(addr, &["push", "jobs", "x"], &env);
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("PERMISSION_DENIED"),
+        "{denied:?}"
+    );
+    let mine = common::cli_with_env(addr, &["push", "p1/jobs", "x"], &env);
+    assert!(stdout(&mine).starts_with("pushed 1 message(s)"));
+    drop(server);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains("s3cr3t"), "{logged}");
+}

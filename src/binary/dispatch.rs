@@ -5,8 +5,12 @@
 //! for the binary protocol, and where a [`QueueError`] becomes an `ErrorCode`.
 //! Limits are not checked here but in the service layer, for both front ends; what
 //! stays here are this wire's conventions: zero fields mean "unset" (0 ms of
-//! timeout is the queue's default, a reservation id of 0 is none).
+//! timeout is the queue's default, a reservation id of 0 is none), and the
+//! connection's [`Scope`]: every queue a request names (a redrive's target and a
+//! dead-letter target included) is checked against it before anything is done,
+//! and listings and server stats show only what it covers.
 
+use crate::auth::Scope;
 use crate::error::QueueError;
 use crate::proto::{self, request::Op, response, ErrorCode};
 use crate::queue::handle::UpdateError;
@@ -18,6 +22,7 @@ use crate::service::Service;
 /// Runs one request's operation and returns its result (an error is a result too).
 pub(crate) async fn execute(
     service: &Service,
+    scope: &Scope,
     max_frame: usize,
     op: Option<Op>,
 ) -> response::Result {
@@ -27,7 +32,7 @@ pub(crate) async fn execute(
             "the request has no operation this server knows (a newer client?)".into(),
         );
     };
-    match run(service, max_frame, op).await {
+    match run(service, scope, max_frame, op).await {
         Ok(result) => result,
         Err(err) => error(code(&err), err.to_string()),
     }
@@ -43,6 +48,7 @@ pub(crate) fn code(err: &QueueError) -> ErrorCode {
         QueueError::ReservationExpired(_) => ErrorCode::ReservationExpired,
         QueueError::ReservationMismatch(_) => ErrorCode::ReservationMismatch,
         QueueError::BodyTooLarge { .. } => ErrorCode::BodyTooLarge,
+        QueueError::PermissionDenied(_) => ErrorCode::PermissionDenied,
         QueueError::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
         QueueError::Unavailable(_) => ErrorCode::Unavailable,
         QueueError::Internal(_) => ErrorCode::Internal,
@@ -57,7 +63,18 @@ pub(crate) fn error(code: ErrorCode, message: String) -> response::Result {
     })
 }
 
-async fn run(service: &Service, max_frame: usize, op: Op) -> Result<response::Result, QueueError> {
+async fn run(
+    service: &Service,
+    scope: &Scope,
+    max_frame: usize,
+    op: Op,
+) -> Result<response::Result, QueueError> {
+    // A queue name from the wire, valid and in the connection's scope.
+    let named = |text: &str| -> Result<QueueName, QueueError> {
+        let name = QueueName::new(text)?;
+        scope.check(&name)?;
+        Ok(name)
+    };
     Ok(match op {
         Op::Hello(_) => response::Result::Hello(proto::HelloOk {
             version: proto::PROTOCOL_VERSION,
@@ -66,7 +83,7 @@ async fn run(service: &Service, max_frame: usize, op: Op) -> Result<response::Re
             max_body_bytes: u32::try_from(service.max_body()).unwrap_or(u32::MAX),
         }),
         Op::Push(push) => {
-            let name = QueueName::new(&push.queue)?;
+            let name = named(&push.queue)?;
             let messages = push
                 .messages
                 .into_iter()
@@ -80,7 +97,7 @@ async fn run(service: &Service, max_frame: usize, op: Op) -> Result<response::Re
             })
         }
         Op::Reserve(reserve) => {
-            let name = QueueName::new(&reserve.queue)?;
+            let name = named(&reserve.queue)?;
             let messages = service
                 .reserve(
                     &name,
@@ -93,12 +110,12 @@ async fn run(service: &Service, max_frame: usize, op: Op) -> Result<response::Re
             messages_result(messages)
         }
         Op::Delete(delete) => {
-            let name = QueueName::new(&delete.queue)?;
+            let name = named(&delete.queue)?;
             let entry = (delete.message_id, nonzero(delete.reservation_id));
             deleted(service.delete(&name, vec![entry]).await?)
         }
         Op::DeleteBatch(batch) => {
-            let name = QueueName::new(&batch.queue)?;
+            let name = named(&batch.queue)?;
             let entries = batch
                 .entries
                 .iter()
@@ -107,7 +124,7 @@ async fn run(service: &Service, max_frame: usize, op: Op) -> Result<response::Re
             deleted(service.delete(&name, entries).await?)
         }
         Op::Touch(touch) => {
-            let name = QueueName::new(&touch.queue)?;
+            let name = named(&touch.queue)?;
             let lease = service
                 .touch(
                     &name,
@@ -122,7 +139,7 @@ async fn run(service: &Service, max_frame: usize, op: Op) -> Result<response::Re
             })
         }
         Op::Release(release) => {
-            let name = QueueName::new(&release.queue)?;
+            let name = named(&release.queue)?;
             service
                 .release(
                     &name,
@@ -134,52 +151,53 @@ async fn run(service: &Service, max_frame: usize, op: Op) -> Result<response::Re
             response::Result::Ok(proto::Empty {})
         }
         Op::Peek(peek) => {
-            let name = QueueName::new(&peek.queue)?;
+            let name = named(&peek.queue)?;
             messages_result(service.peek(&name, u64::from(peek.n)).await?)
         }
         Op::Get(get) => {
-            let name = QueueName::new(&get.queue)?;
+            let name = named(&get.queue)?;
             response::Result::Message(message_to_proto(service.get(&name, get.message_id).await?))
         }
         Op::CreateQueue(create) => {
-            let name = QueueName::new(&create.queue)?;
-            let patch = settings_patch(create.settings.as_ref(), Purpose::Create)?;
+            let name = named(&create.queue)?;
+            let patch = settings_patch(create.settings.as_ref(), Purpose::Create, scope)?;
             queue_info(flatten(
                 service.create_queue(&name, &patch, None::<NoEdit>).await,
             )?)
         }
         Op::UpdateQueue(update) => {
-            let name = QueueName::new(&update.queue)?;
-            let patch = settings_patch(update.settings.as_ref(), Purpose::Update)?;
+            let name = named(&update.queue)?;
+            let patch = settings_patch(update.settings.as_ref(), Purpose::Update, scope)?;
             queue_info(flatten(
                 service.update_queue(&name, patch, None::<NoEdit>).await,
             )?)
         }
         Op::QueueInfo(info) => {
-            let name = QueueName::new(&info.queue)?;
+            let name = named(&info.queue)?;
             queue_info(service.info(&name).await?)
         }
         Op::ListQueues(list) => {
-            let page = service.list_queues(&list.prefix, &list.cursor, u64::from(list.limit))?;
+            let page =
+                service.list_queues_in(scope, &list.prefix, &list.cursor, u64::from(list.limit))?;
             response::Result::QueueList(proto::QueueList {
                 names: page.names,
                 next_cursor: page.next.unwrap_or_default(),
             })
         }
         Op::ClearQueue(clear) => {
-            let name = QueueName::new(&clear.queue)?;
+            let name = named(&clear.queue)?;
             deleted(service.clear(&name).await?)
         }
         Op::Redrive(redrive) => {
-            let name = QueueName::new(&redrive.queue)?;
-            let to = QueueName::new(&redrive.to_queue)?;
+            let name = named(&redrive.queue)?;
+            let to = named(&redrive.to_queue)?;
             let count = service.redrive(&name, &to, u64::from(redrive.n)).await?;
             response::Result::Moved(proto::Moved {
                 count: u32::try_from(count).unwrap_or(u32::MAX),
             })
         }
         Op::ServerStats(_) => {
-            let stats = service.server_stats();
+            let stats = service.server_stats_in(scope);
             response::Result::ServerStats(proto::ServerStats {
                 uptime_ms: stats.uptime_ms,
                 queues: stats.queues,
@@ -188,7 +206,7 @@ async fn run(service: &Service, max_frame: usize, op: Op) -> Result<response::Re
             })
         }
         Op::DeleteQueue(delete) => {
-            let name = QueueName::new(&delete.queue)?;
+            let name = named(&delete.queue)?;
             service.delete_queue(&name).await?;
             response::Result::Ok(proto::Empty {})
         }
@@ -220,10 +238,12 @@ enum Purpose {
 /// Settings from the wire: zero fields are unset (the default in CreateQueue,
 /// unchanged in UpdateQueue). A `dead_letter` in CreateQueue needs both its fields
 /// (an empty queue means none); in UpdateQueue an empty queue and a zero limit
-/// remove the setting, and otherwise its empty or zero part stays as it is.
+/// remove the setting, and otherwise its empty or zero part stays as it is. A
+/// dead-letter target must be in the connection's scope.
 fn settings_patch(
     settings: Option<&proto::QueueSettings>,
     purpose: Purpose,
+    scope: &Scope,
 ) -> Result<SettingsPatch, QueueError> {
     let Some(s) = settings else {
         return Ok(SettingsPatch::default());
@@ -239,7 +259,9 @@ fn settings_patch(
             queue: if d.queue.is_empty() {
                 None
             } else {
-                Some(QueueName::new(&d.queue)?)
+                let target = QueueName::new(&d.queue)?;
+                scope.check(&target)?;
+                Some(target)
             },
             max_reservations: match purpose {
                 // Checked against 1..=1000 like any other value.

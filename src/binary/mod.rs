@@ -16,12 +16,30 @@
 //! EOF) gets one `Error` response with request id 0, then the connection is closed.
 //! Every other failure is an `Error` response and the connection stays open. A
 //! connection's problems never reach another connection.
+//!
+//! Past `--max-connections`, a new connection gets one `RESOURCE_EXHAUSTED` error
+//! frame (request id 0) and is closed ([`crate::net`]). A connection with no request
+//! in flight and no complete request for `--idle-timeout` gets one `UNAVAILABLE`
+//! error frame (id 0) and is closed; a frame trickling in byte by byte does not
+//! count as a request.
+//!
+//! # Authentication
+//! On a server with tokens ([`crate::auth`]) a connection starts unauthenticated:
+//! its first request must be a `Hello` whose `token` the server knows. Any other
+//! request first, or a Hello without a valid token, gets one `UNAUTHENTICATED`
+//! error and the connection is closed. A Hello is checked when it is read, before
+//! the requests behind it, so a client may pipeline its first requests after its
+//! Hello. The token's [`Scope`] then applies to every request of the connection
+//! (a later Hello with another valid token replaces it). Without auth
+//! (`--auth none`) every connection has every queue in scope and Hello's token is
+//! ignored.
 
 pub mod dispatch;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -31,8 +49,9 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{Auth, Scope};
 use crate::codec::{CodecError, ServerCodec};
-use crate::net::Acceptor;
+use crate::net::{Accepted, Acceptor};
 use crate::proto::{self, request::Op, response, ErrorCode, Request, Response};
 use crate::service::Service;
 
@@ -45,6 +64,9 @@ pub(crate) struct Limits {
     pub(crate) max_connections: usize,
     /// Most requests running at once on one connection.
     pub(crate) max_in_flight: usize,
+    /// A connection with nothing in flight and no request for this long is closed
+    /// (`None`: never).
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 /// Accepts connections on `listener` until `stop` is cancelled; every connection
@@ -52,29 +74,73 @@ pub(crate) struct Limits {
 pub(crate) async fn serve(
     listener: TcpListener,
     service: Arc<Service>,
+    auth: Arc<Auth>,
     limits: Limits,
     stop: CancellationToken,
     connections: TaskTracker,
 ) {
     let mut acceptor = Acceptor::new(listener, limits.max_connections);
-    while let Some((stream, peer, permit)) = acceptor.next(&stop).await {
+    let refusal = refusal_frame(acceptor.max_connections());
+    while let Some(accepted) = acceptor.next(&stop).await {
+        let (stream, peer, permit) = match accepted {
+            Accepted::Admitted(stream, peer, permit) => (stream, peer, permit),
+            Accepted::Refused(stream, peer) => {
+                acceptor.refuse(stream, peer, refusal.clone(), &connections);
+                continue;
+            }
+        };
         let service = Arc::clone(&service);
+        let auth = Arc::clone(&auth);
         let stop = stop.clone();
         connections.spawn(async move {
             tracing::debug!(%peer, "connection opened");
-            serve_connection(stream, service, stop, limits).await;
+            let session = Session {
+                scope: auth.scope(None).map(Arc::new),
+                auth,
+                peer,
+            };
+            serve_connection(stream, service, session, stop, limits).await;
             tracing::debug!(%peer, "connection closed");
             drop(permit);
         });
     }
 }
 
+/// The one frame a connection over `--max-connections` gets before it is closed:
+/// RESOURCE_EXHAUSTED with request id 0.
+fn refusal_frame(max_connections: usize) -> bytes::Bytes {
+    use prost::Message as _;
+    let response = Response {
+        id: 0,
+        result: Some(dispatch::error(
+            ErrorCode::ResourceExhausted,
+            format!(
+                "too many connections: this server serves at most {max_connections}; retry later"
+            ),
+        )),
+    };
+    let body = response.encode_to_vec();
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
+    frame.extend_from_slice(&body);
+    frame.into()
+}
+
 /// A request being served on a connection.
 type InFlight = Pin<Box<dyn Future<Output = Response> + Send>>;
+
+/// Who is on the other end of a connection.
+struct Session {
+    auth: Arc<Auth>,
+    /// What the connection may reach; `None` until a Hello with a valid token.
+    scope: Option<Arc<Scope>>,
+    peer: std::net::SocketAddr,
+}
 
 async fn serve_connection(
     stream: TcpStream,
     service: Arc<Service>,
+    mut session: Session,
     stop: CancellationToken,
     limits: Limits,
 ) {
@@ -88,21 +154,47 @@ async fn serve_connection(
     // connections at depth 1).
     let cancelled = stop.cancelled();
     tokio::pin!(cancelled);
+    // Idle = nothing in flight, and no complete request read and no response
+    // written for `idle_timeout`. The timer is not moved per request: when it
+    // fires early it is re-armed from the last activity.
+    let mut last_activity = tokio::time::Instant::now();
+    let idle = tokio::time::sleep(limits.idle_timeout.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(idle);
     loop {
         tokio::select! {
+            () = &mut idle, if limits.idle_timeout.is_some() && in_flight.is_empty() => {
+                let timeout = limits.idle_timeout.unwrap_or_default();
+                let due = last_activity + timeout;
+                if tokio::time::Instant::now() >= due {
+                    tracing::debug!(peer = %session.peer, "closing an idle connection");
+                    closing = Some(Response {
+                        id: 0,
+                        result: Some(dispatch::error(
+                            ErrorCode::Unavailable,
+                            format!("closing the connection: idle for {} ms (--idle-timeout)", timeout.as_millis()),
+                        )),
+                    });
+                    break;
+                }
+                idle.as_mut().reset(due);
+            }
             Some(response) = in_flight.next(), if !in_flight.is_empty() => {
                 if write_ready(&mut sink, response, &mut in_flight, limits.max_frame).await.is_err() {
                     return;
                 }
+                last_activity = tokio::time::Instant::now();
             }
             frame = frames.next(), if in_flight.len() < limits.max_in_flight => match frame {
-                Some(Ok(request)) => match on_request(request, &service, limits.max_frame) {
-                    Ok(serving) => in_flight.push(serving),
-                    Err(response) => {
-                        closing = Some(*response);
-                        break;
+                Some(Ok(request)) => {
+                    last_activity = tokio::time::Instant::now();
+                    match on_request(request, &service, &mut session, limits.max_frame) {
+                        Ok(serving) => in_flight.push(serving),
+                        Err(response) => {
+                            closing = Some(*response);
+                            break;
+                        }
                     }
-                },
+                }
                 Some(Err(err)) => {
                     closing = Some(frame_error(&err));
                     break;
@@ -150,27 +242,52 @@ async fn write_ready(
 fn on_request(
     request: Request,
     service: &Arc<Service>,
+    session: &mut Session,
     max_frame: usize,
 ) -> Result<InFlight, Box<Response>> {
     let id = request.id;
+    let refuse = |code: ErrorCode, message: String| {
+        Err(Box::new(Response {
+            id,
+            result: Some(dispatch::error(code, message)),
+        }))
+    };
     if let Some(Op::Hello(hello)) = &request.op {
         if hello.version != proto::PROTOCOL_VERSION {
-            return Err(Box::new(Response {
-                id,
-                result: Some(dispatch::error(
-                    ErrorCode::UnsupportedVersion,
-                    format!(
-                        "this server speaks protocol version {}, the client asked for {}",
-                        proto::PROTOCOL_VERSION,
-                        hello.version
-                    ),
-                )),
-            }));
+            return refuse(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "this server speaks protocol version {}, the client asked for {}",
+                    proto::PROTOCOL_VERSION,
+                    hello.version
+                ),
+            );
+        }
+        if !session.auth.disabled {
+            let token = (!hello.token.is_empty()).then_some(hello.token.as_str());
+            match session.auth.scope(token) {
+                Some(scope) => session.scope = Some(Arc::new(scope)),
+                None => {
+                    tracing::info!(peer = %session.peer, "authentication failed");
+                    let message = if token.is_none() {
+                        "this server needs a token: send it in Hello.token"
+                    } else {
+                        "the token is not valid"
+                    };
+                    return refuse(ErrorCode::Unauthenticated, message.into());
+                }
+            }
         }
     }
+    let Some(scope) = session.scope.clone() else {
+        return refuse(
+            ErrorCode::Unauthenticated,
+            "this server needs a token: the first request must be a Hello with one".into(),
+        );
+    };
     let service = Arc::clone(service);
     Ok(Box::pin(async move {
-        let result = dispatch::execute(&service, max_frame, request.op).await;
+        let result = dispatch::execute(&service, &scope, max_frame, request.op).await;
         Response {
             id,
             result: Some(result),

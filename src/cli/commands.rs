@@ -22,6 +22,28 @@ pub(super) struct ClientArgs {
     /// One JSON object per result, with the .proto field names.
     #[arg(long)]
     pub(super) json: bool,
+    /// The token for a server that requires one. Prefer the environment variable:
+    /// a command line is visible to every user of the machine.
+    #[arg(long, env = "FERROMQ_TOKEN", hide_env_values = true)]
+    pub(super) token: Option<Secret>,
+}
+
+/// A token from the command line or the environment; `Debug` does not show it.
+#[derive(Clone)]
+pub(super) struct Secret(pub(super) String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
 }
 
 /// Queue settings on the command line; an option not given stays as it is.

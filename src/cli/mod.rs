@@ -20,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, ConnectOptions};
 
 /// ferromq: a durable message-queue server and its command-line client.
 #[derive(Debug, Parser)]
@@ -79,7 +79,11 @@ async fn client_call(command: commands::ClientCommand) -> ExitCode {
         return ExitCode::from(2);
     }
     let args = command.client_args().clone();
-    let result = match Client::connect(args.addr.as_str()).await {
+    let options = ConnectOptions {
+        token: args.token.as_ref().map(|token| token.0.clone()),
+        ..ConnectOptions::default()
+    };
+    let result = match Client::connect_with(args.addr.as_str(), &options).await {
         Ok(client) => command.run(&client, args.json).await,
         Err(err) => Err(err),
     };

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
-use crate::config::{self, Config, HttpAuth, DEFAULT_PORT};
+use crate::config::{self, Auth, Config, DEFAULT_PORT};
 use crate::server::Server;
 use crate::storage::FsyncMode;
 
@@ -36,6 +36,15 @@ pub(super) struct ServeArgs {
     /// that connection until one completes.
     #[arg(long, default_value_t = config::DEFAULT_MAX_IN_FLIGHT)]
     max_in_flight: usize,
+    /// Close a connection with nothing in flight and no request for this long
+    /// (`0`: never).
+    #[arg(long, value_parser = config::parse_duration_ms, default_value = "5m")]
+    idle_timeout: u64,
+    /// HTTP: a request's headers must arrive within this time of the connection
+    /// opening or of the previous response, which also bounds idle keep-alive
+    /// (`0`: never).
+    #[arg(long, value_parser = config::parse_duration_ms, default_value = "30s")]
+    http_header_timeout: u64,
     /// sled page-cache budget in MiB.
     #[arg(long, default_value_t = config::DEFAULT_CACHE_BYTES / (1024 * 1024))]
     cache_mb: u64,
@@ -43,18 +52,38 @@ pub(super) struct ServeArgs {
     /// e.g. 127.0.0.1:8080).
     #[arg(long)]
     http_listen: Option<String>,
-    /// A token the HTTP API accepts: `TOKEN` (every project) or
-    /// `TOKEN=PROJECT[,PROJECT...]`. Repeat for more tokens.
-    #[arg(long = "http-token", value_name = "TOKEN[=PROJECTS]")]
-    http_tokens: Vec<HttpAuth>,
-    /// Serve the HTTP API without authentication (trusted networks only).
-    #[arg(long)]
+    /// A token clients must present, on both ports (binary: Hello; HTTP:
+    /// `Authorization: OAuth TOKEN`): `TOKEN` (every queue) or
+    /// `TOKEN=PROJECT[,PROJECT...]` (the queues `PROJECT/NAME` of those
+    /// projects). Repeat for more tokens.
+    #[arg(long = "token", alias = "http-token", value_name = "TOKEN[=PROJECTS]")]
+    tokens: Vec<Auth>,
+    /// `token`: require a token (the default when --token is given); `none`: serve
+    /// without authentication. Without either, a server without --token serves
+    /// loopback addresses only, open, with a warning.
+    #[arg(long, value_enum)]
+    auth: Option<AuthMode>,
+    /// The old spelling of `--auth none`.
+    #[arg(long, hide = true)]
     http_no_auth: bool,
+    /// Serve without authentication on an address other than loopback (trusted
+    /// networks only); without it such a server refuses to start.
+    #[arg(long)]
+    allow_remote_without_auth: bool,
     /// Runtime worker threads (connections, queue actors, HTTP). Default: one less
     /// than the CPUs, at least 1, leaving a CPU for the committer thread's fsyncs
     /// and sled's threads (README, "Threads"). Batching producers gain from more.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
+}
+
+/// Values of `--auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AuthMode {
+    /// Require a token (give one or more with --token).
+    Token,
+    /// No authentication: every client may use every queue.
+    None,
 }
 
 impl ServeArgs {
@@ -112,16 +141,31 @@ pub(super) async fn serve(args: ServeArgs) -> ExitCode {
         max_connections: args.max_connections,
         max_in_flight: args.max_in_flight,
         cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
+        idle_timeout_ms: args.idle_timeout,
+        http_header_timeout_ms: args.http_header_timeout,
         http_listen,
-        http_auth: HttpAuth {
+        auth: Auth {
             tokens: args
-                .http_tokens
+                .tokens
                 .into_iter()
                 .flat_map(|auth| auth.tokens)
                 .collect(),
-            disabled: args.http_no_auth,
+            disabled: args.auth == Some(AuthMode::None) || args.http_no_auth,
         },
+        allow_remote_without_auth: args.allow_remote_without_auth,
     };
+    if args.auth == Some(AuthMode::Token) && config.auth.tokens.is_empty() {
+        eprintln!("error: --auth token needs at least one --token TOKEN");
+        return ExitCode::from(2);
+    }
+    // Refuse an exposed server without auth before binding anything.
+    if let Err(err) = config
+        .validate()
+        .and_then(|()| config.effective_auth(config.listen).map(drop))
+    {
+        eprintln!("error: {err}");
+        return ExitCode::from(2);
+    }
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(err) => {

@@ -48,6 +48,8 @@ impl From<QueueError> for ApiError {
             QueueError::ResourceExhausted(_) | QueueError::Unavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, err.to_string())
             }
+            // IronMQ answers 401 for a token that does not cover the project.
+            QueueError::PermissionDenied(_) => (StatusCode::UNAUTHORIZED, "Unauthorized".into()),
             QueueError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
         };
         ApiError { status, msg }

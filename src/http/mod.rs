@@ -3,8 +3,9 @@
 //! binary protocol.
 //!
 //! This module owns the HTTP side only: the connections ([`serve`]), routing of
-//! `/3/projects/{project}/...` (`routes.rs`), authentication (`auth.rs`: checked
-//! before anything else is done, the request body included), JSON ⇄ domain values
+//! `/3/projects/{project}/...` (`routes.rs`), authentication (the token read by
+//! `auth.rs` and checked by [`crate::auth`] before anything else is done, the
+//! request body included), JSON ⇄ domain values
 //! (`json.rs`), the mapping of errors to IronMQ's status codes and `{"msg": ...}`
 //! bodies (`error.rs`), and the queue alerts, which only this API has (`alerts.rs`).
 //! Every response, errors included, is JSON with `Content-Type: application/json`.
@@ -45,6 +46,7 @@ mod routes;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -56,30 +58,40 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use auth::HttpAuth;
-
-use crate::net::Acceptor;
+use crate::auth::Auth;
+use crate::net::{Accepted, Acceptor};
 use crate::queue::types::MAX_BATCH;
 use crate::service::Service;
 use error::ApiError;
 use json::Call;
 
+/// The limits of the HTTP front end.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Most connections at once.
+    pub(crate) max_connections: usize,
+    /// A request's headers must arrive within this time of the connection
+    /// opening or of the previous response (hyper's header read timeout), so it
+    /// is also the longest a keep-alive connection may sit idle (`None`: no limit).
+    pub(crate) header_timeout: Option<Duration>,
+}
+
 /// What every request needs.
 struct Api {
     service: Arc<Service>,
-    auth: HttpAuth,
+    auth: Arc<Auth>,
     /// Largest request body: 100 messages of the largest body, JSON-escaped, plus room.
     max_request: usize,
 }
 
 /// Accepts HTTP/1.1 connections until `stop` is cancelled; at most
-/// `max_connections` at once (more wait in the listen backlog). Every connection
+/// `max_connections` at once (more get a 503 and are closed). Every connection
 /// task is tracked by `connections`.
 pub(crate) async fn serve(
     listener: TcpListener,
     service: Arc<Service>,
-    auth: HttpAuth,
-    max_connections: usize,
+    auth: Arc<Auth>,
+    limits: Limits,
     stop: CancellationToken,
     connections: TaskTracker,
 ) {
@@ -91,8 +103,16 @@ pub(crate) async fn serve(
         auth,
         max_request,
     });
-    let mut acceptor = Acceptor::new(listener, max_connections);
-    while let Some((stream, peer, permit)) = acceptor.next(&stop).await {
+    let mut acceptor = Acceptor::new(listener, limits.max_connections);
+    let refusal = refusal_response(acceptor.max_connections());
+    while let Some(accepted) = acceptor.next(&stop).await {
+        let (stream, peer, permit) = match accepted {
+            Accepted::Admitted(stream, peer, permit) => (stream, peer, permit),
+            Accepted::Refused(stream, peer) => {
+                acceptor.refuse(stream, peer, refusal.clone(), &connections);
+                continue;
+            }
+        };
         let api = Arc::clone(&api);
         let stop = stop.clone();
         connections.spawn(async move {
@@ -101,8 +121,10 @@ pub(crate) async fn serve(
                 async move { Ok::<_, Infallible>(api.handle(request).await) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
-            let connection =
-                hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(io, service);
             tokio::pin!(connection);
             tokio::select! {
                 result = connection.as_mut() => {
@@ -118,6 +140,21 @@ pub(crate) async fn serve(
             drop(permit);
         });
     }
+}
+
+/// What a connection over `--max-connections` gets before it is closed: 503 with
+/// `Retry-After`, written as raw bytes (no request is read).
+fn refusal_response(max_connections: usize) -> Bytes {
+    let body = json!({
+        "msg": format!("Too many connections: this server serves at most {max_connections}; retry later")
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+         Retry-After: 1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into()
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {

@@ -212,6 +212,19 @@ impl Registry {
             .count()
     }
 
+    /// How many queues have names starting with `prefix`.
+    pub fn count_prefixed(&self, prefix: &str) -> usize {
+        self.inner
+            .lock()
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(name, _)| name.starts_with(prefix))
+            .filter(|(_, entry)| matches!(entry, Entry::Ready(_)))
+            .count()
+    }
+
     /// Whether no queue exists.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

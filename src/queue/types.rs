@@ -83,6 +83,12 @@ impl QueueName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The project of a qualified name (`p1` of `p1/jobs`); `None` for a name of
+    /// the default namespace.
+    pub fn project(&self) -> Option<&str> {
+        self.0.split_once('/').map(|(project, _)| project)
+    }
 }
 
 impl std::fmt::Display for QueueName {

@@ -27,6 +27,17 @@ pub(crate) fn start(data_dir: &Path) -> Process {
 
 /// Starts the server with `--listen listen` (which may name a host).
 pub(crate) fn start_listening(data_dir: &Path, listen: &str) -> Process {
+    start_with(data_dir, listen, &[], ("warn", Stdio::inherit()))
+}
+
+/// Starts the server with `--listen listen`, `extra` arguments and its log at
+/// `RUST_LOG=log.0` going to `log.1`.
+pub(crate) fn start_with(
+    data_dir: &Path,
+    listen: &str,
+    extra: &[&str],
+    log: (&str, Stdio),
+) -> Process {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferromq"))
         .args([
             "serve",
@@ -37,9 +48,10 @@ pub(crate) fn start_listening(data_dir: &Path, listen: &str) -> Process {
             "--data-dir",
         ])
         .arg(data_dir)
-        .env("RUST_LOG", "warn")
+        .args(extra)
+        .env("RUST_LOG", log.0)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(log.1)
         .spawn()
         .expect("spawn ferromq");
     let stdout = child.stdout.take().expect("stdout");
@@ -57,9 +69,16 @@ pub(crate) fn start_listening(data_dir: &Path, listen: &str) -> Process {
 
 /// Runs `ferromq ARGS... --addr ADDR` as a client and returns its output.
 pub(crate) fn cli(addr: &str, args: &[&str]) -> Output {
+    cli_with_env(addr, args, &[])
+}
+
+/// As [`cli`], with `env` set (and `FERROMQ_TOKEN` only if `env` sets it).
+pub(crate) fn cli_with_env(addr: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ferromq"))
         .args(args)
         .args(["--addr", addr])
+        .env_remove("FERROMQ_TOKEN")
+        .envs(env.iter().copied())
         .output()
         .expect("run the ferromq CLI")
 }

@@ -169,6 +169,7 @@ async fn an_unsupported_protocol_version_is_refused_and_closed() {
         op: Some(Op::Hello(proto::Hello {
             version: 99,
             client: "test".into(),
+            token: String::new(),
         })),
     };
     let bytes = hello.encode_to_vec();

@@ -2,7 +2,7 @@
 //! and the rules of section 5 of docs/ironmq-v3-api.md.
 
 use bytes::Bytes;
-use ferromq::config::HttpAuth;
+use ferromq::config::Auth;
 use serde_json::{json, Value};
 
 use crate::support::{Http, TestServer};
@@ -12,7 +12,7 @@ const OTHER: &str = "000000000000000000000002";
 
 fn http_config(config: &mut ferromq::Config) {
     config.http_listen = Some("127.0.0.1:0".parse().unwrap());
-    config.http_auth = HttpAuth {
+    config.auth = Auth {
         tokens: vec![
             ("secret".into(), None),
             ("only2".into(), Some(vec![OTHER.into()])),
@@ -847,7 +847,7 @@ async fn alerts_are_added_replaced_removed_and_kept_across_restarts() {
     let server = server
         .restart_with(|config| {
             config.http_listen = Some("127.0.0.1:0".parse().unwrap());
-            config.http_auth = HttpAuth {
+            config.auth = Auth {
                 tokens: vec![("secret".into(), None)],
                 disabled: false,
             };

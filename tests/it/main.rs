@@ -1,10 +1,12 @@
 //! Integration tests: a real server on an ephemeral 127.0.0.1 port, over TCP.
 
+mod auth;
 mod bad_input;
 mod client;
 mod dead_letters;
 mod http;
 mod leases;
+mod limits;
 mod operations;
 mod pipelining;
 mod restart;

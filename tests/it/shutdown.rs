@@ -27,7 +27,7 @@ async fn shutdown_ends_every_task_the_server_started() {
     let before = metrics.num_alive_tasks();
     let server = TestServer::start_with(|config| {
         config.http_listen = Some("127.0.0.1:0".parse().unwrap());
-        config.http_auth.disabled = true;
+        config.auth.disabled = true;
     })
     .await;
     let mut conn = raw(server.addr()).await;

@@ -20,6 +20,9 @@ pub(crate) struct TestServer {
     pub(crate) dir: tempfile::TempDir,
     /// The queues' clock when the test moves time by hand.
     pub(crate) manual: Option<Arc<ManualClock>>,
+    /// A token for every project, if the server has tokens ([`TestServer::client`]
+    /// sends it).
+    pub(crate) token: Option<String>,
 }
 
 impl TestServer {
@@ -31,22 +34,24 @@ impl TestServer {
     /// Starts a server whose config `tweak` adjusts.
     pub(crate) async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let server = start_in(dir.path(), tweak, Arc::new(SystemClock::new())).await;
+        let (server, token) = start_in(dir.path(), tweak, Arc::new(SystemClock::new())).await;
         TestServer {
             server,
             dir,
             manual: None,
+            token,
         }
     }
 
     /// Starts a server with default settings on the data directory `dir`, which
     /// the test prepared.
     pub(crate) async fn start_in_dir(dir: tempfile::TempDir) -> TestServer {
-        let server = start_in(dir.path(), |_| {}, Arc::new(SystemClock::new())).await;
+        let (server, token) = start_in(dir.path(), |_| {}, Arc::new(SystemClock::new())).await;
         TestServer {
             server,
             dir,
             manual: None,
+            token,
         }
     }
 
@@ -56,11 +61,12 @@ impl TestServer {
     pub(crate) async fn start_manual(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-        let server = start_in(dir.path(), tweak, clock.clone()).await;
+        let (server, token) = start_in(dir.path(), tweak, clock.clone()).await;
         TestServer {
             server,
             dir,
             manual: Some(clock),
+            token,
         }
     }
 
@@ -76,8 +82,15 @@ impl TestServer {
         self.server.local_addr()
     }
 
+    /// A client connection (with the server's all-projects token, if it has one).
     pub(crate) async fn client(&self) -> Client {
-        Client::connect(self.addr()).await.expect("connect")
+        let options = ferromq::client::ConnectOptions {
+            token: self.token.clone(),
+            ..ferromq::client::ConnectOptions::default()
+        };
+        Client::connect_with(self.addr(), &options)
+            .await
+            .expect("connect")
     }
 
     /// Stops the server gracefully and starts a new one on the same data directory.
@@ -91,22 +104,28 @@ impl TestServer {
             server,
             dir,
             manual,
+            token: _,
         } = self;
         server.shutdown().await;
         let clock: Arc<dyn Clock> = match &manual {
             Some(clock) => clock.clone(),
             None => Arc::new(SystemClock::new()),
         };
-        let server = start_in(dir.path(), tweak, clock).await;
+        let (server, token) = start_in(dir.path(), tweak, clock).await;
         TestServer {
             server,
             dir,
             manual,
+            token,
         }
     }
 }
 
-async fn start_in(dir: &Path, tweak: impl FnOnce(&mut Config), clock: Arc<dyn Clock>) -> Server {
+async fn start_in(
+    dir: &Path,
+    tweak: impl FnOnce(&mut Config),
+    clock: Arc<dyn Clock>,
+) -> (Server, Option<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let mut config = Config {
         data_dir: dir.to_path_buf(),
@@ -114,9 +133,16 @@ async fn start_in(dir: &Path, tweak: impl FnOnce(&mut Config), clock: Arc<dyn Cl
         ..Config::default()
     };
     tweak(&mut config);
-    Server::start_with_clock(listener, config, clock)
+    let token = config
+        .auth
+        .tokens
+        .iter()
+        .find(|(_, projects)| projects.is_none())
+        .map(|(token, _)| token.clone());
+    let server = Server::start_with_clock(listener, config, clock)
         .await
-        .expect("server start")
+        .expect("server start");
+    (server, token)
 }
 
 /// A minimal HTTP/1.1 client for the IronMQ API tests: one request per connection

@@ -59,7 +59,8 @@ pub enum Workload {
 /// Options of `ferromq-bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Server address.
+    /// Server address. A ferromq server that requires a token gets the one in
+    /// the environment variable FERROMQ_TOKEN.
     #[arg(long, default_value = "127.0.0.1:7600")]
     pub addr: String,
     /// The kind of server at `--addr`.

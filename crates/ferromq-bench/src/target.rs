@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use ferromq::client::{Client, ReserveOptions};
+use ferromq::client::{Client, ConnectOptions, ReserveOptions};
 
 /// Which server a benchmark drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -99,13 +99,21 @@ pub enum Driver {
 }
 
 impl Driver {
-    /// Connects; beanstalkd connections are bound to tube `queue`.
+    /// Connects; beanstalkd connections are bound to tube `queue`; ferromq
+    /// connections send the token in `FERROMQ_TOKEN`, if set.
     ///
     /// # Errors
     /// If the connection or the tube set-up fails.
     pub async fn connect(kind: Kind, addr: &str, queue: &str) -> Result<Driver, DriverError> {
         match kind {
-            Kind::Ferromq => Ok(Driver::Ferromq(Client::connect(addr).await?)),
+            Kind::Ferromq => {
+                // A server with tokens: the same variable as the `ferromq` CLI's.
+                let options = ConnectOptions {
+                    token: std::env::var("FERROMQ_TOKEN").ok(),
+                    ..ConnectOptions::default()
+                };
+                Ok(Driver::Ferromq(Client::connect_with(addr, &options).await?))
+            }
             Kind::Beanstalkd => {
                 let pipe = Pipeline::connect(addr, Protocol::Beanstalkd).await?;
                 let setup = format!("use {queue}\r\nwatch {queue}\r\nignore default\r\n");

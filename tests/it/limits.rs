@@ -1,0 +1,167 @@
+//! Server limits answered, not left hanging: a connection past
+//! `--max-connections` gets one refusal and a close, on both ports, and the
+//! connections already in are not disturbed.
+
+use ferromq::proto::{self, response, ErrorCode};
+use prost::Message as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::TestServer;
+
+/// Everything the server sends before it closes `stream` (within 10 s).
+async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut all),
+    )
+    .await
+    .expect("the server answers and closes within 10 s")
+    .expect("read");
+    all
+}
+
+#[tokio::test]
+async fn a_connection_past_the_limit_gets_resource_exhausted_and_a_close() {
+    let server = TestServer::start_with(|config| {
+        config.max_connections = 2;
+        config.http_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.auth.disabled = true;
+    })
+    .await;
+    let first = server.client().await;
+    let second = server.client().await;
+
+    let mut third = TcpStream::connect(server.addr()).await.unwrap();
+    let answer = read_until_closed(&mut third).await;
+    assert!(answer.len() > 4, "a frame before the close");
+    let len = usize::try_from(u32::from_be_bytes(answer[..4].try_into().unwrap())).unwrap();
+    assert_eq!(answer.len(), 4 + len, "one frame, then EOF");
+    let response = proto::Response::decode(&answer[4..]).unwrap();
+    let Some(response::Result::Error(err)) = response.result else {
+        panic!("expected an error, got {response:?}");
+    };
+    assert_eq!(
+        ErrorCode::try_from(err.code).unwrap(),
+        ErrorCode::ResourceExhausted
+    );
+    assert!(err.message.contains("at most 2"), "{}", err.message);
+
+    // The two inside are served as before.
+    first.push("jobs", vec!["a".into()]).await.unwrap();
+    assert_eq!(second.info("jobs").await.unwrap().size, 1);
+
+    // Once one leaves, a new connection is admitted (the slot frees when the
+    // server has seen the close, so try a bounded number of times).
+    drop(first);
+    let mut admitted = None;
+    for _ in 0..200 {
+        match ferromq::Client::connect(server.addr()).await {
+            Ok(client) => {
+                admitted = Some(client);
+                break;
+            }
+            Err(err) => {
+                assert_eq!(err.code(), Some(ErrorCode::ResourceExhausted), "{err}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+    let admitted = admitted.expect("a slot frees when a client leaves");
+    assert_eq!(admitted.info("jobs").await.unwrap().size, 1);
+
+    // The HTTP port has its own cap with the same number: two in, the third 503.
+    let http = server.server.http_addr().unwrap();
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut conn = TcpStream::connect(http).await.unwrap();
+        // A keep-alive request that is answered proves the connection is in.
+        conn.write_all(b"GET /3/projects/p/queues HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0_u8; 12];
+        conn.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        open.push(conn);
+    }
+    let mut refused = TcpStream::connect(http).await.unwrap();
+    refused
+        .write_all(b"GET /3/projects/p/queues HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = String::from_utf8(read_until_closed(&mut refused).await).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("Retry-After: 1"), "{answer}");
+    assert!(answer.contains("Too many connections"), "{answer}");
+}
+
+#[tokio::test]
+async fn idle_and_slow_connections_are_closed_and_busy_ones_are_not() {
+    let server = TestServer::start_with(|config| {
+        config.idle_timeout_ms = 300;
+        config.http_header_timeout_ms = 300;
+        config.http_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.auth.disabled = true;
+    })
+    .await;
+    // A long poll longer than the idle timeout is not idle: it gets its message.
+    let waiting = server.client().await;
+    waiting
+        .create_queue("jobs", proto::QueueSettings::default())
+        .await
+        .unwrap();
+    let poll = tokio::spawn(async move {
+        waiting
+            .reserve(
+                "jobs",
+                ferromq::client::ReserveOptions {
+                    wait_ms: 2_000,
+                    ..Default::default()
+                },
+            )
+            .await
+    });
+    // An idle connection, and one that trickles half a frame and stops.
+    let mut idle = TcpStream::connect(server.addr()).await.unwrap();
+    let mut trickle = TcpStream::connect(server.addr()).await.unwrap();
+    trickle.write_all(&[0, 0, 0, 50, 1]).await.unwrap();
+    for stream in [&mut idle, &mut trickle] {
+        let answer = read_until_closed(stream).await;
+        let response = proto::Response::decode(&answer[4..]).unwrap();
+        let Some(response::Result::Error(err)) = response.result else {
+            panic!("expected an error, got {response:?}");
+        };
+        assert_eq!(
+            ErrorCode::try_from(err.code).unwrap(),
+            ErrorCode::Unavailable
+        );
+        assert!(err.message.contains("idle"), "{}", err.message);
+    }
+    let producer = server.client().await;
+    producer.push("jobs", vec!["late".into()]).await.unwrap();
+    let got = poll.await.unwrap().expect("the long poll was served");
+    assert_eq!(&got[0].body[..], b"late");
+
+    // HTTP: headers that never finish, and a keep-alive connection left idle.
+    let http = server.server.http_addr().unwrap();
+    let mut slow = TcpStream::connect(http).await.unwrap();
+    slow.write_all(b"GET /3/projects/p/queues HTTP/1.1\r\nHost:")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut slow).await;
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let mut kept = TcpStream::connect(http).await.unwrap();
+    kept.write_all(b"GET /3/projects/p/queues HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut kept).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "answered, then closed when idle"
+    );
+}
