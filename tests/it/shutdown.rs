@@ -96,3 +96,79 @@ async fn shutdown_ends_every_task_the_server_started() {
     );
     drop(conn);
 }
+
+/// Regression (issue 10): pipelined requests the server had received but not yet
+/// read got no answer at shutdown, so a client could not tell a clean stop from a
+/// crash. Now each gets UNAVAILABLE and none of them is run.
+#[tokio::test]
+async fn requests_received_but_not_run_at_shutdown_are_answered_unavailable() {
+    use futures_util::SinkExt;
+    let server = TestServer::start_with(|config| config.max_in_flight = 2).await;
+    let admin = server.client().await;
+    admin
+        .create_queue("jobs", QueueSettings::default())
+        .await
+        .unwrap();
+    let mut conn = raw(server.addr()).await;
+    // Two long polls fill the connection's cap of requests in flight; ten pushes
+    // arrive behind them and stay unread.
+    for id in 1..=2 {
+        let reserve = Op::Reserve(proto::Reserve {
+            queue: "jobs".into(),
+            n: 1,
+            wait_ms: 20_000,
+            ..proto::Reserve::default()
+        });
+        conn.feed(Request {
+            id,
+            op: Some(reserve),
+        })
+        .await
+        .unwrap();
+    }
+    for id in 3..=12 {
+        let push = Op::Push(proto::Push {
+            queue: "jobs".into(),
+            messages: vec![proto::PushMessage {
+                body: Bytes::from_static(b"unread"),
+                delay_ms: 0,
+            }],
+        });
+        conn.feed(Request { id, op: Some(push) }).await.unwrap();
+    }
+    conn.flush().await.unwrap();
+    // Both polls are parked (so the server has read exactly them).
+    let mut parked = false;
+    for _ in 0..500 {
+        if admin.info("jobs").await.unwrap().waiting == 2 {
+            parked = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(parked, "the two long polls are waiting");
+    drop(admin);
+
+    let server = server.restart().await;
+    let mut answered = Vec::new();
+    while let Some(reply) = recv(&mut conn).await {
+        let Some(response::Result::Error(err)) = reply.result else {
+            panic!("request {} got {:?}", reply.id, reply.result);
+        };
+        assert_eq!(
+            proto::ErrorCode::try_from(err.code).unwrap(),
+            proto::ErrorCode::Unavailable,
+            "{}",
+            err.message
+        );
+        answered.push(reply.id);
+    }
+    answered.sort_unstable();
+    assert_eq!(answered, (1..=12).collect::<Vec<u64>>());
+    let client = server.client().await;
+    assert_eq!(
+        client.info("jobs").await.unwrap().size,
+        0,
+        "no refused push was run"
+    );
+}
