@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 pub use crate::auth::Auth;
 use crate::codec::DEFAULT_MAX_FRAME;
+pub use crate::queue::QueueLimits;
 use crate::storage::FsyncMode;
 
 /// Default TCP port of the binary protocol.
@@ -54,6 +55,8 @@ pub struct Config {
     pub max_in_flight: usize,
     /// sled's page-cache budget in bytes.
     pub cache_bytes: u64,
+    /// Most queues on the server and in one project.
+    pub queue_limits: QueueLimits,
     /// A binary connection with nothing in flight and no request for this long is
     /// closed (0: never).
     pub idle_timeout_ms: u64,
@@ -83,6 +86,7 @@ impl Default for Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            queue_limits: QueueLimits::default(),
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             http_header_timeout_ms: DEFAULT_HTTP_HEADER_TIMEOUT_MS,
             http_listen: None,
@@ -121,6 +125,9 @@ impl Config {
         }
         if u32::try_from(self.max_frame).is_err() {
             return Err("--max-frame must fit in the 4-byte length prefix".into());
+        }
+        if self.queue_limits.max_queues == 0 || self.queue_limits.max_queues_per_project == 0 {
+            return Err("--max-queues and --max-queues-per-project must be at least 1".into());
         }
         if self.max_connections == 0 || self.max_in_flight == 0 {
             return Err("--max-connections and --max-in-flight must be at least 1".into());

@@ -7,7 +7,8 @@
 //!
 //! # Shutdown
 //! [`Server::shutdown`]: stop accepting (both accept loops end); connections stop
-//! reading and finish their in-flight requests; the queue actors stop (long polls
+//! reading, finish their in-flight requests and answer UNAVAILABLE to the requests
+//! they had received but not read (`binary/mod.rs`); the queue actors stop (long polls
 //! are answered UNAVAILABLE, requests still queued too) and every task they started
 //! ends; the committer does its last flush and the store is closed; then it returns.
 //! Every task the server starts is tracked and awaited here.
@@ -96,7 +97,7 @@ impl Server {
             .await
             .map_err(|err| StorageError::Io(format!("opening stopped: {err}")))??;
         let opened = started.elapsed();
-        let registry = Registry::open(store, clock).await?;
+        let registry = Registry::open_with(store, clock, config.queue_limits).await?;
         tracing::info!(
             store_ms = opened.as_millis(),
             queues_ms = (started.elapsed() - opened).as_millis(),

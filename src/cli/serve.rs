@@ -45,6 +45,13 @@ pub(super) struct ServeArgs {
     /// (`0`: never).
     #[arg(long, value_parser = config::parse_duration_ms, default_value = "30s")]
     http_header_timeout: u64,
+    /// Most queues on the server; creating one more is RESOURCE_EXHAUSTED (HTTP
+    /// 503).
+    #[arg(long, default_value_t = crate::queue::registry::DEFAULT_MAX_QUEUES)]
+    max_queues: usize,
+    /// Most queues in one project (names `PROJECT/...`).
+    #[arg(long, default_value_t = crate::queue::registry::DEFAULT_MAX_QUEUES_PER_PROJECT)]
+    max_queues_per_project: usize,
     /// sled page-cache budget in MiB.
     #[arg(long, default_value_t = config::DEFAULT_CACHE_BYTES / (1024 * 1024))]
     cache_mb: u64,
@@ -141,6 +148,10 @@ pub(super) async fn serve(args: ServeArgs) -> ExitCode {
         max_connections: args.max_connections,
         max_in_flight: args.max_in_flight,
         cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
+        queue_limits: config::QueueLimits {
+            max_queues: args.max_queues,
+            max_queues_per_project: args.max_queues_per_project,
+        },
         idle_timeout_ms: args.idle_timeout,
         http_header_timeout_ms: args.http_header_timeout,
         http_listen,

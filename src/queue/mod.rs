@@ -35,4 +35,4 @@ pub mod waiters;
 mod tests;
 
 pub use handle::QueueHandle;
-pub use registry::Registry;
+pub use registry::{QueueLimits, Registry};

@@ -46,7 +46,104 @@ enum Entry {
 
 struct Inner {
     ctx: ActorContext,
-    queues: Mutex<BTreeMap<String, Entry>>,
+    limits: QueueLimits,
+    queues: Mutex<Queues>,
+}
+
+/// How many queues may exist (a queue being created counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// On the whole server.
+    pub max_queues: usize,
+    /// In one project (names `PROJECT/...`); unqualified names count only against
+    /// `max_queues`.
+    pub max_queues_per_project: usize,
+}
+
+/// Default cap on queues per server: 1,000,000 (at ~7.5 KB each while idle,
+/// ~7 GiB: bound that with the memory you have).
+pub const DEFAULT_MAX_QUEUES: usize = 1_000_000;
+/// Default cap on queues per project: 100,000.
+pub const DEFAULT_MAX_QUEUES_PER_PROJECT: usize = 100_000;
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits {
+            max_queues: DEFAULT_MAX_QUEUES,
+            max_queues_per_project: DEFAULT_MAX_QUEUES_PER_PROJECT,
+        }
+    }
+}
+
+/// The name → entry map and the count of entries per project, changed together.
+/// Reads go through `Deref`; every change through [`Queues::insert`] and
+/// [`Queues::remove`], which keep the counts.
+#[derive(Default)]
+struct Queues {
+    map: BTreeMap<String, Entry>,
+    per_project: HashMap<String, usize>,
+}
+
+impl std::ops::Deref for Queues {
+    type Target = BTreeMap<String, Entry>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+fn project_of(name: &str) -> Option<&str> {
+    name.split_once('/').map(|(project, _)| project)
+}
+
+impl Queues {
+    fn insert(&mut self, name: String, entry: Entry) {
+        let project = project_of(&name).map(str::to_owned);
+        if self.map.insert(name, entry).is_none() {
+            if let Some(project) = project {
+                *self.per_project.entry(project).or_default() += 1;
+            }
+        }
+    }
+
+    fn remove(&mut self, name: &str) -> Option<Entry> {
+        let removed = self.map.remove(name)?;
+        if let Some(project) = project_of(name) {
+            if let Some(count) = self.per_project.get_mut(project) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_project.remove(project);
+                }
+            }
+        }
+        Some(removed)
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.per_project.clear();
+    }
+
+    /// Whether one more queue named `name` stays within `limits`.
+    fn admit(&self, name: &QueueName, limits: &QueueLimits) -> Result<(), QueueError> {
+        if self.map.len() >= limits.max_queues {
+            return Err(QueueError::ResourceExhausted(format!(
+                "the server holds its limit of {} queues (--max-queues); delete one first",
+                limits.max_queues
+            )));
+        }
+        if let Some(project) = name.project() {
+            if self.per_project.get(project).copied().unwrap_or(0) >= limits.max_queues_per_project
+            {
+                return Err(QueueError::ResourceExhausted(format!(
+                    "project {project:?} holds its limit of {} queues \
+                     (--max-queues-per-project); delete one first",
+                    limits.max_queues_per_project
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What an actor's move uses to find other queues.
@@ -72,6 +169,19 @@ impl Registry {
     /// queue's messages cannot be loaded: the server must not start with part of
     /// its data missing.
     pub async fn open(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<Self, QueueError> {
+        Self::open_with(store, clock, QueueLimits::default()).await
+    }
+
+    /// As [`Registry::open`], with `limits` on the queues that may be created (the
+    /// queues already stored are loaded whatever their number).
+    ///
+    /// # Errors
+    /// As [`Registry::open`].
+    pub async fn open_with(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        limits: QueueLimits,
+    ) -> Result<Self, QueueError> {
         let tasks = TaskTracker::new();
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
             ctx: ActorContext {
@@ -84,7 +194,8 @@ impl Registry {
                 tasks,
                 shutdown: CancellationToken::new(),
             },
-            queues: Mutex::new(BTreeMap::new()),
+            limits,
+            queues: Mutex::new(Queues::default()),
         });
         let now = clock.now_ms();
         let loaded = tokio::task::spawn_blocking(move || load_all(store.as_ref(), now))
@@ -130,7 +241,8 @@ impl Registry {
     /// durable.
     ///
     /// # Errors
-    /// [`QueueError::QueueExists`], or on storage failure.
+    /// [`QueueError::QueueExists`], `ResourceExhausted` at the [`QueueLimits`], or on
+    /// storage failure.
     pub async fn create(
         &self,
         name: &QueueName,
@@ -143,7 +255,7 @@ impl Registry {
                 return Err(QueueError::QueueExists(name.to_string()));
             }
             self.inner
-                .start_creation(&mut queues, name, settings, attachment)
+                .start_creation(&mut queues, name, settings, attachment)?
         };
         let handle = settle(creation).await?;
         self.inner.ctx.store.commit().wait().await?;
@@ -251,7 +363,7 @@ impl Registry {
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, Queues> {
         self.queues
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -264,7 +376,7 @@ impl Inner {
                 Some(Entry::Ready(handle)) => return Ok(handle.clone()),
                 Some(Entry::Creating(creation)) => creation.clone(),
                 None => {
-                    self.start_creation(&mut queues, name, QueueSettings::default(), Bytes::new())
+                    self.start_creation(&mut queues, name, QueueSettings::default(), Bytes::new())?
                 }
             }
         };
@@ -275,11 +387,12 @@ impl Inner {
     /// with the lock held; does no I/O itself.
     fn start_creation(
         self: &Arc<Self>,
-        queues: &mut BTreeMap<String, Entry>,
+        queues: &mut Queues,
         name: &QueueName,
         settings: QueueSettings,
         attachment: Bytes,
-    ) -> Creation {
+    ) -> Result<Creation, QueueError> {
+        queues.admit(name, &self.limits)?;
         let (done, creation) = watch::channel(None);
         queues.insert(name.to_string(), Entry::Creating(creation.clone()));
         let inner = Arc::clone(self);
@@ -299,7 +412,7 @@ impl Inner {
             }
             done.send_replace(Some(result));
         });
-        creation
+        Ok(creation)
     }
 
     /// Allocates the queue's id, writes its record and opens its log on the

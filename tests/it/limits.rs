@@ -1,6 +1,7 @@
 //! Server limits answered, not left hanging: a connection past
 //! `--max-connections` gets one refusal and a close, on both ports, and the
-//! connections already in are not disturbed.
+//! connections already in are not disturbed; idle and slow connections are
+//! closed; queues past `--max-queues` and `--max-queues-per-project` are refused.
 
 use ferromq::proto::{self, response, ErrorCode};
 use prost::Message as _;
@@ -164,4 +165,59 @@ async fn idle_and_slow_connections_are_closed_and_busy_ones_are_not() {
         answer.starts_with(b"HTTP/1.1 200"),
         "answered, then closed when idle"
     );
+}
+
+#[tokio::test]
+async fn queues_past_the_server_and_project_limits_are_refused_until_one_goes() {
+    let server = TestServer::start_with(|config| {
+        config.queue_limits = ferromq::config::QueueLimits {
+            max_queues: 3,
+            max_queues_per_project: 2,
+        };
+        config.http_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.auth.disabled = true;
+    })
+    .await;
+    let client = server.client().await;
+    let exhausted = |result: Result<Vec<u64>, ferromq::client::ClientError>| match result {
+        Err(err) => err.code() == Some(ErrorCode::ResourceExhausted),
+        Ok(_) => false,
+    };
+    client.push("p1/a", vec!["x".into()]).await.unwrap();
+    client.push("p1/b", vec!["x".into()]).await.unwrap();
+    assert!(
+        exhausted(client.push("p1/c", vec!["x".into()]).await),
+        "project limit"
+    );
+    let refused = client
+        .create_queue("p1/c", proto::QueueSettings::default())
+        .await;
+    assert_eq!(
+        refused.err().and_then(|e| e.code()),
+        Some(ErrorCode::ResourceExhausted)
+    );
+    client.push("p2/a", vec!["x".into()]).await.unwrap();
+    assert!(
+        exhausted(client.push("jobs", vec!["x".into()]).await),
+        "server limit"
+    );
+    // Over HTTP the same refusal is a 503.
+    let http = crate::support::Http {
+        addr: server.server.http_addr().unwrap(),
+        project: "p3".into(),
+        token: None,
+    };
+    let reply = http
+        .call(
+            "POST",
+            "queues/new/messages",
+            Some(serde_json::json!({"messages": [{"body": "x"}]})),
+        )
+        .await;
+    assert_eq!(reply.status, 503, "{:?}", reply.json);
+    // Existing queues keep working, and deleting one makes room.
+    client.push("p1/a", vec!["more".into()]).await.unwrap();
+    client.delete_queue("p1/a").await.unwrap();
+    client.push("p1/c", vec!["x".into()]).await.unwrap();
+    assert_eq!(client.server_stats().await.unwrap().queues, 3);
 }
