@@ -36,6 +36,7 @@ fn actor(c: &mut Criterion) {
         path: dir.path().to_path_buf(),
         cache_bytes: 64 << 20,
         fsync: FsyncMode::Never,
+        recover: false,
     })
     .expect("store");
     let registry = runtime.block_on(async {

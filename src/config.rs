@@ -57,6 +57,9 @@ pub struct Config {
     pub cache_bytes: u64,
     /// Most queues on the server and in one project.
     pub queue_limits: QueueLimits,
+    /// Start on a data directory that lost acknowledged data (behind its guard
+    /// file) instead of refusing it (`--recover-lost-data`).
+    pub recover_lost_data: bool,
     /// A binary connection with nothing in flight and no request for this long is
     /// closed (0: never).
     pub idle_timeout_ms: u64,
@@ -87,6 +90,7 @@ impl Default for Config {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             cache_bytes: DEFAULT_CACHE_BYTES,
             queue_limits: QueueLimits::default(),
+            recover_lost_data: false,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             http_header_timeout_ms: DEFAULT_HTTP_HEADER_TIMEOUT_MS,
             http_listen: None,

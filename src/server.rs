@@ -90,6 +90,7 @@ impl Server {
             path: config.data_dir.clone(),
             cache_bytes: config.cache_bytes,
             fsync: config.fsync,
+            recover: config.recover_lost_data,
         };
         // Opening reads sled's log and makes the first id block durable.
         let started = std::time::Instant::now();

@@ -52,6 +52,12 @@ pub(super) struct ServeArgs {
     /// Most queues in one project (names `PROJECT/...`).
     #[arg(long, default_value_t = crate::queue::registry::DEFAULT_MAX_QUEUES_PER_PROJECT)]
     max_queues_per_project: usize,
+    /// Start even if the data directory has lost acknowledged data (it is behind
+    /// its guard file: a damaged or truncated `db`, deleted files), serving what
+    /// is left; ids continue after the last one handed out. Without it such a
+    /// directory is refused.
+    #[arg(long)]
+    recover_lost_data: bool,
     /// sled page-cache budget in MiB.
     #[arg(long, default_value_t = config::DEFAULT_CACHE_BYTES / (1024 * 1024))]
     cache_mb: u64,
@@ -148,6 +154,7 @@ pub(super) async fn serve(args: ServeArgs) -> ExitCode {
         max_connections: args.max_connections,
         max_in_flight: args.max_in_flight,
         cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
+        recover_lost_data: args.recover_lost_data,
         queue_limits: config::QueueLimits {
             max_queues: args.max_queues,
             max_queues_per_project: args.max_queues_per_project,

@@ -301,15 +301,25 @@ fn run_interval(shared: &Shared, target: &dyn Flushable, every: Duration) {
 }
 
 /// Flushes sled: with the vendored patch (`vendor/sled/PATCHES.md`) sled's flush
-/// writes the log on this thread and fdatasyncs it, one wait for the disk.
-pub struct SledFlush {
+/// writes the log on this thread and fdatasyncs it, one wait for the disk. Each
+/// flush first writes the next commit sequence number (`guard.rs`), so that the
+/// guard file can tell later whether sled still holds what it made durable.
+pub(super) struct SledFlush {
     /// The database whose log is flushed.
-    pub db: sled::Db,
+    pub(super) db: sled::Db,
+    /// The commit sequence numbers.
+    pub(super) seq: Arc<super::guard::CommitSeq>,
 }
+
+/// sled key of the last commit sequence number written.
+pub(super) const COMMIT_SEQ_KEY: &[u8] = b"commit_seq";
 
 impl Flushable for SledFlush {
     fn flush_durably(&self) -> Result<(), StorageError> {
+        let seq = self.seq.take();
+        self.db.insert(COMMIT_SEQ_KEY, &seq.to_be_bytes()[..])?;
         self.db.flush()?;
+        self.seq.made_durable(seq);
         Ok(())
     }
 }

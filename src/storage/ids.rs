@@ -92,6 +92,13 @@ impl Ids {
         })
     }
 
+    /// A function telling how far the counter has come (ids below it were handed
+    /// out), for the guard file.
+    pub(super) fn issued_fn(&self) -> Box<dyn Fn() -> u64 + Send + Sync> {
+        let shared = Arc::clone(&self.shared);
+        Box::new(move || lock(&shared.state).next)
+    }
+
     /// `n` consecutive fresh ids; returns the first.
     ///
     /// # Errors

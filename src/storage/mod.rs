@@ -28,6 +28,7 @@
 
 pub mod batch;
 pub mod commit;
+mod guard;
 mod ids;
 pub mod keys;
 pub mod memory;

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::batch::decode_messages;
-use super::commit::{Flushable, GroupCommit, SledFlush};
+use super::commit::{Flushable, GroupCommit, SledFlush, COMMIT_SEQ_KEY};
+use super::guard::{self, CommitSeq, GuardKeeper, GuardState};
 use super::ids::Ids;
 use super::keys;
 use super::{
@@ -37,6 +38,9 @@ pub struct SledConfig {
     pub cache_bytes: u64,
     /// When acknowledgements wait for fsync.
     pub fsync: FsyncMode,
+    /// Open a store that is behind its guard file (acknowledged data lost) instead
+    /// of refusing it: serve what is left, ids continuing after the guard's.
+    pub recover: bool,
 }
 
 /// The store: a sled database, its committer and its id counter.
@@ -48,6 +52,7 @@ pub struct SledStore {
     states: sled::Tree,
     ids: Ids,
     commit: GroupCommit,
+    guard: GuardKeeper,
 }
 
 impl SledStore {
@@ -56,11 +61,21 @@ impl SledStore {
     ///
     /// # Errors
     /// If the directory cannot be created, another process holds it
-    /// ([`StorageError::Locked`]), or sled cannot open it.
+    /// ([`StorageError::Locked`]), sled cannot open it, or it has lost data its
+    /// guard file says was there (`guard.rs`; [`StorageError::Corrupt`] naming the
+    /// path and what is missing) and `config.recover` is not set.
     pub fn open(config: &SledConfig) -> Result<Arc<Self>, StorageError> {
         std::fs::create_dir_all(&config.path).map_err(|err| {
             StorageError::Io(format!("cannot create {}: {err}", config.path.display()))
         })?;
+        let guarded = match guard::read(&config.path) {
+            Ok(guarded) => guarded,
+            Err(err) if config.recover => {
+                tracing::error!(cause = %err, "recovering: ignoring the damaged guard file");
+                None
+            }
+            Err(err) => return Err(err),
+        };
         let db = sled::Config::new()
             .path(&config.path)
             .cache_capacity(config.cache_bytes)
@@ -82,12 +97,34 @@ impl SledStore {
         let queues = db.open_tree("queues")?;
         let batches = db.open_tree(keys::BATCHES_TREE)?;
         let states = db.open_tree(keys::STATES_TREE)?;
-        let next = match db.get(NEXT_ID_KEY)? {
-            Some(value) => keys::decode_id_key(&value)
-                .ok_or_else(|| StorageError::Corrupt("next_id".into()))?,
-            None => 1,
+        let stored_next = match db.get(NEXT_ID_KEY)? {
+            Some(value) => Some(
+                keys::decode_id_key(&value)
+                    .ok_or_else(|| StorageError::Corrupt("next_id".into()))?,
+            ),
+            None => None,
         };
-        let flush = Arc::new(SledFlush { db: db.clone() });
+        let stored_seq = match db.get(COMMIT_SEQ_KEY)? {
+            Some(value) => u64::from_be_bytes(
+                value
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StorageError::Corrupt("commit_seq".into()))?,
+            ),
+            None => 0,
+        };
+        let (next, last_seq) = check_guard(
+            &config.path,
+            guarded,
+            stored_next,
+            stored_seq,
+            config.recover,
+        )?;
+        let seq = Arc::new(CommitSeq::starting_after(last_seq));
+        let flush = Arc::new(SledFlush {
+            db: db.clone(),
+            seq: Arc::clone(&seq),
+        });
         migrate_layout2(&db, &batches, &states, flush.as_ref())?;
         sweep_orphans(&queues, &batches, &states)?;
         let ids = {
@@ -102,6 +139,14 @@ impl SledStore {
             )?
         };
         let commit = GroupCommit::start(config.fsync, flush)?;
+        // The guard from now on: what is durable now (the first id block was just
+        // flushed with a sequence number of its own).
+        let written = GuardState {
+            commit_seq: last_seq.max(guarded.map_or(0, |g| g.commit_seq)),
+            ids_issued: next,
+        };
+        guard::write(&config.path, written)?;
+        let guard = GuardKeeper::start(config.path.clone(), written, seq, ids.issued_fn())?;
         Ok(Arc::new(SledStore {
             db,
             queues,
@@ -109,8 +154,68 @@ impl SledStore {
             states,
             ids,
             commit,
+            guard,
         }))
     }
+}
+
+/// Compares what sled holds (`stored_next`: its id counter, `None` for a fresh
+/// store; `stored_seq`: its last commit) with the guard file; returns the id to
+/// count from and the last commit sequence number.
+fn check_guard(
+    path: &Path,
+    guarded: Option<GuardState>,
+    stored_next: Option<u64>,
+    stored_seq: u64,
+    recover: bool,
+) -> Result<(u64, u64), StorageError> {
+    let next = stored_next.unwrap_or(1);
+    let Some(guarded) = guarded else {
+        if stored_next.is_some() {
+            tracing::warn!(
+                path = %path.display(),
+                "no guard file in a data directory with data (written by an older ferromq, \
+                 or deleted): writing one now"
+            );
+        }
+        return Ok((next, stored_seq));
+    };
+    let mut missing = Vec::new();
+    if stored_seq < guarded.commit_seq {
+        missing.push(format!(
+            "its last commit is number {stored_seq}, but commit {} had been made durable",
+            guarded.commit_seq
+        ));
+    }
+    if next < guarded.ids_issued {
+        missing.push(format!(
+            "its id counter is at {next}, but ids up to {} had been handed out",
+            guarded.ids_issued
+        ));
+    }
+    if missing.is_empty() {
+        return Ok((next, stored_seq));
+    }
+    let what = format!(
+        "{}: the store is behind its guard file {} ({}): acknowledged data is missing \
+         (a truncated or damaged `db` file, or deleted files)",
+        path.display(),
+        guard::GUARD_FILE,
+        missing.join("; ")
+    );
+    if !recover {
+        return Err(StorageError::Corrupt(format!(
+            "{what}. Restore the directory from a backup, or start with \
+             --recover-lost-data to serve what is left (ids then continue after {}, \
+             so none is handed out twice)",
+            guarded.ids_issued
+        )));
+    }
+    tracing::error!("{what}; recovering as asked: serving what is left");
+    Ok((
+        next.max(guarded.ids_issued),
+        stored_seq.max(guarded.commit_seq),
+    ))
 }
 
 /// sled 0.34.7 reports a data directory locked by another process as an
@@ -278,6 +383,7 @@ impl Store for SledStore {
         if let Err(err) = self.db.flush() {
             tracing::error!(cause = %err, "final flush failed");
         }
+        self.guard.stop();
     }
 }
 
@@ -356,6 +462,7 @@ mod tests {
             path: dir.to_path_buf(),
             cache_bytes: 8 << 20,
             fsync: FsyncMode::Never,
+            recover: false,
         }
     }
 

@@ -7,6 +7,7 @@ mod dead_letters;
 mod http;
 mod leases;
 mod limits;
+mod lost_data;
 mod operations;
 mod pipelining;
 mod restart;
