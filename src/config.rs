@@ -21,6 +21,11 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default cap on requests in flight on one connection; past it the server stops
 /// reading that connection until one completes (backpressure, not an error).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// Default cap on the bytes of requests in flight on one connection: 16 MiB
+/// (two full frames). With `--max-connections` it bounds what clients' requests
+/// can make the server hold: 10,000 connections × 16 MiB at the very most, and
+/// in practice what the connections actually send.
+pub const DEFAULT_MAX_CONNECTION_BYTES: usize = 16 * 1024 * 1024;
 /// Default sled page-cache budget: 32 MiB. With sled's cache accounting fixed
 /// (vendor/sled/PATCHES.md 5) the budget bounds memory; a server holding 1 M
 /// messages of 100 B runs in ~65 MiB with it. A backlog is read once, at its head,
@@ -53,6 +58,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Most requests in flight on one connection.
     pub max_in_flight: usize,
+    /// Most bytes of requests in flight on one connection.
+    pub max_connection_bytes: usize,
     /// sled's page-cache budget in bytes.
     pub cache_bytes: u64,
     /// Most queues on the server and in one project.
@@ -88,6 +95,7 @@ impl Default for Config {
             max_body: DEFAULT_MAX_BODY,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_connection_bytes: DEFAULT_MAX_CONNECTION_BYTES,
             cache_bytes: DEFAULT_CACHE_BYTES,
             queue_limits: QueueLimits::default(),
             recover_lost_data: false,
@@ -130,8 +138,18 @@ impl Config {
         if u32::try_from(self.max_frame).is_err() {
             return Err("--max-frame must fit in the 4-byte length prefix".into());
         }
-        if self.queue_limits.max_queues == 0 || self.queue_limits.max_queues_per_project == 0 {
-            return Err("--max-queues and --max-queues-per-project must be at least 1".into());
+        let limits = &self.queue_limits;
+        if limits.max_queues == 0
+            || limits.max_queues_per_project == 0
+            || limits.max_messages_per_queue == 0
+        {
+            return Err(
+                "--max-queues, --max-queues-per-project and --max-queue-messages must be at least 1"
+                    .into(),
+            );
+        }
+        if self.max_connection_bytes == 0 {
+            return Err("--max-connection-bytes must be at least 1".into());
         }
         if self.max_connections == 0 || self.max_in_flight == 0 {
             return Err("--max-connections and --max-in-flight must be at least 1".into());

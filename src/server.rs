@@ -138,6 +138,7 @@ impl Server {
                 max_frame: config.max_frame,
                 max_connections: config.max_connections,
                 max_in_flight: config.max_in_flight,
+                max_connection_bytes: config.max_connection_bytes,
                 idle_timeout: nonzero_ms(config.idle_timeout_ms),
             },
             stop.clone(),

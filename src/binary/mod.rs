@@ -7,8 +7,9 @@
 //! the requests behind it, and no request costs a task spawn or a hop to a writer
 //! task. Whenever a response is ready, the task writes it together with every other
 //! ready response, with one flush (one `writev`). Responses therefore come back in
-//! completion order, matched by request id. At most `max_in_flight` requests run per
-//! connection; past that the task stops reading (backpressure), and while the
+//! completion order, matched by request id. At most `max_in_flight` requests, and
+//! `max_connection_bytes` of them, run per connection; past that the task stops
+//! reading (backpressure), and while the
 //! client does not read its responses, the task waits on the socket and reads
 //! nothing more from it.
 //!
@@ -69,6 +70,9 @@ pub(crate) struct Limits {
     pub(crate) max_connections: usize,
     /// Most requests running at once on one connection.
     pub(crate) max_in_flight: usize,
+    /// Most bytes of requests running at once on one connection (one request is
+    /// always let in, so a single frame up to `max_frame` is never refused).
+    pub(crate) max_connection_bytes: usize,
     /// A connection with nothing in flight and no request for this long is closed
     /// (`None`: never).
     pub(crate) idle_timeout: Option<Duration>,
@@ -132,7 +136,9 @@ fn refusal_frame(max_connections: usize) -> bytes::Bytes {
 }
 
 /// A request being served on a connection.
-type InFlight = Pin<Box<dyn Future<Output = Response> + Send>>;
+/// A request being served on a connection; it ends with its response and the
+/// size of the request, which the connection holds until then.
+type InFlight = Pin<Box<dyn Future<Output = (Response, usize)> + Send>>;
 
 /// Who is on the other end of a connection.
 struct Session {
@@ -153,6 +159,10 @@ async fn serve_connection(
     let mut frames = FramedRead::new(read, ServerCodec::new(limits.max_frame));
     let mut sink = FramedWrite::new(write, ServerCodec::new(limits.max_frame));
     let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
+    // Bytes of the requests in flight (their encoded size): past
+    // `max_connection_bytes` the connection stops reading, as past
+    // `max_in_flight` requests (one request is always let in).
+    let mut held_bytes: usize = 0;
     let mut closing = None;
     let mut stopping = false;
     // One registration with the token for the connection's life, not one per loop
@@ -184,17 +194,22 @@ async fn serve_connection(
                 }
                 idle.as_mut().reset(due);
             }
-            Some(response) = in_flight.next(), if !in_flight.is_empty() => {
-                if write_ready(&mut sink, response, &mut in_flight, limits.max_frame).await.is_err() {
-                    return;
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                match write_ready(&mut sink, done, &mut in_flight, limits.max_frame).await {
+                    Ok(freed) => held_bytes = held_bytes.saturating_sub(freed),
+                    Err(_) => return,
                 }
                 last_activity = tokio::time::Instant::now();
             }
-            frame = frames.next(), if in_flight.len() < limits.max_in_flight => match frame {
+            frame = frames.next(), if in_flight.len() < limits.max_in_flight
+                && (held_bytes < limits.max_connection_bytes || in_flight.is_empty()) => match frame {
                 Some(Ok(request)) => {
                     last_activity = tokio::time::Instant::now();
                     match on_request(request, &service, &mut session, limits.max_frame) {
-                        Ok(serving) => in_flight.push(serving),
+                        Ok((serving, size)) => {
+                            held_bytes = held_bytes.saturating_add(size);
+                            in_flight.push(serving);
+                        }
                         Err(response) => {
                             closing = Some(*response);
                             break;
@@ -220,8 +235,8 @@ async fn serve_connection(
             let _ = sink.send(response).await;
         }
         None => {
-            while let Some(response) = in_flight.next().await {
-                if write_ready(&mut sink, response, &mut in_flight, limits.max_frame)
+            while let Some(done) = in_flight.next().await {
+                if write_ready(&mut sink, done, &mut in_flight, limits.max_frame)
                     .await
                     .is_err()
                 {
@@ -266,28 +281,35 @@ async fn refuse_unread(
     sink.flush().await
 }
 
-/// Writes `first` and every other response that is ready, with one flush.
+/// Writes `first` and every other response that is ready, with one flush;
+/// returns the bytes of the requests they answered.
 async fn write_ready(
     sink: &mut FramedWrite<OwnedWriteHalf, ServerCodec>,
-    first: Response,
+    first: (Response, usize),
     in_flight: &mut FuturesUnordered<InFlight>,
     max_frame: usize,
-) -> Result<(), CodecError> {
-    sink.feed(fit_frame(first, max_frame)).await?;
-    while let Some(Some(response)) = in_flight.next().now_or_never() {
+) -> Result<usize, CodecError> {
+    let (response, mut freed) = first;
+    sink.feed(fit_frame(response, max_frame)).await?;
+    while let Some(Some((response, size))) = in_flight.next().now_or_never() {
+        freed = freed.saturating_add(size);
         sink.feed(fit_frame(response, max_frame)).await?;
     }
-    sink.flush().await
+    sink.flush().await?;
+    Ok(freed)
 }
 
-/// Starts serving one request, or says why the connection must close.
+/// Starts serving one request (with its size), or says why the connection must
+/// close.
 fn on_request(
     request: Request,
     service: &Arc<Service>,
     session: &mut Session,
     max_frame: usize,
-) -> Result<InFlight, Box<Response>> {
+) -> Result<(InFlight, usize), Box<Response>> {
+    use prost::Message as _;
     let id = request.id;
+    let size = request.encoded_len();
     let refuse = |code: ErrorCode, message: String| {
         Err(Box::new(Response {
             id,
@@ -328,13 +350,15 @@ fn on_request(
         );
     };
     let service = Arc::clone(service);
-    Ok(Box::pin(async move {
+    let serving: InFlight = Box::pin(async move {
         let result = dispatch::execute(&service, &scope, max_frame, request.op).await;
-        Response {
+        let response = Response {
             id,
             result: Some(result),
-        }
-    }))
+        };
+        (response, size)
+    });
+    Ok((serving, size))
 }
 
 /// The response to a frame that could not be decoded.

@@ -36,6 +36,11 @@ pub(super) struct ServeArgs {
     /// that connection until one completes.
     #[arg(long, default_value_t = config::DEFAULT_MAX_IN_FLIGHT)]
     max_in_flight: usize,
+    /// Most bytes of requests in flight on one connection; past it the server
+    /// stops reading that connection until some complete (one request is always
+    /// let in).
+    #[arg(long, default_value_t = config::DEFAULT_MAX_CONNECTION_BYTES)]
+    max_connection_bytes: usize,
     /// Close a connection with nothing in flight and no request for this long
     /// (`0`: never).
     #[arg(long, value_parser = config::parse_duration_ms, default_value = "5m")]
@@ -58,6 +63,10 @@ pub(super) struct ServeArgs {
     /// directory is refused.
     #[arg(long)]
     recover_lost_data: bool,
+    /// Most messages in one queue (available, reserved, delayed); a push that
+    /// would pass it is RESOURCE_EXHAUSTED (HTTP 503) and pushes nothing.
+    #[arg(long, default_value_t = crate::queue::registry::DEFAULT_MAX_MESSAGES_PER_QUEUE)]
+    max_queue_messages: usize,
     /// sled page-cache budget in MiB.
     #[arg(long, default_value_t = config::DEFAULT_CACHE_BYTES / (1024 * 1024))]
     cache_mb: u64,
@@ -153,11 +162,13 @@ pub(super) async fn serve(args: ServeArgs) -> ExitCode {
         max_body: args.max_body,
         max_connections: args.max_connections,
         max_in_flight: args.max_in_flight,
+        max_connection_bytes: args.max_connection_bytes,
         cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
         recover_lost_data: args.recover_lost_data,
         queue_limits: config::QueueLimits {
             max_queues: args.max_queues,
             max_queues_per_project: args.max_queues_per_project,
+            max_messages_per_queue: args.max_queue_messages,
         },
         idle_timeout_ms: args.idle_timeout,
         http_header_timeout_ms: args.http_header_timeout,

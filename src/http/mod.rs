@@ -163,6 +163,12 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        // A limit or a shutdown: worth retrying, not at once.
+        response
+            .headers_mut()
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     response
 }
 

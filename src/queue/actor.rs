@@ -167,6 +167,10 @@ pub(crate) struct ActorContext {
     pub(crate) mover: Mover,
     pub(crate) tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
+    /// A push that would take a queue past this many messages is refused
+    /// (admission happens here, before the state machine, so the log only ever
+    /// holds accepted pushes).
+    pub(crate) max_messages: usize,
 }
 
 /// What the state machine reaches through [`Env`]: the store's ids, the queue's
@@ -358,7 +362,18 @@ impl Actor {
         let io = &mut self.io;
         match request {
             ActorRequest::Push { messages, reply } => {
-                let result = state.push(now, io, messages);
+                let held = state.message_count();
+                let limit = self.ctx.max_messages;
+                let result = if held.saturating_add(messages.len()) > limit {
+                    Err(QueueError::ResourceExhausted(format!(
+                        "queue {} holds {held} messages; {} more would pass its limit of {limit} \
+                         (--max-queue-messages): retry after consumers catch up",
+                        state.meta().name,
+                        messages.len()
+                    )))
+                } else {
+                    state.push(now, io, messages)
+                };
                 self.reply_acked(reply, result);
             }
             ActorRequest::Reserve {

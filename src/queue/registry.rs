@@ -50,7 +50,8 @@ struct Inner {
     queues: Mutex<Queues>,
 }
 
-/// How many queues may exist (a queue being created counts).
+/// How many queues may exist (a queue being created counts), and how many
+/// messages one may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueLimits {
     /// On the whole server.
@@ -58,6 +59,9 @@ pub struct QueueLimits {
     /// In one project (names `PROJECT/...`); unqualified names count only against
     /// `max_queues`.
     pub max_queues_per_project: usize,
+    /// Messages in one queue (available, reserved and delayed): a push that would
+    /// pass it is refused whole. Moves (dead letters, redrive) are not refused.
+    pub max_messages_per_queue: usize,
 }
 
 /// Default cap on queues per server: 1,000,000 (at ~7.5 KB each while idle,
@@ -65,12 +69,16 @@ pub struct QueueLimits {
 pub const DEFAULT_MAX_QUEUES: usize = 1_000_000;
 /// Default cap on queues per project: 100,000.
 pub const DEFAULT_MAX_QUEUES_PER_PROJECT: usize = 100_000;
+/// Default cap on messages in one queue: 100,000,000 (memory grows with a queue's
+/// groups, ~100 B per 512 messages, so this bounds disk more than memory).
+pub const DEFAULT_MAX_MESSAGES_PER_QUEUE: usize = 100_000_000;
 
 impl Default for QueueLimits {
     fn default() -> Self {
         QueueLimits {
             max_queues: DEFAULT_MAX_QUEUES,
             max_queues_per_project: DEFAULT_MAX_QUEUES_PER_PROJECT,
+            max_messages_per_queue: DEFAULT_MAX_MESSAGES_PER_QUEUE,
         }
     }
 }
@@ -193,6 +201,7 @@ impl Registry {
                 },
                 tasks,
                 shutdown: CancellationToken::new(),
+                max_messages: limits.max_messages_per_queue,
             },
             limits,
             queues: Mutex::new(Queues::default()),

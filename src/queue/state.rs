@@ -572,6 +572,11 @@ impl QueueState {
         Ok(MessageView { info, body })
     }
 
+    /// Messages held: available, reserved and delayed.
+    pub fn message_count(&self) -> usize {
+        self.index.len()
+    }
+
     /// The queue's counters and settings.
     pub fn stats(&self) -> QueueStats {
         let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);

@@ -173,6 +173,7 @@ async fn queues_past_the_server_and_project_limits_are_refused_until_one_goes() 
         config.queue_limits = ferromq::config::QueueLimits {
             max_queues: 3,
             max_queues_per_project: 2,
+            ..ferromq::config::QueueLimits::default()
         };
         config.http_listen = Some("127.0.0.1:0".parse().unwrap());
         config.auth.disabled = true;
@@ -220,4 +221,118 @@ async fn queues_past_the_server_and_project_limits_are_refused_until_one_goes() 
     client.delete_queue("p1/a").await.unwrap();
     client.push("p1/c", vec!["x".into()]).await.unwrap();
     assert_eq!(client.server_stats().await.unwrap().queues, 3);
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_pushes_whole_and_takes_them_again_once_drained() {
+    let server = TestServer::start_with(|config| {
+        config.queue_limits.max_messages_per_queue = 5;
+    })
+    .await;
+    let client = server.client().await;
+    let bodies = |n: usize| (0..n).map(|i| format!("m{i}").into()).collect::<Vec<_>>();
+    client.push("jobs", bodies(4)).await.unwrap();
+    let refused = client.push("jobs", bodies(2)).await;
+    assert_eq!(
+        refused.err().and_then(|e| e.code()),
+        Some(ErrorCode::ResourceExhausted),
+        "4 + 2 would pass 5"
+    );
+    assert_eq!(
+        client.info("jobs").await.unwrap().size,
+        4,
+        "nothing of it pushed"
+    );
+    client.push("jobs", bodies(1)).await.unwrap();
+    // Reserved messages still count; deleting makes room.
+    let got = client
+        .reserve(
+            "jobs",
+            ferromq::client::ReserveOptions {
+                n: 2,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        client.push("jobs", bodies(1)).await.is_err(),
+        "reserved ones count"
+    );
+    for m in &got {
+        client
+            .delete("jobs", m.id, Some(m.reservation_id))
+            .await
+            .unwrap();
+    }
+    client.push("jobs", bodies(2)).await.unwrap();
+    assert_eq!(client.info("jobs").await.unwrap().size, 5);
+    // Other queues are not affected.
+    client.push("other", bodies(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_connection_stops_being_read_past_its_byte_budget() {
+    use futures_util::SinkExt;
+    use prost::Message as _;
+    const BUDGET: usize = 100;
+    let server = TestServer::start_with(|config| config.max_connection_bytes = BUDGET).await;
+    let admin = server.client().await;
+    admin
+        .create_queue("jobs", proto::QueueSettings::default())
+        .await
+        .unwrap();
+    let poll = |id| proto::Request {
+        id,
+        op: Some(proto::request::Op::Reserve(proto::Reserve {
+            queue: "jobs".into(),
+            n: 1,
+            wait_ms: 20_000,
+            ..proto::Reserve::default()
+        })),
+    };
+    let size = poll(10).encoded_len();
+    // Reading stops once the requests in flight hold the budget.
+    let expected = BUDGET.div_ceil(size);
+    assert!(expected < 10, "the test needs more polls than fit");
+    let mut conn = crate::support::raw(server.addr()).await;
+    for id in 10..20 {
+        conn.feed(poll(id)).await.unwrap();
+    }
+    conn.flush().await.unwrap();
+    let waiting = |n: usize| {
+        let admin = &admin;
+        async move {
+            for _ in 0..500 {
+                if admin.info("jobs").await.unwrap().waiting == u64::try_from(n).unwrap() {
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            false
+        }
+    };
+    assert!(waiting(expected).await, "{expected} polls parked");
+    // Still only those, after another round trip.
+    assert_eq!(
+        admin.info("jobs").await.unwrap().waiting,
+        u64::try_from(expected).unwrap()
+    );
+    // Each message served frees a request's bytes and lets the next one in: all
+    // ten are answered in the end.
+    for i in 0..10 {
+        admin
+            .push("jobs", vec![format!("m{i}").into()])
+            .await
+            .unwrap();
+    }
+    let mut answered = 0;
+    while answered < 10 {
+        let reply = crate::support::recv(&mut conn).await.expect("an answer");
+        assert!(
+            matches!(&reply.result, Some(response::Result::Messages(m)) if m.messages.len() == 1),
+            "{reply:?}"
+        );
+        answered += 1;
+    }
 }
