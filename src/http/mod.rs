@@ -218,3 +218,41 @@ impl Api {
         }
     }
 }
+
+/// Routes one request as the API would after its token was accepted (see
+/// [`crate::fuzzing::http`]); returns the status. Not part of the supported API.
+#[doc(hidden)]
+pub async fn fuzz_route(
+    service: Arc<Service>,
+    method: hyper::Method,
+    path_and_query: &str,
+    body: Bytes,
+) -> u16 {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let Some((project, rest)) = json::split_path(path) else {
+        return StatusCode::NOT_FOUND.as_u16();
+    };
+    let api = Api {
+        max_request: service.max_body().saturating_mul(6 * MAX_BATCH) + 64 * 1024,
+        service,
+        auth: Arc::new(Auth {
+            tokens: Vec::new(),
+            disabled: true,
+        }),
+    };
+    let call = Call {
+        method,
+        project,
+        rest,
+        query: form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect(),
+        body,
+    };
+    match api.route(&call).await {
+        Ok((status, _)) => status.as_u16(),
+        Err(ApiError { status, .. }) => status.as_u16(),
+    }
+}
