@@ -105,6 +105,11 @@ async fn sigterm_under_load_exits_zero_and_keeps_what_it_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = start(dir.path());
     let client = Client::connect(server.addr.as_str()).await.unwrap();
+    // Consumers may start before the first push: the queue exists from the start.
+    client
+        .create_queue("term", ferromq::proto::QueueSettings::default())
+        .await
+        .unwrap();
     let pushed: Arc<Mutex<Vec<u64>>> = Arc::default();
     let deleted: Arc<Mutex<HashSet<u64>>> = Arc::default();
     let bad: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -246,4 +251,210 @@ async fn sigterm_under_load_exits_zero_and_keeps_what_it_acknowledged() {
         "{} acknowledged deletes came back",
         back.len()
     );
+}
+
+/// What a crash loop's clients saw acknowledged, and what was in doubt when the
+/// server died.
+#[derive(Default, Clone)]
+struct Ledger {
+    /// Queue "work" (reserve, then delete or release by id).
+    work_pushed: HashSet<u64>,
+    work_deleted: HashSet<u64>,
+    /// Deletes sent whose answer never came: either outcome is right.
+    work_deleting: HashSet<u64>,
+    /// Queue "once" (reserve --delete: the ids of a lost answer are unknown).
+    once_pushed: HashSet<u64>,
+    once_deleted: HashSet<u64>,
+    /// Reserve --delete calls whose answer never came (each took up to 5).
+    once_lost_calls: usize,
+}
+
+/// kill -9 in a loop under pushes, reserve + delete, reserve + release and
+/// reserve --delete (issue 10): after every restart no acknowledged push is
+/// missing and no acknowledged delete came back. `FERROMQ_CRASH_ITERATIONS=300
+/// cargo test --release --test crash kill_9_loop` runs it longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_loop_under_mixed_load_loses_and_resurrects_nothing() {
+    let iterations: usize = std::env::var("FERROMQ_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5);
+    let dir = tempfile::tempdir().unwrap();
+    let ledger: Arc<Mutex<Ledger>> = Arc::default();
+    let mut checked = 0;
+    for iteration in 0..iterations {
+        let mut server = start(dir.path());
+        let client = Client::connect(server.addr.as_str()).await.unwrap();
+        let snapshot = ledger.lock().unwrap().clone();
+        checked += check_ledger(&client, &snapshot).await;
+        drop(client);
+
+        let client = Client::connect(server.addr.as_str()).await.unwrap();
+        if iteration == 0 {
+            for queue in ["work", "once"] {
+                client
+                    .create_queue(queue, ferromq::proto::QueueSettings::default())
+                    .await
+                    .unwrap();
+            }
+        }
+        let (enough_tx, enough_rx) = tokio::sync::oneshot::channel();
+        let enough_tx = Arc::new(Mutex::new(Some(enough_tx)));
+        // A different amount of work before each kill.
+        let goal = 200 + (iteration * 97) % 400;
+        let mut tasks = Vec::new();
+        for (p, queue) in [(0, "work"), (1, "work"), (2, "once")] {
+            let (client, ledger, enough_tx) =
+                (client.clone(), Arc::clone(&ledger), Arc::clone(&enough_tx));
+            tasks.push(tokio::spawn(async move {
+                for i in 0..100_000u32 {
+                    let bodies = (0..5)
+                        .map(|k| format!("{iteration}-{p}-{i}-{k}").into())
+                        .collect();
+                    let Ok(ids) = client.push(queue, bodies).await else {
+                        return;
+                    };
+                    let mut ledger = ledger.lock().unwrap();
+                    if queue == "work" {
+                        ledger.work_pushed.extend(ids);
+                    } else {
+                        ledger.once_pushed.extend(ids);
+                    }
+                    if ledger.work_pushed.len() + ledger.once_pushed.len() >= goal * 5 {
+                        if let Some(tx) = enough_tx.lock().unwrap().take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                }
+            }));
+        }
+        for releases in [false, true] {
+            let (client, ledger) = (client.clone(), Arc::clone(&ledger));
+            tasks.push(tokio::spawn(async move {
+                let mut turn = 0_u64;
+                loop {
+                    let options = ReserveOptions {
+                        n: 5,
+                        timeout_ms: 60_000,
+                        wait_ms: 50,
+                        delete: false,
+                    };
+                    let Ok(got) = client.reserve("work", options).await else {
+                        return;
+                    };
+                    for m in got {
+                        turn += 1;
+                        if releases && turn % 2 == 0 {
+                            if client
+                                .release("work", m.id, m.reservation_id, 0)
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                            continue;
+                        }
+                        ledger.lock().unwrap().work_deleting.insert(m.id);
+                        if client
+                            .delete("work", m.id, Some(m.reservation_id))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        let mut ledger = ledger.lock().unwrap();
+                        ledger.work_deleting.remove(&m.id);
+                        ledger.work_deleted.insert(m.id);
+                    }
+                }
+            }));
+        }
+        {
+            let (client, ledger) = (client.clone(), Arc::clone(&ledger));
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let options = ReserveOptions {
+                        n: 5,
+                        timeout_ms: 0,
+                        wait_ms: 50,
+                        delete: true,
+                    };
+                    ledger.lock().unwrap().once_lost_calls += 1;
+                    let Ok(got) = client.reserve("once", options).await else {
+                        return;
+                    };
+                    let mut ledger = ledger.lock().unwrap();
+                    ledger.once_lost_calls -= 1;
+                    ledger.once_deleted.extend(got.iter().map(|m| m.id));
+                }
+            }));
+        }
+        enough_rx.await.expect("the goal of acknowledged pushes");
+        server.child.kill().expect("SIGKILL");
+        server.child.wait().unwrap();
+        drop(server);
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+    let server = start(dir.path());
+    let client = Client::connect(server.addr.as_str()).await.unwrap();
+    let ledger = ledger.lock().unwrap().clone();
+    checked += check_ledger(&client, &ledger).await;
+    assert!(
+        checked >= iterations * 500,
+        "{checked} acknowledged operations checked"
+    );
+    assert!(!ledger.work_deleted.is_empty() && !ledger.once_deleted.is_empty());
+}
+
+/// Checks the server against the ledger; returns how many acknowledged
+/// operations it checked.
+async fn check_ledger(client: &Client, ledger: &Ledger) -> usize {
+    use ferromq::proto::ErrorCode;
+    let exists = |queue: &'static str, id: u64| async move {
+        match client.get(queue, id).await {
+            Ok(_) => true,
+            Err(err) if err.code() == Some(ErrorCode::MessageNotFound) => false,
+            Err(err) if err.code() == Some(ErrorCode::QueueNotFound) => false,
+            Err(err) => panic!("get {queue}/{id}: {err}"),
+        }
+    };
+    let mut checked = 0;
+    for &id in &ledger.work_pushed {
+        if ledger.work_deleted.contains(&id) {
+            assert!(
+                !exists("work", id).await,
+                "acknowledged delete of {id} came back"
+            );
+        } else if !ledger.work_deleting.contains(&id) {
+            assert!(
+                exists("work", id).await,
+                "acknowledged push {id} is missing"
+            );
+        }
+        checked += 1;
+    }
+    let mut present = 0;
+    for &id in &ledger.once_pushed {
+        let there = exists("once", id).await;
+        if ledger.once_deleted.contains(&id) {
+            assert!(!there, "acknowledged reserve --delete of {id} came back");
+        }
+        present += usize::from(there);
+        checked += 1;
+    }
+    // (A reserve --delete may also take messages whose push answer was lost.)
+    let undeleted = ledger
+        .once_pushed
+        .iter()
+        .filter(|id| !ledger.once_deleted.contains(id))
+        .count();
+    assert!(
+        present + 5 * ledger.once_lost_calls >= undeleted,
+        "queue once: {present} present, {undeleted} acknowledged and not deleted, \
+         {} answers lost",
+        ledger.once_lost_calls
+    );
+    checked
 }
