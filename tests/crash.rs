@@ -401,6 +401,12 @@ async fn a_kill_9_loop_under_mixed_load_loses_and_resurrects_nothing() {
     let client = Client::connect(server.addr.as_str()).await.unwrap();
     let ledger = ledger.lock().unwrap().clone();
     checked += check_ledger(&client, &ledger).await;
+    eprintln!(
+        "{iterations} kill -9 iterations: {checked} acknowledged operations checked \
+         ({} pushes, {} deletes acknowledged)",
+        ledger.work_pushed.len() + ledger.once_pushed.len(),
+        ledger.work_deleted.len() + ledger.once_deleted.len()
+    );
     assert!(
         checked >= iterations * 500,
         "{checked} acknowledged operations checked"
