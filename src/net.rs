@@ -21,41 +21,42 @@ pub(crate) const MAX_REFUSING: usize = 256;
 /// How long a refused connection is given to read its refusal and close.
 const REFUSAL_TIME: Duration = Duration::from_secs(1);
 
-/// What [`Acceptor::next`] hands out.
-pub(crate) enum Accepted {
-    /// A connection under the cap, with the permit it holds while it lives.
-    Admitted(TcpStream, SocketAddr, OwnedSemaphorePermit),
-    /// A connection over the cap: refuse it ([`Acceptor::refuse`]).
-    Refused(TcpStream, SocketAddr),
-}
-
-/// Accepts connections and admits at most `max_connections` at once.
+/// Accepts connections and admits at most `max_connections` at once; the others
+/// get `refusal` (the front end's own words) and are closed, in tasks of `tasks`.
 pub(crate) struct Acceptor {
     listener: TcpListener,
     limit: Arc<Semaphore>,
     max_connections: usize,
+    refusal: bytes::Bytes,
     refusing: Arc<Semaphore>,
+    tasks: TaskTracker,
 }
 
 impl Acceptor {
-    pub(crate) fn new(listener: TcpListener, max_connections: usize) -> Self {
+    pub(crate) fn new(
+        listener: TcpListener,
+        max_connections: usize,
+        refusal: bytes::Bytes,
+        tasks: &TaskTracker,
+    ) -> Self {
         Acceptor {
             listener,
             limit: Arc::new(Semaphore::new(max_connections)),
             max_connections,
+            refusal,
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
+            tasks: tasks.clone(),
         }
     }
 
-    /// The cap this acceptor admits.
-    pub(crate) fn max_connections(&self) -> usize {
-        self.max_connections
-    }
-
-    /// The next connection (with `TCP_NODELAY` set), admitted or refused; `None`
-    /// once `stop` is cancelled. Accept errors (usually EMFILE/ENFILE) are logged
-    /// and retried with a backoff of 1 ms doubling to 1 s.
-    pub(crate) async fn next(&mut self, stop: &CancellationToken) -> Option<Accepted> {
+    /// The next admitted connection (with `TCP_NODELAY` set) and its permit,
+    /// refusing those over the cap on the way; `None` once `stop` is cancelled.
+    /// Accept errors (usually EMFILE/ENFILE) are logged and retried with a backoff
+    /// of 1 ms doubling to 1 s.
+    pub(crate) async fn next(
+        &mut self,
+        stop: &CancellationToken,
+    ) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
         let mut backoff_ms = 1;
         loop {
             let accepted = tokio::select! {
@@ -65,10 +66,10 @@ impl Acceptor {
             match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    return Some(match Arc::clone(&self.limit).try_acquire_owned() {
-                        Ok(permit) => Accepted::Admitted(stream, peer, permit),
-                        Err(_) => Accepted::Refused(stream, peer),
-                    });
+                    match Arc::clone(&self.limit).try_acquire_owned() {
+                        Ok(permit) => return Some((stream, peer, permit)),
+                        Err(_) => self.refuse(stream, peer),
+                    }
                 }
                 Err(err) => {
                     tracing::warn!(cause = %err, backoff_ms, "accept failed");
@@ -79,22 +80,17 @@ impl Acceptor {
         }
     }
 
-    /// Writes `refusal` to `stream` and closes it, in a task of `tasks` that gives
-    /// the client [`REFUSAL_TIME`] to read it (closing at once with unread input
-    /// would reset the connection and could destroy the answer); with
-    /// [`MAX_REFUSING`] refusals already running, closes it at once.
-    pub(crate) fn refuse(
-        &self,
-        mut stream: TcpStream,
-        peer: SocketAddr,
-        refusal: bytes::Bytes,
-        tasks: &TaskTracker,
-    ) {
+    /// Writes the refusal to `stream` and closes it, in a task that gives the
+    /// client [`REFUSAL_TIME`] to read it (closing at once with unread input would
+    /// reset the connection and could destroy the answer); with [`MAX_REFUSING`]
+    /// refusals already running, closes it at once.
+    fn refuse(&self, mut stream: TcpStream, peer: SocketAddr) {
         tracing::debug!(%peer, limit = self.max_connections, "connection refused: at the limit");
         let Ok(permit) = Arc::clone(&self.refusing).try_acquire_owned() else {
             return;
         };
-        tasks.spawn(async move {
+        let refusal = self.refusal.clone();
+        self.tasks.spawn(async move {
             let _ = tokio::time::timeout(REFUSAL_TIME, async {
                 stream.write_all(&refusal).await?;
                 stream.shutdown().await?;

@@ -57,7 +57,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Auth, Scope};
 use crate::codec::{CodecError, ServerCodec};
-use crate::net::{Accepted, Acceptor};
+use crate::net::Acceptor;
 use crate::proto::{self, request::Op, response, ErrorCode, Request, Response};
 use crate::service::Service;
 
@@ -88,16 +88,9 @@ pub(crate) async fn serve(
     stop: CancellationToken,
     connections: TaskTracker,
 ) {
-    let mut acceptor = Acceptor::new(listener, limits.max_connections);
-    let refusal = refusal_frame(acceptor.max_connections());
-    while let Some(accepted) = acceptor.next(&stop).await {
-        let (stream, peer, permit) = match accepted {
-            Accepted::Admitted(stream, peer, permit) => (stream, peer, permit),
-            Accepted::Refused(stream, peer) => {
-                acceptor.refuse(stream, peer, refusal.clone(), &connections);
-                continue;
-            }
-        };
+    let refusal = refusal_frame(limits.max_connections);
+    let mut acceptor = Acceptor::new(listener, limits.max_connections, refusal, &connections);
+    while let Some((stream, peer, permit)) = acceptor.next(&stop).await {
         let service = Arc::clone(&service);
         let auth = Arc::clone(&auth);
         let stop = stop.clone();

@@ -59,7 +59,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
-use crate::net::{Accepted, Acceptor};
+use crate::net::Acceptor;
 use crate::queue::types::MAX_BATCH;
 use crate::service::Service;
 use error::ApiError;
@@ -103,16 +103,9 @@ pub(crate) async fn serve(
         auth,
         max_request,
     });
-    let mut acceptor = Acceptor::new(listener, limits.max_connections);
-    let refusal = refusal_response(acceptor.max_connections());
-    while let Some(accepted) = acceptor.next(&stop).await {
-        let (stream, peer, permit) = match accepted {
-            Accepted::Admitted(stream, peer, permit) => (stream, peer, permit),
-            Accepted::Refused(stream, peer) => {
-                acceptor.refuse(stream, peer, refusal.clone(), &connections);
-                continue;
-            }
-        };
+    let refusal = refusal_response(limits.max_connections);
+    let mut acceptor = Acceptor::new(listener, limits.max_connections, refusal, &connections);
+    while let Some((stream, peer, permit)) = acceptor.next(&stop).await {
         let api = Arc::clone(&api);
         let stop = stop.clone();
         connections.spawn(async move {
