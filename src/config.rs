@@ -142,9 +142,11 @@ impl Config {
         if limits.max_queues == 0
             || limits.max_queues_per_project == 0
             || limits.max_messages_per_queue == 0
+            || limits.max_waiters_per_queue == 0
         {
             return Err(
-                "--max-queues, --max-queues-per-project and --max-queue-messages must be at least 1"
+                "--max-queues, --max-queues-per-project, --max-queue-messages and \
+                        --max-waiters must be at least 1"
                     .into(),
             );
         }

@@ -67,6 +67,10 @@ pub(super) struct ServeArgs {
     /// would pass it is RESOURCE_EXHAUSTED (HTTP 503) and pushes nothing.
     #[arg(long, default_value_t = crate::queue::registry::DEFAULT_MAX_MESSAGES_PER_QUEUE)]
     max_queue_messages: usize,
+    /// Most long polls waiting at once on one queue; one more is
+    /// RESOURCE_EXHAUSTED (HTTP 503).
+    #[arg(long, default_value_t = crate::queue::registry::DEFAULT_MAX_WAITERS_PER_QUEUE)]
+    max_waiters: usize,
     /// sled page-cache budget in MiB.
     #[arg(long, default_value_t = config::DEFAULT_CACHE_BYTES / (1024 * 1024))]
     cache_mb: u64,
@@ -169,6 +173,7 @@ pub(super) async fn serve(args: ServeArgs) -> ExitCode {
             max_queues: args.max_queues,
             max_queues_per_project: args.max_queues_per_project,
             max_messages_per_queue: args.max_queue_messages,
+            max_waiters_per_queue: args.max_waiters,
         },
         idle_timeout_ms: args.idle_timeout,
         http_header_timeout_ms: args.http_header_timeout,

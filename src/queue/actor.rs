@@ -171,6 +171,8 @@ pub(crate) struct ActorContext {
     /// (admission happens here, before the state machine, so the log only ever
     /// holds accepted pushes).
     pub(crate) max_messages: usize,
+    /// Most long polls parked on one queue ([`QueueState::set_max_waiters`]).
+    pub(crate) max_waiters: usize,
 }
 
 /// What the state machine reaches through [`Env`]: the store's ids, the queue's
@@ -240,6 +242,8 @@ pub(super) fn spawn(
     log: Box<dyn QueueLog>,
     ctx: &ActorContext,
 ) -> QueueHandle {
+    let mut state = state;
+    state.set_max_waiters(ctx.max_waiters);
     let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
     let handle = QueueHandle::new(state.meta().name.clone(), tx, ctx.shutdown.clone());
     let actor = Actor {

@@ -62,6 +62,8 @@ pub struct QueueLimits {
     /// Messages in one queue (available, reserved and delayed): a push that would
     /// pass it is refused whole. Moves (dead letters, redrive) are not refused.
     pub max_messages_per_queue: usize,
+    /// Long polls parked at once on one queue; one more is refused.
+    pub max_waiters_per_queue: usize,
 }
 
 /// Default cap on queues per server: 1,000,000 (at ~7.5 KB each while idle,
@@ -72,6 +74,9 @@ pub const DEFAULT_MAX_QUEUES_PER_PROJECT: usize = 100_000;
 /// Default cap on messages in one queue: 100,000,000 (memory grows with a queue's
 /// groups, ~100 B per 512 messages, so this bounds disk more than memory).
 pub const DEFAULT_MAX_MESSAGES_PER_QUEUE: usize = 100_000_000;
+/// Default cap on long polls parked on one queue: 10,000 (a few hundred bytes
+/// each).
+pub const DEFAULT_MAX_WAITERS_PER_QUEUE: usize = 10_000;
 
 impl Default for QueueLimits {
     fn default() -> Self {
@@ -79,6 +84,7 @@ impl Default for QueueLimits {
             max_queues: DEFAULT_MAX_QUEUES,
             max_queues_per_project: DEFAULT_MAX_QUEUES_PER_PROJECT,
             max_messages_per_queue: DEFAULT_MAX_MESSAGES_PER_QUEUE,
+            max_waiters_per_queue: DEFAULT_MAX_WAITERS_PER_QUEUE,
         }
     }
 }
@@ -202,6 +208,7 @@ impl Registry {
                 tasks,
                 shutdown: CancellationToken::new(),
                 max_messages: limits.max_messages_per_queue,
+                max_waiters: limits.max_waiters_per_queue,
             },
             limits,
             queues: Mutex::new(Queues::default()),

@@ -238,6 +238,9 @@ pub struct QueueState {
     /// total_pushed changed since the record was last written.
     pushed_dirty: bool,
     record_written_ms: u64,
+    /// Most long polls parked at once; one more is refused (a server limit, set
+    /// by the actor from the configuration: an input like any other).
+    max_waiters: usize,
 }
 
 impl QueueState {
@@ -256,7 +259,14 @@ impl QueueState {
             meta_dirty: false,
             pushed_dirty: false,
             record_written_ms: 0,
+            max_waiters: usize::MAX,
         }
+    }
+
+    /// Caps the long polls parked at once; a reserve that would park one more is
+    /// refused with `ResourceExhausted`.
+    pub fn set_max_waiters(&mut self, max: usize) {
+        self.max_waiters = max;
     }
 
     /// A queue rebuilt by recovery.
@@ -389,6 +399,13 @@ impl QueueState {
         self.serve_waiters(now, env);
         let messages = self.take_available(now, env, n, timeout_ms, delete)?;
         if messages.is_empty() && wait_ms > 0 {
+            if self.waiters.len() >= self.max_waiters {
+                return Err(QueueError::ResourceExhausted(format!(
+                    "queue {} has {} long polls waiting, its limit (--max-waiters); \
+                     retry later or reserve without wait",
+                    self.meta.name, self.max_waiters
+                )));
+            }
             let deadline_ms = now.saturating_add(wait_ms);
             let waiter = self.waiters.park(Waiter {
                 n,

@@ -336,3 +336,39 @@ async fn a_connection_stops_being_read_past_its_byte_budget() {
         answered += 1;
     }
 }
+
+#[tokio::test]
+async fn long_polls_past_the_queue_limit_are_refused() {
+    let server =
+        TestServer::start_with(|config| config.queue_limits.max_waiters_per_queue = 1).await;
+    let client = server.client().await;
+    client
+        .create_queue("jobs", proto::QueueSettings::default())
+        .await
+        .unwrap();
+    let poll = ferromq::client::ReserveOptions {
+        wait_ms: 10_000,
+        ..Default::default()
+    };
+    let first = {
+        let client = client.clone();
+        tokio::spawn(async move { client.reserve("jobs", poll).await })
+    };
+    let mut parked = false;
+    for _ in 0..500 {
+        if client.info("jobs").await.unwrap().waiting == 1 {
+            parked = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(parked);
+    let refused = client.reserve("jobs", poll).await;
+    assert_eq!(
+        refused.err().and_then(|e| e.code()),
+        Some(ErrorCode::ResourceExhausted)
+    );
+    client.push("jobs", vec!["m".into()]).await.unwrap();
+    let got = first.await.unwrap().unwrap();
+    assert_eq!(&got[0].body[..], b"m");
+}

@@ -470,6 +470,27 @@ fn long_polls_are_served_in_arrival_order_when_messages_come() {
 }
 
 #[test]
+fn long_polls_past_the_waiter_limit_are_refused_and_a_reserve_with_messages_is_not() {
+    let mut h = Harness::new();
+    h.state.set_max_waiters(2);
+    let first = h.wait(1, 10_000);
+    h.wait(1, 10_000);
+    assert!(matches!(
+        h.try_reserve(1, None, 10_000, false),
+        Err(QueueError::ResourceExhausted(_))
+    ));
+    assert_eq!(h.stats().waiting, 2, "the refused poll parked nothing");
+    // Without wait nothing parks, so nothing is refused.
+    assert!(h.try_reserve(1, None, 0, false).is_ok());
+    let pushed = h.push(&["1"]);
+    let (woken, _) = wakes(h.take_events());
+    assert_eq!(woken, [(first, pushed)]);
+    // A place is free again.
+    h.wait(1, 10_000);
+    assert_eq!(h.stats().waiting, 2);
+}
+
+#[test]
 fn a_long_poll_is_woken_by_a_release_a_requeue_and_a_delay_end() {
     let mut h = Harness::with_settings(QueueSettings {
         message_timeout_ms: 1_000,
