@@ -300,19 +300,11 @@ async fn a_connection_stops_being_read_past_its_byte_budget() {
         conn.feed(poll(id)).await.unwrap();
     }
     conn.flush().await.unwrap();
-    let waiting = |n: usize| {
-        let admin = &admin;
-        async move {
-            for _ in 0..500 {
-                if admin.info("jobs").await.unwrap().waiting == u64::try_from(n).unwrap() {
-                    return true;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-            false
-        }
-    };
-    assert!(waiting(expected).await, "{expected} polls parked");
+    let parked = u64::try_from(expected).unwrap();
+    assert!(
+        crate::support::until_waiting(&admin, "jobs", parked).await,
+        "{expected} polls parked"
+    );
     // Still only those, after another round trip.
     assert_eq!(
         admin.info("jobs").await.unwrap().waiting,
@@ -354,15 +346,7 @@ async fn long_polls_past_the_queue_limit_are_refused() {
         let client = client.clone();
         tokio::spawn(async move { client.reserve("jobs", poll).await })
     };
-    let mut parked = false;
-    for _ in 0..500 {
-        if client.info("jobs").await.unwrap().waiting == 1 {
-            parked = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(parked);
+    assert!(crate::support::until_waiting(&client, "jobs", 1).await);
     let refused = client.reserve("jobs", poll).await;
     assert_eq!(
         refused.err().and_then(|e| e.code()),

@@ -138,15 +138,10 @@ async fn requests_received_but_not_run_at_shutdown_are_answered_unavailable() {
     }
     conn.flush().await.unwrap();
     // Both polls are parked (so the server has read exactly them).
-    let mut parked = false;
-    for _ in 0..500 {
-        if admin.info("jobs").await.unwrap().waiting == 2 {
-            parked = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(parked, "the two long polls are waiting");
+    assert!(
+        crate::support::until_waiting(&admin, "jobs", 2).await,
+        "the two long polls are waiting"
+    );
     drop(admin);
 
     let server = server.restart().await;

@@ -244,3 +244,15 @@ pub(crate) fn frame(len: u32, payload: &[u8]) -> BytesMut {
     buf.put_slice(payload);
     buf
 }
+
+/// Waits (polling `info`, at most 5 s) until `n` long polls are parked on `queue`;
+/// false if that never happens. The server offers no event for it, so this polls.
+pub(crate) async fn until_waiting(client: &Client, queue: &str, n: u64) -> bool {
+    for _ in 0..500 {
+        if client.info(queue).await.expect("info").waiting == n {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
+}
