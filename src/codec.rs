@@ -51,6 +51,8 @@ pub enum CodecError {
 #[derive(Debug)]
 pub struct ProtoCodec<In, Out> {
     max_frame: usize,
+    /// Length of the last frame decoded (prefix excluded).
+    last_len: usize,
     _types: PhantomData<fn(Out) -> In>,
 }
 
@@ -64,6 +66,7 @@ impl<In, Out> ProtoCodec<In, Out> {
     pub fn new(max_frame: usize) -> Self {
         ProtoCodec {
             max_frame,
+            last_len: 0,
             _types: PhantomData,
         }
     }
@@ -71,6 +74,12 @@ impl<In, Out> ProtoCodec<In, Out> {
     /// The frame limit.
     pub fn max_frame(&self) -> usize {
         self.max_frame
+    }
+
+    /// The length of the last frame decoded, prefix excluded (what the decoded
+    /// message holds on to: its bytes fields share the frame's buffer).
+    pub fn last_frame_len(&self) -> usize {
+        self.last_len
     }
 }
 
@@ -96,6 +105,7 @@ impl<In: prost::Message + Default, Out> Decoder for ProtoCodec<In, Out> {
         }
         src.advance(LENGTH_PREFIX);
         let frame = src.split_to(len).freeze();
+        self.last_len = len;
         Ok(Some(In::decode(frame)?))
     }
 }

@@ -152,7 +152,7 @@ async fn serve_connection(
     let mut frames = FramedRead::new(read, ServerCodec::new(limits.max_frame));
     let mut sink = FramedWrite::new(write, ServerCodec::new(limits.max_frame));
     let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
-    // Bytes of the requests in flight (their encoded size): past
+    // Bytes of the requests in flight (their frames' lengths): past
     // `max_connection_bytes` the connection stops reading, as past
     // `max_in_flight` requests (one request is always let in).
     let mut held_bytes: usize = 0;
@@ -198,8 +198,9 @@ async fn serve_connection(
                 && (held_bytes < limits.max_connection_bytes || in_flight.is_empty()) => match frame {
                 Some(Ok(request)) => {
                     last_activity = tokio::time::Instant::now();
-                    match on_request(request, &service, &mut session, limits.max_frame) {
-                        Ok((serving, size)) => {
+                    let size = frames.decoder().last_frame_len();
+                    match on_request(request, size, &service, &mut session, limits.max_frame) {
+                        Ok(serving) => {
                             held_bytes = held_bytes.saturating_add(size);
                             in_flight.push(serving);
                         }
@@ -292,17 +293,16 @@ async fn write_ready(
     Ok(freed)
 }
 
-/// Starts serving one request (with its size), or says why the connection must
-/// close.
+/// Starts serving one request, read from a frame of `size` bytes, or says why the
+/// connection must close.
 fn on_request(
     request: Request,
+    size: usize,
     service: &Arc<Service>,
     session: &mut Session,
     max_frame: usize,
-) -> Result<(InFlight, usize), Box<Response>> {
-    use prost::Message as _;
+) -> Result<InFlight, Box<Response>> {
     let id = request.id;
-    let size = request.encoded_len();
     let refuse = |code: ErrorCode, message: String| {
         Err(Box::new(Response {
             id,
@@ -351,7 +351,7 @@ fn on_request(
         };
         (response, size)
     });
-    Ok((serving, size))
+    Ok(serving)
 }
 
 /// The response to a frame that could not be decoded.
