@@ -54,24 +54,30 @@ pub enum Scope {
 }
 
 impl Auth {
+    /// What `token` grants: `Some(None)` every project, `Some(Some(list))` those
+    /// projects, `None` nothing (missing or unknown). Compares against every
+    /// token, without stopping at a match.
+    fn grant(&self, token: Option<&str>) -> Option<Option<&[String]>> {
+        if self.disabled {
+            return Some(None);
+        }
+        let token = token?.as_bytes();
+        let mut found = None;
+        for (known, projects) in &self.tokens {
+            if bool::from(known.as_bytes().ct_eq(token)) {
+                found = Some(projects.as_deref());
+            }
+        }
+        found
+    }
+
     /// The scope `token` grants, or `None` when it is missing or unknown. A server
     /// without auth grants [`Scope::All`] to everyone.
     pub fn scope(&self, token: Option<&str>) -> Option<Scope> {
-        if self.disabled {
-            return Some(Scope::All);
-        }
-        let token = token?.as_bytes();
-        // Compare against every token, without stopping at a match.
-        let mut found: Option<&Option<Vec<String>>> = None;
-        for (known, projects) in &self.tokens {
-            if bool::from(known.as_bytes().ct_eq(token)) {
-                found = Some(projects);
-            }
-        }
-        Some(match found? {
+        Some(match self.grant(token)? {
             None => Scope::All,
             Some(projects) => {
-                let mut projects = projects.clone();
+                let mut projects = projects.to_vec();
                 projects.sort_by_key(|p| format!("{p}/"));
                 projects.dedup();
                 Scope::Projects(projects)
@@ -79,10 +85,14 @@ impl Auth {
         })
     }
 
-    /// Whether `token` may act on `project`.
+    /// Whether `token` may act on `project` (checked on every HTTP request, so
+    /// without building a [`Scope`]).
     pub fn allows(&self, token: Option<&str>, project: &str) -> bool {
-        self.scope(token)
-            .is_some_and(|scope| scope.covers_project(Some(project)))
+        match self.grant(token) {
+            None => false,
+            Some(None) => true,
+            Some(Some(projects)) => projects.iter().any(|p| p == project),
+        }
     }
 }
 
