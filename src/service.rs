@@ -287,10 +287,7 @@ impl Service {
         cursor: &str,
         limit: u64,
     ) -> Result<QueuePage, QueueError> {
-        let limit = match limit {
-            0 => MAX_BATCH,
-            n => batch_size("limit", n)?,
-        };
+        let limit = page_limit(limit)?;
         let (names, next) = self.registry.list(prefix, cursor, limit);
         Ok(QueuePage { names, next })
     }
@@ -311,10 +308,7 @@ impl Service {
         let Scope::Projects(projects) = scope else {
             return self.list_queues(prefix, cursor, limit);
         };
-        let limit = match limit {
-            0 => MAX_BATCH,
-            n => batch_size("limit", n)?,
-        };
+        let limit = page_limit(limit)?;
         let mut names: Vec<String> = Vec::new();
         // The scope's projects are sorted by their prefix, so their ranges come in
         // name order and do not overlap.
@@ -434,6 +428,14 @@ fn check_count(op: &str, what: &str, len: usize) -> Result<(), QueueError> {
 }
 
 /// `n` of reserve, peek, redrive and list: 0 means 1, else 1..=100.
+/// A listing's page size: 0 means the largest, [`MAX_BATCH`].
+fn page_limit(limit: u64) -> Result<usize, QueueError> {
+    match limit {
+        0 => Ok(MAX_BATCH),
+        n => batch_size("limit", n),
+    }
+}
+
 fn batch_size(field: &str, n: u64) -> Result<usize, QueueError> {
     let n = n.max(1);
     check_range(field, n, 1, MAX_BATCH as u64)?;

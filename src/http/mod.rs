@@ -95,14 +95,7 @@ pub(crate) async fn serve(
     stop: CancellationToken,
     connections: TaskTracker,
 ) {
-    // 100 bodies of the largest size, even if every byte is JSON-escaped (`\u00XX`),
-    // plus room for the rest of the document.
-    let max_request = service.max_body().saturating_mul(6 * MAX_BATCH) + 64 * 1024;
-    let api = Arc::new(Api {
-        service,
-        auth,
-        max_request,
-    });
+    let api = Arc::new(Api::new(service, auth));
     let refusal = refusal_response(limits.max_connections);
     let mut acceptor = Acceptor::new(listener, limits.max_connections, refusal, &connections);
     while let Some((stream, peer, permit)) = acceptor.next(&stop).await {
@@ -166,6 +159,17 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
 }
 
 impl Api {
+    fn new(service: Arc<Service>, auth: Arc<Auth>) -> Self {
+        // 100 bodies of the largest size, even if every byte is JSON-escaped
+        // (`\u00XX`), plus room for the rest of the document.
+        let max_request = service.max_body().saturating_mul(6 * MAX_BATCH) + 64 * 1024;
+        Api {
+            service,
+            auth,
+            max_request,
+        }
+    }
+
     /// Path, then token, then body, then the route: nothing is read or done for a
     /// request that may not be served.
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -227,14 +231,11 @@ pub async fn fuzz_route(
     let Some((project, rest)) = json::split_path(path) else {
         return StatusCode::NOT_FOUND.as_u16();
     };
-    let api = Api {
-        max_request: service.max_body().saturating_mul(6 * MAX_BATCH) + 64 * 1024,
-        service,
-        auth: Arc::new(Auth {
-            tokens: Vec::new(),
-            disabled: true,
-        }),
-    };
+    let open = Arc::new(Auth {
+        tokens: Vec::new(),
+        disabled: true,
+    });
+    let api = Api::new(service, open);
     let call = Call {
         method,
         project,
