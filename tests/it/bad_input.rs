@@ -12,22 +12,8 @@ use crate::support::{frame, raw, recv, send, TestServer};
 
 /// Reads one response frame and then expects the server to close the connection.
 async fn error_then_close(stream: &mut TcpStream) -> (u64, ErrorCode) {
-    let mut all = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        stream.read_to_end(&mut all),
-    )
-    .await
-    .expect("server closes within 10 s")
-    .expect("read");
-    assert!(all.len() >= 4, "a response frame before the close");
-    let len = usize::try_from(u32::from_be_bytes(all[..4].try_into().unwrap())).unwrap();
-    assert_eq!(all.len(), 4 + len, "exactly one frame, then EOF");
-    let resp = proto::Response::decode(&all[4..]).expect("a Response");
-    let Some(response::Result::Error(err)) = resp.result else {
-        panic!("expected an error, got {:?}", resp.result)
-    };
-    (resp.id, ErrorCode::try_from(err.code).unwrap())
+    let (id, err) = crate::support::error_then_close(stream).await;
+    (id, ErrorCode::try_from(err.code).unwrap())
 }
 
 fn error_code(resp: &proto::Response) -> Option<ErrorCode> {

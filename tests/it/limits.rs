@@ -4,24 +4,10 @@
 //! closed; queues past `--max-queues` and `--max-queues-per-project` are refused.
 
 use ferromq::proto::{self, response, ErrorCode};
-use prost::Message as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::TestServer;
-
-/// Everything the server sends before it closes `stream` (within 10 s).
-async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
-    let mut all = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        stream.read_to_end(&mut all),
-    )
-    .await
-    .expect("the server answers and closes within 10 s")
-    .expect("read");
-    all
-}
+use crate::support::{error_then_close, read_until_closed, TestServer};
 
 #[tokio::test]
 async fn a_connection_past_the_limit_gets_resource_exhausted_and_a_close() {
@@ -35,14 +21,7 @@ async fn a_connection_past_the_limit_gets_resource_exhausted_and_a_close() {
     let second = server.client().await;
 
     let mut third = TcpStream::connect(server.addr()).await.unwrap();
-    let answer = read_until_closed(&mut third).await;
-    assert!(answer.len() > 4, "a frame before the close");
-    let len = usize::try_from(u32::from_be_bytes(answer[..4].try_into().unwrap())).unwrap();
-    assert_eq!(answer.len(), 4 + len, "one frame, then EOF");
-    let response = proto::Response::decode(&answer[4..]).unwrap();
-    let Some(response::Result::Error(err)) = response.result else {
-        panic!("expected an error, got {response:?}");
-    };
+    let (_, err) = error_then_close(&mut third).await;
     assert_eq!(
         ErrorCode::try_from(err.code).unwrap(),
         ErrorCode::ResourceExhausted
@@ -128,11 +107,7 @@ async fn idle_and_slow_connections_are_closed_and_busy_ones_are_not() {
     let mut trickle = TcpStream::connect(server.addr()).await.unwrap();
     trickle.write_all(&[0, 0, 0, 50, 1]).await.unwrap();
     for stream in [&mut idle, &mut trickle] {
-        let answer = read_until_closed(stream).await;
-        let response = proto::Response::decode(&answer[4..]).unwrap();
-        let Some(response::Result::Error(err)) = response.result else {
-            panic!("expected an error, got {response:?}");
-        };
+        let (_, err) = error_then_close(stream).await;
         assert_eq!(
             ErrorCode::try_from(err.code).unwrap(),
             ErrorCode::Unavailable

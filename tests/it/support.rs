@@ -256,3 +256,32 @@ pub(crate) async fn until_waiting(client: &Client, queue: &str, n: u64) -> bool 
     }
     false
 }
+
+/// Everything the server sends on `stream` before it closes it (within 10 s).
+pub(crate) async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut all = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut all),
+    )
+    .await
+    .expect("the server answers and closes within 10 s")
+    .expect("read");
+    all
+}
+
+/// Expects exactly one error frame on `stream`, then its close; returns the
+/// response id and the error.
+pub(crate) async fn error_then_close(stream: &mut TcpStream) -> (u64, ferromq::proto::Error) {
+    use prost::Message as _;
+    let all = read_until_closed(stream).await;
+    assert!(all.len() >= 4, "a response frame before the close");
+    let len = usize::try_from(u32::from_be_bytes(all[..4].try_into().unwrap())).unwrap();
+    assert_eq!(all.len(), 4 + len, "exactly one frame, then EOF");
+    let resp = Response::decode(&all[4..]).expect("a Response");
+    let Some(ferromq::proto::response::Result::Error(err)) = resp.result else {
+        panic!("expected an error, got {:?}", resp.result)
+    };
+    (resp.id, err)
+}
