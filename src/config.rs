@@ -143,10 +143,12 @@ impl Config {
             || limits.max_queues_per_project == 0
             || limits.max_messages_per_queue == 0
             || limits.max_waiters_per_queue == 0
+            || limits.max_bytes_per_queue == 0
+            || limits.max_total_bytes == 0
         {
             return Err(
-                "--max-queues, --max-queues-per-project, --max-queue-messages and \
-                        --max-waiters must be at least 1"
+                "--max-queues, --max-queues-per-project, --max-queue-messages, \
+                 --max-queue-bytes, --max-total-bytes and --max-waiters must be at least 1"
                     .into(),
             );
         }
@@ -228,6 +230,39 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too long"))
 }
 
+/// Parses a size in bytes: a bare number, or one with a binary unit (`512KiB`,
+/// `64MiB`, `10GiB`, `1TiB`; `K`, `M`, `G`, `T` mean the same), or `unlimited`.
+///
+/// # Errors
+/// A sentence saying what is wrong with `text`.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    if text.eq_ignore_ascii_case("unlimited") {
+        return Ok(u64::MAX);
+    }
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, ""),
+    };
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 4096, 64MiB, 10GiB or unlimited"))?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        "T" | "TiB" => 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?}: use KiB, MiB, GiB or TiB"
+            ))
+        }
+    };
+    value
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +293,17 @@ mod tests {
             ..Config::default()
         };
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn should_parse_sizes_with_binary_units() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("2G"), Ok(2 << 30));
+        assert_eq!(parse_bytes("unlimited"), Ok(u64::MAX));
+        assert!(parse_bytes("1PB").is_err());
+        assert!(parse_bytes("MiB").is_err());
+        assert!(parse_bytes("99999999999TiB").is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! Every task the server starts is tracked and awaited here.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -22,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::error::QueueError;
+use crate::queue::admission::{Admission, DISK_CHECK_EVERY};
 use crate::queue::clock::{Clock, SystemClock};
 use crate::queue::Registry;
 use crate::service::Service;
@@ -99,6 +101,8 @@ impl Server {
             .map_err(|err| StorageError::Io(format!("opening stopped: {err}")))??;
         let opened = started.elapsed();
         let registry = Registry::open_with(store, clock, config.queue_limits).await?;
+        let admission = Arc::clone(registry.admission());
+        read_disk_free(&config.data_dir, &admission).await;
         tracing::info!(
             store_ms = opened.as_millis(),
             queues_ms = (started.elapsed() - opened).as_millis(),
@@ -145,6 +149,7 @@ impl Server {
             connections.clone(),
         ));
         listeners.spawn(trim_memory(stop.clone()));
+        listeners.spawn(watch_disk(config.data_dir.clone(), admission, stop.clone()));
         listeners.close();
         tracing::info!(%local_addr, "ferromq listening");
         Ok(Server {
@@ -181,6 +186,32 @@ impl Server {
 /// `ms` as a duration; 0 means none.
 fn nonzero_ms(ms: u64) -> Option<std::time::Duration> {
     (ms != 0).then(|| std::time::Duration::from_millis(ms))
+}
+
+/// Reads the free space of `dir`'s file system into `admission` every
+/// [`DISK_CHECK_EVERY`] until `stop` (`queue/admission.rs`, "Disk space").
+async fn watch_disk(dir: PathBuf, admission: Arc<Admission>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(DISK_CHECK_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => read_disk_free(&dir, &admission).await,
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// One reading of `dir`'s free space (a `statvfs`, on the blocking pool). A
+/// failed reading keeps the last one and is logged.
+async fn read_disk_free(dir: &Path, admission: &Admission) {
+    let path = dir.to_path_buf();
+    match tokio::task::spawn_blocking(move || fs2::available_space(&path)).await {
+        Ok(Ok(free)) => admission.set_disk_free(free),
+        Ok(Err(err)) => {
+            tracing::warn!(data_dir = %dir.display(), cause = %err, "cannot read the free disk space");
+        }
+        Err(_) => {}
+    }
 }
 
 /// Gives free heap memory back every [`crate::memory::TRIM_EVERY`] until `stop`.

@@ -329,5 +329,6 @@ fn queue_info(stats: QueueStats) -> response::Result {
         }),
         created_at_ms: stats.created_at_ms,
         waiting: stats.waiting,
+        bytes: stats.bytes,
     })
 }

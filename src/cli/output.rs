@@ -35,6 +35,7 @@ pub(super) fn print_info(info: &proto::QueueInfo, as_json: bool) {
         },
         "created_at_ms": info.created_at_ms,
         "waiting": info.waiting,
+        "bytes": info.bytes,
     });
     let dead_letter = dead_letter.map_or_else(String::new, |d| {
         format!(
@@ -43,7 +44,7 @@ pub(super) fn print_info(info: &proto::QueueInfo, as_json: bool) {
         )
     });
     let text = format!(
-        "{}: size={} available={} reserved={} delayed={} total_pushed={} waiting={} message_timeout_ms={} message_expiration_s={}{dead_letter}",
+        "{}: size={} available={} reserved={} delayed={} total_pushed={} waiting={} bytes={} message_timeout_ms={} message_expiration_s={}{dead_letter}",
         info.name,
         info.size,
         info.available,
@@ -51,6 +52,7 @@ pub(super) fn print_info(info: &proto::QueueInfo, as_json: bool) {
         info.delayed,
         info.total_pushed,
         info.waiting,
+        info.bytes,
         settings.message_timeout_ms,
         settings.message_expiration_s
     );

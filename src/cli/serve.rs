@@ -67,6 +67,20 @@ pub(super) struct ServeArgs {
     /// would pass it is RESOURCE_EXHAUSTED (HTTP 503) and pushes nothing.
     #[arg(long, default_value_t = crate::queue::registry::DEFAULT_MAX_MESSAGES_PER_QUEUE)]
     max_queue_messages: usize,
+    /// Most bytes of message bodies in one queue (`64MiB`, `10GiB`, `unlimited`);
+    /// a push that would pass it is RESOURCE_EXHAUSTED (HTTP 503) and pushes
+    /// nothing. Counted as `info` shows `bytes`: the bodies of every stored batch
+    /// that still holds a message.
+    #[arg(long, value_parser = config::parse_bytes, default_value = "1TiB")]
+    max_queue_bytes: u64,
+    /// Most bytes of message bodies in all queues together; as --max-queue-bytes.
+    #[arg(long, value_parser = config::parse_bytes, default_value = "unlimited")]
+    max_total_bytes: u64,
+    /// Free space to keep on the data directory's file system: below it pushes
+    /// and new queues are RESOURCE_EXHAUSTED (HTTP 503) until space is freed;
+    /// reads, reserves and deletes go on (`0`: no reserve).
+    #[arg(long, value_parser = config::parse_bytes, default_value = "64MiB")]
+    min_free_disk: u64,
     /// Most long polls waiting at once on one queue; one more is
     /// RESOURCE_EXHAUSTED (HTTP 503).
     #[arg(long, default_value_t = crate::queue::registry::DEFAULT_MAX_WAITERS_PER_QUEUE)]
@@ -173,6 +187,9 @@ pub(super) async fn serve(args: ServeArgs) -> ExitCode {
             max_queues: args.max_queues,
             max_queues_per_project: args.max_queues_per_project,
             max_messages_per_queue: args.max_queue_messages,
+            max_bytes_per_queue: args.max_queue_bytes,
+            max_total_bytes: args.max_total_bytes,
+            min_free_disk: args.min_free_disk,
             max_waiters_per_queue: args.max_waiters,
         },
         idle_timeout_ms: args.idle_timeout,

@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::admission::Admission;
 use super::clock::Clock;
 use super::handle::{QueueHandle, WeakQueueHandle};
 use super::recovery::record_from_meta;
@@ -167,10 +168,10 @@ pub(crate) struct ActorContext {
     pub(crate) mover: Mover,
     pub(crate) tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
-    /// A push that would take a queue past this many messages is refused
-    /// (admission happens here, before the state machine, so the log only ever
-    /// holds accepted pushes).
-    pub(crate) max_messages: usize,
+    /// The limits a push is admitted against, and the bytes every queue holds
+    /// (each actor reports its own after every turn). Admission happens here,
+    /// before the state machine, so the log only ever holds accepted pushes.
+    pub(crate) admission: Arc<Admission>,
     /// Most long polls parked on one queue ([`QueueState::set_max_waiters`]).
     pub(crate) max_waiters: usize,
 }
@@ -232,6 +233,8 @@ struct Actor {
     deferred: Vec<Deferred>,
     /// The reply of a Destroy that stopped the turn.
     destroy: Option<Reply<Acked<()>>>,
+    /// The queue's bytes as last reported to [`Admission::account`].
+    reported_bytes: u64,
 }
 
 /// Starts the actor of queue `id` with `state` (new or rebuilt) and returns its
@@ -244,6 +247,8 @@ pub(super) fn spawn(
 ) -> QueueHandle {
     let mut state = state;
     state.set_max_waiters(ctx.max_waiters);
+    let reported_bytes = state.bytes();
+    ctx.admission.account(0, reported_bytes);
     let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
     let handle = QueueHandle::new(state.meta().name.clone(), tx, ctx.shutdown.clone());
     let actor = Actor {
@@ -261,6 +266,7 @@ pub(super) fn spawn(
         wrote: false,
         deferred: Vec::new(),
         destroy: None,
+        reported_bytes,
     };
     ctx.tasks.spawn(actor.run(rx));
     handle
@@ -321,6 +327,7 @@ impl Actor {
                 () = shutdown.cancelled() => break,
             }
             self.finish_turn(&mut held, force, false);
+            self.report_bytes();
             if self.destroy.is_some() {
                 break;
             }
@@ -334,6 +341,8 @@ impl Actor {
         // Queue destroyed, mailbox closed or server stopping: finish what was done,
         // answer what is still queued, then tell the waiters.
         self.finish_turn(&mut held, true, true);
+        // The queue's bytes no longer count (destroyed, or the server stops).
+        self.ctx.admission.account(self.reported_bytes, 0);
         mailbox.close();
         let name = self.state.meta().name.to_string();
         let gone = if self.destroy.is_some() {
@@ -366,18 +375,18 @@ impl Actor {
         let io = &mut self.io;
         match request {
             ActorRequest::Push { messages, reply } => {
-                let held = state.message_count();
-                let limit = self.ctx.max_messages;
-                let result = if held.saturating_add(messages.len()) > limit {
-                    Err(QueueError::ResourceExhausted(format!(
-                        "queue {} holds {held} messages; {} more would pass its limit of {limit} \
-                         (--max-queue-messages): retry after consumers catch up",
-                        state.meta().name,
-                        messages.len()
-                    )))
-                } else {
-                    state.push(now, io, messages)
-                };
+                let bytes = messages.iter().map(|m| m.body.len()).sum::<usize>();
+                let result = self
+                    .ctx
+                    .admission
+                    .admit_push(
+                        &state.meta().name,
+                        state.message_count(),
+                        state.bytes(),
+                        messages.len(),
+                        u64::try_from(bytes).unwrap_or(u64::MAX),
+                    )
+                    .and_then(|()| state.push(now, io, messages));
                 self.reply_acked(reply, result);
             }
             ActorRequest::Reserve {
@@ -440,6 +449,15 @@ impl Actor {
             ActorRequest::Destroy { reply } => self.destroy = Some(reply),
         }
         self.dispatch_events();
+    }
+
+    /// Tells admission what the queue holds now, if that changed.
+    fn report_bytes(&mut self) {
+        let bytes = self.state.bytes();
+        if bytes != self.reported_bytes {
+            self.ctx.admission.account(self.reported_bytes, bytes);
+            self.reported_bytes = bytes;
+        }
     }
 
     /// Delivers what the state machine said must happen for others.

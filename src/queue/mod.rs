@@ -10,6 +10,8 @@
 //! - [`clock`]: the one source of time; the state machine takes `now` as an argument.
 //! - [`actor`]: the loop that drives a state machine: mailbox, timer, a turn's
 //!   writes, replies. [`handle::QueueHandle`] is its typed, cloneable front.
+//! - [`admission`]: the limits on what queues hold (messages, bytes, disk space),
+//!   checked by each actor before a push reaches its state machine.
 //! - [`transfer`]: moving messages between queues (dead letters, redrive) without
 //!   actors waiting on each other.
 //! - [`registry::Registry`]: queue name → handle; creating, loading and deleting
@@ -19,6 +21,7 @@
 //! records, and the state machine it drives does no I/O and reads no clock.
 
 pub mod actor;
+pub mod admission;
 pub mod clock;
 pub mod deadlines;
 pub mod handle;

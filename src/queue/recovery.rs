@@ -163,13 +163,17 @@ impl Rebuild {
             batch,
             slot,
             batch_len,
+            batch_bytes,
         } = loaded;
         let restored = &mut self.restored;
         let group = match restored.groups.entry(batch) {
             Entry::Occupied(group) => group.into_mut(),
             Entry::Vacant(group) => {
                 self.lengths.insert(batch, batch_len);
-                group.insert(Group::default())
+                group.insert(Group {
+                    bytes: batch_bytes,
+                    ..Group::default()
+                })
             }
         };
         if restored.index.contains(id) {

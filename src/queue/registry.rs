@@ -21,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::actor::{self, ActorContext};
+use super::admission::{
+    Admission, HoldLimits, DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_TOTAL_BYTES, DEFAULT_MIN_FREE_DISK,
+};
 use super::clock::Clock;
 use super::handle::QueueHandle;
 use super::recovery::{meta_from_record, record_from_meta, Rebuild};
@@ -50,8 +53,8 @@ struct Inner {
     queues: Mutex<Queues>,
 }
 
-/// How many queues may exist (a queue being created counts), and how many
-/// messages one may hold.
+/// How many queues may exist (a queue being created counts), and what they may
+/// hold ([`Admission`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueLimits {
     /// On the whole server.
@@ -62,6 +65,14 @@ pub struct QueueLimits {
     /// Messages in one queue (available, reserved and delayed): a push that would
     /// pass it is refused whole. Moves (dead letters, redrive) are not refused.
     pub max_messages_per_queue: usize,
+    /// Bytes of bodies in one queue ([`super::state::QueueState::bytes`]): a push
+    /// that would pass it is refused whole. Moves are not refused.
+    pub max_bytes_per_queue: u64,
+    /// Bytes of bodies in every queue together; as `max_bytes_per_queue`.
+    pub max_total_bytes: u64,
+    /// Free space to keep on the data directory's file system: below it pushes and
+    /// queue creations are refused ([`Admission`]).
+    pub min_free_disk: u64,
     /// Long polls parked at once on one queue; one more is refused.
     pub max_waiters_per_queue: usize,
 }
@@ -84,6 +95,9 @@ impl Default for QueueLimits {
             max_queues: DEFAULT_MAX_QUEUES,
             max_queues_per_project: DEFAULT_MAX_QUEUES_PER_PROJECT,
             max_messages_per_queue: DEFAULT_MAX_MESSAGES_PER_QUEUE,
+            max_bytes_per_queue: DEFAULT_MAX_QUEUE_BYTES,
+            max_total_bytes: DEFAULT_MAX_TOTAL_BYTES,
+            min_free_disk: DEFAULT_MIN_FREE_DISK,
             max_waiters_per_queue: DEFAULT_MAX_WAITERS_PER_QUEUE,
         }
     }
@@ -207,7 +221,12 @@ impl Registry {
                 },
                 tasks,
                 shutdown: CancellationToken::new(),
-                max_messages: limits.max_messages_per_queue,
+                admission: Arc::new(Admission::new(HoldLimits {
+                    max_messages_per_queue: limits.max_messages_per_queue,
+                    max_bytes_per_queue: limits.max_bytes_per_queue,
+                    max_total_bytes: limits.max_total_bytes,
+                    min_free_disk: limits.min_free_disk,
+                })),
                 max_waiters: limits.max_waiters_per_queue,
             },
             limits,
@@ -363,6 +382,11 @@ impl Registry {
         &self.inner.ctx.store
     }
 
+    /// What pushes are admitted against (the server feeds it the disk's free space).
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.inner.ctx.admission
+    }
+
     /// Stops every actor and every task they started, waits for them, then flushes
     /// and closes the store (off the runtime's workers).
     pub async fn shutdown(&self) {
@@ -409,6 +433,7 @@ impl Inner {
         attachment: Bytes,
     ) -> Result<Creation, QueueError> {
         queues.admit(name, &self.limits)?;
+        self.ctx.admission.admit_growth()?;
         let (done, creation) = watch::channel(None);
         queues.insert(name.to_string(), Entry::Creating(creation.clone()));
         let inner = Arc::clone(self);

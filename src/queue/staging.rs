@@ -70,6 +70,9 @@ pub(super) struct Group {
     pub(super) live: usize,
     /// When the group's expiry timer is armed: the earliest expiry of its messages.
     pub(super) expiry_ms: Option<u64>,
+    /// The bytes of every body the group's batch record holds (its deleted
+    /// messages' too: the record stays until the last one goes).
+    pub(super) bytes: u64,
 }
 
 /// Hashes group keys (Fx-style multiply) for the group table, which is touched on
@@ -112,6 +115,8 @@ pub(super) struct Staging {
     dirty: BTreeSet<u64>,
     /// A clear is to be written before everything staged after it.
     clear: bool,
+    /// The bytes of the bodies of every group still held (see [`Staging::bytes`]).
+    bytes: u64,
 }
 
 impl Staging {
@@ -119,6 +124,7 @@ impl Staging {
     /// found inconsistent on load whose state record must be rewritten.
     pub(super) fn restore(groups: IdMap<Group>, dirty: BTreeSet<u64>) -> Self {
         Staging {
+            bytes: groups.values().map(|g| g.bytes).sum(),
             groups,
             dirty,
             ..Staging::default()
@@ -145,11 +151,22 @@ impl Staging {
             open @ None => open.insert((new_key()?, BatchBuilder::default())),
         };
         let key = *key;
+        let len = u64::try_from(body.len()).unwrap_or(u64::MAX);
         let slot = builder.push(id, record, body);
         let group = self.groups.entry(key).or_default();
         group.ids.push(id);
         group.live += 1;
+        group.bytes = group.bytes.saturating_add(len);
+        self.bytes = self.bytes.saturating_add(len);
         Ok((key, slot))
+    }
+
+    /// The bytes of the bodies the queue's groups hold: what its batch records
+    /// keep on disk (and what the byte limits count). A group's bytes are given
+    /// back when its last message leaves and its records are removed, at the end
+    /// of that turn, so this is at least the bytes of the bodies in the queue.
+    pub(super) fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// The body in (`key`, `slot`) if that group is not written yet; `None` if the
@@ -187,6 +204,7 @@ impl Staging {
         self.sealed.clear();
         self.dirty.clear();
         self.clear = true;
+        self.bytes = 0;
     }
 
     /// Whether [`Staging::take_writes`] has something to write.
@@ -262,11 +280,14 @@ impl Staging {
     /// return it, so that its messages can leave the queue again.
     pub(super) fn lost(&mut self, key: u64) -> Option<Group> {
         self.dirty.remove(&key);
-        self.groups.remove(&key)
+        let group = self.groups.remove(&key)?;
+        self.bytes = self.bytes.saturating_sub(group.bytes);
+        Some(group)
     }
 
     fn forget(&mut self, key: u64, forgotten: &mut Vec<(u64, Option<u64>)>) {
         if let Some(group) = self.groups.remove(&key) {
+            self.bytes = self.bytes.saturating_sub(group.bytes);
             forgotten.push((key, group.expiry_ms));
         }
     }

@@ -607,8 +607,17 @@ impl QueueState {
             settings: self.meta.settings.clone(),
             created_at_ms: self.meta.created_at_ms,
             waiting: as_u64(self.waiters.len()),
+            bytes: self.bytes(),
             attachment: self.meta.attachment.clone(),
         }
+    }
+
+    /// The bytes of the bodies this queue's batch records hold: every body of a
+    /// group that still has a message in the queue (a group is freed with its last
+    /// message, when that turn's writes are taken). The byte limits count this:
+    /// it is what the queue keeps on disk, and at least its live bodies' bytes.
+    pub fn bytes(&self) -> u64 {
+        self.staging.bytes()
     }
 
     /// Replaces the settings (checked by [`super::types::SettingsPatch::apply`]; a new

@@ -313,6 +313,9 @@ pub struct QueueStats {
     pub created_at_ms: u64,
     /// Long-poll reserves waiting for a message.
     pub waiting: u64,
+    /// Bytes of bodies the queue's stored batches hold (what the byte limits
+    /// count; see `QueueState::bytes`).
+    pub bytes: u64,
     /// The blob a front end keeps with the queue (the HTTP API's alerts).
     pub attachment: Bytes,
 }

@@ -131,6 +131,13 @@ impl Batch {
         self.count
     }
 
+    /// The bytes of the bodies area: every body of the batch, deleted ones
+    /// included (what [`BatchBuilder::push`] was given).
+    pub fn body_bytes(&self) -> u64 {
+        let table = HEAD_LEN + self.count * ENTRY_LEN;
+        u64::try_from(self.value.len().saturating_sub(table)).unwrap_or(u64::MAX)
+    }
+
     fn entry_at(&self, slot: usize) -> Option<usize> {
         (slot < self.count).then_some(HEAD_LEN + slot * ENTRY_LEN)
     }
@@ -272,6 +279,7 @@ pub fn decode_messages(
             batch: key,
             slot,
             batch_len,
+            batch_bytes: batch.body_bytes(),
         });
     }
     Ok(live)

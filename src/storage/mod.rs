@@ -156,6 +156,8 @@ pub struct LoadedMessage {
     pub slot: u32,
     /// Slots in that batch (deleted ones included).
     pub batch_len: u32,
+    /// The bytes of that batch's bodies (deleted ones included).
+    pub batch_bytes: u64,
 }
 
 /// One queue's messages, stored as batch records (see `batch.rs`). Only that

@@ -247,6 +247,65 @@ async fn a_full_queue_refuses_pushes_whole_and_takes_them_again_once_drained() {
 }
 
 #[tokio::test]
+async fn pushes_past_a_queues_bytes_or_the_servers_total_are_refused_until_drained() {
+    let server = TestServer::start_with(|config| {
+        config.queue_limits.max_bytes_per_queue = 1000;
+        config.queue_limits.max_total_bytes = 1500;
+    })
+    .await;
+    let client = server.client().await;
+    let bodies = |n: usize| (0..n).map(|_| vec![b'x'; 100].into()).collect::<Vec<_>>();
+    let code = |result: Result<Vec<u64>, ferromq::client::ClientError>| {
+        result.err().and_then(|e| e.code())
+    };
+    client.push("a", bodies(9)).await.unwrap();
+    assert_eq!(client.info("a").await.unwrap().bytes, 900);
+    assert_eq!(
+        code(client.push("a", bodies(2)).await),
+        Some(ErrorCode::ResourceExhausted),
+        "900 + 200 would pass the queue's 1000"
+    );
+    assert_eq!(
+        client.info("a").await.unwrap().size,
+        9,
+        "nothing of it pushed"
+    );
+    client.push("a", bodies(1)).await.unwrap();
+    // The server's total: 1000 held in a, 600 more would pass 1500.
+    assert_eq!(
+        code(client.push("b", bodies(6)).await),
+        Some(ErrorCode::ResourceExhausted),
+        "the total"
+    );
+    client.push("b", bodies(5)).await.unwrap();
+    // Draining a gives its bytes back, to it and to the total.
+    let got = client
+        .reserve(
+            "a",
+            ferromq::client::ReserveOptions {
+                n: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 10);
+    for m in &got {
+        client
+            .delete("a", m.id, Some(m.reservation_id))
+            .await
+            .unwrap();
+    }
+    assert_eq!(client.info("a").await.unwrap().bytes, 0);
+    client.push("a", bodies(10)).await.unwrap();
+    assert_eq!(
+        code(client.push("b", bodies(1)).await),
+        Some(ErrorCode::ResourceExhausted),
+        "1000 + 500 held: the total is full again"
+    );
+}
+
+#[tokio::test]
 async fn a_connection_stops_being_read_past_its_byte_budget() {
     use futures_util::SinkExt;
     use prost::Message as _;

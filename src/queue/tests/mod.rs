@@ -267,6 +267,7 @@ impl Harness {
     /// Returns the parked reserves that were dropped.
     pub(super) fn restart(&mut self) -> Vec<WaiterId> {
         self.write(true);
+        let bytes = self.state.bytes();
         let dropped = self.state.drain_waiters();
         let mut loaded = Vec::new();
         self.io
@@ -276,6 +277,11 @@ impl Harness {
         // Through the stored form, as the server reads it.
         let meta = meta_from_record(&record_from_meta(7, &self.record)).expect("record");
         self.state = rebuild(meta, loaded, self.now);
+        assert_eq!(
+            self.state.bytes(),
+            bytes,
+            "the bytes a queue holds are those of its stored batches, before and after a restart"
+        );
         self.io.gone.clear();
         dropped
     }

@@ -849,3 +849,38 @@ fn reservation_id_zero_is_never_taken_for_an_expired_reservation() {
         Err(QueueError::ReservationMismatch(id))
     );
 }
+
+#[test]
+fn a_queue_holds_the_bytes_of_its_stored_batches_until_their_last_message_goes() {
+    let mut h = Harness::new();
+    h.push(&["aaaa", "bb"]);
+    assert_eq!(h.stats().bytes, 6);
+    h.write(false);
+    h.push(&["ccc"]);
+    h.write(false);
+    assert_eq!(h.stats().bytes, 9, "two batches");
+    let got = h.reserve(2, None);
+    let first: Vec<_> = got
+        .iter()
+        .map(|m| (m.info.id, Some(m.info.reservation_id)))
+        .collect();
+    assert_eq!(h.delete(&first[..1]), Ok(1));
+    h.write(false);
+    assert_eq!(
+        h.stats().bytes,
+        9,
+        "a batch stays whole while a message of it is left"
+    );
+    h.restart();
+    assert_eq!(h.stats().bytes, 9);
+    // The lease taken before the restart still holds.
+    assert_eq!(h.delete(&first[1..]), Ok(1));
+    h.write(false);
+    assert_eq!(
+        h.stats().bytes,
+        3,
+        "the first batch went with its last message"
+    );
+    h.clear();
+    assert_eq!(h.stats().bytes, 0);
+}
