@@ -361,15 +361,6 @@ impl Log {
             let blob_id =
                 if over_blob_threshold { Some(reservation_lsn) } else { None };
 
-            self.iobufs.encapsulate(
-                item,
-                message_header,
-                destination,
-                blob_id,
-            )?;
-
-            M.log_reservation_success();
-
             let pointer = if let Some(blob_id) = blob_id {
                 DiskPtr::new_blob(reservation_lid, blob_id)
             } else if let Some(blob_rewrite) = blob_rewrite {
@@ -378,7 +369,7 @@ impl Log {
                 DiskPtr::new_inline(reservation_lid)
             };
 
-            return Ok(Reservation {
+            let reservation = Reservation {
                 iobuf,
                 log: self,
                 buf: destination,
@@ -388,7 +379,28 @@ impl Log {
                 is_blob_rewrite: blob_rewrite.is_some(),
                 header_len: usize::try_from(message_header.serialized_size())
                     .unwrap(),
-            });
+            };
+
+            // ferromq patch (PATCHES.md, 6): the buffer slot is claimed (its
+            // writer count was raised above), so a failed encapsulation (a
+            // blob file that cannot be written: ENOSPC) must still leave the
+            // buffer, or the buffer is never written and every later flush
+            // waits for it forever. The reservation is cancelled instead: a
+            // Canceled message in the log, skipped at recovery.
+            let mut reservation = reservation;
+            if let Err(e) = self.iobufs.encapsulate(
+                item,
+                message_header,
+                &mut *reservation.buf,
+                blob_id,
+            ) {
+                let _ = reservation.abort();
+                return Err(e);
+            }
+
+            M.log_reservation_success();
+
+            return Ok(reservation);
         }
     }
 
