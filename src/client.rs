@@ -85,6 +85,17 @@ pub struct ConnectOptions {
     pub token: Option<String>,
     /// Largest frame accepted from the server (0: [`DEFAULT_MAX_FRAME`]).
     pub max_frame: usize,
+    /// Speak TLS ([`crate::tls::client_config`]); plaintext when `None`.
+    pub tls: Option<ClientTls>,
+}
+
+/// TLS towards a server: whom to trust, and the name its certificate must carry.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// The roots and settings ([`crate::tls::client_config`]).
+    pub config: Arc<rustls::ClientConfig>,
+    /// The server's host name or IP address, as its certificate names it.
+    pub server_name: String,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -92,8 +103,15 @@ impl std::fmt::Debug for ConnectOptions {
         f.debug_struct("ConnectOptions")
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("max_frame", &self.max_frame)
+            .field("tls", &self.tls.as_ref().map(|tls| &tls.server_name))
             .finish()
     }
+}
+
+/// The host part of `HOST:PORT` (`[::1]:7600` gives `::1`), for TLS's server name.
+pub fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// Options of [`Client::reserve`]; the defaults are the server's.
@@ -147,17 +165,40 @@ impl Client {
         };
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let (read, write) = stream.into_split();
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let (outgoing, queued) = mpsc::channel(1024);
-        tokio::spawn(write_requests(
-            FramedWrite::new(write, ClientCodec::new(max_frame)),
-            queued,
-        ));
-        tokio::spawn(read_responses(
-            FramedRead::new(read, ClientCodec::new(max_frame)),
-            Arc::clone(&pending),
-        ));
+        match &options.tls {
+            None => {
+                let (read, write) = stream.into_split();
+                spawn_io(
+                    Box::new(read),
+                    Box::new(write),
+                    max_frame,
+                    queued,
+                    Arc::clone(&pending),
+                );
+            }
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::try_from(tls.server_name.clone())
+                    .map_err(|err| {
+                        ClientError::Protocol(format!(
+                            "{:?} is not a TLS server name: {err}",
+                            tls.server_name
+                        ))
+                    })?;
+                let stream = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config))
+                    .connect(name, stream)
+                    .await?;
+                let (read, write) = tokio::io::split(stream);
+                spawn_io(
+                    Box::new(read),
+                    Box::new(write),
+                    max_frame,
+                    queued,
+                    Arc::clone(&pending),
+                );
+            }
+        }
         let client = Client {
             outgoing,
             pending,
@@ -555,8 +596,32 @@ fn unexpected(result: &response::Result) -> ClientError {
     ClientError::Protocol(format!("unexpected response {result:?}"))
 }
 
+/// A connection's reading half, plain or TLS (one type, so the reader is compiled
+/// once; a virtual call per read is nothing next to the system call).
+type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+/// A connection's writing half, plain or TLS.
+type Writer = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
+/// Starts the connection's writer and reader tasks.
+fn spawn_io(
+    read: Reader,
+    write: Writer,
+    max_frame: usize,
+    queued: mpsc::Receiver<Request>,
+    pending: Pending,
+) {
+    tokio::spawn(write_requests(
+        FramedWrite::new(write, ClientCodec::new(max_frame)),
+        queued,
+    ));
+    tokio::spawn(read_responses(
+        FramedRead::new(read, ClientCodec::new(max_frame)),
+        pending,
+    ));
+}
+
 async fn write_requests(
-    mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, ClientCodec>,
+    mut sink: FramedWrite<Writer, ClientCodec>,
     mut queued: mpsc::Receiver<Request>,
 ) {
     while let Some(first) = queued.recv().await {
@@ -574,10 +639,7 @@ async fn write_requests(
     }
 }
 
-async fn read_responses(
-    mut frames: FramedRead<tokio::net::tcp::OwnedReadHalf, ClientCodec>,
-    pending: Pending,
-) {
+async fn read_responses(mut frames: FramedRead<Reader, ClientCodec>, pending: Pending) {
     loop {
         let response = match frames.next().await {
             Some(Ok(response)) => response,

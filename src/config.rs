@@ -80,6 +80,9 @@ pub struct Config {
     /// Serve without authentication on an address other than loopback
     /// (`--allow-remote-without-auth`): without it such a server refuses to start.
     pub allow_remote_without_auth: bool,
+    /// TLS on both ports: the certificate chain and key (`--tls-cert`,
+    /// `--tls-key`); plaintext when `None`.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// The suggested port of the HTTP API (`--http-listen 127.0.0.1:8080`).
@@ -104,6 +107,7 @@ impl Default for Config {
             http_listen: None,
             auth: Auth::default(),
             allow_remote_without_auth: false,
+            tls: None,
         }
     }
 }

@@ -18,6 +18,7 @@
 //!   the load generator (`crates/ferromq-bench`).
 //! - [`cli`]: the `ferromq` command line (server and client subcommands).
 //! - [`auth`]: the tokens of both front ends and what each may reach.
+//! - [`tls`]: TLS on both ports (certificate reload on SIGHUP) and in the client.
 //! - [`config`], [`error`]: limits and defaults; the queue layer's errors.
 
 pub mod auth;
@@ -37,6 +38,7 @@ pub mod queue;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod tls;
 
 pub use client::Client;
 pub use config::{Config, DEFAULT_PORT};

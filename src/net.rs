@@ -5,6 +5,8 @@
 //! at the limit, a health check included, learns at once why it is not served
 //! instead of waiting in the kernel's listen backlog. Refusals in progress are
 //! capped too ([`MAX_REFUSING`]); past that a connection is closed without a word.
+//! On a TLS port there is no refusal to write (answering would cost a handshake
+//! per refused connection): the connection is closed at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +29,8 @@ pub(crate) struct Acceptor {
     listener: TcpListener,
     limit: Arc<Semaphore>,
     max_connections: usize,
-    refusal: bytes::Bytes,
+    /// `None`: close over-cap connections without a word (TLS ports).
+    refusal: Option<bytes::Bytes>,
     refusing: Arc<Semaphore>,
     tasks: TaskTracker,
 }
@@ -36,7 +39,7 @@ impl Acceptor {
     pub(crate) fn new(
         listener: TcpListener,
         max_connections: usize,
-        refusal: bytes::Bytes,
+        refusal: Option<bytes::Bytes>,
         tasks: &TaskTracker,
     ) -> Self {
         Acceptor {
@@ -86,10 +89,12 @@ impl Acceptor {
     /// refusals already running, closes it at once.
     fn refuse(&self, mut stream: TcpStream, peer: SocketAddr) {
         tracing::debug!(%peer, limit = self.max_connections, "connection refused: at the limit");
+        let Some(refusal) = self.refusal.clone() else {
+            return;
+        };
         let Ok(permit) = Arc::clone(&self.refusing).try_acquire_owned() else {
             return;
         };
-        let refusal = self.refusal.clone();
         self.tasks.spawn(async move {
             let _ = tokio::time::timeout(REFUSAL_TIME, async {
                 stream.write_all(&refusal).await?;

@@ -28,6 +28,7 @@ use crate::queue::clock::{Clock, SystemClock};
 use crate::queue::Registry;
 use crate::service::Service;
 use crate::storage::{SledConfig, SledStore, StorageError, Store};
+use crate::tls::ServerTls;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,9 @@ pub enum ServerError {
     /// A listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// The TLS certificate or key could not be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A running server.
@@ -52,6 +56,8 @@ pub struct Server {
     local_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
     stop: CancellationToken,
+    /// TLS of both ports, if on (reloaded by [`Server::reload_tls`]).
+    tls: Option<Arc<ServerTls>>,
     /// The accept loops.
     listeners: TaskTracker,
     /// The connections of both front ends.
@@ -88,6 +94,12 @@ impl Server {
             None => tracing::info!(tokens = auth.tokens.len(), "authentication required"),
         }
         let auth = Arc::new(auth);
+        // The certificate first: a server that cannot serve TLS must not open
+        // the data directory (or take its lock) at all.
+        let tls = match &config.tls {
+            Some(files) => Some(Arc::new(ServerTls::load(files.clone())?)),
+            None => None,
+        };
         let sled = SledConfig {
             path: config.data_dir.clone(),
             cache_bytes: config.cache_bytes,
@@ -122,6 +134,7 @@ impl Server {
                     http,
                     Arc::clone(&service),
                     Arc::clone(&auth),
+                    tls.clone(),
                     crate::http::Limits {
                         max_connections: config.max_connections,
                         header_timeout: nonzero_ms(config.http_header_timeout_ms),
@@ -138,6 +151,7 @@ impl Server {
             listener,
             Arc::clone(&service),
             auth,
+            tls.clone(),
             crate::binary::Limits {
                 max_frame: config.max_frame,
                 max_connections: config.max_connections,
@@ -151,12 +165,13 @@ impl Server {
         listeners.spawn(trim_memory(stop.clone()));
         listeners.spawn(watch_disk(config.data_dir.clone(), admission, stop.clone()));
         listeners.close();
-        tracing::info!(%local_addr, "ferromq listening");
+        tracing::info!(%local_addr, tls = tls.is_some(), "ferromq listening");
         Ok(Server {
             service,
             local_addr,
             http_addr,
             stop,
+            tls,
             listeners,
             connections,
         })
@@ -170,6 +185,19 @@ impl Server {
     /// The address of the IronMQ HTTP API, if it was enabled.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// Reads the TLS certificate and key again (SIGHUP): new connections use them,
+    /// open ones keep theirs. On error the old ones stay in use. Without TLS,
+    /// nothing to do.
+    ///
+    /// # Errors
+    /// If the files cannot be read or do not belong together.
+    pub fn reload_tls(&self) -> Result<bool, crate::tls::TlsError> {
+        match &self.tls {
+            Some(tls) => tls.reload().map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// Stops the server in the order of the module docs and waits until the data

@@ -381,3 +381,95 @@ fn the_cli_authenticates_with_a_token_that_is_never_logged() {
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(!logged.contains("s3cr3t"), "{logged}");
 }
+
+/// A self-signed certificate for 127.0.0.1 (its own root), as PEM text: (cert, key).
+fn certificate() -> (String, String) {
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("certificate");
+    (cert.pem(), signing_key.serialize_pem())
+}
+
+/// Reads the server's log until a line contains `wanted` (or the log ends).
+fn wait_for_log(log: &mut impl std::io::BufRead, wanted: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if log.read_line(&mut line).expect("read the log") == 0 {
+            panic!("the log ended before {wanted:?}");
+        }
+        if line.contains(wanted) {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn tls_serves_the_cli_and_reloads_its_certificate_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (certs.path().join("tls.pem"), certs.path().join("tls.key"));
+    let (old_ca, old_key) = certificate();
+    std::fs::write(&cert_path, &old_ca).unwrap();
+    std::fs::write(&key_path, &old_key).unwrap();
+    let old_ca_path = certs.path().join("old-ca.pem");
+    std::fs::write(&old_ca_path, &old_ca).unwrap();
+    let mut server = common::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        &[
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+        ("info", Stdio::piped()),
+    );
+    let mut log = std::io::BufReader::new(server.child.stderr.take().unwrap());
+    let addr = server.addr.clone();
+    let with_ca = |ca: &std::path::Path, args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--ca-cert", ca.to_str().unwrap()]);
+        cli(&addr, &all)
+    };
+    assert_eq!(
+        stdout(&with_ca(&old_ca_path, &["push", "q", "one"])).trim(),
+        "pushed 1 message(s): 2"
+    );
+    let plain = cli(&addr, &["info", "q"]);
+    assert_eq!(
+        plain.status.code(),
+        Some(1),
+        "a plaintext CLI is not served"
+    );
+
+    // New files, then SIGHUP: new connections get the new certificate.
+    let (new_ca, new_key) = certificate();
+    std::fs::write(&cert_path, &new_ca).unwrap();
+    std::fs::write(&key_path, &new_key).unwrap();
+    let new_ca_path = certs.path().join("new-ca.pem");
+    std::fs::write(&new_ca_path, &new_ca).unwrap();
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_for_log(&mut log, "TLS certificate and key reloaded");
+    let info = stdout(&with_ca(&new_ca_path, &["info", "q"]));
+    assert!(info.starts_with("q: size=1"), "{info}");
+    let stale = with_ca(&old_ca_path, &["info", "q"]);
+    assert_eq!(stale.status.code(), Some(1), "the old certificate is gone");
+
+    // A broken key is refused at reload; the server goes on with what it had.
+    std::fs::write(&key_path, "not a key").unwrap();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let failed = wait_for_log(&mut log, "TLS reload failed");
+    assert!(failed.contains("tls.key"), "{failed}");
+    let info = stdout(&with_ca(&new_ca_path, &["info", "q"]));
+    assert!(info.starts_with("q: size=1"), "{info}");
+}

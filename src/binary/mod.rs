@@ -49,8 +49,7 @@ use std::time::Duration;
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -60,6 +59,7 @@ use crate::codec::{CodecError, ServerCodec};
 use crate::net::Acceptor;
 use crate::proto::{self, request::Op, response, ErrorCode, Request, Response};
 use crate::service::Service;
+use crate::tls::{ReadHalf, ServerTls, WriteHalf};
 
 /// The limits of the binary front end.
 #[derive(Debug, Clone, Copy)]
@@ -80,20 +80,23 @@ pub(crate) struct Limits {
 
 /// Accepts connections on `listener` until `stop` is cancelled; every connection
 /// task is tracked by `connections`.
+/// With `tls`, every connection is TLS ([`crate::tls`]).
 pub(crate) async fn serve(
     listener: TcpListener,
     service: Arc<Service>,
     auth: Arc<Auth>,
+    tls: Option<Arc<ServerTls>>,
     limits: Limits,
     stop: CancellationToken,
     connections: TaskTracker,
 ) {
-    let refusal = refusal_frame(limits.max_connections);
+    let refusal = tls.is_none().then(|| refusal_frame(limits.max_connections));
     let mut acceptor = Acceptor::new(listener, limits.max_connections, refusal, &connections);
     while let Some((stream, peer, permit)) = acceptor.next(&stop).await {
         let service = Arc::clone(&service);
         let auth = Arc::clone(&auth);
         let stop = stop.clone();
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
         connections.spawn(async move {
             tracing::debug!(%peer, "connection opened");
             let session = Session {
@@ -101,7 +104,10 @@ pub(crate) async fn serve(
                 auth,
                 peer,
             };
-            serve_connection(stream, service, session, stop, limits).await;
+            if let Some(conn) = crate::tls::open(acceptor, stream, peer, &stop).await {
+                let (read, write) = conn.split();
+                serve_connection(read, write, service, session, stop, limits).await;
+            }
             tracing::debug!(%peer, "connection closed");
             drop(permit);
         });
@@ -142,13 +148,13 @@ struct Session {
 }
 
 async fn serve_connection(
-    stream: TcpStream,
+    read: ReadHalf,
+    write: WriteHalf,
     service: Arc<Service>,
     mut session: Session,
     stop: CancellationToken,
     limits: Limits,
 ) {
-    let (read, write) = stream.into_split();
     let mut frames = FramedRead::new(read, ServerCodec::new(limits.max_frame));
     let mut sink = FramedWrite::new(write, ServerCodec::new(limits.max_frame));
     let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
@@ -250,8 +256,8 @@ async fn serve_connection(
 /// knows it was not run. Bounded by what the socket holds now (and by a count, so
 /// a client that keeps writing cannot hold the shutdown up).
 async fn refuse_unread(
-    frames: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, ServerCodec>,
-    sink: &mut FramedWrite<OwnedWriteHalf, ServerCodec>,
+    frames: &mut FramedRead<ReadHalf, ServerCodec>,
+    sink: &mut FramedWrite<WriteHalf, ServerCodec>,
 ) -> Result<(), CodecError> {
     const MOST: usize = 100_000;
     let mut refused = 0;
@@ -278,7 +284,7 @@ async fn refuse_unread(
 /// Writes `first` and every other response that is ready, with one flush;
 /// returns the bytes of the requests they answered.
 async fn write_ready(
-    sink: &mut FramedWrite<OwnedWriteHalf, ServerCodec>,
+    sink: &mut FramedWrite<WriteHalf, ServerCodec>,
     first: (Response, usize),
     in_flight: &mut FuturesUnordered<InFlight>,
     max_frame: usize,

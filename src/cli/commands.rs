@@ -26,6 +26,12 @@ pub(super) struct ClientArgs {
     /// a command line is visible to every user of the machine.
     #[arg(long, env = "FERROMQ_TOKEN", hide_env_values = true)]
     pub(super) token: Option<Secret>,
+    /// Speak TLS to the server, trusting the system's roots (or --ca-cert).
+    #[arg(long)]
+    pub(super) tls: bool,
+    /// Trust the CA certificates in this PEM file (implies --tls).
+    #[arg(long, env = "FERROMQ_CA_CERT", value_name = "PEM")]
+    pub(super) ca_cert: Option<std::path::PathBuf>,
 }
 
 /// A token from the command line or the environment; `Debug` does not show it.

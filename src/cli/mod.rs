@@ -20,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::client::{Client, ClientError, ConnectOptions};
+use crate::client::{Client, ClientError, ClientTls, ConnectOptions};
 
 /// ferromq: a durable message-queue server and its command-line client.
 #[derive(Debug, Parser)]
@@ -79,8 +79,23 @@ async fn client_call(command: commands::ClientCommand) -> ExitCode {
         return ExitCode::from(2);
     }
     let args = command.client_args().clone();
+    let tls = if args.tls || args.ca_cert.is_some() {
+        match crate::tls::client_config(args.ca_cert.as_deref()) {
+            Ok(config) => Some(ClientTls {
+                config,
+                server_name: crate::client::host_of(&args.addr).to_owned(),
+            }),
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
     let options = ConnectOptions {
         token: args.token.as_ref().map(|token| token.0.clone()),
+        tls,
         ..ConnectOptions::default()
     };
     let result = match Client::connect_with(args.addr.as_str(), &options).await {

@@ -110,6 +110,13 @@ pub(super) struct ServeArgs {
     /// networks only); without it such a server refuses to start.
     #[arg(long)]
     allow_remote_without_auth: bool,
+    /// TLS on both ports: the server's certificate chain (PEM, leaf first).
+    /// Needs --tls-key. Read again on SIGHUP.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Runtime worker threads (connections, queue actors, HTTP). Default: one less
     /// than the CPUs, at least 1, leaving a CPU for the committer thread's fsyncs
     /// and sled's threads (README, "Threads"). Batching producers gain from more.
@@ -204,6 +211,10 @@ pub(super) async fn serve(args: ServeArgs) -> ExitCode {
             disabled: args.auth == Some(AuthMode::None) || args.http_no_auth,
         },
         allow_remote_without_auth: args.allow_remote_without_auth,
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(cert, key)| crate::tls::TlsFiles { cert, key }),
     };
     if args.auth == Some(AuthMode::Token) && config.auth.tokens.is_empty() {
         eprintln!("error: --auth token needs at least one --token TOKEN");
@@ -238,22 +249,36 @@ pub(super) async fn serve(args: ServeArgs) -> ExitCode {
     if let Some(http) = server.http_addr() {
         println!("ferromq http listening on {http}");
     }
-    wait_for_signal().await;
+    wait_for_signal(&server).await;
     tracing::info!("shutting down");
     server.shutdown().await;
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGINT or SIGTERM; on SIGHUP reads the TLS certificate and key again
+/// (and says how that went in the log) and goes on waiting.
+async fn wait_for_signal(server: &Server) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+        if let (Ok(mut term), Ok(mut hangup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => return,
+                    _ = term.recv() => return,
+                    _ = hangup.recv() => match server.reload_tls() {
+                        Ok(true) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                        Ok(false) => tracing::info!("SIGHUP: no TLS to reload"),
+                        Err(err) => tracing::error!(
+                            cause = %err,
+                            "SIGHUP: TLS reload failed; still serving the previous certificate"
+                        ),
+                    },
+                }
             }
-            return;
         }
     }
     let _ = tokio::signal::ctrl_c().await;

@@ -62,6 +62,7 @@ use crate::auth::Auth;
 use crate::net::Acceptor;
 use crate::queue::types::MAX_BATCH;
 use crate::service::Service;
+use crate::tls::{Conn, ServerTls};
 use error::ApiError;
 use json::Call;
 
@@ -87,44 +88,62 @@ struct Api {
 /// Accepts HTTP/1.1 connections until `stop` is cancelled; at most
 /// `max_connections` at once (more get a 503 and are closed). Every connection
 /// task is tracked by `connections`.
+/// With `tls`, every connection is HTTPS ([`crate::tls`]).
 pub(crate) async fn serve(
     listener: TcpListener,
     service: Arc<Service>,
     auth: Arc<Auth>,
+    tls: Option<Arc<ServerTls>>,
     limits: Limits,
     stop: CancellationToken,
     connections: TaskTracker,
 ) {
     let api = Arc::new(Api::new(service, auth));
-    let refusal = refusal_response(limits.max_connections);
+    let refusal = tls
+        .is_none()
+        .then(|| refusal_response(limits.max_connections));
     let mut acceptor = Acceptor::new(listener, limits.max_connections, refusal, &connections);
     while let Some((stream, peer, permit)) = acceptor.next(&stop).await {
         let api = Arc::clone(&api);
         let stop = stop.clone();
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
         connections.spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let api = Arc::clone(&api);
-                async move { Ok::<_, Infallible>(api.handle(request).await) }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .serve_connection(io, service);
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(err) = result {
-                        tracing::debug!(%peer, cause = %err, "http connection ended");
-                    }
-                }
-                () = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
+            if let Some(conn) = crate::tls::open(acceptor, stream, peer, &stop).await {
+                serve_connection(conn, api, peer, limits, stop).await;
             }
             drop(permit);
         });
+    }
+}
+
+/// Serves HTTP/1.1 on one connection (plain or TLS) until it ends or `stop`.
+async fn serve_connection(
+    stream: Conn,
+    api: Arc<Api>,
+    peer: std::net::SocketAddr,
+    limits: Limits,
+    stop: CancellationToken,
+) {
+    let service = hyper::service::service_fn(move |request| {
+        let api = Arc::clone(&api);
+        async move { Ok::<_, Infallible>(api.handle(request).await) }
+    });
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .serve_connection(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(err) = result {
+                tracing::debug!(%peer, cause = %err, "http connection ended");
+            }
+        }
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
     }
 }
 

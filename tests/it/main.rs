@@ -13,3 +13,4 @@ mod pipelining;
 mod restart;
 mod shutdown;
 mod support;
+mod tls;
