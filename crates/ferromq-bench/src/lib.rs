@@ -30,6 +30,7 @@
     reason = "a report is floating point: counts and microseconds become f64, exactly below 2^52, which no run comes near"
 )]
 
+pub mod overload;
 pub mod plot;
 pub mod target;
 
@@ -323,7 +324,7 @@ impl Report {
     }
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     // 1 µs .. 1 hour at 3 significant digits; the bounds are constants that
     // hdrhistogram accepts.
     Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|_| {
@@ -884,7 +885,7 @@ fn read_context_switches(pid: u32) -> Option<u64> {
 }
 
 /// (VmRSS, VmHWM) of a process in MiB.
-fn read_rss_mib(pid: u32) -> Option<(f64, f64)> {
+pub(crate) fn read_rss_mib(pid: u32) -> Option<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<f64> {
         let line = status.lines().find(|l| l.starts_with(name))?;
