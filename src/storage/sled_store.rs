@@ -55,6 +55,31 @@ pub struct SledStore {
     guard: GuardKeeper,
 }
 
+/// Creates `dir` and any missing parents, each made durable: every directory
+/// created is fsynced, and so is the one it was created in (a new directory's name
+/// is an entry of its parent, lost in a power cut until the parent is fsynced).
+fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_durably(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        // Made meanwhile by someone else: theirs to make durable, but it costs
+        // nothing to do it here as well.
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(err),
+    }
+    guard::sync_dir(dir)?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    guard::sync_dir(parent)
+}
+
 impl SledStore {
     /// Opens (or creates) the store in `config.path`. This blocks (sled reads its
     /// log, the first id block is made durable): call it off the async runtime.
@@ -65,7 +90,7 @@ impl SledStore {
     /// guard file says was there (`guard.rs`; [`StorageError::Corrupt`] naming the
     /// path and what is missing) and `config.recover` is not set.
     pub fn open(config: &SledConfig) -> Result<Arc<Self>, StorageError> {
-        std::fs::create_dir_all(&config.path).map_err(|err| {
+        create_dir_durably(&config.path).map_err(|err| {
             StorageError::Io(format!("cannot create {}: {err}", config.path.display()))
         })?;
         let guarded = match guard::read(&config.path) {
@@ -82,6 +107,16 @@ impl SledStore {
             .flush_every_ms(Some(super::FLUSH_EVERY_MS))
             .open()
             .map_err(|err| open_error(err, &config.path))?;
+        // sled creates `db`, `conf` and `blobs/` without making their names
+        // durable: until this directory is fsynced a power cut can take them.
+        guard::sync_dir(&config.path)
+            .and_then(|()| match config.path.join("blobs") {
+                blobs if blobs.is_dir() => guard::sync_dir(&blobs),
+                _ => Ok(()),
+            })
+            .map_err(|err| {
+                StorageError::Io(format!("cannot fsync {}: {err}", config.path.display()))
+            })?;
         if db
             .tree_names()
             .iter()

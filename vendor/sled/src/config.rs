@@ -678,6 +678,13 @@ impl Config {
         io_fail!(self, "write_config crc");
         f.write_all(&crc_arr)?;
         io_fail!(self, "write_config post");
+        // ferromq patch (PATCHES.md, 7): the file and its name are made
+        // durable (they were left to the page cache: a power cut soon after
+        // the first start could leave an empty `conf`).
+        f.sync_all()?;
+        if let Some(dir) = self.config_path().parent() {
+            fs::File::open(dir)?.sync_all()?;
+        }
         Ok(())
     }
 

@@ -560,6 +560,12 @@ fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
     io_fail!(config, "snap write mv");
     std::fs::rename(&path_1, &path_2)?;
     io_fail!(config, "snap write mv post");
+    // ferromq patch (PATCHES.md, 7): the new name is made durable before the
+    // old snapshots are removed, so a power cut never leaves a directory
+    // whose only snapshot is older than the segments the log has reused.
+    if let Some(dir) = path_2.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
 
     trace!("renamed snapshot to {}", path_2.to_string_lossy());
 
