@@ -37,6 +37,11 @@ pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 /// clients between bursts (a long poll is in flight, so it never counts as idle),
 /// short enough that abandoned connections do not pile up to the cap.
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 300_000;
+/// Default cap on the bytes of HTTP request bodies held at once: 256 MiB. A
+/// request may carry up to 100 bodies of `--max-body`, JSON-escaped (~39 MiB
+/// with the defaults), so without it 10,000 connections could make the server
+/// hold hundreds of GiB; with it, a few such requests or thousands of ordinary ones.
+pub const DEFAULT_MAX_HTTP_BODY_BYTES: usize = 256 * 1024 * 1024;
 /// Default HTTP header read timeout: 30 s (hyper's own default), which is also
 /// how long an idle keep-alive connection stays open.
 pub const DEFAULT_HTTP_HEADER_TIMEOUT_MS: u64 = 30_000;
@@ -73,6 +78,9 @@ pub struct Config {
     /// An HTTP request's headers must arrive within this time of the connection
     /// opening or of the previous response; bounds idle keep-alive too (0: never).
     pub http_header_timeout_ms: u64,
+    /// Bytes of HTTP request bodies held at once, every connection together; a
+    /// request whose body would pass it is 503 before its body is read.
+    pub max_http_body_bytes: usize,
     /// Where the IronMQ v3 HTTP API listens; off when `None`.
     pub http_listen: Option<SocketAddr>,
     /// Who may use which queues, on both ports.
@@ -104,6 +112,7 @@ impl Default for Config {
             recover_lost_data: false,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             http_header_timeout_ms: DEFAULT_HTTP_HEADER_TIMEOUT_MS,
+            max_http_body_bytes: DEFAULT_MAX_HTTP_BODY_BYTES,
             http_listen: None,
             auth: Auth::default(),
             allow_remote_without_auth: false,
@@ -156,8 +165,10 @@ impl Config {
                     .into(),
             );
         }
-        if self.max_connection_bytes == 0 {
-            return Err("--max-connection-bytes must be at least 1".into());
+        if self.max_connection_bytes == 0 || self.max_http_body_bytes == 0 {
+            return Err(
+                "--max-connection-bytes and --max-http-body-bytes must be at least 1".into(),
+            );
         }
         if self.max_connections == 0 || self.max_in_flight == 0 {
             return Err("--max-connections and --max-in-flight must be at least 1".into());

@@ -138,6 +138,7 @@ impl Server {
                     crate::http::Limits {
                         max_connections: config.max_connections,
                         header_timeout: nonzero_ms(config.http_header_timeout_ms),
+                        body_budget: config.max_http_body_bytes,
                     },
                     stop.clone(),
                     connections.clone(),

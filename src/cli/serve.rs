@@ -50,6 +50,11 @@ pub(super) struct ServeArgs {
     /// (`0`: never).
     #[arg(long, value_parser = config::parse_duration_ms, default_value = "30s")]
     http_header_timeout: u64,
+    /// HTTP: most bytes of request bodies held at once, every connection together
+    /// (`256MiB`); a request past it gets 503 with Retry-After before its body is
+    /// read (one request is always let in).
+    #[arg(long, value_parser = parse_size_usize, default_value = "256MiB")]
+    max_http_body_bytes: usize,
     /// Most queues on the server; creating one more is RESOURCE_EXHAUSTED (HTTP
     /// 503).
     #[arg(long, default_value_t = crate::queue::registry::DEFAULT_MAX_QUEUES)]
@@ -152,6 +157,12 @@ fn default_workers() -> usize {
         .max(1)
 }
 
+/// [`config::parse_bytes`], as a `usize`.
+fn parse_size_usize(text: &str) -> Result<usize, String> {
+    let bytes = config::parse_bytes(text)?;
+    usize::try_from(bytes).map_err(|_| format!("{text:?} is too large for this machine"))
+}
+
 /// The first address `HOST:PORT` resolves to.
 async fn resolve(what: &str, addr: &str) -> Result<SocketAddr, String> {
     match tokio::net::lookup_host(addr).await {
@@ -201,6 +212,7 @@ pub(super) async fn serve(args: ServeArgs) -> ExitCode {
         },
         idle_timeout_ms: args.idle_timeout,
         http_header_timeout_ms: args.http_header_timeout,
+        max_http_body_bytes: args.max_http_body_bytes,
         http_listen,
         auth: Auth {
             tokens: args

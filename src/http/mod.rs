@@ -75,12 +75,19 @@ pub(crate) struct Limits {
     /// opening or of the previous response (hyper's header read timeout), so it
     /// is also the longest a keep-alive connection may sit idle (`None`: no limit).
     pub(crate) header_timeout: Option<Duration>,
+    /// Bytes of request bodies held at once, every connection together.
+    pub(crate) body_budget: usize,
 }
 
 /// What every request needs.
 struct Api {
     service: Arc<Service>,
     auth: Arc<Auth>,
+    /// The bytes of request bodies being read or served, in KiB permits (see
+    /// [`Api::hold_body`]).
+    bodies: Arc<tokio::sync::Semaphore>,
+    /// `bodies`' size in KiB.
+    budget_kib: usize,
     /// Largest request body: 100 messages of the largest body, JSON-escaped, plus room.
     max_request: usize,
 }
@@ -98,7 +105,7 @@ pub(crate) async fn serve(
     stop: CancellationToken,
     connections: TaskTracker,
 ) {
-    let api = Arc::new(Api::new(service, auth));
+    let api = Arc::new(Api::new(service, auth, limits.body_budget));
     let refusal = tls
         .is_none()
         .then(|| refusal_response(limits.max_connections));
@@ -178,15 +185,43 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
 }
 
 impl Api {
-    fn new(service: Arc<Service>, auth: Arc<Auth>) -> Self {
+    fn new(service: Arc<Service>, auth: Arc<Auth>, body_budget: usize) -> Self {
         // 100 bodies of the largest size, even if every byte is JSON-escaped
         // (`\u00XX`), plus room for the rest of the document.
         let max_request = service.max_body().saturating_mul(6 * MAX_BATCH) + 64 * 1024;
+        let budget_kib = (body_budget / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         Api {
             service,
             auth,
             max_request,
+            bodies: Arc::new(tokio::sync::Semaphore::new(budget_kib)),
+            budget_kib,
         }
+    }
+
+    /// Takes the share of the body budget a request declaring `declared` bytes
+    /// (`None`: chunked, so the largest allowed) may need, held until its response
+    /// is built; `None` if the budget is spent, refused at once (503) rather than
+    /// queued. A body larger than the whole budget still goes alone, so no valid
+    /// request is refused for ever.
+    fn hold_body(
+        &self,
+        declared: Option<u64>,
+    ) -> Option<Option<tokio::sync::OwnedSemaphorePermit>> {
+        let bytes = declared
+            .map_or(self.max_request, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            })
+            .min(self.max_request);
+        if bytes == 0 {
+            return Some(None);
+        }
+        let kib = bytes.div_ceil(1024).min(self.budget_kib);
+        let kib = u32::try_from(kib).unwrap_or(u32::MAX);
+        Arc::clone(&self.bodies)
+            .try_acquire_many_owned(kib)
+            .ok()
+            .map(Some)
     }
 
     /// Path, then token, then body, then the route: nothing is read or done for a
@@ -210,6 +245,13 @@ impl Api {
         if !self.auth.allows(token.as_deref(), &project) {
             return json_response(StatusCode::UNAUTHORIZED, &json!({"msg": "Unauthorized"}));
         }
+        let declared = hyper::body::Body::size_hint(&body).exact();
+        let Some(_held) = self.hold_body(declared) else {
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"msg": "The server holds its limit of request bodies (--max-http-body-bytes); retry"}),
+            );
+        };
         let body = match Limited::new(body, self.max_request).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(err) => {
@@ -254,7 +296,7 @@ pub async fn fuzz_route(
         tokens: Vec::new(),
         disabled: true,
     });
-    let api = Api::new(service, open);
+    let api = Api::new(service, open, usize::MAX);
     let call = Call {
         method,
         project,

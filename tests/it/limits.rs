@@ -306,6 +306,63 @@ async fn pushes_past_a_queues_bytes_or_the_servers_total_are_refused_until_drain
 }
 
 #[tokio::test]
+async fn http_bodies_past_the_servers_budget_get_503_before_they_are_read() {
+    let server = TestServer::start_with(|config| {
+        config.max_http_body_bytes = 2048;
+        config.http_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.auth.disabled = true;
+    })
+    .await;
+    let http = server.server.http_addr().unwrap();
+    let body = format!(r#"{{"messages":[{{"body":"{}"}}]}}"#, "x".repeat(1450));
+    let head = format!(
+        "POST /3/projects/p/queues/q/messages HTTP/1.1\r\nHost: t\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    // A holds 1.5 KiB of the 2 KiB budget: the server asks for its body (100
+    // Continue) only once it holds its share.
+    let mut a = tokio::net::TcpStream::connect(http).await.unwrap();
+    a.write_all(format!("{head}Expect: 100-continue\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64];
+    let n = a.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // B's 1.5 KiB would pass the budget: 503 at once, with Retry-After.
+    let request = format!("{head}Connection: close\r\n\r\n{body}");
+    let mut b = tokio::net::TcpStream::connect(http).await.unwrap();
+    b.write_all(request.as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut b).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after"),
+        "{answer}"
+    );
+    // A finishes and gives its share back; B's retry is served.
+    a.write_all(body.as_bytes()).await.unwrap();
+    let n = a.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 201"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let mut b = tokio::net::TcpStream::connect(http).await.unwrap();
+    b.write_all(request.as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut b).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 201"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+#[tokio::test]
 async fn a_connection_stops_being_read_past_its_byte_budget() {
     use futures_util::SinkExt;
     use prost::Message as _;
