@@ -167,16 +167,10 @@ impl Client {
         stream.set_nodelay(true)?;
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let (outgoing, queued) = mpsc::channel(1024);
-        match &options.tls {
+        let (read, write): (Reader, Writer) = match &options.tls {
             None => {
                 let (read, write) = stream.into_split();
-                spawn_io(
-                    Box::new(read),
-                    Box::new(write),
-                    max_frame,
-                    queued,
-                    Arc::clone(&pending),
-                );
+                (Box::new(read), Box::new(write))
             }
             Some(tls) => {
                 let name = rustls::pki_types::ServerName::try_from(tls.server_name.clone())
@@ -190,15 +184,10 @@ impl Client {
                     .connect(name, stream)
                     .await?;
                 let (read, write) = tokio::io::split(stream);
-                spawn_io(
-                    Box::new(read),
-                    Box::new(write),
-                    max_frame,
-                    queued,
-                    Arc::clone(&pending),
-                );
+                (Box::new(read), Box::new(write))
             }
-        }
+        };
+        spawn_io(read, write, max_frame, queued, Arc::clone(&pending));
         let client = Client {
             outgoing,
             pending,

@@ -60,26 +60,7 @@ async fn every_acknowledged_push_survives_sigkill() {
 
     let server = start(dir.path());
     let client = Client::connect(server.addr.as_str()).await.unwrap();
-    let mut found = std::collections::HashMap::new();
-    loop {
-        let got = client
-            .reserve(
-                "durable",
-                ReserveOptions {
-                    n: 100,
-                    delete: true,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        if got.is_empty() {
-            break;
-        }
-        for m in got {
-            found.insert(m.id, m.body);
-        }
-    }
+    let found = common::drain(&client, "durable").await;
     let missing: Vec<u64> = acked
         .iter()
         .filter(|(id, body)| found.get(id) != Some(body))
@@ -103,7 +84,7 @@ async fn sigterm_under_load_exits_zero_and_keeps_what_it_acknowledged() {
     use ferromq::client::ClientError;
     use ferromq::proto::ErrorCode;
     let dir = tempfile::tempdir().unwrap();
-    let mut server = start(dir.path());
+    let server = start(dir.path());
     let client = Client::connect(server.addr.as_str()).await.unwrap();
     // Consumers may start before the first push: the queue exists from the start.
     client
@@ -187,20 +168,10 @@ async fn sigterm_under_load_exits_zero_and_keeps_what_it_acknowledged() {
         }));
     }
     enough_rx.await.expect("1000 acknowledged pushes");
-    let pid = server.child.id().to_string();
     let started = std::time::Instant::now();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::task::spawn_blocking(move || {
-        let status = server.child.wait().unwrap();
-        drop(server);
-        status
-    })
-    .await
-    .unwrap();
+    let status = common::sigterm_and_wait(server, std::time::Duration::from_secs(10))
+        .await
+        .expect("SIGTERM stopped the server within 10 s");
     assert_eq!(status.code(), Some(0), "a clean exit");
     assert!(
         started.elapsed() < std::time::Duration::from_secs(10),

@@ -72,7 +72,7 @@ async fn a_full_disk_refuses_pushes_serves_the_rest_and_recovers_when_space_retu
         return;
     };
     let data = fs.path.join("data");
-    let mut server = common::start_with(
+    let server = common::start_with(
         &data,
         "127.0.0.1:0",
         &["--min-free-disk", "16MiB"],
@@ -174,49 +174,15 @@ async fn a_full_disk_refuses_pushes_serves_the_rest_and_recovers_when_space_retu
     acked.insert(ids[0], Bytes::from("after"));
 
     // SIGTERM stops it, cleanly and in bounded time.
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let waited = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::task::spawn_blocking(move || {
-            let status = server.child.wait().unwrap();
-            drop(server);
-            status
-        }),
-    )
-    .await;
-    let Ok(status) = waited else {
-        let _ = Command::new("kill").args(["-KILL", &pid]).status();
-        panic!("SIGTERM did not stop the server within 10 s");
-    };
-    let status = status.unwrap();
+    let status = common::sigterm_and_wait(server, Duration::from_secs(10))
+        .await
+        .expect("SIGTERM stopped the server within 10 s");
     assert!(status.success(), "{status}");
 
     // After a restart: every acknowledged push that was not deleted, and no other.
     let server = common::start(&data);
     let client = Client::connect(server.addr.as_str()).await.unwrap();
-    let mut found = BTreeMap::new();
-    loop {
-        let got = client
-            .reserve(
-                "jobs",
-                ReserveOptions {
-                    n: 100,
-                    delete: true,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        if got.is_empty() {
-            break;
-        }
-        found.extend(got.into_iter().map(|m| (m.id, m.body)));
-    }
+    let found = common::drain(&client, "jobs").await;
     for id in &deleted {
         assert!(
             !found.contains_key(id),
@@ -248,7 +214,7 @@ async fn sled_meeting_a_full_disk_answers_every_request_and_stops_on_sigterm() {
         return;
     };
     let data = fs.path.join("data");
-    let mut server = common::start_with(
+    let server = common::start_with(
         &data,
         "127.0.0.1:0",
         &["--min-free-disk", "0"],
@@ -299,23 +265,9 @@ async fn sled_meeting_a_full_disk_answers_every_request_and_stops_on_sigterm() {
         assert!(info.size >= 1, "{info:?}");
     }
     assert!(acked > 0);
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let waited = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::task::spawn_blocking(move || {
-            let status = server.child.wait().unwrap();
-            drop(server);
-            status
-        }),
-    )
-    .await;
-    if waited.is_err() {
-        let _ = Command::new("kill").args(["-KILL", &pid]).status();
-        panic!("SIGTERM did not stop the server on a full disk within 10 s");
-    }
+    let stopped = common::sigterm_and_wait(server, Duration::from_secs(10)).await;
+    assert!(
+        stopped.is_some(),
+        "SIGTERM stopped the server on a full disk within 10 s"
+    );
 }

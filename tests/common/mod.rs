@@ -82,3 +82,52 @@ pub(crate) fn cli_with_env(addr: &str, args: &[&str], env: &[(&str, &str)]) -> O
         .output()
         .expect("run the ferromq CLI")
 }
+
+/// Sends SIGTERM to the server and waits for it to exit, at most `within`; on
+/// timeout kills it and returns `None`.
+pub(crate) async fn sigterm_and_wait(
+    server: Process,
+    within: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let pid = server.child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+    let mut server = server;
+    let waited = tokio::time::timeout(
+        within,
+        tokio::task::spawn_blocking(move || {
+            let status = server.child.wait().expect("wait for the server");
+            drop(server);
+            status
+        }),
+    )
+    .await;
+    match waited {
+        Ok(status) => Some(status.expect("the waiting task")),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            None
+        }
+    }
+}
+
+/// Reserves and deletes (`reserve --delete`) everything in `queue`; returns the
+/// messages by id.
+pub(crate) async fn drain(
+    client: &ferromq::Client,
+    queue: &str,
+) -> std::collections::BTreeMap<u64, bytes::Bytes> {
+    let mut found = std::collections::BTreeMap::new();
+    loop {
+        let options = ferromq::client::ReserveOptions {
+            n: 100,
+            delete: true,
+            ..Default::default()
+        };
+        let got = client.reserve(queue, options).await.expect("reserve");
+        if got.is_empty() {
+            return found;
+        }
+        found.extend(got.into_iter().map(|m| (m.id, m.body)));
+    }
+}
