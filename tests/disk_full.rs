@@ -65,20 +65,32 @@ fn ballast(path: &Path, bytes: u64) {
     std::io::Write::flush(&mut writer).expect("flush ballast");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_refuses_pushes_serves_the_rest_and_recovers_when_space_returns() {
-    let Some(fs) = Tmpfs::mount(96) else {
+/// A server with `--min-free-disk min_free` on a new tmpfs of `size_mib`, and a
+/// client; `None` (said on stderr) where no tmpfs can be mounted.
+async fn start_on_tmpfs(
+    size_mib: u64,
+    min_free: &str,
+) -> Option<(Tmpfs, PathBuf, common::Process, Client)> {
+    let Some(fs) = Tmpfs::mount(size_mib) else {
         eprintln!("disk_full: cannot mount a tmpfs here (needs root); not run");
-        return;
+        return None;
     };
     let data = fs.path.join("data");
     let server = common::start_with(
         &data,
         "127.0.0.1:0",
-        &["--min-free-disk", "16MiB"],
+        &["--min-free-disk", min_free],
         ("warn", Stdio::inherit()),
     );
     let client = Client::connect(server.addr.as_str()).await.unwrap();
+    Some((fs, data, server, client))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_pushes_serves_the_rest_and_recovers_when_space_returns() {
+    let Some((fs, data, server, client)) = start_on_tmpfs(96, "16MiB").await else {
+        return;
+    };
     client.push("jobs", vec!["first".into()]).await.unwrap();
     // Leave about 24 MiB free: 8 MiB above the reserve.
     let free = fs2::available_space(&fs.path).unwrap();
@@ -204,23 +216,14 @@ async fn a_full_disk_refuses_pushes_serves_the_rest_and_recovers_when_space_retu
 
 /// Without the reserve (`--min-free-disk 0`) sled itself meets `ENOSPC`: every
 /// request still gets an answer (a failed write is RESOURCE_EXHAUSTED, never a
-/// hang), what was acknowledged before is kept, and SIGTERM still stops the
-/// server. (Before vendor/sled/PATCHES.md 6, a failed blob write left its log
+/// hang) and SIGTERM still stops the server. (Restarting on that disk fails with a
+/// clear "the disk is full" until space is freed: sled must write to open.) (Before vendor/sled/PATCHES.md 6, a failed blob write left its log
 /// buffer claimed forever, and every later flush and the shutdown hung.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_meeting_a_full_disk_answers_every_request_and_stops_on_sigterm() {
-    let Some(fs) = Tmpfs::mount(32) else {
-        eprintln!("disk_full: cannot mount a tmpfs here (needs root); not run");
+    let Some((_fs, _data, server, client)) = start_on_tmpfs(32, "0").await else {
         return;
     };
-    let data = fs.path.join("data");
-    let server = common::start_with(
-        &data,
-        "127.0.0.1:0",
-        &["--min-free-disk", "0"],
-        ("error", Stdio::null()),
-    );
-    let client = Client::connect(server.addr.as_str()).await.unwrap();
     let answer = Duration::from_secs(10);
     let mut acked = 0usize;
     let mut full = None;
