@@ -204,7 +204,9 @@ async fn serve_connection(
                 && (held_bytes < limits.max_connection_bytes || in_flight.is_empty()) => match frame {
                 Some(Ok(request)) => {
                     last_activity = tokio::time::Instant::now();
-                    let size = frames.decoder().last_frame_len();
+                    let size = frames.decoder().last_frame_len().saturating_add(
+                        response_weight(request.op.as_ref(), service.max_body(), &limits),
+                    );
                     match on_request(request, size, &service, &mut session, limits.max_frame) {
                         Ok(serving) => {
                             held_bytes = held_bytes.saturating_add(size);
@@ -358,6 +360,29 @@ fn on_request(
         (response, size)
     });
     Ok(serving)
+}
+
+/// What a request is charged beyond its own frame for the response it may bring:
+/// the bodies of the messages it asks for, at most a frame, and at most a
+/// sixteenth of `--max-connection-bytes`. It is charged to the connection's byte
+/// budget with the request, from when it is read until its response is written,
+/// so what a client makes the server hold in responses it does not read is
+/// bounded: at most 17 such requests at once, each answered within a frame (without
+/// it, 1,024 reserves of 100 messages of 64 KiB could hold 6.5 GB). The sixteenth
+/// keeps batching consumers pipelined: charged in full, a reserve of 100 with the
+/// default 64 KiB bodies left two in flight, and the batched mixed benchmark fell
+/// from ~200k to ~117k msg/s (BENCHMARKS.md, the hardening issue).
+fn response_weight(op: Option<&Op>, max_body: usize, limits: &Limits) -> usize {
+    let n = match op {
+        Some(Op::Reserve(reserve)) => reserve.n,
+        Some(Op::Peek(peek)) => peek.n,
+        Some(Op::Get(_)) => 1,
+        _ => return 0,
+    };
+    let n = usize::try_from(n.clamp(1, 100)).unwrap_or(100);
+    n.saturating_mul(max_body)
+        .min(limits.max_frame)
+        .min(limits.max_connection_bytes / 16)
 }
 
 /// The response to a frame that could not be decoded.
