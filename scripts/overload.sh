@@ -24,16 +24,24 @@ ADDR=127.0.0.1:$PORT
 cargo build --release -q --workspace
 BIN=${BIN:-target/release/ferromq}  # BIN=path runs another build (a before/after)
 DIR=$(mktemp -d)
-"$BIN" serve --listen "$ADDR" --data-dir "$DIR" --max-queue-messages "$MAX_QUEUE_MESSAGES" \
-    2>/dev/null >/dev/null &
-PID=$!
+PID=
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DIR"' EXIT
-for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+start() { # data dir, extra arguments...
+    local data=$1; shift
+    "$BIN" serve --listen "$ADDR" --data-dir "$data" "$@" 2>/dev/null >/dev/null &
+    PID=$!
+    for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+}
 
+# The capacity, on a server without the limit (a mixed run's producers outrun its
+# consumers, so its backlog could reach the limit and stop the run).
+start "$DIR/capacity"
 CAPACITY=$(target/release/ferromq-bench --addr "$ADDR" --duration "${CAPACITY_SECONDS}s" \
     --messages 1000000000 --quiet --json |
     python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.0f" % (r["consumed"] / r["elapsed_s"]))')
+kill $PID; wait $PID 2>/dev/null || true
 echo "capacity: $CAPACITY msg/s consumed (mixed, 4+4 x 32, ${CAPACITY_SECONDS} s)"
+start "$DIR/flood" --max-queue-messages "$MAX_QUEUE_MESSAGES"
 for run in $(seq 1 "$RUNS"); do
     echo "== run $run: ${FACTOR}x for $DURATION"
     nice -n 19 target/release/ferromq-overload --addr "$ADDR" --capacity "$CAPACITY" \
