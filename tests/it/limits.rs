@@ -395,7 +395,9 @@ async fn a_connection_stops_being_read_past_its_byte_budget() {
     let total = expected + 3;
     let mut conn = crate::support::raw(server.addr()).await;
     for id in 0..total {
-        conn.feed(poll(u64::try_from(id).unwrap() + 10)).await.unwrap();
+        conn.feed(poll(u64::try_from(id).unwrap() + 10))
+            .await
+            .unwrap();
     }
     conn.flush().await.unwrap();
     let parked = u64::try_from(expected).unwrap();
