@@ -114,7 +114,9 @@ impl Server {
         let opened = started.elapsed();
         let registry = Registry::open_with(store, clock, config.queue_limits).await?;
         let admission = Arc::clone(registry.admission());
-        read_disk_free(&config.data_dir, &admission).await;
+        if let Err(err) = read_disk_free(&config.data_dir, &admission).await {
+            tracing::warn!(data_dir = %config.data_dir.display(), cause = %err, "cannot read the free disk space");
+        }
         tracing::info!(
             store_ms = opened.as_millis(),
             queues_ms = (started.elapsed() - opened).as_millis(),
@@ -218,29 +220,36 @@ fn nonzero_ms(ms: u64) -> Option<std::time::Duration> {
 }
 
 /// Reads the free space of `dir`'s file system into `admission` every
-/// [`DISK_CHECK_EVERY`] until `stop` (`queue/admission.rs`, "Disk space").
+/// [`DISK_CHECK_EVERY`] until `stop` (`queue/admission.rs`, "Disk space"). A
+/// reading that fails keeps the last one; the failure is logged once, until a
+/// reading works again.
 async fn watch_disk(dir: PathBuf, admission: Arc<Admission>, stop: CancellationToken) {
     let mut every = tokio::time::interval(DISK_CHECK_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
     loop {
         tokio::select! {
-            _ = every.tick() => read_disk_free(&dir, &admission).await,
+            _ = every.tick() => match read_disk_free(&dir, &admission).await {
+                Ok(()) => failing = false,
+                Err(err) if !failing => {
+                    failing = true;
+                    tracing::warn!(data_dir = %dir.display(), cause = %err, "cannot read the free disk space");
+                }
+                Err(_) => {}
+            },
             () = stop.cancelled() => return,
         }
     }
 }
 
-/// One reading of `dir`'s free space (a `statvfs`, on the blocking pool). A
-/// failed reading keeps the last one and is logged.
-async fn read_disk_free(dir: &Path, admission: &Admission) {
+/// One reading of `dir`'s free space (a `statvfs`, on the blocking pool).
+async fn read_disk_free(dir: &Path, admission: &Admission) -> std::io::Result<()> {
     let path = dir.to_path_buf();
-    match tokio::task::spawn_blocking(move || fs2::available_space(&path)).await {
-        Ok(Ok(free)) => admission.set_disk_free(free),
-        Ok(Err(err)) => {
-            tracing::warn!(data_dir = %dir.display(), cause = %err, "cannot read the free disk space");
-        }
-        Err(_) => {}
-    }
+    let free = tokio::task::spawn_blocking(move || fs2::available_space(&path))
+        .await
+        .map_err(std::io::Error::other)??;
+    admission.set_disk_free(free);
+    Ok(())
 }
 
 /// Gives free heap memory back every [`crate::memory::TRIM_EVERY`] until `stop`.
