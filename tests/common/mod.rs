@@ -92,6 +92,16 @@ pub(crate) async fn sigterm_and_wait(
     let pid = server.child.id().to_string();
     let sent = Command::new("kill").args(["-TERM", &pid]).status();
     assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+    wait_for_exit(server, within).await
+}
+
+/// Waits for the server to exit, at most `within`; on timeout kills it and
+/// returns `None`.
+pub(crate) async fn wait_for_exit(
+    server: Process,
+    within: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let pid = server.child.id().to_string();
     let mut server = server;
     let waited = tokio::time::timeout(
         within,
