@@ -626,6 +626,10 @@ async fn write_requests(
             return;
         }
     }
+    // Every handle is gone: end the connection's sending side, so the server sees
+    // the client leave (a plain write half does this when dropped; a TLS one only
+    // when shut down, which also sends TLS's close_notify).
+    let _ = sink.close().await;
 }
 
 async fn read_responses(mut frames: FramedRead<Reader, ClientCodec>, pending: Pending) {

@@ -303,6 +303,10 @@ async fn pushes_past_a_queues_bytes_or_the_servers_total_are_refused_until_drain
         Some(ErrorCode::ResourceExhausted),
         "1000 + 500 held: the total is full again"
     );
+    // A deleted queue's bytes leave the total with it.
+    client.delete_queue("a").await.unwrap();
+    client.push("b", bodies(5)).await.unwrap();
+    assert_eq!(client.info("b").await.unwrap().bytes, 1000);
 }
 
 #[tokio::test]

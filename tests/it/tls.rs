@@ -121,3 +121,41 @@ async fn the_http_port_speaks_tls_and_refuses_plaintext() {
         String::from_utf8_lossy(&answer)
     );
 }
+
+#[tokio::test]
+async fn a_tls_port_at_its_connection_limit_closes_the_next_without_a_handshake() {
+    let certs = tempfile::tempdir().unwrap();
+    let (pem, key) = certificate(certs.path(), "server");
+    let server = TestServer::start_with(|config| {
+        config.tls = Some(ferromq::tls::TlsFiles {
+            cert: pem.clone(),
+            key,
+        });
+        config.max_connections = 1;
+    })
+    .await;
+    let options = ConnectOptions {
+        tls: Some(client_tls(&pem)),
+        ..ConnectOptions::default()
+    };
+    let first = Client::connect_with(server.addr(), &options).await.unwrap();
+    let second = Client::connect_with(server.addr(), &options).await;
+    assert!(second.is_err(), "over the limit: closed, no handshake");
+    // The first is still served, and its slot goes to the next once it closes.
+    first.push("jobs", vec!["x".into()]).await.unwrap();
+    drop(first);
+    // The server sees the first connection close a moment later (no signal tells
+    // a client when): retried for up to 5 s.
+    let mut served = None;
+    for _ in 0..250 {
+        match Client::connect_with(server.addr(), &options).await {
+            Ok(client) => {
+                served = Some(client);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+    let third = served.expect("a slot came free");
+    assert_eq!(third.info("jobs").await.unwrap().size, 1);
+}
