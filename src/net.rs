@@ -6,7 +6,8 @@
 //! instead of waiting in the kernel's listen backlog. Refusals in progress are
 //! capped too ([`MAX_REFUSING`]); past that a connection is closed without a word.
 //! On a TLS port there is no refusal to write (answering would cost a handshake
-//! per refused connection): the connection is closed at once.
+//! per refused connection): the connection is closed at once; an admitted one is
+//! opened with a handshake in its own task ([`Incoming::open`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,13 +16,33 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::tls::{Conn, ServerTls};
 
 /// Most refused connections being answered at once.
 pub(crate) const MAX_REFUSING: usize = 256;
 /// How long a refused connection is given to read its refusal and close.
 const REFUSAL_TIME: Duration = Duration::from_secs(1);
+
+/// An admitted connection, not opened yet: on a TLS port its handshake is still
+/// to be done, in the connection's own task.
+pub(crate) struct Incoming {
+    stream: TcpStream,
+    /// Who connected.
+    pub(crate) peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+}
+
+impl Incoming {
+    /// The connection, plain or after its TLS handshake; `None` if the handshake
+    /// did not complete (`tls.rs`).
+    pub(crate) async fn open(self, stop: &CancellationToken) -> Option<Conn> {
+        crate::tls::open(self.tls, self.stream, self.peer, stop).await
+    }
+}
 
 /// Accepts connections and admits at most `max_connections` at once; the others
 /// get `refusal` (the front end's own words) and are closed, in tasks of `tasks`.
@@ -31,22 +52,28 @@ pub(crate) struct Acceptor {
     max_connections: usize,
     /// `None`: close over-cap connections without a word (TLS ports).
     refusal: Option<bytes::Bytes>,
+    /// The port's TLS, if it has any.
+    tls: Option<Arc<ServerTls>>,
     refusing: Arc<Semaphore>,
     tasks: TaskTracker,
 }
 
 impl Acceptor {
+    /// `refusal` is the front end's answer to a connection over the cap; on a port
+    /// with `tls` it is not sent.
     pub(crate) fn new(
         listener: TcpListener,
         max_connections: usize,
-        refusal: Option<bytes::Bytes>,
+        refusal: bytes::Bytes,
+        tls: Option<Arc<ServerTls>>,
         tasks: &TaskTracker,
     ) -> Self {
         Acceptor {
             listener,
             limit: Arc::new(Semaphore::new(max_connections)),
             max_connections,
-            refusal,
+            refusal: tls.is_none().then_some(refusal),
+            tls,
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
             tasks: tasks.clone(),
         }
@@ -59,7 +86,7 @@ impl Acceptor {
     pub(crate) async fn next(
         &mut self,
         stop: &CancellationToken,
-    ) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    ) -> Option<(Incoming, OwnedSemaphorePermit)> {
         let mut backoff_ms = 1;
         loop {
             let accepted = tokio::select! {
@@ -70,7 +97,10 @@ impl Acceptor {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     match Arc::clone(&self.limit).try_acquire_owned() {
-                        Ok(permit) => return Some((stream, peer, permit)),
+                        Ok(permit) => {
+                            let tls = self.tls.as_ref().map(|tls| tls.acceptor());
+                            return Some((Incoming { stream, peer, tls }, permit));
+                        }
                         Err(_) => self.refuse(stream, peer),
                     }
                 }

@@ -90,13 +90,13 @@ pub(crate) async fn serve(
     stop: CancellationToken,
     connections: TaskTracker,
 ) {
-    let refusal = tls.is_none().then(|| refusal_frame(limits.max_connections));
-    let mut acceptor = Acceptor::new(listener, limits.max_connections, refusal, &connections);
-    while let Some((stream, peer, permit)) = acceptor.next(&stop).await {
+    let refusal = refusal_frame(limits.max_connections);
+    let mut acceptor = Acceptor::new(listener, limits.max_connections, refusal, tls, &connections);
+    while let Some((incoming, permit)) = acceptor.next(&stop).await {
         let service = Arc::clone(&service);
         let auth = Arc::clone(&auth);
         let stop = stop.clone();
-        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
+        let peer = incoming.peer;
         connections.spawn(async move {
             tracing::debug!(%peer, "connection opened");
             let session = Session {
@@ -104,7 +104,7 @@ pub(crate) async fn serve(
                 auth,
                 peer,
             };
-            if let Some(conn) = crate::tls::open(acceptor, stream, peer, &stop).await {
+            if let Some(conn) = incoming.open(&stop).await {
                 let (read, write) = conn.split();
                 serve_connection(read, write, service, session, stop, limits).await;
             }

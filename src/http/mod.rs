@@ -106,16 +106,14 @@ pub(crate) async fn serve(
     connections: TaskTracker,
 ) {
     let api = Arc::new(Api::new(service, auth, limits.body_budget));
-    let refusal = tls
-        .is_none()
-        .then(|| refusal_response(limits.max_connections));
-    let mut acceptor = Acceptor::new(listener, limits.max_connections, refusal, &connections);
-    while let Some((stream, peer, permit)) = acceptor.next(&stop).await {
+    let refusal = refusal_response(limits.max_connections);
+    let mut acceptor = Acceptor::new(listener, limits.max_connections, refusal, tls, &connections);
+    while let Some((incoming, permit)) = acceptor.next(&stop).await {
         let api = Arc::clone(&api);
         let stop = stop.clone();
-        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
+        let peer = incoming.peer;
         connections.spawn(async move {
-            if let Some(conn) = crate::tls::open(acceptor, stream, peer, &stop).await {
+            if let Some(conn) = incoming.open(&stop).await {
                 serve_connection(conn, api, peer, limits, stop).await;
             }
             drop(permit);
