@@ -32,7 +32,20 @@ fn client_tls(ca: &Path) -> ClientTls {
     }
 }
 
+/// A server with TLS on both ports, the HTTP API and the token `secret`.
 async fn tls_server() -> (TestServer, PathBuf, tempfile::TempDir) {
+    tls_server_with(|config| {
+        config.http_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.auth = "secret".parse().unwrap();
+    })
+    .await
+}
+
+/// A server with TLS (a new certificate, also its root: the returned path) and
+/// `tweak`; the directory holds the certificate files.
+async fn tls_server_with(
+    tweak: impl FnOnce(&mut ferromq::Config),
+) -> (TestServer, PathBuf, tempfile::TempDir) {
     let certs = tempfile::tempdir().unwrap();
     let (pem, key) = certificate(certs.path(), "server");
     let server = TestServer::start_with(|config| {
@@ -40,8 +53,7 @@ async fn tls_server() -> (TestServer, PathBuf, tempfile::TempDir) {
             cert: pem.clone(),
             key,
         });
-        config.http_listen = Some("127.0.0.1:0".parse().unwrap());
-        config.auth = "secret".parse().unwrap();
+        tweak(config);
     })
     .await;
     (server, pem, certs)
@@ -124,16 +136,7 @@ async fn the_http_port_speaks_tls_and_refuses_plaintext() {
 
 #[tokio::test]
 async fn a_tls_port_at_its_connection_limit_closes_the_next_without_a_handshake() {
-    let certs = tempfile::tempdir().unwrap();
-    let (pem, key) = certificate(certs.path(), "server");
-    let server = TestServer::start_with(|config| {
-        config.tls = Some(ferromq::tls::TlsFiles {
-            cert: pem.clone(),
-            key,
-        });
-        config.max_connections = 1;
-    })
-    .await;
+    let (server, pem, _certs) = tls_server_with(|config| config.max_connections = 1).await;
     let options = ConnectOptions {
         tls: Some(client_tls(&pem)),
         ..ConnectOptions::default()
