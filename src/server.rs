@@ -14,7 +14,7 @@
 //! Every task the server starts is tracked and awaited here.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -114,9 +114,13 @@ impl Server {
         let opened = started.elapsed();
         let registry = Registry::open_with(store, clock, config.queue_limits).await?;
         let admission = Arc::clone(registry.admission());
-        if let Err(err) = read_disk_free(&config.data_dir, &admission).await {
-            tracing::warn!(data_dir = %config.data_dir.display(), cause = %err, "cannot read the free disk space");
-        }
+        // The first reading before anything is served.
+        let mut disk = DiskWatch {
+            dir: config.data_dir.clone(),
+            admission,
+            failing: false,
+        };
+        disk.read().await;
         tracing::info!(
             store_ms = opened.as_millis(),
             queues_ms = (started.elapsed() - opened).as_millis(),
@@ -166,7 +170,7 @@ impl Server {
             connections.clone(),
         ));
         listeners.spawn(trim_memory(stop.clone()));
-        listeners.spawn(watch_disk(config.data_dir.clone(), admission, stop.clone()));
+        listeners.spawn(disk.watch(stop.clone()));
         listeners.close();
         tracing::info!(%local_addr, tls = tls.is_some(), "ferromq listening");
         Ok(Server {
@@ -219,37 +223,47 @@ fn nonzero_ms(ms: u64) -> Option<std::time::Duration> {
     (ms != 0).then(|| std::time::Duration::from_millis(ms))
 }
 
-/// Reads the free space of `dir`'s file system into `admission` every
-/// [`DISK_CHECK_EVERY`] until `stop` (`queue/admission.rs`, "Disk space"). A
-/// reading that fails keeps the last one; the failure is logged once, until a
-/// reading works again.
-async fn watch_disk(dir: PathBuf, admission: Arc<Admission>, stop: CancellationToken) {
-    let mut every = tokio::time::interval(DISK_CHECK_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    loop {
-        tokio::select! {
-            _ = every.tick() => match read_disk_free(&dir, &admission).await {
-                Ok(()) => failing = false,
-                Err(err) if !failing => {
-                    failing = true;
-                    tracing::warn!(data_dir = %dir.display(), cause = %err, "cannot read the free disk space");
-                }
-                Err(_) => {}
-            },
-            () = stop.cancelled() => return,
-        }
-    }
+/// Reads the data directory's free space into admission
+/// (`queue/admission.rs`, "Disk space"). A reading that fails keeps the last one;
+/// the failure is logged once, until a reading works again.
+struct DiskWatch {
+    dir: PathBuf,
+    admission: Arc<Admission>,
+    failing: bool,
 }
 
-/// One reading of `dir`'s free space (a `statvfs`, on the blocking pool).
-async fn read_disk_free(dir: &Path, admission: &Admission) -> std::io::Result<()> {
-    let path = dir.to_path_buf();
-    let free = tokio::task::spawn_blocking(move || fs2::available_space(&path))
-        .await
-        .map_err(std::io::Error::other)??;
-    admission.set_disk_free(free);
-    Ok(())
+impl DiskWatch {
+    /// A reading every [`DISK_CHECK_EVERY`] until `stop`.
+    async fn watch(mut self, stop: CancellationToken) {
+        let mut every = tokio::time::interval(DISK_CHECK_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => self.read().await,
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// One reading (a `statvfs`, on the blocking pool).
+    async fn read(&mut self) {
+        let path = self.dir.clone();
+        let free = tokio::task::spawn_blocking(move || fs2::available_space(&path))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|read| read);
+        match free {
+            Ok(free) => {
+                self.admission.set_disk_free(free);
+                self.failing = false;
+            }
+            Err(err) if !self.failing => {
+                self.failing = true;
+                tracing::warn!(data_dir = %self.dir.display(), cause = %err, "cannot read the free disk space");
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Gives free heap memory back every [`crate::memory::TRIM_EVERY`] until `stop`.
