@@ -324,6 +324,34 @@ impl Report {
     }
 }
 
+/// The body of this crate's binaries: runs `work` on a multi-threaded runtime and
+/// prints its report with `print`, or the error; the exit code says which.
+pub fn main_with<T, E: std::fmt::Display>(
+    work: impl std::future::Future<Output = Result<T, E>>,
+    print: impl FnOnce(T),
+) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(report) => {
+            print(report);
+            std::process::ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 pub(crate) fn histogram() -> Histogram<u64> {
     // 1 µs .. 1 hour at 3 significant digits; the bounds are constants that
     // hdrhistogram accepts.

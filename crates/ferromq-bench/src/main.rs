@@ -16,29 +16,12 @@ struct Cli {
 
 fn main() -> ExitCode {
     let args = Cli::parse().args;
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
     let json = args.json;
-    match runtime.block_on(ferromq_bench::run(args)) {
-        Ok(report) => {
-            if json {
-                println!("{}", report.json());
-            } else {
-                print!("{}", report.summary());
-            }
-            ExitCode::SUCCESS
+    ferromq_bench::main_with(ferromq_bench::run(args), |report| {
+        if json {
+            println!("{}", report.json());
+        } else {
+            print!("{}", report.summary());
         }
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

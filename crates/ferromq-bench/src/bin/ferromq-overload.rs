@@ -17,29 +17,12 @@ struct Cli {
 
 fn main() -> ExitCode {
     let args = Cli::parse().args;
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
     let json = args.json;
-    match runtime.block_on(ferromq_bench::overload::run(args)) {
-        Ok(report) if json => {
+    ferromq_bench::main_with(ferromq_bench::overload::run(args), |report| {
+        if json {
             println!("{}", report.json());
-            ExitCode::SUCCESS
-        }
-        Ok(report) => {
+        } else {
             print!("{}", report.summary());
-            ExitCode::SUCCESS
         }
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
