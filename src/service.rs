@@ -18,8 +18,8 @@ use crate::auth::Scope;
 use crate::error::QueueError;
 use crate::queue::handle::UpdateError;
 use crate::queue::types::{
-    check_range, Lease, MessageView, NewMessage, QueueName, QueueSettings, QueueStats,
-    SettingsPatch, MAX_BATCH, MAX_DELAY_MS, MAX_TIMEOUT_MS, MAX_WAIT_MS, MIN_TIMEOUT_MS,
+    check_range, Lease, MessageView, NewMessage, QueueName, QueueStats, SettingsPatch, MAX_BATCH,
+    MAX_DELAY_MS, MAX_TIMEOUT_MS, MAX_WAIT_MS, MIN_TIMEOUT_MS,
 };
 use crate::queue::{QueueHandle, Registry};
 use crate::storage::FsyncMode;
@@ -226,7 +226,7 @@ impl Service {
         patch: &SettingsPatch,
         edit: Option<impl FnOnce(&[u8]) -> Result<Bytes, E>>,
     ) -> Result<QueueStats, UpdateError<E>> {
-        let settings = patch.apply(queue, &QueueSettings::default())?;
+        let settings = patch.create(queue)?;
         let attachment = match edit {
             Some(edit) => edit(&[]).map_err(UpdateError::Rejected)?,
             None => Bytes::new(),

@@ -274,6 +274,7 @@ fn settings_patch(
         message_timeout_ms: nonzero(s.message_timeout_ms),
         message_expiration_s: nonzero(s.message_expiration_s),
         dead_letter,
+        ..SettingsPatch::default()
     })
 }
 

@@ -215,6 +215,7 @@ pub(super) fn settings_patch(
         message_timeout_ms: opt_seconds_as_ms(queue, "message_timeout")?,
         message_expiration_s: opt_u64(queue, "message_expiration")?,
         dead_letter,
+        ..SettingsPatch::default()
     })
 }
 

@@ -38,7 +38,7 @@ use super::clock::Clock;
 use super::handle::{QueueHandle, WeakQueueHandle};
 use super::recovery::record_from_meta;
 use super::staging::LogWrite;
-use super::state::{Env, Event, QueueState, Reserved};
+use super::state::{Env, Event, QueueState, Reserved, Settle};
 use super::transfer::Mover;
 use super::types::{MessageView, NewMessage, QueueName, QueueStats, SettingsPatch, Transfer};
 use super::waiters::WaiterId;
@@ -91,6 +91,22 @@ pub(super) enum ActorRequest {
         delay_ms: u64,
         reply: Reply<Acked<()>>,
     },
+    /// Push queues: the end of a delivery round.
+    Settle {
+        id: u64,
+        reservation_id: u64,
+        done: u64,
+        then: Settle,
+        reply: Reply<Acked<()>>,
+    },
+    /// Push queues: subscribers acknowledged a delivery they answered 202.
+    Acknowledge {
+        id: u64,
+        reservation_id: u64,
+        done: u64,
+        required: u64,
+        reply: Reply<Acked<bool>>,
+    },
     Peek {
         n: usize,
         reply: Reply<Result<Vec<MessageView>, QueueError>>,
@@ -140,7 +156,10 @@ impl ActorRequest {
                 drop(reply.send(Err(err)));
             }
             ActorRequest::Touch { reply, .. } => drop(reply.send(Err(err))),
-            ActorRequest::Release { reply, .. } => drop(reply.send(Err(err))),
+            ActorRequest::Release { reply, .. } | ActorRequest::Settle { reply, .. } => {
+                drop(reply.send(Err(err)));
+            }
+            ActorRequest::Acknowledge { reply, .. } => drop(reply.send(Err(err))),
             ActorRequest::Peek { reply, .. } => drop(reply.send(Err(err))),
             ActorRequest::Get { reply, .. } => drop(reply.send(Err(err))),
             ActorRequest::Info { reply } => drop(reply.send(Err(err))),
@@ -250,7 +269,12 @@ pub(super) fn spawn(
     let reported_bytes = state.bytes();
     ctx.admission.account(0, reported_bytes);
     let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
-    let handle = QueueHandle::new(state.meta().name.clone(), tx, ctx.shutdown.clone());
+    let handle = QueueHandle::new(
+        state.meta().name.clone(),
+        state.settings().kind(),
+        tx,
+        ctx.shutdown.clone(),
+    );
     let actor = Actor {
         id,
         state,
@@ -419,6 +443,26 @@ impl Actor {
                 reply,
             } => {
                 let result = state.release(now, id, reservation_id, delay_ms);
+                self.reply_acked(reply, result);
+            }
+            ActorRequest::Settle {
+                id,
+                reservation_id,
+                done,
+                then,
+                reply,
+            } => {
+                let result = state.settle(now, id, reservation_id, done, then);
+                self.reply_acked(reply, result);
+            }
+            ActorRequest::Acknowledge {
+                id,
+                reservation_id,
+                done,
+                required,
+                reply,
+            } => {
+                let result = state.acknowledge(now, id, reservation_id, done, required);
                 self.reply_acked(reply, result);
             }
             ActorRequest::Peek { n, reply } => drop(reply.send(state.peek(now, io, n))),

@@ -17,6 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::actor::{Acked, ActorRequest, Edit, UpdateRequest};
+use super::push::QueueKind;
+use super::state::Settle;
 use super::types::{
     Lease, MessageView, NewMessage, QueueName, QueueStats, SettingsPatch, Transfer,
 };
@@ -26,6 +28,8 @@ use crate::error::QueueError;
 #[derive(Clone, Debug)]
 pub struct QueueHandle {
     name: QueueName,
+    /// The queue's type, fixed at its creation.
+    kind: QueueKind,
     mailbox: mpsc::Sender<ActorRequest>,
     /// Cancelled when the server stops; tells "stopping" from "deleted".
     stopping: CancellationToken,
@@ -36,6 +40,7 @@ pub struct QueueHandle {
 #[derive(Clone, Debug)]
 pub(crate) struct WeakQueueHandle {
     name: QueueName,
+    kind: QueueKind,
     mailbox: mpsc::WeakSender<ActorRequest>,
     stopping: CancellationToken,
 }
@@ -45,6 +50,7 @@ impl WeakQueueHandle {
     pub(crate) fn upgrade(&self) -> Option<QueueHandle> {
         Some(QueueHandle {
             name: self.name.clone(),
+            kind: self.kind,
             mailbox: self.mailbox.upgrade()?,
             stopping: self.stopping.clone(),
         })
@@ -69,11 +75,13 @@ impl<E> From<QueueError> for UpdateError<E> {
 impl QueueHandle {
     pub(super) fn new(
         name: QueueName,
+        kind: QueueKind,
         mailbox: mpsc::Sender<ActorRequest>,
         stopping: CancellationToken,
     ) -> Self {
         QueueHandle {
             name,
+            kind,
             mailbox,
             stopping,
         }
@@ -82,9 +90,15 @@ impl QueueHandle {
     pub(super) fn downgrade(&self) -> WeakQueueHandle {
         WeakQueueHandle {
             name: self.name.clone(),
+            kind: self.kind,
             mailbox: self.mailbox.downgrade(),
             stopping: self.stopping.clone(),
         }
+    }
+
+    /// The queue's type (fixed when it was created).
+    pub fn kind(&self) -> QueueKind {
+        self.kind
     }
 
     /// The queue's name.
@@ -197,6 +211,50 @@ impl QueueHandle {
             id,
             reservation_id,
             delay_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// Push queues: ends a delivery round of message `id` (see
+    /// `QueueState::settle`); returns once durable.
+    ///
+    /// # Errors
+    /// As [`QueueHandle::delete`].
+    pub async fn settle(
+        &self,
+        id: u64,
+        reservation_id: u64,
+        done: u64,
+        then: Settle,
+    ) -> Result<(), QueueError> {
+        self.call_acked(|reply| ActorRequest::Settle {
+            id,
+            reservation_id,
+            done,
+            then,
+            reply,
+        })
+        .await
+    }
+
+    /// Push queues: subscribers acknowledged message `id` (see
+    /// `QueueState::acknowledge`); returns whether it was deleted, once durable.
+    ///
+    /// # Errors
+    /// As [`QueueHandle::delete`].
+    pub async fn acknowledge(
+        &self,
+        id: u64,
+        reservation_id: u64,
+        done: u64,
+        required: u64,
+    ) -> Result<bool, QueueError> {
+        self.call_acked(|reply| ActorRequest::Acknowledge {
+            id,
+            reservation_id,
+            done,
+            required,
             reply,
         })
         .await

@@ -142,6 +142,7 @@ impl Compact {
                 pushed_at_ms: run.pushed_at_ms,
                 expires_at_ms: run.expires_at_ms,
                 expired_reservation_id: 0,
+                push_done: 0,
                 batch: self.batch,
                 slot: run.first_slot + offset,
             };
@@ -449,6 +450,7 @@ mod tests {
             pushed_at_ms: 5,
             expires_at_ms: 100,
             expired_reservation_id: 0,
+            push_done: 0,
             batch,
             slot,
         }

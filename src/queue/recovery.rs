@@ -15,6 +15,10 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 
 use super::index::MessageIndex;
+use super::push::{
+    PushSettings, QueueKind, Subscriber, MAX_RETRIES, MAX_RETRIES_DELAY_S, MAX_SUBSCRIBERS,
+    MIN_RETRIES_DELAY_S,
+};
 use super::staging::{Group, IdMap};
 use super::state::{
     delayed_or_available, Msg, QueueMeta, QueueState, Restored, State, Timer, ORDER_BASE,
@@ -24,7 +28,7 @@ use super::types::{
     MIN_EXPIRATION_S, MIN_TIMEOUT_MS,
 };
 use crate::error::QueueError;
-use crate::storage::{DeadLetterRecord, LoadedMessage, QueueRecord};
+use crate::storage::{DeadLetterRecord, LoadedMessage, PushRecord, QueueRecord, SubscriberRecord};
 
 /// The queue layer's view of a stored queue record. Settings outside the ranges
 /// the server accepts (a damaged or hand-edited record) are brought into range,
@@ -64,6 +68,57 @@ pub fn meta_from_record(record: &QueueRecord) -> Result<QueueMeta, QueueError> {
             .unwrap_or(MAX_MAX_RESERVATIONS),
         }),
     };
+    let push = match &record.push {
+        None => None,
+        Some(push) => {
+            let kind = match push.kind {
+                1 => QueueKind::Unicast,
+                2 => QueueKind::Multicast,
+                other => {
+                    return Err(QueueError::Internal(format!(
+                        "queue record of {name} has the unknown push kind {other}"
+                    )))
+                }
+            };
+            let error_queue = match push.error_queue.as_str() {
+                "" => None,
+                queue => Some(QueueName::new(queue).map_err(|err| {
+                    QueueError::Internal(format!(
+                        "queue record of {name} has a bad error queue: {err}"
+                    ))
+                })?),
+            };
+            let subscribers = push
+                .subscribers
+                .iter()
+                .filter(|s| usize::from(s.slot) < MAX_SUBSCRIBERS)
+                .map(|s| Subscriber {
+                    slot: s.slot,
+                    name: s.name.clone(),
+                    url: s.url.clone(),
+                    headers: s.headers.clone(),
+                })
+                .collect();
+            Some(PushSettings {
+                kind,
+                subscribers,
+                retries: u32::try_from(clamp(
+                    "push.retries",
+                    u64::from(push.retries),
+                    0,
+                    u64::from(MAX_RETRIES),
+                ))
+                .unwrap_or(MAX_RETRIES),
+                retries_delay_s: clamp(
+                    "push.retries_delay_s",
+                    push.retries_delay_s,
+                    MIN_RETRIES_DELAY_S,
+                    MAX_RETRIES_DELAY_S,
+                ),
+                error_queue,
+            })
+        }
+    };
     let settings = QueueSettings {
         message_timeout_ms: clamp(
             "message_timeout_ms",
@@ -78,6 +133,7 @@ pub fn meta_from_record(record: &QueueRecord) -> Result<QueueMeta, QueueError> {
             MAX_EXPIRATION_S,
         ),
         dead_letter,
+        push,
     };
     Ok(QueueMeta {
         name,
@@ -101,6 +157,29 @@ pub fn record_from_meta(id: u64, meta: &QueueMeta) -> QueueRecord {
         dead_letter: settings.dead_letter.as_ref().map(|d| DeadLetterRecord {
             queue: d.queue.to_string(),
             max_reservations: d.max_reservations,
+        }),
+        push: settings.push.as_ref().map(|p| PushRecord {
+            kind: match p.kind {
+                QueueKind::Unicast => 1,
+                // A pull kind never has push settings; store it as the default.
+                QueueKind::Multicast | QueueKind::Pull => 2,
+            },
+            retries: p.retries,
+            retries_delay_s: p.retries_delay_s,
+            error_queue: p
+                .error_queue
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string),
+            subscribers: p
+                .subscribers
+                .iter()
+                .map(|s| SubscriberRecord {
+                    slot: s.slot,
+                    name: s.name.clone(),
+                    url: s.url.clone(),
+                    headers: s.headers.clone(),
+                })
+                .collect(),
         }),
         attachment: meta.attachment.to_vec(),
     }
@@ -190,6 +269,7 @@ impl Rebuild {
                 .expiry_ms
                 .map_or(record.expires_at_ms, |e| e.min(record.expires_at_ms)),
         );
+        let push_done = state.map_or(0, |st| st.push_done);
         let (order_key, reserved_count, state) = match state {
             Some(st) if st.reservation_id != 0 => (
                 st.order_key,
@@ -231,6 +311,7 @@ impl Rebuild {
                 pushed_at_ms: record.pushed_at_ms,
                 expires_at_ms: record.expires_at_ms,
                 expired_reservation_id: 0,
+                push_done,
                 batch,
                 slot,
             },

@@ -119,6 +119,22 @@ pub enum Event {
     },
 }
 
+/// How a push delivery round ends for a message some subscriber still lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Back to the front of the queue, available again after `delay_ms`.
+    Retry {
+        /// The retries delay.
+        delay_ms: u64,
+    },
+    /// Stays reserved under the same reservation for `for_ms` from now
+    /// (subscribers that answered 202 acknowledge with it); then it is requeued.
+    Hold {
+        /// The length of the wait.
+        for_ms: u64,
+    },
+}
+
 /// What [`QueueState::take_writes`] returns.
 #[derive(Debug, Default)]
 pub struct Writes {
@@ -155,6 +171,8 @@ pub(super) struct Msg {
     /// release with it is told RESERVATION_EXPIRED rather than RESERVATION_MISMATCH.
     /// Not persisted: after a restart such a request gets RESERVATION_MISMATCH.
     pub(super) expired_reservation_id: u64,
+    /// Push queues: the subscriber slots it was delivered to (`push.rs`).
+    pub(super) push_done: u64,
     /// The group holding the message, and its slot there.
     pub(super) batch: u64,
     pub(super) slot: u32,
@@ -176,6 +194,7 @@ impl Msg {
             reservation_id,
             reserved_until_ms,
             available_at_ms,
+            push_done: self.push_done,
         }
     }
 
@@ -185,7 +204,8 @@ impl Msg {
         let default = ORDER_BASE.checked_add(id) == Some(state.order_key)
             && state.reserved_count == 0
             && state.reservation_id == 0
-            && state.available_at_ms == 0;
+            && state.available_at_ms == 0
+            && state.push_done == 0;
         if default {
             Slot::Default
         } else {
@@ -372,6 +392,7 @@ impl QueueState {
                     pushed_at_ms: now,
                     expires_at_ms,
                     expired_reservation_id: 0,
+                    push_done: 0,
                     batch,
                     slot,
                 },
@@ -526,6 +547,73 @@ impl QueueState {
         delay_ms: u64,
     ) -> Result<(), QueueError> {
         self.check_reservation(id, Some(reservation_id), now)?;
+        self.give_back(now, id, delay_ms);
+        Ok(())
+    }
+
+    /// Push queues: records that the subscribers of the slots in `done` have
+    /// message `id`, then ends the delivery round under reservation
+    /// `reservation_id` as `then` says.
+    ///
+    /// # Errors
+    /// As [`QueueState::delete`].
+    pub fn settle(
+        &mut self,
+        now: u64,
+        id: u64,
+        reservation_id: u64,
+        done: u64,
+        then: Settle,
+    ) -> Result<(), QueueError> {
+        self.check_reservation(id, Some(reservation_id), now)?;
+        self.modify(id, |msg| msg.push_done |= done);
+        match then {
+            Settle::Retry { delay_ms } => self.give_back(now, id, delay_ms),
+            Settle::Hold { for_ms } => {
+                self.detach(id);
+                self.attach(
+                    id,
+                    State::Reserved {
+                        reservation_id,
+                        until_ms: now.saturating_add(for_ms),
+                    },
+                );
+                self.persist_state(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Push queues: the subscribers of the slots in `done` acknowledged message
+    /// `id` (delivered with reservation `reservation_id`, answered 202). Once every
+    /// slot of `required` is done the message is deleted: returns whether it was.
+    ///
+    /// # Errors
+    /// As [`QueueState::delete`].
+    pub fn acknowledge(
+        &mut self,
+        now: u64,
+        id: u64,
+        reservation_id: u64,
+        done: u64,
+        required: u64,
+    ) -> Result<bool, QueueError> {
+        self.check_reservation(id, Some(reservation_id), now)?;
+        let mut complete = false;
+        self.modify(id, |msg| {
+            msg.push_done |= done;
+            complete = msg.push_done & required == required;
+        });
+        if complete {
+            self.remove(id);
+        } else {
+            self.persist_state(id);
+        }
+        Ok(complete)
+    }
+
+    /// A reserved message back to the front, available after `delay_ms`.
+    fn give_back(&mut self, now: u64, id: u64, delay_ms: u64) {
         self.detach(id);
         let front = self.take_front_key();
         self.modify(id, |msg| msg.order_key = front);
@@ -538,7 +626,6 @@ impl QueueState {
         };
         self.attach(id, state);
         self.persist_state(id);
-        Ok(())
     }
 
     /// Up to `n` available messages in order, unchanged.
@@ -737,6 +824,7 @@ impl QueueState {
                     pushed_at_ms: now,
                     expires_at_ms,
                     expired_reservation_id: 0,
+                    push_done: 0,
                     batch,
                     slot,
                 },
@@ -918,6 +1006,7 @@ impl QueueState {
             available_at_ms: 0,
             expires_at_ms: msg.expires_at_ms,
             state: MessageState::Deleted,
+            push_done: msg.push_done,
         };
         if delete {
             self.remove(id);
@@ -984,6 +1073,7 @@ impl QueueState {
         };
         Some(MessageInfo {
             id,
+            push_done: msg.push_done,
             reserved_count: msg.reserved_count,
             reservation_id: 0,
             reserved_until_ms,

@@ -6,6 +6,7 @@
 
 use bytes::Bytes;
 
+use super::push::{PushPatch, PushSettings, QueueKind};
 use crate::error::QueueError;
 
 /// Most messages in one push, one reserve, one peek, one batch delete, one redrive
@@ -113,8 +114,10 @@ pub struct QueueSettings {
     pub message_timeout_ms: u64,
     /// Seconds from push until a message is removed, whatever its state.
     pub message_expiration_s: u64,
-    /// The dead-letter setting, if any.
+    /// The dead-letter setting, if any (pull queues only).
     pub dead_letter: Option<DeadLetter>,
+    /// A push queue's settings; `None` for a pull queue. Set at creation only.
+    pub push: Option<PushSettings>,
 }
 
 impl Default for QueueSettings {
@@ -123,6 +126,7 @@ impl Default for QueueSettings {
             message_timeout_ms: DEFAULT_TIMEOUT_MS,
             message_expiration_s: DEFAULT_EXPIRATION_S,
             dead_letter: None,
+            push: None,
         }
     }
 }
@@ -132,6 +136,11 @@ impl QueueSettings {
     /// record must not overflow).
     pub fn expiration_ms(&self) -> u64 {
         self.message_expiration_s.saturating_mul(1000)
+    }
+
+    /// Pull, unicast or multicast.
+    pub fn kind(&self) -> QueueKind {
+        self.push.as_ref().map_or(QueueKind::Pull, |p| p.kind)
     }
 }
 
@@ -159,6 +168,11 @@ pub struct SettingsPatch {
     pub message_expiration_s: Option<u64>,
     /// A change to the dead-letter setting.
     pub dead_letter: Option<DeadLetterPatch>,
+    /// The queue's type: taken by a creation, and on an update only if it is the
+    /// type the queue has (a type never changes).
+    pub kind: Option<QueueKind>,
+    /// A change to the push settings (push queues only).
+    pub push: Option<PushPatch>,
 }
 
 impl SettingsPatch {
@@ -172,6 +186,50 @@ impl SettingsPatch {
         name: &QueueName,
         base: &QueueSettings,
     ) -> Result<QueueSettings, QueueError> {
+        self.apply_as(name, base, base.kind())
+    }
+
+    /// The settings of a new queue `name`: the defaults with this patch applied.
+    /// The patch's `kind` decides the type; without one, a patch with push
+    /// settings makes a multicast queue (IronMQ's default), else a pull queue.
+    ///
+    /// # Errors
+    /// As [`SettingsPatch::apply`].
+    pub fn create(&self, name: &QueueName) -> Result<QueueSettings, QueueError> {
+        let kind = self.kind.unwrap_or(if self.push.is_some() {
+            QueueKind::Multicast
+        } else {
+            QueueKind::Pull
+        });
+        self.apply_as(name, &QueueSettings::default(), kind)
+    }
+
+    fn apply_as(
+        &self,
+        name: &QueueName,
+        base: &QueueSettings,
+        kind: QueueKind,
+    ) -> Result<QueueSettings, QueueError> {
+        if self.kind.is_some_and(|k| k != kind) {
+            return Err(QueueError::invalid(format!(
+                "queue {name} is a {} queue: a queue's type cannot be changed",
+                kind.as_str()
+            )));
+        }
+        let push = match (kind, &self.push) {
+            (QueueKind::Pull, None) => None,
+            (QueueKind::Pull, Some(_)) => {
+                return Err(QueueError::invalid(format!(
+                    "queue {name} is a pull queue: push settings and subscribers are for \
+                     push queues (a queue's type cannot be changed)"
+                )))
+            }
+            (kind, patch) => Some(patch.clone().unwrap_or_default().apply(
+                name,
+                kind,
+                base.push.as_ref(),
+            )?),
+        };
         if let Some(t) = self.message_timeout_ms {
             check_range("message_timeout_ms", t, MIN_TIMEOUT_MS, MAX_TIMEOUT_MS)?;
         }
@@ -217,12 +275,19 @@ impl SettingsPatch {
                 })
             }
         };
+        if push.is_some() && dead_letter.is_some() {
+            return Err(QueueError::invalid(format!(
+                "queue {name} is a push queue: dead-letter settings are for pull queues \
+                 (a push queue gives up messages to its error_queue)"
+            )));
+        }
         Ok(QueueSettings {
             message_timeout_ms: self.message_timeout_ms.unwrap_or(base.message_timeout_ms),
             message_expiration_s: self
                 .message_expiration_s
                 .unwrap_or(base.message_expiration_s),
             dead_letter,
+            push,
         })
     }
 }
@@ -281,6 +346,8 @@ pub struct MessageInfo {
     pub expires_at_ms: u64,
     /// Its state at the time of the response.
     pub state: MessageState,
+    /// Push queues: the subscriber slots it was delivered to (`push.rs`).
+    pub push_done: u64,
 }
 
 /// A message with its body.

@@ -11,17 +11,20 @@
 //! batch value:  [2] count:u32 entries[count] bodies
 //!               entry = id:u64 pushed_at:u64 available_at:u64 expires_at:u64
 //!                       offset:u32 len:u32      (offset into the bodies area)
-//! state value:  [2] count:u32 deleted-bitmap[ceil(count/8)] n:u32 (slot:u32 StateRecord)[n]
+//! state value:  [3] count:u32 deleted-bitmap[ceil(count/8)] n:u32 (slot:u32 StateRecord)[n]
+//!               (version 2, still read, holds version-1 state records: no push_done)
 //! ```
 //!
 //! All integers are big-endian. A slot is a message's index in its batch.
 
 use bytes::Bytes;
 
-use super::keys::{decode_state, encode_state, STATE_LEN};
+use super::keys::{decode_state, encode_state, STATE_LEN, STATE_V1_LEN};
 use super::{LoadedMessage, MessageRecord, StateRecord, StorageError};
 
 const V2: u8 = 2;
+/// The batch-state version whose state records carry `push_done`.
+const STATE_V3: u8 = 3;
 const HEAD_LEN: usize = 1 + 4;
 const ENTRY_LEN: usize = 8 * 4 + 4 + 4;
 
@@ -189,23 +192,25 @@ impl BatchState {
 
     /// Decodes a state value.
     pub fn decode(value: &[u8]) -> Option<BatchState> {
-        if value.first() != Some(&V2) {
-            return None;
-        }
+        let state_len = match value.first() {
+            Some(&V2) => STATE_V1_LEN,
+            Some(&STATE_V3) => STATE_LEN,
+            _ => return None,
+        };
         let count = usize::try_from(read_u32(value, 1)?).ok()?;
         let bitmap_end = HEAD_LEN + count.div_ceil(8);
         let deleted = value.get(HEAD_LEN..bitmap_end)?.to_vec();
         let n = usize::try_from(read_u32(value, bitmap_end)?).ok()?;
         let mut at = bitmap_end + 4;
-        if value.len() != at.checked_add(n.checked_mul(4 + STATE_LEN)?)? {
+        if value.len() != at.checked_add(n.checked_mul(4 + state_len)?)? {
             return None;
         }
         let mut states = Vec::with_capacity(n);
         for _ in 0..n {
             let slot = read_u32(value, at)?;
-            let state = decode_state(value.get(at + 4..at + 4 + STATE_LEN)?)?;
+            let state = decode_state(value.get(at + 4..at + 4 + state_len)?)?;
             states.push((slot, state));
-            at += 4 + STATE_LEN;
+            at += 4 + state_len;
         }
         Some(BatchState { deleted, states })
     }
@@ -220,7 +225,7 @@ pub fn encode_batch_state(
 ) -> Vec<u8> {
     let bitmap_len = count.div_ceil(8);
     let mut out = Vec::with_capacity(HEAD_LEN + bitmap_len + 4 + states.len() * (4 + STATE_LEN));
-    out.push(V2);
+    out.push(STATE_V3);
     out.extend_from_slice(&len_u32(count).to_be_bytes());
     let mut bitmap = vec![0u8; bitmap_len];
     for slot in (0..count).filter(|&slot| deleted(slot)) {
@@ -357,6 +362,7 @@ mod tests {
             reservation_id: 77,
             reserved_until_ms: 1000,
             available_at_ms: 0,
+            push_done: 0b101,
         };
         let value = encode_batch_state(10, |slot| slot == 0 || slot == 9, &[(3, state)]);
         let decoded = BatchState::decode(&value).expect("valid state");

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! tree "queues":   key = queue id (u64 BE)                      value = QueueRecord (51 bytes)
-//!                                                                 ++ name ++ dead-letter name ++ attachment
+//!                                                                 ++ name ++ dead-letter name
+//!                                                                 ++ push settings ++ attachment
 //! default tree:    key = b"next_id"                             value = u64 BE high-water mark
 //! tree "batches":  key = queue id (u64 BE) ++ batch key (u64 BE)  value = batch of messages (batch.rs)
 //! tree "states":   key = queue id (u64 BE) ++ batch key (u64 BE)  value = batch state (batch.rs)
@@ -24,13 +25,17 @@
 //! directory is opened; layout 1 (one record per message in trees `m`/`s`) is not
 //! read, and opening a data directory written with it fails with a clear error.
 
-use super::{DeadLetterRecord, QueueRecord, StateRecord};
+use super::{DeadLetterRecord, PushRecord, QueueRecord, StateRecord, SubscriberRecord};
 
 /// Layout version written as the first byte of every value.
 const V1: u8 = 1;
 
-/// Bytes of an encoded [`StateRecord`].
-pub const STATE_LEN: usize = 1 + 8 + 4 + 8 * 3;
+/// Bytes of an encoded [`StateRecord`] (version 2: with `push_done`).
+pub const STATE_LEN: usize = 1 + 8 + 4 + 8 * 4;
+/// Bytes of a version-1 [`StateRecord`] (before push queues; still read).
+pub const STATE_V1_LEN: usize = 1 + 8 + 4 + 8 * 3;
+/// The version byte of a state value with `push_done`.
+const STATE_V2: u8 = 2;
 const QUEUE_LEN: usize = 1 + 8 * 6 + 2;
 
 /// The tree of every queue's batch records.
@@ -101,21 +106,25 @@ fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
 /// A state value.
 pub fn encode_state(st: &StateRecord) -> [u8; STATE_LEN] {
     let mut out = [0u8; STATE_LEN];
-    out[0] = V1;
+    out[0] = STATE_V2;
     out[1..9].copy_from_slice(&st.order_key.to_be_bytes());
     out[9..13].copy_from_slice(&st.reserved_count.to_be_bytes());
     out[13..21].copy_from_slice(&st.reservation_id.to_be_bytes());
     out[21..29].copy_from_slice(&st.reserved_until_ms.to_be_bytes());
     out[29..37].copy_from_slice(&st.available_at_ms.to_be_bytes());
+    out[37..45].copy_from_slice(&st.push_done.to_be_bytes());
     out
 }
 
-/// Decodes a state value.
+/// Decodes a state value of either version.
 pub fn decode_state(value: &[u8]) -> Option<StateRecord> {
-    if value.first() != Some(&V1) || value.len() != STATE_LEN {
-        return None;
-    }
+    let push_done = match (value.first(), value.len()) {
+        (Some(&V1), STATE_V1_LEN) => 0,
+        (Some(&STATE_V2), STATE_LEN) => read_u64(value, 37)?,
+        _ => return None,
+    };
     Some(StateRecord {
+        push_done,
         order_key: read_u64(value, 1)?,
         reserved_count: read_u32(value, 9)?,
         reservation_id: read_u64(value, 13)?,
@@ -127,18 +136,27 @@ pub fn decode_state(value: &[u8]) -> Option<StateRecord> {
 /// Layout 2 of a queue value adds a length before the dead-letter name and the
 /// attachment after it; layout 1 values (no attachment) are still read.
 const QUEUE_V2: u8 = 2;
+/// Layout 3 adds the push settings (u32 length first) before the attachment.
+const QUEUE_V3: u8 = 3;
 
 /// A queue value: fixed fields, the name, the dead-letter queue name (u16 length
-/// first), then the attachment to the end of the value. (Layout-2 values written
-/// before the attachment existed hold the HTTP API's alerts there, in the JSON form
-/// that front end still reads.)
+/// first), the push settings (u32 length first, 0 for a pull queue), then the
+/// attachment to the end of the value. (Layout-2 values written before the
+/// attachment existed hold the HTTP API's alerts there, in the JSON form that
+/// front end still reads.)
+///
+/// ```text
+/// push settings: kind:u8 retries:u32 retries_delay_s:u64 error_queue:str16
+///                count:u16 (slot:u8 name:str16 url:str16 headers:u16 (str16 str16)[headers])[count]
+/// ```
+/// where `str16` is a u16 length and that many bytes of UTF-8.
 pub fn encode_queue(rec: &QueueRecord) -> Vec<u8> {
     let dead_letter = rec.dead_letter.as_ref();
     let dead_letter_name = dead_letter.map_or("", |d| d.queue.as_str());
     let mut out = Vec::with_capacity(
         QUEUE_LEN + rec.name.len() + 2 + dead_letter_name.len() + rec.attachment.len(),
     );
-    out.push(QUEUE_V2);
+    out.push(QUEUE_V3);
     let fields = [
         rec.id,
         rec.created_at_ms,
@@ -158,15 +176,114 @@ pub fn encode_queue(rec: &QueueRecord) -> Vec<u8> {
     let dead_letter_len = u16::try_from(dead_letter_name.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&dead_letter_len.to_be_bytes());
     out.extend_from_slice(dead_letter_name.as_bytes());
+    let push = rec.push.as_ref().map(encode_push).unwrap_or_default();
+    let push_len = u32::try_from(push.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&push_len.to_be_bytes());
+    out.extend_from_slice(&push);
     out.extend_from_slice(&rec.attachment);
     out
+}
+
+/// A string with its u16 length first (the queue layer bounds every string far
+/// below 64 KiB; a longer one is cut, never wrapped).
+fn put_str16(out: &mut Vec<u8>, text: &str) {
+    let len = u16::try_from(text.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&text.as_bytes()[..usize::from(len)]);
+}
+
+fn encode_push(push: &PushRecord) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.push(push.kind);
+    out.extend_from_slice(&push.retries.to_be_bytes());
+    out.extend_from_slice(&push.retries_delay_s.to_be_bytes());
+    put_str16(&mut out, &push.error_queue);
+    let count = u16::try_from(push.subscribers.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&count.to_be_bytes());
+    for s in push.subscribers.iter().take(usize::from(count)) {
+        out.push(s.slot);
+        put_str16(&mut out, &s.name);
+        put_str16(&mut out, &s.url);
+        let headers = u16::try_from(s.headers.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&headers.to_be_bytes());
+        for (name, value) in s.headers.iter().take(usize::from(headers)) {
+            put_str16(&mut out, name);
+            put_str16(&mut out, value);
+        }
+    }
+    out
+}
+
+/// Reads from the front of a byte slice.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn str16(&mut self) -> Option<String> {
+        let len = usize::from(self.u16()?);
+        Some(std::str::from_utf8(self.take(len)?).ok()?.to_owned())
+    }
+}
+
+fn decode_push(value: &[u8]) -> Option<PushRecord> {
+    let mut r = Reader(value);
+    let kind = r.u8()?;
+    let retries = r.u32()?;
+    let retries_delay_s = r.u64()?;
+    let error_queue = r.str16()?;
+    let count = r.u16()?;
+    let mut subscribers = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let slot = r.u8()?;
+        let name = r.str16()?;
+        let url = r.str16()?;
+        let n = r.u16()?;
+        let mut headers = Vec::with_capacity(usize::from(n));
+        for _ in 0..n {
+            headers.push((r.str16()?, r.str16()?));
+        }
+        subscribers.push(SubscriberRecord {
+            slot,
+            name,
+            url,
+            headers,
+        });
+    }
+    r.0.is_empty().then_some(PushRecord {
+        kind,
+        retries,
+        retries_delay_s,
+        error_queue,
+        subscribers,
+    })
 }
 
 /// Decodes a queue value. The values are returned as stored: range checks are the
 /// queue layer's.
 pub fn decode_queue(value: &[u8]) -> Option<QueueRecord> {
     let version = *value.first()?;
-    if !(version == V1 || version == QUEUE_V2) || value.len() < QUEUE_LEN {
+    if !matches!(version, V1 | QUEUE_V2 | QUEUE_V3) || value.len() < QUEUE_LEN {
         return None;
     }
     let name_len = usize::from(u16::from_be_bytes(
@@ -174,13 +291,23 @@ pub fn decode_queue(value: &[u8]) -> Option<QueueRecord> {
     ));
     let name = std::str::from_utf8(value.get(QUEUE_LEN..QUEUE_LEN + name_len)?).ok()?;
     let rest = &value[QUEUE_LEN + name_len..];
-    let (dead_letter_name, attachment) = if version == V1 {
+    let (dead_letter_name, mut attachment) = if version == V1 {
         (std::str::from_utf8(rest).ok()?, &[][..])
     } else {
         let len = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
         let dead_letter_name = std::str::from_utf8(rest.get(2..2 + len)?).ok()?;
         (dead_letter_name, rest.get(2 + len..)?)
     };
+    let mut push = None;
+    if version == QUEUE_V3 {
+        let mut r = Reader(attachment);
+        let len = usize::try_from(r.u32()?).ok()?;
+        let section = r.take(len)?;
+        if len > 0 {
+            push = Some(decode_push(section)?);
+        }
+        attachment = r.0;
+    }
     let max_reservations = u32::try_from(read_u64(value, 41)?).ok()?;
     let dead_letter = (!dead_letter_name.is_empty()).then(|| DeadLetterRecord {
         queue: dead_letter_name.to_owned(),
@@ -194,6 +321,7 @@ pub fn decode_queue(value: &[u8]) -> Option<QueueRecord> {
         message_timeout_ms: read_u64(value, 25)?,
         message_expiration_s: read_u64(value, 33)?,
         dead_letter,
+        push,
         attachment: attachment.to_vec(),
     })
 }
@@ -231,8 +359,13 @@ mod tests {
             reservation_id: 99,
             reserved_until_ms: 1234,
             available_at_ms: 5,
+            push_done: 1 << 63,
         };
         assert_eq!(decode_state(&encode_state(&st)), Some(st));
+        // A version-1 state (before push queues) reads with nothing delivered.
+        let mut v1 = encode_state(&st)[..STATE_V1_LEN].to_vec();
+        v1[0] = V1;
+        assert_eq!(decode_state(&v1), Some(StateRecord { push_done: 0, ..st }));
         let q = QueueRecord {
             id: 42,
             name: "jobs".into(),
@@ -241,9 +374,30 @@ mod tests {
             message_timeout_ms: 12,
             message_expiration_s: 13,
             dead_letter: None,
+            push: None,
             attachment: Vec::new(),
         };
         assert_eq!(decode_queue(&encode_queue(&q)), Some(q.clone()));
+        let with_push = QueueRecord {
+            push: Some(PushRecord {
+                kind: 1,
+                retries: 7,
+                retries_delay_s: 30,
+                error_queue: "p/errors".into(),
+                subscribers: vec![SubscriberRecord {
+                    slot: 3,
+                    name: "s1".into(),
+                    url: "http://127.0.0.1:1/x".into(),
+                    headers: vec![("X-A".into(), "b".into())],
+                }],
+            }),
+            attachment: b"[]".to_vec(),
+            ..q.clone()
+        };
+        assert_eq!(
+            decode_queue(&encode_queue(&with_push)),
+            Some(with_push.clone())
+        );
         let with_dead_letter = QueueRecord {
             dead_letter: Some(DeadLetterRecord {
                 queue: "jobs.dead".into(),

@@ -100,6 +100,8 @@ pub struct QueueRecord {
     pub message_expiration_s: u64,
     /// The dead-letter setting, if any.
     pub dead_letter: Option<DeadLetterRecord>,
+    /// A push queue's settings; `None` for a pull queue.
+    pub push: Option<PushRecord>,
     /// An opaque blob a front end keeps with the queue (the HTTP API's alerts). The
     /// store never looks inside.
     pub attachment: Vec<u8>,
@@ -112,6 +114,34 @@ pub struct DeadLetterRecord {
     pub queue: String,
     /// Reservations before a message moves there.
     pub max_reservations: u32,
+}
+
+/// The push settings of a [`QueueRecord`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushRecord {
+    /// 1 unicast, 2 multicast.
+    pub kind: u8,
+    /// Tries after the first.
+    pub retries: u32,
+    /// Seconds between tries.
+    pub retries_delay_s: u64,
+    /// The error queue's name, empty for none.
+    pub error_queue: String,
+    /// The subscribers.
+    pub subscribers: Vec<SubscriberRecord>,
+}
+
+/// One subscriber of a [`PushRecord`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriberRecord {
+    /// Its slot in the messages' delivered masks.
+    pub slot: u8,
+    /// Its name.
+    pub name: String,
+    /// Its URL.
+    pub url: String,
+    /// Its headers.
+    pub headers: Vec<(String, String)>,
 }
 
 /// The immutable part of a message, written once at push.
@@ -139,6 +169,8 @@ pub struct StateRecord {
     pub reserved_until_ms: u64,
     /// End of a release delay, 0 if none.
     pub available_at_ms: u64,
+    /// Push queues: the subscriber slots the message was delivered to.
+    pub push_done: u64,
 }
 
 /// A message as loaded at startup (without its body, which stays on disk).

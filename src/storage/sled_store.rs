@@ -510,6 +510,7 @@ mod tests {
             message_timeout_ms: 1_000,
             message_expiration_s: 60,
             dead_letter: None,
+            push: None,
             attachment: Vec::new(),
         }
     }

@@ -11,6 +11,7 @@
 //! [`ManualClock`]: super::clock::ManualClock
 
 mod model;
+mod push;
 mod rules;
 
 use std::collections::BTreeSet;
@@ -127,7 +128,7 @@ impl Harness {
         self.at(self.now + ms);
     }
 
-    fn op<T>(&mut self, run: impl FnOnce(&mut QueueState, u64, &mut TestIo) -> T) -> T {
+    pub(super) fn op<T>(&mut self, run: impl FnOnce(&mut QueueState, u64, &mut TestIo) -> T) -> T {
         self.state.advance(self.now);
         let out = run(&mut self.state, self.now, &mut self.io);
         self.events.extend(self.state.take_events());

@@ -233,6 +233,7 @@ impl Model {
                 available_at_ms,
                 expires_at_ms: m.expires_at,
                 state,
+                push_done: 0,
             },
             body: m.body.clone(),
         })
@@ -313,6 +314,7 @@ impl Model {
                     available_at_ms: 0,
                     expires_at_ms: m.expires_at,
                     state: MessageState::Deleted,
+                    push_done: 0,
                 },
                 body: m.body.clone(),
             };
@@ -774,6 +776,7 @@ impl Run {
                             max_reservations: Some(max),
                         },
                     }),
+                    ..SettingsPatch::default()
                 };
                 self.h.update(&patch).expect("update");
                 if let Some(t) = timeout {

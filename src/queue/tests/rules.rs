@@ -746,6 +746,7 @@ fn settings_of_a_damaged_record_are_brought_into_range_and_never_overflow() {
             queue: "dlq".into(),
             max_reservations: 0,
         }),
+        push: None,
         attachment: Vec::new(),
     };
     let meta = meta_from_record(&record).unwrap();
@@ -769,6 +770,7 @@ fn settings_of_a_damaged_record_are_brought_into_range_and_never_overflow() {
             message_timeout_ms: u64::MAX,
             message_expiration_s: u64::MAX,
             dead_letter: None,
+            push: None,
         },
         total_pushed: 0,
         attachment: Bytes::new(),
