@@ -241,6 +241,7 @@ async fn a_data_directory_with_a_tree_per_queue_is_migrated() {
                 queue: "old.dead".into(),
                 max_reservations: 4,
             }),
+            push: None,
             attachment: Vec::new(),
         };
         db.open_tree("queues")
