@@ -91,6 +91,9 @@ pub struct Config {
     /// TLS on both ports: the certificate chain and key (`--tls-cert`,
     /// `--tls-key`); plaintext when `None`.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Push-queue deliveries: concurrency, answer timeout, the subscriber address
+    /// policy (`push/policy.rs`).
+    pub push: crate::push::PushConfig,
 }
 
 /// The suggested port of the HTTP API (`--http-listen 127.0.0.1:8080`).
@@ -117,6 +120,7 @@ impl Default for Config {
             auth: Auth::default(),
             allow_remote_without_auth: false,
             tls: None,
+            push: crate::push::PushConfig::default(),
         }
     }
 }
@@ -127,6 +131,7 @@ impl Config {
     /// # Errors
     /// A sentence saying which setting is wrong and why.
     pub fn validate(&self) -> Result<(), String> {
+        self.push.validate()?;
         if self.auth.disabled && !self.auth.tokens.is_empty() {
             return Err("--auth none and --token contradict each other: give one".into());
         }

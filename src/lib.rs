@@ -34,6 +34,7 @@ pub mod http;
 pub mod memory;
 pub mod net;
 pub mod proto;
+pub mod push;
 pub mod queue;
 pub mod server;
 pub mod service;

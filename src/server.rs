@@ -128,13 +128,27 @@ impl Server {
         );
         // Loading pulled every page through sled's cache: give the buffers back.
         let _ = tokio::task::spawn_blocking(crate::memory::release_free_memory).await;
-        let service = Arc::new(Service::new(registry, config.max_body));
         let stop = CancellationToken::new();
         let listeners = TaskTracker::new();
         let connections = TaskTracker::new();
-        let http_addr = match config.http_listen {
-            Some(addr) => {
-                let http = TcpListener::bind(addr).await?;
+        let http = match config.http_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let http_url = match &http {
+            Some(http) => {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                Some(format!("{scheme}://{}", http.local_addr()?))
+            }
+            None => None,
+        };
+        let push = crate::push::PushEngine::new(registry.clone(), config.push.clone(), http_url)
+            .map_err(ServerError::Config)?;
+        let service =
+            Arc::new(Service::new(registry, config.max_body).with_push(Arc::clone(&push)));
+        push.start();
+        let http_addr = match http {
+            Some(http) => {
                 let http_addr = http.local_addr()?;
                 listeners.spawn(crate::http::serve(
                     http,
@@ -212,6 +226,8 @@ impl Server {
     pub async fn shutdown(self) {
         self.stop.cancel();
         self.listeners.wait().await;
+        // Deliveries before the queues: their rounds end through the actors.
+        self.service.stop_push().await;
         self.service.shutdown().await;
         self.connections.close();
         self.connections.wait().await;

@@ -10,13 +10,16 @@
 //! wires share live here too: `n = 0` means 1, and a push to a queue that does not
 //! exist (or was deleted while the push was on its way) creates it.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
 use crate::auth::Scope;
 use crate::error::QueueError;
+use crate::push::{PushEngine, SubscriberStatus};
 use crate::queue::handle::UpdateError;
+use crate::queue::push::{check_header, unwrap_body, wrap_body, QueueKind};
 use crate::queue::types::{
     check_range, Lease, MessageView, NewMessage, QueueName, QueueStats, SettingsPatch, MAX_BATCH,
     MAX_DELAY_MS, MAX_TIMEOUT_MS, MAX_WAIT_MS, MIN_TIMEOUT_MS,
@@ -26,6 +29,8 @@ use crate::storage::FsyncMode;
 
 /// How often a push retries on a queue deleted under it before giving up.
 const PUSH_ATTEMPTS: usize = 3;
+/// Most push headers of one message (IronMQ's).
+pub const MAX_PUSH_HEADERS: usize = 5;
 
 /// Server-wide counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +59,8 @@ pub struct Service {
     registry: Registry,
     max_body: usize,
     started: Instant,
+    /// Delivers push queues; `None` in tests of the service alone.
+    push: Option<Arc<PushEngine>>,
 }
 
 impl Service {
@@ -63,6 +70,22 @@ impl Service {
             registry,
             max_body,
             started: Instant::now(),
+            push: None,
+        }
+    }
+
+    /// This service, with push queues delivered by `engine` (queues it creates
+    /// are handed to it).
+    #[must_use]
+    pub fn with_push(mut self, engine: Arc<PushEngine>) -> Self {
+        self.push = Some(engine);
+        self
+    }
+
+    /// Stops push deliveries (before the queues stop).
+    pub async fn stop_push(&self) {
+        if let Some(push) = &self.push {
+            push.shutdown().await;
         }
     }
 
@@ -82,7 +105,33 @@ impl Service {
         queue: &QueueName,
         messages: Vec<NewMessage>,
     ) -> Result<Vec<u64>, QueueError> {
+        self.push_with_headers(queue, messages, Vec::new()).await
+    }
+
+    /// As [`Service::push`], with each message's push headers (`headers[i]` for
+    /// `messages[i]`; missing entries are none), checked here and kept for push
+    /// queues' deliveries (a pull queue has no use for them and stores none).
+    ///
+    /// # Errors
+    /// As [`Service::push`]; `InvalidArgument` for a push header against the rules.
+    pub async fn push_with_headers(
+        &self,
+        queue: &QueueName,
+        messages: Vec<NewMessage>,
+        headers: Vec<Vec<(String, String)>>,
+    ) -> Result<Vec<u64>, QueueError> {
         check_count("push", "messages", messages.len())?;
+        for list in &headers {
+            if list.len() > MAX_PUSH_HEADERS {
+                return Err(QueueError::invalid(format!(
+                    "a message has {} push headers; at most {MAX_PUSH_HEADERS} are allowed",
+                    list.len()
+                )));
+            }
+            for (name, value) in list {
+                check_header(name, value)?;
+            }
+        }
         for message in &messages {
             if message.body.len() > self.max_body {
                 return Err(QueueError::BodyTooLarge {
@@ -93,7 +142,7 @@ impl Service {
             check_range("delay_ms", message.delay_ms, 0, MAX_DELAY_MS)?;
         }
         let handle = self.registry.get_or_create(queue).await?;
-        self.push_from(handle, queue, messages).await
+        self.push_from(handle, queue, messages, &headers).await
     }
 
     /// Pushes through `handle`, the queue `queue` as last looked up. A push is
@@ -105,16 +154,17 @@ impl Service {
         mut handle: QueueHandle,
         queue: &QueueName,
         messages: Vec<NewMessage>,
+        headers: &[Vec<(String, String)>],
     ) -> Result<Vec<u64>, QueueError> {
         for _ in 1..PUSH_ATTEMPTS {
-            match handle.push(messages.clone()).await {
+            match handle.push(stored(&handle, &messages, headers)).await {
                 Err(QueueError::QueueNotFound(_)) => {
                     handle = self.registry.get_or_create(queue).await?;
                 }
                 other => return other,
             }
         }
-        handle.push(messages).await
+        handle.push(stored(&handle, &messages, headers)).await
     }
 
     /// Reserves up to `n` (0 means 1) available messages, leased for `timeout_ms`
@@ -133,10 +183,15 @@ impl Service {
         let n = batch_size("n", n)?;
         check_lease(timeout_ms)?;
         check_range("wait_ms", wait_ms, 0, MAX_WAIT_MS)?;
-        self.queue(queue)
-            .await?
-            .reserve(n, timeout_ms, wait_ms, delete)
-            .await
+        let handle = self.queue(queue).await?;
+        if handle.kind() != QueueKind::Pull {
+            return Err(QueueError::invalid(format!(
+                "queue {queue} is a {} push queue: the server delivers its messages to its \
+                 subscribers, they cannot be reserved",
+                handle.kind().as_str()
+            )));
+        }
+        handle.reserve(n, timeout_ms, wait_ms, delete).await
     }
 
     /// Deletes 1..=100 messages, each with its reservation id if it is reserved;
@@ -196,7 +251,9 @@ impl Service {
     /// `InvalidArgument`, `QueueNotFound`.
     pub async fn peek(&self, queue: &QueueName, n: u64) -> Result<Vec<MessageView>, QueueError> {
         let n = batch_size("n", n)?;
-        self.queue(queue).await?.peek(n).await
+        let handle = self.queue(queue).await?;
+        let messages = handle.peek(n).await?;
+        Ok(messages.into_iter().map(|m| shown(&handle, m)).collect())
     }
 
     /// One message by id.
@@ -204,7 +261,74 @@ impl Service {
     /// # Errors
     /// `QueueNotFound`, `MessageNotFound`.
     pub async fn get(&self, queue: &QueueName, id: u64) -> Result<MessageView, QueueError> {
-        self.queue(queue).await?.get(id).await
+        let handle = self.queue(queue).await?;
+        let message = handle.get(id).await?;
+        Ok(shown(&handle, message))
+    }
+
+    /// Push queues: subscriber `subscriber` acknowledges message `id`, delivered to
+    /// it with reservation `reservation_id` and answered 202. The message is
+    /// deleted once every subscriber has it (multicast) or at once (unicast);
+    /// returns whether it was.
+    ///
+    /// # Errors
+    /// `QueueNotFound`, `MessageNotFound`, `ReservationExpired`,
+    /// `ReservationMismatch`; `InvalidArgument` on a pull queue or for a name
+    /// that is not a subscriber of the queue.
+    pub async fn acknowledge(
+        &self,
+        queue: &QueueName,
+        id: u64,
+        reservation_id: u64,
+        subscriber: &str,
+    ) -> Result<bool, QueueError> {
+        let handle = self.queue(queue).await?;
+        let settings = handle.info().await?.settings;
+        let push = settings.push.as_ref().ok_or_else(|| {
+            QueueError::invalid(format!(
+                "queue {queue} is a pull queue: subscriber_name is for push queues"
+            ))
+        })?;
+        let Some(s) = push.subscriber(subscriber) else {
+            return Err(QueueError::invalid(format!(
+                "queue {queue} has no subscriber named {subscriber:?}"
+            )));
+        };
+        let slot = 1u64 << s.slot;
+        let required = match push.kind {
+            QueueKind::Unicast => slot,
+            _ => push.all_slots(),
+        };
+        let deleted = handle
+            .acknowledge(id, reservation_id, slot, required)
+            .await?;
+        if let Some(engine) = &self.push {
+            engine.acknowledged(queue, id, subscriber, deleted);
+        }
+        Ok(deleted)
+    }
+
+    /// Push queues: the status of message `id` with each subscriber.
+    ///
+    /// # Errors
+    /// `QueueNotFound`, `MessageNotFound`; `InvalidArgument` on a pull queue.
+    pub async fn push_statuses(
+        &self,
+        queue: &QueueName,
+        id: u64,
+    ) -> Result<Vec<SubscriberStatus>, QueueError> {
+        let handle = self.queue(queue).await?;
+        let settings = handle.info().await?.settings;
+        let Some(push) = settings.push else {
+            return Err(QueueError::invalid(format!(
+                "queue {queue} is a pull queue: push statuses are for push queues"
+            )));
+        };
+        let message = handle.get(id).await?;
+        Ok(match &self.push {
+            Some(engine) => engine.statuses(queue, &message, &push),
+            None => Vec::new(),
+        })
     }
 
     /// A queue's counters and settings.
@@ -232,6 +356,9 @@ impl Service {
             None => Bytes::new(),
         };
         let handle = self.registry.create(queue, settings, attachment).await?;
+        if let Some(engine) = &self.push {
+            engine.watch(handle.clone());
+        }
         Ok(handle.info().await?)
     }
 
@@ -417,6 +544,34 @@ impl Service {
     }
 }
 
+/// What a queue stores for `messages`: push queues keep each message's push
+/// headers with its body (`queue/push.rs`), pull queues the body alone.
+fn stored(
+    handle: &QueueHandle,
+    messages: &[NewMessage],
+    headers: &[Vec<(String, String)>],
+) -> Vec<NewMessage> {
+    if handle.kind() == QueueKind::Pull || headers.iter().all(Vec::is_empty) {
+        return messages.to_vec();
+    }
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| NewMessage {
+            body: wrap_body(headers.get(i).map_or(&[][..], Vec::as_slice), &m.body),
+            delay_ms: m.delay_ms,
+        })
+        .collect()
+}
+
+/// A message as a client sees it: a push queue's body without its push headers.
+fn shown(handle: &QueueHandle, mut message: MessageView) -> MessageView {
+    if handle.kind() != QueueKind::Pull {
+        message.body = unwrap_body(&message.body).1;
+    }
+    message
+}
+
 /// 1..=100 items.
 fn check_count(op: &str, what: &str, len: usize) -> Result<(), QueueError> {
     if len == 0 || len > MAX_BATCH {
@@ -561,7 +716,7 @@ mod tests {
         let stale = service.registry.get(&q).await.unwrap();
         service.delete_queue(&q).await.unwrap();
         let ids = service
-            .push_from(stale, &q, message("new"))
+            .push_from(stale, &q, message("new"), &[])
             .await
             .expect("the push re-creates the queue");
         let stats = service.info(&q).await.unwrap();

@@ -14,7 +14,8 @@
 //! connection (`net.rs`).
 //!
 //! The client side is [`client_config`]: the roots are a CA file given by the
-//! user (`--ca-cert`), or else the system's certificate store.
+//! user (`--ca-cert`), or else the system's certificate store; push deliveries to
+//! `https` subscribers use [`subscriber_client_config`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -180,11 +181,7 @@ pub fn client_config(ca_cert: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
             }
         }
         None => {
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
-                // A system store may hold certificates rustls cannot use; skip them.
-                let _ = roots.add(cert);
-            }
+            roots = system_roots();
             if roots.is_empty() {
                 return Err(TlsError::Config(
                     "no CA certificates found in the system's store: give --ca-cert".into(),
@@ -192,6 +189,33 @@ pub fn client_config(ca_cert: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
             }
         }
     }
+    config_with_roots(roots)
+}
+
+/// The system's roots (certificates rustls cannot use skipped).
+fn system_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    roots
+}
+
+/// The client configuration of push deliveries to `https` subscribers: the
+/// system's roots, or the Mozilla roots built into the binary (webpki-roots) on a
+/// system that has none (a scratch container).
+///
+/// # Errors
+/// If rustls refuses the configuration.
+pub fn subscriber_client_config() -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = system_roots();
+    if roots.is_empty() {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    config_with_roots(roots)
+}
+
+fn config_with_roots(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|err| TlsError::Config(err.to_string()))?

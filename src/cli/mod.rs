@@ -36,7 +36,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum CliCommand {
     /// Run the server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     #[command(flatten)]
     Client(commands::ClientCommand),
 }
@@ -81,7 +81,7 @@ pub fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            CliCommand::Serve(args) => serve::serve(args).await,
+            CliCommand::Serve(args) => serve::serve(*args).await,
             CliCommand::Client(command) => client_call(command).await,
         }
     })

@@ -122,6 +122,30 @@ pub(super) struct ServeArgs {
     /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Push queues: also deliver to subscribers at these hosts or networks, which
+    /// the default policy denies (loopback, private, link-local, ...): an address
+    /// (`127.0.0.1`), a network (`10.0.0.0/8`), a host name or `*.domain`. Repeat
+    /// for more.
+    #[arg(long = "push-allow", value_name = "RULE")]
+    push_allow: Vec<String>,
+    /// Push queues: never deliver to these hosts or networks (added to the
+    /// default deny list; an allow rule wins). Repeat for more.
+    #[arg(long = "push-deny", value_name = "RULE")]
+    push_deny: Vec<String>,
+    /// Push queues: most deliveries in flight on the whole server.
+    #[arg(long, default_value_t = crate::push::DEFAULT_MAX_DELIVERIES)]
+    push_concurrency: usize,
+    /// Push queues: most deliveries in flight for one queue.
+    #[arg(long, default_value_t = crate::push::DEFAULT_MAX_DELIVERIES_PER_QUEUE)]
+    push_queue_concurrency: usize,
+    /// Push queues: how long a subscriber has to answer a delivery.
+    #[arg(long, value_parser = config::parse_duration_ms, default_value = "10s")]
+    push_timeout: u64,
+    /// Push queues: the base URL subscribers reach the HTTP API at, for the
+    /// `Iron-Subscriber-Message-Url` header (default: http:// and the
+    /// --http-listen address).
+    #[arg(long, value_name = "URL")]
+    push_public_url: Option<String>,
     /// Runtime worker threads (connections, queue actors, HTTP). Default: one less
     /// than the CPUs, at least 1, leaving a CPU for the committer thread's fsyncs
     /// and sled's threads (README, "Threads"). Batching producers gain from more.
@@ -227,6 +251,14 @@ pub(super) async fn serve(args: ServeArgs) -> ExitCode {
             .tls_cert
             .zip(args.tls_key)
             .map(|(cert, key)| crate::tls::TlsFiles { cert, key }),
+        push: crate::push::PushConfig {
+            allow: args.push_allow,
+            deny: args.push_deny,
+            max_deliveries: args.push_concurrency,
+            max_deliveries_per_queue: args.push_queue_concurrency,
+            timeout: std::time::Duration::from_millis(args.push_timeout),
+            public_url: args.push_public_url,
+        },
     };
     if args.auth == Some(AuthMode::Token) && config.auth.tokens.is_empty() {
         eprintln!("error: --auth token needs at least one --token TOKEN");

@@ -8,9 +8,12 @@ use serde_json::{json, Map, Value};
 
 use super::alerts;
 use super::error::ApiError;
+use crate::push::SubscriberStatus;
+use crate::queue::push::{check_header, NewSubscriber, PushPatch, QueueKind, SubscribersChange};
 use crate::queue::types::{
     DeadLetterPatch, MessageView, QueueName, QueueStats, SettingsPatch, DEFAULT_MAX_RESERVATIONS,
 };
+use crate::service::MAX_PUSH_HEADERS;
 
 /// The parsed parts of a request a handler needs.
 pub(super) struct Call {
@@ -19,6 +22,9 @@ pub(super) struct Call {
     /// Path segments after `/3/projects/{project}`, percent-decoded.
     pub(super) rest: Vec<String>,
     pub(super) query: Vec<(String, String)>,
+    /// The request's `X-Subscribers-*` headers (the webhook's push headers),
+    /// names in lower case.
+    pub(super) headers: Vec<(String, String)>,
     pub(super) body: Bytes,
 }
 
@@ -122,44 +128,109 @@ pub(super) fn required_reservation(body: &Map<String, Value>) -> Result<u64, Api
         .ok_or_else(|| ApiError::bad("reservation_id is required"))
 }
 
-/// Push headers only matter to push queues, which this server does not serve; they
-/// are still checked, so a bad request is not accepted silently.
-pub(super) fn check_push_headers(message: &Map<String, Value>) -> Result<(), ApiError> {
-    const RESERVED: [&str; 6] = [
-        "content-type",
-        "user-agent",
-        "iron-message-id",
-        "iron-reservation-id",
-        "iron-subscriber-name",
-        "iron-subscriber-message-url",
-    ];
+/// A message's `push_headers` (IronMQ §2.2): at most 5, none of the headers the
+/// server sets, `Content-Type` and `User-Agent` included. The service checks the
+/// names and values (`queue/push.rs`).
+pub(super) fn push_headers(
+    message: &Map<String, Value>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    const RESERVED: [&str; 2] = ["content-type", "user-agent"];
     let headers = match message.get("push_headers") {
-        None | Some(Value::Null) => return Ok(()),
+        None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Object(headers)) => headers,
         Some(_) => return Err(ApiError::bad("push_headers must be an object")),
     };
-    if headers.len() > 5 {
-        return Err(ApiError::bad("at most 5 push_headers are allowed"));
+    if headers.len() > MAX_PUSH_HEADERS {
+        return Err(ApiError::bad(format!(
+            "at most {MAX_PUSH_HEADERS} push_headers are allowed"
+        )));
     }
+    let mut list = Vec::with_capacity(headers.len());
     for (name, value) in headers {
-        if name.is_empty()
-            || name.len() > 64
-            || RESERVED.contains(&name.to_ascii_lowercase().as_str())
-        {
+        if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
             return Err(ApiError::bad(format!(
                 "push header name {name:?} is not allowed"
             )));
         }
-        match value {
-            Value::String(v) if !v.is_empty() && v.len() <= 1024 => {}
-            _ => {
-                return Err(ApiError::bad(format!(
-                    "push header {name:?} needs a string value of 1..=1024 bytes"
-                )))
-            }
-        }
+        let Value::String(value) = value else {
+            return Err(ApiError::bad(format!(
+                "push header {name:?} needs a string value"
+            )));
+        };
+        check_header(name, value)?;
+        list.push((name.clone(), value.clone()));
     }
-    Ok(())
+    Ok(list)
+}
+
+/// The subscribers of a body (`{"subscribers": [{"name", "url", "headers"}]}`,
+/// or the `push` object of a queue); a subscriber without a name is named by its
+/// URL. With `names_only` (removal), only the names are read.
+pub(super) fn subscribers(list: &Value, names_only: bool) -> Result<Vec<NewSubscriber>, ApiError> {
+    let Value::Array(list) = list else {
+        return Err(ApiError::bad("subscribers must be an array"));
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for entry in list {
+        let Value::Object(entry) = entry else {
+            return Err(ApiError::bad("each subscriber must be an object"));
+        };
+        let text = |key: &str| match entry.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ApiError::bad(format!("subscriber {key} must be a string"))),
+        };
+        let url = text("url")?;
+        let name = match (text("name")?, &url) {
+            (Some(name), _) => name,
+            (None, Some(url)) => url.clone(),
+            (None, None) => return Err(ApiError::bad("each subscriber needs a name or a url")),
+        };
+        let url = match url {
+            Some(url) => url,
+            None if names_only => String::new(),
+            None => return Err(ApiError::bad(format!("subscriber {name:?} needs a url"))),
+        };
+        let headers = match entry.get("headers") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Object(headers)) => headers
+                .iter()
+                .map(|(k, v)| match v {
+                    Value::String(v) => Ok((k.clone(), v.clone())),
+                    _ => Err(ApiError::bad(format!(
+                        "subscriber header {k:?} needs a string value"
+                    ))),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(ApiError::bad("subscriber headers must be an object")),
+        };
+        out.push(NewSubscriber { name, url, headers });
+    }
+    Ok(out)
+}
+
+/// The `push` object of a create/update body, as a change: its subscribers
+/// replace the queue's (adding one is POST .../subscribers).
+fn push_patch(call: &Call, push: &Map<String, Value>) -> Result<PushPatch, ApiError> {
+    let retries = opt_u64(push, "retries")?
+        .map(|r| u32::try_from(r).map_err(|_| ApiError::bad("push.retries is out of range")))
+        .transpose()?;
+    let error_queue = match push.get("error_queue") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) if name.is_empty() => Some(None),
+        Some(Value::String(name)) => Some(Some(call.queue(name)?)),
+        Some(_) => return Err(ApiError::bad("push.error_queue must be a string")),
+    };
+    let subscribers = match push.get("subscribers") {
+        None | Some(Value::Null) => None,
+        Some(list) => Some(SubscribersChange::Replace(subscribers(list, false)?)),
+    };
+    Ok(PushPatch {
+        subscribers,
+        retries,
+        retries_delay_s: opt_u64(push, "retries_delay")?,
+        error_queue,
+    })
 }
 
 /// The settings in a create/update body (`{"queue": {...}}` or `{}`). Ranges are
@@ -173,21 +244,18 @@ pub(super) fn settings_patch(
         Some(Value::Object(queue)) => queue,
         Some(_) => return Err(ApiError::bad("queue must be an object")),
     };
-    match queue.get("type") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(t)) if t == "pull" => {}
-        Some(Value::String(t)) if t == "unicast" || t == "multicast" => {
-            return Err(ApiError::bad(
-                "push queues (unicast, multicast) are not supported by this server",
-            ))
-        }
+    let kind = match queue.get("type") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) if t == "pull" => Some(QueueKind::Pull),
+        Some(Value::String(t)) if t == "unicast" => Some(QueueKind::Unicast),
+        Some(Value::String(t)) if t == "multicast" => Some(QueueKind::Multicast),
         Some(_) => return Err(ApiError::bad("type must be pull, unicast or multicast")),
-    }
-    if queue.get("push").is_some_and(|p| !p.is_null()) {
-        return Err(ApiError::bad(
-            "push queues are not supported by this server",
-        ));
-    }
+    };
+    let push = match queue.get("push") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(push)) => Some(push_patch(call, push)?),
+        Some(_) => return Err(ApiError::bad("push must be an object")),
+    };
     let dead_letter = match queue.get("dead_letter") {
         None | Some(Value::Null) => None,
         Some(Value::Object(dl)) => {
@@ -215,7 +283,8 @@ pub(super) fn settings_patch(
         message_timeout_ms: opt_seconds_as_ms(queue, "message_timeout")?,
         message_expiration_s: opt_u64(queue, "message_expiration")?,
         dead_letter,
-        ..SettingsPatch::default()
+        kind,
+        push,
     })
 }
 
@@ -234,19 +303,44 @@ pub(super) fn queue_json(
         "total_messages": stats.total_pushed,
         "message_timeout": settings.message_timeout_ms / 1000,
         "message_expiration": settings.message_expiration_s,
-        "type": "pull",
+        "type": settings.kind().as_str(),
     });
+    let local_name = |name: &QueueName| {
+        let name = name.as_str();
+        name.strip_prefix(&format!("{project}/"))
+            .unwrap_or(name)
+            .to_owned()
+    };
+    if let Some(push) = &settings.push {
+        let subscribers: Vec<Value> = push
+            .subscribers
+            .iter()
+            .map(|s| {
+                let headers: Map<String, Value> = s
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json!(v)))
+                    .collect();
+                json!({"name": s.name, "url": s.url, "headers": headers})
+            })
+            .collect();
+        let mut push_json = json!({
+            "subscribers": subscribers,
+            "retries": push.retries,
+            "retries_delay": push.retries_delay_s,
+        });
+        if let Some(error_queue) = &push.error_queue {
+            push_json["error_queue"] = json!(local_name(error_queue));
+        }
+        queue["push"] = push_json;
+    }
     let alerts = alerts::decode(&stats.attachment)?;
     if !alerts.is_empty() {
         queue["alerts"] = Value::Array(alerts.iter().map(alerts::Alert::json).collect());
     }
     if let Some(dl) = &settings.dead_letter {
-        let target = dl.queue.as_str();
-        let target = target
-            .strip_prefix(&format!("{project}/"))
-            .unwrap_or(target);
         queue["dead_letter"] = json!({
-            "queue_name": target,
+            "queue_name": local_name(&dl.queue),
             "max_reservations": dl.max_reservations,
         });
     }
@@ -262,6 +356,49 @@ pub(super) fn message_json(m: &MessageView) -> Value {
         "body": String::from_utf8_lossy(&m.body),
         "reserved_count": m.info.reserved_count,
     })
+}
+
+/// The push statuses of a message (IronMQ §3.17).
+pub(super) fn statuses_json(statuses: &[SubscriberStatus]) -> Value {
+    let list: Vec<Value> = statuses
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "url": s.url,
+                "status_code": s.status_code,
+                "status": s.status,
+                "tries": s.tries,
+                "retries_remaining": s.retries_remaining,
+                "last_try_at": (s.last_try_at_ms != 0).then(|| rfc3339(s.last_try_at_ms)),
+                "msg": s.msg,
+            })
+        })
+        .collect();
+    json!({ "subscribers": list })
+}
+
+/// `ms` since the Unix epoch as an RFC 3339 UTC time, to the second.
+pub(super) fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rest = secs % 86_400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
 /// The answer to a post.
@@ -289,19 +426,26 @@ mod tests {
     }
 
     #[test]
+    fn should_format_times_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_796_297_405_999), "2026-12-03T11:30:05Z");
+    }
+
+    #[test]
     fn should_check_push_headers() {
         let ok_headers = json!({"push_headers": {"X-A": "b"}});
-        assert!(check_push_headers(ok_headers.as_object().unwrap()).is_ok());
+        assert_eq!(
+            push_headers(ok_headers.as_object().unwrap()).unwrap(),
+            [("X-A".to_owned(), "b".to_owned())]
+        );
         for bad in [
             json!({"push_headers": {"Content-Type": "x"}}),
             json!({"push_headers": {"X-A": ""}}),
             json!({"push_headers": {"a": "1", "b": "1", "c": "1", "d": "1", "e": "1", "f": "1"}}),
             json!({"push_headers": []}),
         ] {
-            assert!(
-                check_push_headers(bad.as_object().unwrap()).is_err(),
-                "{bad}"
-            );
+            assert!(push_headers(bad.as_object().unwrap()).is_err(), "{bad}");
         }
     }
 }

@@ -261,11 +261,20 @@ impl Api {
                 return json_response(status, &json!({ "msg": msg }));
             }
         };
+        let headers = parts
+            .headers
+            .iter()
+            .filter(|(name, _)| name.as_str().starts_with("x-subscribers-"))
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            })
+            .collect();
         let call = Call {
             method: parts.method,
             project,
             rest,
             query,
+            headers,
             body,
         };
         match self.route(&call).await {
@@ -302,6 +311,7 @@ pub async fn fuzz_route(
         query: form_urlencoded::parse(query.as_bytes())
             .into_owned()
             .collect(),
+        headers: Vec::new(),
         body,
     };
     match api.route(&call).await {

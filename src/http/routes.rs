@@ -8,10 +8,12 @@ use serde_json::{json, Value};
 use super::alerts::{self, Alert};
 use super::error::ApiError;
 use super::json::{
-    check_push_headers, message_id, message_json, opt_reservation, opt_seconds_as_ms, opt_u64,
-    posted, queue_json, required_reservation, reservation_timeout, settings_patch, Call,
+    message_id, message_json, opt_reservation, opt_seconds_as_ms, opt_u64, posted, push_headers,
+    queue_json, required_reservation, reservation_timeout, settings_patch, statuses_json,
+    subscribers, Call,
 };
 use super::Api;
+use crate::queue::push::{PushPatch, SubscribersChange};
 use crate::queue::types::{NewMessage, SettingsPatch, MAX_BATCH, MAX_WAIT_MS};
 
 /// Default `per_page` of the queue list.
@@ -83,13 +85,20 @@ impl Api {
                 Method::POST => self.release(call, q, id).await,
                 _ => not_allowed(),
             },
-            ["queues", q, "subscribers"] | ["queues", q, "messages", _, "subscribers"] => {
-                // The queue must exist (404 first), then: push queues are not served.
-                self.service.info(&call.queue(q)?).await?;
-                Err(ApiError::bad(
-                    "push queues are not supported by this server: this is a pull queue",
-                ))
-            }
+            ["queues", q, "subscribers"] => match *m {
+                Method::POST | Method::PUT | Method::DELETE => self.subscribers(call, q).await,
+                _ => not_allowed(),
+            },
+            ["queues", q, "messages", id, "subscribers"] => match *m {
+                Method::GET => {
+                    let statuses = self
+                        .service
+                        .push_statuses(&call.queue(q)?, message_id(id)?)
+                        .await?;
+                    ok(statuses_json(&statuses))
+                }
+                _ => not_allowed(),
+            },
             ["queues", q, "alerts"] => match *m {
                 Method::DELETE => self.remove_alerts(call, q, None).await,
                 _ => not_allowed(),
@@ -212,6 +221,36 @@ impl Api {
         ok(json!({"msg": "Deleted"}))
     }
 
+    /// POST (add or update by name), PUT (replace) or DELETE (remove by name)
+    /// `.../subscribers` of a push queue.
+    async fn subscribers(&self, call: &Call, q: &str) -> Reply {
+        let name = call.queue(q)?;
+        let body = call.json()?;
+        let Some(list) = body.get("subscribers") else {
+            return Err(ApiError::bad(
+                "name the subscribers: {\"subscribers\": [{\"name\": ..., \"url\": ...}]}",
+            ));
+        };
+        let removing = call.method == Method::DELETE;
+        let list = subscribers(list, removing)?;
+        let change = match call.method {
+            Method::POST => SubscribersChange::Upsert(list),
+            Method::PUT => SubscribersChange::Replace(list),
+            _ => SubscribersChange::Remove(list.into_iter().map(|s| s.name).collect()),
+        };
+        let patch = SettingsPatch {
+            push: Some(PushPatch {
+                subscribers: Some(change),
+                ..PushPatch::default()
+            }),
+            ..SettingsPatch::default()
+        };
+        self.service
+            .update_queue(&name, patch, None::<fn(&[u8]) -> Result<Bytes, ApiError>>)
+            .await?;
+        ok(json!({"msg": "Updated"}))
+    }
+
     async fn post_messages(&self, call: &Call, q: &str) -> Reply {
         let name = call.queue(q)?;
         let body = call.json()?;
@@ -219,6 +258,7 @@ impl Api {
             return Err(ApiError::bad("messages must be a non-empty array"));
         };
         let mut messages = Vec::with_capacity(items.len());
+        let mut headers = Vec::with_capacity(items.len());
         for item in items {
             let Value::Object(item) = item else {
                 return Err(ApiError::bad("each message must be an object"));
@@ -226,13 +266,16 @@ impl Api {
             let Some(Value::String(text)) = item.get("body") else {
                 return Err(ApiError::bad("each message needs a string body"));
             };
-            check_push_headers(item)?;
+            headers.push(push_headers(item)?);
             messages.push(NewMessage {
                 body: Bytes::from(text.clone().into_bytes()),
                 delay_ms: opt_seconds_as_ms(item, "delay")?.unwrap_or(0),
             });
         }
-        let ids = self.service.push(&name, messages).await?;
+        let ids = self
+            .service
+            .push_with_headers(&name, messages, headers)
+            .await?;
         Ok((StatusCode::CREATED, posted(&ids)))
     }
 
@@ -242,7 +285,23 @@ impl Api {
             body: call.body.clone(),
             delay_ms: 0,
         };
-        let ids = self.service.push(&name, vec![message]).await?;
+        // `X-Subscribers-Name: v` is the push header `Name: v`; invalid ones are
+        // dropped, as IronMQ does.
+        let headers: Vec<(String, String)> = call
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                let name = name.strip_prefix("x-subscribers-")?;
+                crate::queue::push::check_header(name, value).ok()?;
+                Some((name.to_owned(), value.clone()))
+            })
+            .filter(|(name, _)| !matches!(name.as_str(), "content-type" | "user-agent"))
+            .take(crate::service::MAX_PUSH_HEADERS)
+            .collect();
+        let ids = self
+            .service
+            .push_with_headers(&name, vec![message], vec![headers])
+            .await?;
         Ok((StatusCode::CREATED, posted(&ids)))
     }
 
@@ -304,7 +363,28 @@ impl Api {
         let id = message_id(id)?;
         let body = call.json()?;
         let reservation = opt_reservation(&body, "reservation_id")?;
-        self.service.delete(&name, vec![(id, reservation)]).await?;
+        let subscriber = match body.get("subscriber_name") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.is_empty() => None,
+            Some(Value::String(s)) => Some(s.as_str()),
+            Some(_) => return Err(ApiError::bad("subscriber_name must be a string")),
+        };
+        match (subscriber, reservation) {
+            // A push delivery answered 202, acknowledged by its subscriber.
+            (Some(subscriber), Some(reservation)) => {
+                self.service
+                    .acknowledge(&name, id, reservation, subscriber)
+                    .await?;
+            }
+            (Some(_), None) => {
+                return Err(ApiError::bad(
+                    "subscriber_name needs the reservation_id of the delivery",
+                ))
+            }
+            (None, reservation) => {
+                self.service.delete(&name, vec![(id, reservation)]).await?;
+            }
+        }
         ok(json!({"msg": "Deleted"}))
     }
 

@@ -9,6 +9,8 @@
 //! a message delivered to the old subscriber before that is not delivered to the
 //! new one under the same slot (a documented edge of reusing slots).
 
+use bytes::Bytes;
+
 use super::types::{check_range, QueueName};
 use crate::error::QueueError;
 
@@ -345,4 +347,80 @@ pub fn check_header(name: &str, value: &str) -> Result<(), QueueError> {
         )));
     }
     Ok(())
+}
+
+/// The first bytes of a stored push-queue body that carries push headers.
+const ENVELOPE: &[u8; 5] = b"\0FQH\x01";
+
+/// A message's push headers with its body, as a push queue stores it: the body
+/// unchanged when there are none, else [`ENVELOPE`], a u8 count, each header as
+/// (u16 length, bytes) twice, then the body. Only push queues store envelopes
+/// (the service wraps and unwraps; the queue's type never changes), so a pull
+/// queue's bodies are never read as one.
+pub fn wrap_body(headers: &[(String, String)], body: &Bytes) -> Bytes {
+    if headers.is_empty() {
+        return body.clone();
+    }
+    let mut out = Vec::with_capacity(body.len() + 64);
+    out.extend_from_slice(ENVELOPE);
+    let count = u8::try_from(headers.len()).unwrap_or(u8::MAX);
+    out.push(count);
+    for (name, value) in headers.iter().take(usize::from(count)) {
+        for text in [name, value] {
+            let len = u16::try_from(text.len()).unwrap_or(u16::MAX);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&text.as_bytes()[..usize::from(len)]);
+        }
+    }
+    out.extend_from_slice(body);
+    Bytes::from(out)
+}
+
+/// The push headers and body of a stored push-queue body ([`wrap_body`]); a body
+/// that is not an envelope (pushed without headers, or moved in from another
+/// queue) is the body, with no headers.
+pub fn unwrap_body(stored: &Bytes) -> (Vec<(String, String)>, Bytes) {
+    fn parse(stored: &Bytes) -> Option<(Vec<(String, String)>, Bytes)> {
+        let rest = stored.strip_prefix(ENVELOPE.as_slice())?;
+        let (&count, mut rest) = rest.split_first()?;
+        let mut text = || -> Option<String> {
+            let len = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
+            let value = std::str::from_utf8(rest.get(2..2 + len)?).ok()?.to_owned();
+            rest = rest.get(2 + len..)?;
+            Some(value)
+        };
+        let mut headers = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let name = text()?;
+            let value = text()?;
+            headers.push((name, value));
+        }
+        let offset = stored.len() - rest.len();
+        Some((headers, stored.slice(offset..)))
+    }
+    parse(stored).unwrap_or_else(|| (Vec::new(), stored.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn should_round_trip_push_headers_and_leave_plain_bodies_alone() {
+        let body = Bytes::from_static(b"\0FQH hello");
+        let headers = vec![
+            ("X-A".to_owned(), "1".to_owned()),
+            ("X-B".to_owned(), "two".to_owned()),
+        ];
+        let stored = wrap_body(&headers, &body);
+        assert_eq!(unwrap_body(&stored), (headers, body.clone()));
+        assert_eq!(wrap_body(&[], &body), body);
+        assert_eq!(unwrap_body(&body), (Vec::new(), body.clone()));
+        let cut = stored.slice(..8);
+        assert_eq!(
+            unwrap_body(&cut),
+            (Vec::new(), cut.clone()),
+            "a damaged envelope is a body"
+        );
+    }
 }

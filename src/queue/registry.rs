@@ -26,6 +26,7 @@ use super::admission::{
 };
 use super::clock::Clock;
 use super::handle::QueueHandle;
+use super::push::QueueKind;
 use super::recovery::{meta_from_record, record_from_meta, Rebuild};
 use super::state::{QueueMeta, QueueState};
 use super::transfer::{Directory, Lookup, Mover};
@@ -33,7 +34,8 @@ use super::types::{QueueName, QueueSettings};
 use crate::error::QueueError;
 use crate::storage::{QueueLog, QueueRecord, StorageError, Store};
 
-/// Every queue of the server.
+/// Every queue of the server. Clones share the same queues.
+#[derive(Clone)]
 pub struct Registry {
     inner: Arc<Inner>,
 }
@@ -350,7 +352,19 @@ impl Registry {
         (names, next)
     }
 
-    /// How many queues exist.
+    /// The handles of every push queue (the push engine starts on them).
+    pub fn push_queues(&self) -> Vec<QueueHandle> {
+        self.inner
+            .lock()
+            .values()
+            .filter_map(|entry| match entry {
+                Entry::Ready(handle) if handle.kind() != QueueKind::Pull => Some(handle.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// How many queues exist (those being created included).
     pub fn len(&self) -> usize {
         self.inner
             .lock()
