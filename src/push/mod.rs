@@ -400,11 +400,11 @@ impl PushEngine {
                 Err(_) => break,
             }
         }
-        let stats = handle.info().await?;
+        let mut stats = handle.info().await?;
         let Some(settings) = stats.settings.push.clone() else {
             return Err(QueueError::QueueNotFound(handle.name().to_string()));
         };
-        let settings = Arc::new(settings);
+        let mut settings = Arc::new(settings);
         let lease = (self.config.timeout * sequential_tries(&settings) + LEASE_MARGIN)
             .min(Duration::from_millis(MAX_TIMEOUT_MS));
         // Server-wide room: what is free now, without waiting.
@@ -437,6 +437,11 @@ impl PushEngine {
                 .await
                 .map_err(|_| QueueError::Unavailable("stopping".into()))?;
             total_permits = vec![permit];
+            // The settings may have changed during the wait.
+            stats = handle.info().await?;
+            if let Some(fresh) = stats.settings.push.clone() {
+                settings = Arc::new(fresh);
+            }
         }
         let reserved_at = Instant::now();
         for (message, (queue_permit, total_permit)) in messages

@@ -4,12 +4,15 @@ mod auth;
 mod bad_input;
 mod client;
 mod dead_letters;
+#[path = "../hook/mod.rs"]
+mod hook;
 mod http;
 mod leases;
 mod limits;
 mod lost_data;
 mod operations;
 mod pipelining;
+mod push;
 mod restart;
 mod shutdown;
 mod support;
