@@ -4,6 +4,7 @@
 //! a clean exit, in bounded time, with every acknowledged push and delete kept.
 
 mod common;
+mod hook;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -437,4 +438,67 @@ async fn check_ledger(client: &Client, ledger: &Ledger) -> usize {
         ledger.once_lost_calls
     );
     checked
+}
+
+/// A push delivery cut by SIGKILL (its subscriber never answered) is delivered
+/// again by the restarted server, then deleted: never lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_delivery_cut_by_sigkill_is_delivered_again_after_the_restart() {
+    use hook::{http_call, Hook, Reply};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let mut hook = Hook::start().await;
+    hook.script("s", &[Reply::Hang, Reply::Status(200)]);
+    let args = [
+        "--http-listen",
+        "127.0.0.1:0",
+        "--auth",
+        "none",
+        "--push-allow",
+        "127.0.0.1",
+        "--push-timeout",
+        "1s",
+    ];
+    let log = || ("warn", std::process::Stdio::inherit());
+    let mut server = common::start_with(dir.path(), "127.0.0.1:0", &args, log());
+    let http = server.http.clone().expect("http address");
+    let queue = format!(
+        r#"{{"queue": {{"type": "multicast", "push": {{"subscribers": [{{"name": "s", "url": "{}"}}]}}}}}}"#,
+        hook.url("s")
+    );
+    let (status, body) = http_call(&http, "PUT", "/3/projects/p/queues/pq", &queue).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http_call(
+        &http,
+        "POST",
+        "/3/projects/p/queues/pq/messages",
+        r#"{"messages": [{"body": "survive"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let first = hook.next(Duration::from_secs(10)).await;
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+    drop(server);
+
+    let server = common::start_with(dir.path(), "127.0.0.1:0", &args, log());
+    let http = server.http.clone().expect("http address");
+    // The lease of the cut delivery (1 s answer timeout + 5 s) runs out, then the
+    // message goes out again.
+    let again = hook.next(Duration::from_secs(20)).await;
+    assert_eq!(&again.body[..], b"survive");
+    assert_eq!(
+        again.header("iron-message-id"),
+        first.header("iron-message-id")
+    );
+    let id = first.header("iron-message-id").to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let path = format!("/3/projects/p/queues/pq/messages/{id}");
+        if http_call(&http, "GET", &path, "").await.0 == 404 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never deleted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -10,6 +10,10 @@ use std::process::{Child, Command, Output, Stdio};
 pub(crate) struct Process {
     pub(crate) child: Child,
     pub(crate) addr: String,
+    /// The HTTP API's address, if the server was started with `--http-listen`.
+    pub(crate) http: Option<String>,
+    /// Its stdout, kept open: a closed pipe would fail the server's next line.
+    pub(crate) stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Drop for Process {
@@ -54,17 +58,28 @@ pub(crate) fn start_with(
         .stderr(log.1)
         .spawn()
         .expect("spawn ferromq");
-    let stdout = child.stdout.take().expect("stdout");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read stdout");
+    stdout.read_line(&mut line).expect("read stdout");
     let addr = line
         .trim()
         .strip_prefix("ferromq listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_owned();
-    Process { child, addr }
+    let http = extra.contains(&"--http-listen").then(|| {
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read stdout");
+        line.trim()
+            .strip_prefix("ferromq http listening on ")
+            .unwrap_or_else(|| panic!("unexpected second line {line:?}"))
+            .to_owned()
+    });
+    Process {
+        child,
+        addr,
+        http,
+        stdout,
+    }
 }
 
 /// Runs `ferromq ARGS... --addr ADDR` as a client and returns its output.
