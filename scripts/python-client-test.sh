@@ -16,7 +16,10 @@ BIN=target/debug/ferromq
 DIR=$(mktemp -d)
 TOKEN=ci-token
 # Port 0 for both listeners; the server prints the addresses it got.
+# --push-allow: the push-queue tests' subscriber runs on 127.0.0.1, which the
+# default subscriber policy denies.
 "$BIN" serve --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --token "$TOKEN" \
+    --push-allow 127.0.0.1 \
     --data-dir "$DIR/data" >"$DIR/out" 2>"$DIR/err" &
 PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DIR"' EXIT

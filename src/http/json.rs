@@ -172,8 +172,22 @@ pub(super) fn subscribers(list: &Value, names_only: bool) -> Result<Vec<NewSubsc
     };
     let mut out = Vec::with_capacity(list.len());
     for entry in list {
+        // A bare string: a URL (named by itself), or a name to remove.
+        if let Value::String(text) = entry {
+            let url = if names_only {
+                String::new()
+            } else {
+                text.clone()
+            };
+            out.push(NewSubscriber {
+                name: text.clone(),
+                url,
+                headers: Vec::new(),
+            });
+            continue;
+        }
         let Value::Object(entry) = entry else {
-            return Err(ApiError::bad("each subscriber must be an object"));
+            return Err(ApiError::bad("each subscriber must be an object or a URL"));
         };
         let text = |key: &str| match entry.get(key) {
             None | Some(Value::Null) => Ok(None),

@@ -3,11 +3,16 @@
 The client is configured only by host, port, protocol, project id and token, read
 from FERROMQ_HTTP_HOST / FERROMQ_HTTP_PORT / FERROMQ_TOKEN. Run by
 scripts/python-client-test.sh, which starts the server; CI runs that script.
-Every method of iron_mq.IronMQ and iron_mq.Queue is exercised: pull-queue and alert
-methods must behave as docs/ironmq-v3-api.md says, and the push-queue
-methods must fail with a clear 400 (ferromq does not serve push queues).
+Every method of iron_mq.IronMQ and iron_mq.Queue is exercised: pull-queue, alert and
+push-queue methods must behave as docs/ironmq-v3-api.md says. Push queues deliver to
+a subscriber server this file starts on 127.0.0.1 (the script allows that address
+with --push-allow); on a pull queue the push-queue methods fail with a clear 400.
 """
+import http.server
+import json
 import os
+import queue
+import threading
 import time
 import unittest
 import urllib
@@ -181,7 +186,7 @@ class IronMQClientTest(unittest.TestCase):
         post = self.mq.postMessage(name, ["z"])
         self.assertEqual(self.mq.deleteMessage(name, post["ids"][0])["msg"], "Deleted")
 
-    def test_push_queue_methods_are_refused_clearly(self):
+    def test_push_queue_methods_are_refused_clearly_on_a_pull_queue(self):
         q = self.mq.queue(unique("pull"))
         msg_id = q.post("x")["ids"][0]
         calls = [
@@ -219,6 +224,148 @@ class IronMQClientTest(unittest.TestCase):
     def test_a_wrong_token_gets_401(self):
         status = self.status_of(client(token="wrong").queue(unique("auth")).post, "x")
         self.assertEqual(status, 401)
+
+
+class Subscriber:
+    """A push-queue subscriber on 127.0.0.1: records each delivery, answers the
+    status scripted for its path (200 when none)."""
+
+    def __init__(self):
+        self.hits = queue.Queue()
+        self.answers = {}
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.hits.put((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                status = outer.answers.get(self.path, 200)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, name):
+        return "http://127.0.0.1:%d/%s" % (self.server.server_address[1], name)
+
+    def next(self, timeout=15):
+        return self.hits.get(timeout=timeout)
+
+    def close(self):
+        self.server.shutdown()
+
+
+class PushQueueTest(unittest.TestCase):
+    """Every push-queue method of the client (iron_mq.Queue.add_subscribers,
+    replace_subscribers, remove_subscribers, get_message_push_statuses, delete with
+    subscriber_name; IronMQ.create_queue and update_queue with push settings)."""
+
+    def setUp(self):
+        self.mq = client()
+        self.sub = Subscriber()
+
+    def tearDown(self):
+        self.sub.close()
+
+    def wait_until(self, check, what):
+        deadline = time.monotonic() + 15
+        while not check():
+            self.assertLess(time.monotonic(), deadline, "never: " + what)
+            time.sleep(0.02)
+
+    def gone(self, q, msg_id):
+        try:
+            q.get_message_by_id(msg_id)
+            return False
+        except requests.HTTPError as err:
+            return err.response.status_code == 404
+
+    def test_subscribers_are_configured_added_replaced_and_removed(self):
+        name = unique("push-admin")
+        created = self.mq.create_queue(name, {
+            "type": "multicast",
+            "push": {"subscribers": [{"name": "a", "url": self.sub.url("a")}],
+                     "retries": 5, "retries_delay": 30, "error_queue": name + "-err"},
+        })
+        self.assertEqual(created["type"], "multicast")
+        self.assertEqual(created["push"]["retries"], 5)
+        q = self.mq.queue(name)
+        names = lambda: [s["name"] for s in q.info()["push"]["subscribers"]]
+        self.assertEqual(q.add_subscribers({"name": "b", "url": self.sub.url("b")})["msg"], "Updated")
+        self.assertEqual(names(), ["a", "b"])
+        q.add_subscribers({"name": "b", "url": self.sub.url("b2"), "headers": {"X-B": "1"}})
+        subs = q.info()["push"]["subscribers"]
+        self.assertEqual((subs[1]["url"], subs[1]["headers"]), (self.sub.url("b2"), {"X-B": "1"}))
+        self.assertEqual(q.replace_subscribers({"name": "c", "url": self.sub.url("c")})["msg"],
+                         "Updated")
+        self.assertEqual(names(), ["c"])
+        q.add_subscribers({"name": "d", "url": self.sub.url("d")})
+        self.assertEqual(q.remove_subscribers("c")["msg"], "Updated")
+        self.assertEqual(names(), ["d"])
+        updated = self.mq.update_queue(name, {"push": {"retries": 1, "error_queue": ""}})
+        self.assertEqual(updated["push"]["retries"], 1)
+        self.assertNotIn("error_queue", updated["push"])
+        self.assertEqual(self.status_of(self.mq.update_queue, name, {"type": "pull"}), 400)
+        self.assertEqual(self.status_of(q.remove_subscribers, "d"), 400, "the last one")
+
+    def status_of(self, call, *args):
+        with self.assertRaises(requests.HTTPError) as raised:
+            call(*args)
+        return raised.exception.response.status_code
+
+    def test_a_posted_message_is_delivered_with_its_headers_and_statuses(self):
+        name = unique("push-deliver")
+        self.mq.create_queue(name, {"push": {"subscribers": [
+            {"name": "ok", "url": self.sub.url("ok"), "headers": {"X-Sub": "s"}},
+            {"name": "flaky", "url": self.sub.url("flaky")},
+        ], "retries_delay": 3}})
+        self.sub.answers["/flaky"] = 500
+        q = self.mq.queue(name)
+        msg_id = q.post({"body": "hello", "push_headers": {"X-Msg": "m"}})["ids"][0]
+        got = {}
+        for _ in range(2):
+            path, headers, body = self.sub.next()
+            got[path] = headers
+            self.assertEqual(body, b"hello")
+        ok = got["/ok"]
+        self.assertEqual((ok["user-agent"], ok["x-sub"], ok["x-msg"]), ("IronMQ Pusherd", "s", "m"))
+        self.assertEqual(ok["iron-message-id"], msg_id)
+        self.assertEqual(ok["iron-subscriber-name"], "ok")
+        self.assertTrue(ok["iron-subscriber-message-url"].endswith(
+            "/3/projects/%s/queues/%s/messages/%s" % (PROJECT, name, msg_id)))
+
+        def statuses():
+            return {s["name"]: s for s in q.get_message_push_statuses(msg_id)["subscribers"]}
+        self.wait_until(lambda: statuses()["flaky"]["status_code"] == 500, "the 500 recorded")
+        st = statuses()
+        self.assertEqual(st["ok"]["status"], "delivered")
+        self.assertEqual((st["flaky"]["status"], st["flaky"]["tries"],
+                          st["flaky"]["retries_remaining"]), ("retrying", 1, 3))
+        # The retry goes to the failed subscriber only, and then it is done.
+        self.sub.answers["/flaky"] = 200
+        path, headers, _ = self.sub.next()
+        self.assertEqual(path, "/flaky")
+        self.wait_until(lambda: self.gone(q, msg_id), "the delivered message deleted")
+
+    def test_a_202_is_acknowledged_with_delete_and_subscriber_name(self):
+        name = unique("push-ack")
+        self.mq.create_queue(name, {"type": "unicast",
+                                    "push": {"subscribers": [{"name": "w", "url": self.sub.url("w")}]}})
+        self.sub.answers["/w"] = 202
+        q = self.mq.queue(name)
+        msg_id = q.post("long job")["ids"][0]
+        _, headers, _ = self.sub.next()
+        rid = headers["iron-reservation-id"]
+        self.wait_until(
+            lambda: q.get_message_push_statuses(msg_id)["subscribers"][0]["status"] == "reserved",
+            "held for the subscriber")
+        self.assertEqual(q.delete(msg_id, rid, "w")["msg"], "Deleted")
+        self.assertTrue(self.gone(q, msg_id))
 
 
 if __name__ == "__main__":
