@@ -23,6 +23,7 @@ fn push_request(messages: usize, body_len: usize) -> Request {
                 .map(|_| PushMessage {
                     body: body.clone(),
                     delay_ms: 0,
+                    push_headers: Vec::new(),
                 })
                 .collect(),
         })),

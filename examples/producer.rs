@@ -29,6 +29,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|i| PushMessage {
                 body: Bytes::from(format!("job {i}")),
                 delay_ms: 0,
+                push_headers: Vec::new(),
             })
             .collect();
         let ids = client.push_messages(&queue, batch).await?;

@@ -282,7 +282,10 @@ impl Client {
     pub async fn push(&self, queue: &str, bodies: Vec<Bytes>) -> Result<Vec<u64>, ClientError> {
         let messages = bodies
             .into_iter()
-            .map(|body| proto::PushMessage { body, delay_ms: 0 })
+            .map(|body| proto::PushMessage {
+                body,
+                ..proto::PushMessage::default()
+            })
             .collect();
         self.push_messages(queue, messages).await
     }
@@ -339,8 +342,52 @@ impl Client {
             queue: queue.into(),
             message_id,
             reservation_id: reservation_id.unwrap_or(0),
+            subscriber_name: String::new(),
         });
         self.count(op).await.map(|_| ())
+    }
+
+    /// Push queues: subscriber `subscriber` acknowledges a delivery of message
+    /// `message_id` it answered with 202 (`reservation_id` is the delivery's
+    /// Iron-Reservation-Id). Returns whether the message is now deleted (every
+    /// subscriber has it, or the queue is unicast).
+    ///
+    /// # Errors
+    /// As [`Client::delete`]; `INVALID_ARGUMENT` on a pull queue or for an unknown
+    /// subscriber.
+    pub async fn acknowledge(
+        &self,
+        queue: &str,
+        message_id: u64,
+        reservation_id: u64,
+        subscriber: &str,
+    ) -> Result<bool, ClientError> {
+        let op = Op::Delete(proto::Delete {
+            queue: queue.into(),
+            message_id,
+            reservation_id,
+            subscriber_name: subscriber.into(),
+        });
+        self.count(op).await.map(|count| count > 0)
+    }
+
+    /// Push queues: the delivery status of a message with each subscriber.
+    ///
+    /// # Errors
+    /// `QUEUE_NOT_FOUND`, `MESSAGE_NOT_FOUND`, `INVALID_ARGUMENT` on a pull queue.
+    pub async fn push_statuses(
+        &self,
+        queue: &str,
+        message_id: u64,
+    ) -> Result<Vec<proto::PushStatus>, ClientError> {
+        let op = Op::PushStatuses(proto::PushStatusesRequest {
+            queue: queue.into(),
+            message_id,
+        });
+        match self.call(op).await? {
+            response::Result::PushStatuses(list) => Ok(list.subscribers),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Deletes many messages, all or nothing; returns how many.

@@ -146,6 +146,7 @@ mod tests {
                 messages: vec![PushMessage {
                     body: Bytes::from_static(body),
                     delay_ms: 0,
+                    push_headers: Vec::new(),
                 }],
             })),
         }

@@ -473,3 +473,129 @@ fn tls_serves_the_cli_and_reloads_its_certificate_on_sighup() {
     let info = stdout(&with_ca(&new_ca_path, &["info", "q"]));
     assert!(info.starts_with("q: size=1"), "{info}");
 }
+
+#[path = "hook/mod.rs"]
+mod hook;
+
+/// Push queues from the command line: create with subscribers, push with a
+/// header, read the statuses, acknowledge a 202, change the subscribers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_configures_and_follows_push_queues() {
+    use hook::{Hook, Reply};
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        &["--push-allow", "127.0.0.1"],
+        ("warn", Stdio::inherit()),
+    );
+    let addr = server.addr.clone();
+    let mut hook = Hook::start().await;
+    hook.script("w", &[Reply::Status(202)]);
+    let run = |args: Vec<String>| {
+        let addr = addr.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = tokio::task::spawn_blocking({
+                let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+                move || {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    cli(&addr, &args)
+                }
+            })
+            .await
+            .unwrap();
+            out
+        }
+    };
+    let created = json_lines(
+        &run(vec![
+            "create-queue".into(),
+            "hooks".into(),
+            "--type".into(),
+            "unicast".into(),
+            "--subscriber".into(),
+            format!("w={}", hook.url("w")),
+            "--subscriber-header".into(),
+            "w:X-Team=ops".into(),
+            "--retries".into(),
+            "2".into(),
+            "--retries-delay".into(),
+            "5s".into(),
+            "--json".into(),
+        ])
+        .await,
+    );
+    let push = &created[0]["settings"]["push"];
+    assert_eq!(push["type"], "unicast");
+    assert_eq!(
+        (&push["retries"], &push["retries_delay_s"]),
+        (&Value::from(2), &Value::from(5))
+    );
+    let pushed = json_lines(
+        &run(vec![
+            "push".into(),
+            "hooks".into(),
+            "hello".into(),
+            "--header".into(),
+            "X-Trace=7".into(),
+            "--json".into(),
+        ])
+        .await,
+    );
+    let id = pushed[0]["ids"][0].as_u64().unwrap().to_string();
+    let hit = hook.next(std::time::Duration::from_secs(10)).await;
+    assert_eq!((hit.header("x-team"), hit.header("x-trace")), ("ops", "7"));
+    let rid = hit.header("iron-reservation-id").to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = stdout(&run(vec!["push-statuses".into(), "hooks".into(), id.clone()]).await);
+        if out.contains("reserved status_code=202") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reserved: {out}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let out = stdout(
+        &run(vec![
+            "delete".into(),
+            "hooks".into(),
+            id.clone(),
+            "--reservation-id".into(),
+            rid,
+            "--subscriber".into(),
+            "w".into(),
+        ])
+        .await,
+    );
+    assert!(out.contains("deleted"), "{out}");
+    let added = json_lines(
+        &run(vec![
+            "update-queue".into(),
+            "hooks".into(),
+            "--add-subscriber".into(),
+            format!("v={}", hook.url("v")),
+            "--json".into(),
+        ])
+        .await,
+    );
+    let names: Vec<&str> = added[0]["settings"]["push"]["subscribers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["w", "v"]);
+    let refused = run(vec![
+        "update-queue".into(),
+        "hooks".into(),
+        "--type".into(),
+        "pull".into(),
+    ])
+    .await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot be changed"));
+}

@@ -75,6 +75,25 @@ fn request_seeds() -> Vec<Vec<u8>> {
             queue: "p/dead".into(),
             max_reservations: 2,
         }),
+        push: None,
+    });
+    let push_settings = Some(proto::QueueSettings {
+        push: Some(proto::PushSettings {
+            r#type: proto::QueueType::Unicast.into(),
+            subscribers: vec![proto::Subscriber {
+                name: "s".into(),
+                url: "http://127.0.0.1:9/s".into(),
+                headers: vec![proto::Header {
+                    name: "X-A".into(),
+                    value: "b".into(),
+                }],
+            }],
+            retries: Some(1),
+            retries_delay_s: 3,
+            error_queue: Some("p/err".into()),
+            ..proto::PushSettings::default()
+        }),
+        ..proto::QueueSettings::default()
     });
     let ops = vec![
         Op::Hello(proto::Hello {
@@ -88,10 +107,15 @@ fn request_seeds() -> Vec<Vec<u8>> {
                 proto::PushMessage {
                     body: body("a"),
                     delay_ms: 0,
+                    push_headers: Vec::new(),
                 },
                 proto::PushMessage {
                     body: body("later"),
                     delay_ms: 1000,
+                    push_headers: vec![proto::Header {
+                        name: "X-H".into(),
+                        value: "v".into(),
+                    }],
                 },
             ],
         }),
@@ -106,6 +130,21 @@ fn request_seeds() -> Vec<Vec<u8>> {
             queue: "p/jobs".into(),
             message_id: 3,
             reservation_id: 4,
+            subscriber_name: String::new(),
+        }),
+        Op::Delete(proto::Delete {
+            queue: "p/hooks".into(),
+            message_id: 3,
+            reservation_id: 4,
+            subscriber_name: "s".into(),
+        }),
+        Op::PushStatuses(proto::PushStatusesRequest {
+            queue: "p/hooks".into(),
+            message_id: 3,
+        }),
+        Op::CreateQueue(proto::CreateQueue {
+            queue: "p/hooks".into(),
+            settings: push_settings,
         }),
         Op::Touch(proto::Touch {
             queue: "p/jobs".into(),

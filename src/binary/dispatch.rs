@@ -14,6 +14,7 @@ use crate::auth::Scope;
 use crate::error::QueueError;
 use crate::proto::{self, request::Op, response, ErrorCode};
 use crate::queue::handle::UpdateError;
+use crate::queue::push::{NewSubscriber, PushPatch, PushSettings, QueueKind, SubscribersChange};
 use crate::queue::types::{
     DeadLetterPatch, MessageState, MessageView, NewMessage, QueueName, QueueStats, SettingsPatch,
 };
@@ -84,16 +85,20 @@ async fn run(
         }),
         Op::Push(push) => {
             let name = named(&push.queue)?;
+            let mut headers = Vec::with_capacity(push.messages.len());
             let messages = push
                 .messages
                 .into_iter()
-                .map(|m| NewMessage {
-                    body: m.body,
-                    delay_ms: m.delay_ms,
+                .map(|m| {
+                    headers.push(pairs(m.push_headers));
+                    NewMessage {
+                        body: m.body,
+                        delay_ms: m.delay_ms,
+                    }
                 })
                 .collect();
             response::Result::Push(proto::PushOk {
-                ids: service.push(&name, messages).await?,
+                ids: service.push_with_headers(&name, messages, headers).await?,
             })
         }
         Op::Reserve(reserve) => {
@@ -111,8 +116,20 @@ async fn run(
         }
         Op::Delete(delete) => {
             let name = named(&delete.queue)?;
-            let entry = (delete.message_id, nonzero(delete.reservation_id));
-            deleted(service.delete(&name, vec![entry]).await?)
+            if delete.subscriber_name.is_empty() {
+                let entry = (delete.message_id, nonzero(delete.reservation_id));
+                deleted(service.delete(&name, vec![entry]).await?)
+            } else {
+                let done = service
+                    .acknowledge(
+                        &name,
+                        delete.message_id,
+                        delete.reservation_id,
+                        &delete.subscriber_name,
+                    )
+                    .await?;
+                deleted(usize::from(done))
+            }
         }
         Op::DeleteBatch(batch) => {
             let name = named(&batch.queue)?;
@@ -205,6 +222,25 @@ async fn run(
                 fsync: stats.fsync.to_string(),
             })
         }
+        Op::PushStatuses(request) => {
+            let name = named(&request.queue)?;
+            let statuses = service.push_statuses(&name, request.message_id).await?;
+            response::Result::PushStatuses(proto::PushStatuses {
+                subscribers: statuses
+                    .into_iter()
+                    .map(|s| proto::PushStatus {
+                        name: s.name,
+                        url: s.url,
+                        status_code: u32::from(s.status_code),
+                        status: s.status.to_owned(),
+                        tries: s.tries,
+                        retries_remaining: s.retries_remaining,
+                        last_try_at_ms: s.last_try_at_ms,
+                        msg: s.msg,
+                    })
+                    .collect(),
+            })
+        }
         Op::DeleteQueue(delete) => {
             let name = named(&delete.queue)?;
             service.delete_queue(&name).await?;
@@ -270,12 +306,127 @@ fn settings_patch(
             },
         }),
     };
+    let (kind, push) = match &s.push {
+        None => (None, None),
+        Some(p) => (Some(p.r#type()), Some(push_patch(p, purpose, scope)?)),
+    };
+    let kind = match kind {
+        None | Some(proto::QueueType::Unspecified) => None,
+        Some(proto::QueueType::Pull) => Some(QueueKind::Pull),
+        Some(proto::QueueType::Unicast) => Some(QueueKind::Unicast),
+        Some(proto::QueueType::Multicast) => Some(QueueKind::Multicast),
+    };
+    // A type of pull with no other push setting is no push change.
+    let push = push.filter(|p| *p != PushPatch::default() || kind != Some(QueueKind::Pull));
     Ok(SettingsPatch {
         message_timeout_ms: nonzero(s.message_timeout_ms),
         message_expiration_s: nonzero(s.message_expiration_s),
         dead_letter,
-        ..SettingsPatch::default()
+        kind,
+        push,
     })
+}
+
+/// Headers from the wire.
+fn pairs(headers: Vec<proto::Header>) -> Vec<(String, String)> {
+    headers.into_iter().map(|h| (h.name, h.value)).collect()
+}
+
+/// Subscribers from the wire; a subscriber without a name is named by its URL.
+fn subscribers(list: &[proto::Subscriber]) -> Vec<NewSubscriber> {
+    list.iter()
+        .map(|s| NewSubscriber {
+            name: if s.name.is_empty() {
+                s.url.clone()
+            } else {
+                s.name.clone()
+            },
+            url: s.url.clone(),
+            headers: pairs(s.headers.clone()),
+        })
+        .collect()
+}
+
+/// The push part of settings from the wire (see the .proto's PushSettings). An
+/// error queue must be in the connection's scope.
+fn push_patch(
+    p: &proto::PushSettings,
+    purpose: Purpose,
+    scope: &Scope,
+) -> Result<PushPatch, QueueError> {
+    let changes = [
+        !p.subscribers.is_empty(),
+        !p.add_subscribers.is_empty(),
+        !p.remove_subscribers.is_empty(),
+    ];
+    if changes.iter().filter(|&&c| c).count() > 1 {
+        return Err(QueueError::invalid(
+            "give at most one of subscribers, add_subscribers and remove_subscribers",
+        ));
+    }
+    if purpose == Purpose::Create && (changes[1] || changes[2]) {
+        return Err(QueueError::invalid(
+            "a new queue takes subscribers, not add_subscribers or remove_subscribers",
+        ));
+    }
+    let subscribers_change = if changes[0] {
+        Some(SubscribersChange::Replace(subscribers(&p.subscribers)))
+    } else if changes[1] {
+        Some(SubscribersChange::Upsert(subscribers(&p.add_subscribers)))
+    } else if changes[2] {
+        Some(SubscribersChange::Remove(p.remove_subscribers.clone()))
+    } else {
+        None
+    };
+    let error_queue = match p.error_queue.as_deref() {
+        None => None,
+        Some("") => Some(None),
+        Some(queue) => {
+            let queue = QueueName::new(queue)?;
+            scope.check(&queue)?;
+            Some(Some(queue))
+        }
+    };
+    Ok(PushPatch {
+        subscribers: subscribers_change,
+        retries: p.retries,
+        retries_delay_s: nonzero(p.retries_delay_s),
+        error_queue,
+    })
+}
+
+/// A queue's push settings on the wire.
+fn push_to_proto(push: &PushSettings) -> proto::PushSettings {
+    let header = |(name, value): &(String, String)| proto::Header {
+        name: name.clone(),
+        value: value.clone(),
+    };
+    proto::PushSettings {
+        r#type: match push.kind {
+            QueueKind::Pull => proto::QueueType::Pull,
+            QueueKind::Unicast => proto::QueueType::Unicast,
+            QueueKind::Multicast => proto::QueueType::Multicast,
+        }
+        .into(),
+        subscribers: push
+            .subscribers
+            .iter()
+            .map(|s| proto::Subscriber {
+                name: s.name.clone(),
+                url: s.url.clone(),
+                headers: s.headers.iter().map(header).collect(),
+            })
+            .collect(),
+        retries: Some(push.retries),
+        retries_delay_s: push.retries_delay_s,
+        error_queue: Some(
+            push.error_queue
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string),
+        ),
+        add_subscribers: Vec::new(),
+        remove_subscribers: Vec::new(),
+    }
 }
 
 fn deleted(count: usize) -> response::Result {
@@ -327,6 +478,7 @@ fn queue_info(stats: QueueStats) -> response::Result {
                 queue: d.queue.to_string(),
                 max_reservations: d.max_reservations,
             }),
+            push: stats.settings.push.as_ref().map(push_to_proto),
         }),
         created_at_ms: stats.created_at_ms,
         waiting: stats.waiting,

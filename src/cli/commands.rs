@@ -7,7 +7,7 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::output::{print_done, print_info, print_messages};
+use super::output::{print_done, print_info, print_messages, print_push_statuses};
 use crate::client::{Client, ClientError, ReserveOptions};
 use crate::config::{parse_duration_ms, DEFAULT_PORT};
 use crate::proto;
@@ -68,6 +68,63 @@ pub(super) struct SettingsArgs {
     /// default 10 for a new dead-letter setting).
     #[arg(long)]
     max_reservations: Option<u32>,
+    /// The queue's type, fixed at creation: pull (default), unicast or multicast
+    /// (the default with --subscriber).
+    #[arg(long = "type", value_name = "TYPE")]
+    kind: Option<QueueTypeArg>,
+    /// Push queues: a subscriber, `NAME=URL` (repeat for more). update-queue:
+    /// the list replaces the queue's.
+    #[arg(long = "subscriber", value_name = "NAME=URL")]
+    subscribers: Vec<String>,
+    /// Push queues, update-queue: add a subscriber, or replace the one of its
+    /// name, `NAME=URL`.
+    #[arg(long = "add-subscriber", value_name = "NAME=URL")]
+    add_subscribers: Vec<String>,
+    /// Push queues, update-queue: remove the subscriber of this name.
+    #[arg(long = "remove-subscriber", value_name = "NAME")]
+    remove_subscribers: Vec<String>,
+    /// Push queues: a header sent to one of the subscribers given here,
+    /// `SUBSCRIBER:HEADER=VALUE` (repeat for more).
+    #[arg(long = "subscriber-header", value_name = "SUBSCRIBER:HEADER=VALUE")]
+    subscriber_headers: Vec<String>,
+    /// Push queues: tries after the first (0..=100; default 3).
+    #[arg(long)]
+    retries: Option<u32>,
+    /// Push queues: time between tries, whole seconds (3s..=1d; default 60s).
+    #[arg(long, value_parser = parse_duration_ms)]
+    retries_delay: Option<u64>,
+    /// Push queues: where messages whose retries ran out are reported ("" for
+    /// none).
+    #[arg(long)]
+    error_queue: Option<String>,
+}
+
+/// Values of `--type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum QueueTypeArg {
+    Pull,
+    Unicast,
+    Multicast,
+}
+
+/// `--header NAME=VALUE` options as push headers.
+fn push_headers(headers: &[String]) -> Result<Vec<proto::Header>, String> {
+    headers
+        .iter()
+        .map(|text| {
+            let (name, value) = split_pair(text, "--header")?;
+            Ok(proto::Header {
+                name: name.to_owned(),
+                value: value.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// `NAME=VALUE` split at the first `=`.
+fn split_pair<'a>(text: &'a str, what: &str) -> Result<(&'a str, &'a str), String> {
+    text.split_once('=')
+        .ok_or_else(|| format!("{what} {text:?} must be NAME=VALUE"))
 }
 
 impl SettingsArgs {
@@ -93,7 +150,66 @@ impl SettingsArgs {
             message_timeout_ms: self.timeout.unwrap_or(0),
             message_expiration_s: self.expiration_s.unwrap_or(0),
             dead_letter,
+            push: self.push()?,
         })
+    }
+
+    /// The push settings, if any option gives one.
+    fn push(&self) -> Result<Option<proto::PushSettings>, String> {
+        let mut headers: Vec<(String, proto::Header)> = Vec::new();
+        for text in &self.subscriber_headers {
+            let (subscriber, header) = text.split_once(':').ok_or_else(|| {
+                format!("--subscriber-header {text:?} must be SUBSCRIBER:HEADER=VALUE")
+            })?;
+            let (name, value) = split_pair(header, "--subscriber-header")?;
+            headers.push((
+                subscriber.to_owned(),
+                proto::Header {
+                    name: name.to_owned(),
+                    value: value.to_owned(),
+                },
+            ));
+        }
+        let list = |texts: &[String], what: &str| -> Result<Vec<proto::Subscriber>, String> {
+            texts
+                .iter()
+                .map(|text| {
+                    let (name, url) = split_pair(text, what)?;
+                    Ok(proto::Subscriber {
+                        name: name.to_owned(),
+                        url: url.to_owned(),
+                        headers: headers
+                            .iter()
+                            .filter(|(s, _)| s == name)
+                            .map(|(_, h)| h.clone())
+                            .collect(),
+                    })
+                })
+                .collect()
+        };
+        let retries_delay_s = match self.retries_delay {
+            Some(ms) if ms % 1000 != 0 => {
+                return Err("--retries-delay is in whole seconds".into());
+            }
+            Some(ms) => ms / 1000,
+            None => 0,
+        };
+        let push = proto::PushSettings {
+            r#type: match self.kind {
+                None => proto::QueueType::Unspecified,
+                Some(QueueTypeArg::Pull) => proto::QueueType::Pull,
+                Some(QueueTypeArg::Unicast) => proto::QueueType::Unicast,
+                Some(QueueTypeArg::Multicast) => proto::QueueType::Multicast,
+            }
+            .into(),
+            subscribers: list(&self.subscribers, "--subscriber")?,
+            retries: self.retries,
+            retries_delay_s,
+            error_queue: self.error_queue.clone(),
+            add_subscribers: list(&self.add_subscribers, "--add-subscriber")?,
+            remove_subscribers: self.remove_subscribers.clone(),
+        };
+        Ok((push != proto::PushSettings::default()).then_some(push))
     }
 }
 
@@ -110,6 +226,9 @@ pub(super) enum ClientCommand {
         /// Delay before the messages become available.
         #[arg(long, value_parser = parse_duration_ms, default_value = "0")]
         delay: u64,
+        /// Push queues: a header sent with each delivery, `NAME=VALUE` (up to 5).
+        #[arg(long = "header", value_name = "NAME=VALUE")]
+        headers: Vec<String>,
     },
     /// Reserve messages.
     Reserve {
@@ -138,6 +257,17 @@ pub(super) enum ClientCommand {
         /// Required if the message is reserved.
         #[arg(long)]
         reservation_id: Option<u64>,
+        /// Push queues: acknowledge as this subscriber a delivery it answered with
+        /// 202 (with the delivery's --reservation-id).
+        #[arg(long, requires = "reservation_id")]
+        subscriber: Option<String>,
+    },
+    /// Push queues: a message's delivery status with each subscriber.
+    PushStatuses {
+        #[command(flatten)]
+        conn: ClientArgs,
+        queue: String,
+        id: u64,
     },
     /// Extend a reservation; prints the new reservation id.
     Touch {
@@ -248,6 +378,7 @@ impl ClientCommand {
             | Self::Release { conn, .. }
             | Self::Peek { conn, .. }
             | Self::Get { conn, .. }
+            | Self::PushStatuses { conn, .. }
             | Self::Info { conn, .. }
             | Self::Stats { conn }
             | Self::Queues { conn, .. }
@@ -264,6 +395,7 @@ impl ClientCommand {
         match self {
             Self::CreateQueue { settings, .. } => settings.to_proto(true).map(drop),
             Self::UpdateQueue { settings, .. } => settings.to_proto(false).map(drop),
+            Self::Push { headers, .. } => push_headers(headers).map(drop),
             _ => Ok(()),
         }
     }
@@ -275,8 +407,10 @@ impl ClientCommand {
                 queue,
                 bodies,
                 delay,
+                headers,
                 ..
             } => {
+                let push_headers = push_headers(&headers).map_err(ClientError::Protocol)?;
                 let bodies = if bodies == ["-"] {
                     read_stdin_lines()?
                 } else {
@@ -289,6 +423,7 @@ impl ClientCommand {
                         .map(|body| proto::PushMessage {
                             body: body.clone(),
                             delay_ms: delay,
+                            push_headers: push_headers.clone(),
                         })
                         .collect();
                     ids.extend(client.push_messages(&queue, messages).await?);
@@ -320,10 +455,34 @@ impl ClientCommand {
                 queue,
                 id,
                 reservation_id,
+                subscriber: Some(subscriber),
+                ..
+            } => {
+                let rid = reservation_id.unwrap_or(0);
+                let deleted = client.acknowledge(&queue, id, rid, &subscriber).await?;
+                let text = if deleted {
+                    format!("acknowledged {id} for {subscriber}: delivered to every subscriber, deleted")
+                } else {
+                    format!("acknowledged {id} for {subscriber}")
+                };
+                print_done(
+                    json,
+                    json!({ "acknowledged": id, "deleted": deleted }),
+                    &text,
+                );
+            }
+            Self::Delete {
+                queue,
+                id,
+                reservation_id,
+                subscriber: None,
                 ..
             } => {
                 client.delete(&queue, id, reservation_id).await?;
                 print_done(json, json!({ "deleted": id }), &format!("deleted {id}"));
+            }
+            Self::PushStatuses { queue, id, .. } => {
+                print_push_statuses(&client.push_statuses(&queue, id).await?, json);
             }
             Self::Touch {
                 queue,

@@ -32,6 +32,17 @@ pub(super) fn print_info(info: &proto::QueueInfo, as_json: bool) {
                 "queue": d.queue,
                 "max_reservations": d.max_reservations,
             })),
+            "push": settings.push.as_ref().map(|p| json!({
+                "type": type_name(p.r#type),
+                "subscribers": p.subscribers.iter().map(|s| json!({
+                    "name": s.name,
+                    "url": s.url,
+                    "headers": s.headers.iter().map(|h| json!({"name": h.name, "value": h.value})).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+                "retries": p.retries,
+                "retries_delay_s": p.retries_delay_s,
+                "error_queue": p.error_queue,
+            })),
         },
         "created_at_ms": info.created_at_ms,
         "waiting": info.waiting,
@@ -43,8 +54,23 @@ pub(super) fn print_info(info: &proto::QueueInfo, as_json: bool) {
             d.queue, d.max_reservations
         )
     });
+    let push = settings.push.as_ref().map_or_else(String::new, |p| {
+        let subscribers: Vec<String> = p
+            .subscribers
+            .iter()
+            .map(|s| format!("{}={}", s.name, s.url))
+            .collect();
+        format!(
+            " type={} subscribers={} retries={} retries_delay_s={} error_queue={}",
+            type_name(p.r#type),
+            subscribers.join(","),
+            p.retries.unwrap_or_default(),
+            p.retries_delay_s,
+            p.error_queue.as_deref().unwrap_or("")
+        )
+    });
     let text = format!(
-        "{}: size={} available={} reserved={} delayed={} total_pushed={} waiting={} bytes={} message_timeout_ms={} message_expiration_s={}{dead_letter}",
+        "{}: size={} available={} reserved={} delayed={} total_pushed={} waiting={} bytes={} message_timeout_ms={} message_expiration_s={}{dead_letter}{push}",
         info.name,
         info.size,
         info.available,
@@ -57,6 +83,42 @@ pub(super) fn print_info(info: &proto::QueueInfo, as_json: bool) {
         settings.message_expiration_s
     );
     print_done(as_json, value, &text);
+}
+
+fn type_name(kind: i32) -> &'static str {
+    match proto::QueueType::try_from(kind) {
+        Ok(proto::QueueType::Unicast) => "unicast",
+        Ok(proto::QueueType::Multicast) => "multicast",
+        _ => "pull",
+    }
+}
+
+/// A push-queue message's status with each subscriber, one per line.
+pub(super) fn print_push_statuses(statuses: &[proto::PushStatus], as_json: bool) {
+    for s in statuses {
+        let value = json!({
+            "name": s.name,
+            "url": s.url,
+            "status_code": s.status_code,
+            "status": s.status,
+            "tries": s.tries,
+            "retries_remaining": s.retries_remaining,
+            "last_try_at_ms": s.last_try_at_ms,
+            "msg": s.msg,
+        });
+        let text = format!(
+            "{} {}: {} status_code={} tries={} retries_remaining={} last_try_at_ms={} {}",
+            s.name,
+            s.url,
+            s.status,
+            s.status_code,
+            s.tries,
+            s.retries_remaining,
+            s.last_try_at_ms,
+            s.msg
+        );
+        print_done(as_json, value, &text);
+    }
 }
 
 fn state_name(state: i32) -> &'static str {

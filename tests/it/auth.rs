@@ -62,6 +62,7 @@ fn push(id: u64, queue: &str) -> Request {
             messages: vec![proto::PushMessage {
                 body: Bytes::from_static(b"x"),
                 delay_ms: 0,
+                push_headers: Vec::new(),
             }],
         })),
     }

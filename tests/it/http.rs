@@ -745,11 +745,19 @@ async fn bodies_are_checked_and_round_trip() {
     assert_eq!(hook.status, 201);
     let got = reserve(&api, "hooked", json!({})).await;
     assert_eq!(got[0]["body"], "raw <b>text</b>");
+    // Subscribers are for push queues: 400 on a pull queue; GET is no method there.
+    let subscribers = json!({"subscribers": [{"name": "a", "url": "http://127.0.0.1:9/"}]});
+    assert_eq!(
+        api.call("POST", "queues/bodies/subscribers", Some(subscribers))
+            .await
+            .status,
+        400
+    );
     assert_eq!(
         api.call("GET", "queues/bodies/subscribers", None)
             .await
             .status,
-        400
+        405
     );
 }
 

@@ -192,6 +192,7 @@ async fn messages_expire_whatever_their_state() {
     let delayed = vec![ferromq::proto::PushMessage {
         body: Bytes::from_static(b"b"),
         delay_ms: 1_200,
+        push_headers: Vec::new(),
     }];
     client.push_messages("q", delayed).await.unwrap();
     server.advance(2_000);

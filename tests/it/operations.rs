@@ -300,6 +300,7 @@ async fn release_with_delay_and_push_with_delay_keep_messages_delayed() {
             vec![PushMessage {
                 body: Bytes::from_static(b"later"),
                 delay_ms: 60_000,
+                push_headers: Vec::new(),
             }],
         )
         .await
@@ -341,6 +342,7 @@ async fn a_delayed_message_becomes_available_and_wakes_a_long_poll() {
             vec![PushMessage {
                 body: Bytes::from_static(b"soon"),
                 delay_ms: 300,
+                push_headers: Vec::new(),
             }],
         )
         .await

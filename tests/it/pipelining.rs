@@ -16,6 +16,7 @@ fn push(id: u64, queue: &str, body: &'static [u8]) -> Request {
             messages: vec![proto::PushMessage {
                 body: Bytes::from_static(body),
                 delay_ms: 0,
+                push_headers: Vec::new(),
             }],
         })),
     }

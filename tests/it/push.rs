@@ -153,6 +153,26 @@ async fn a_delivery_carries_the_raw_body_and_every_header_then_the_message_is_de
         gone(&api, "pq", &id).await
     })
     .await;
+    // The webhook's X-Subscribers-* headers are the message's push headers.
+    let hooked = api
+        .raw(
+            "POST",
+            &format!("/3/projects/{PROJECT}/queues/pq/webhook"),
+            Some("raw"),
+            &[
+                "X-Subscribers-Source: form",
+                "X-Subscribers-Iron-Message-Id: no",
+            ],
+        )
+        .await;
+    assert_eq!(hooked.status, 201, "{hooked:?}");
+    let hit = hook.next(WITHIN).await;
+    assert_eq!((&hit.body[..], hit.header("source")), (&b"raw"[..], "form"));
+    assert_ne!(
+        hit.header("iron-message-id"),
+        "no",
+        "an invalid one is dropped"
+    );
     // Peek and get show the body without its push headers; reserve is refused.
     let id2 = {
         hook.script("s1", &[Reply::Status(500)]);
@@ -653,4 +673,109 @@ async fn subscribers_in_denied_networks_are_never_contacted() {
     })
     .await;
     assert!(hook.next_within(Duration::from_millis(300)).await.is_none());
+}
+
+#[tokio::test]
+async fn the_binary_protocol_configures_push_queues_pushes_headers_and_acknowledges() {
+    use ferromq::proto;
+    let server = server().await;
+    let client = server.client().await;
+    let mut hook = Hook::start().await;
+    hook.script("w", &[Reply::Status(202)]);
+    let base = hook.url("");
+    let subscriber = |name: &str| proto::Subscriber {
+        name: name.into(),
+        url: format!("{base}{name}"),
+        headers: vec![proto::Header {
+            name: "X-S".into(),
+            value: name.into(),
+        }],
+    };
+    let settings = proto::QueueSettings {
+        push: Some(proto::PushSettings {
+            r#type: proto::QueueType::Unicast.into(),
+            subscribers: vec![subscriber("w")],
+            retries: Some(0),
+            retries_delay_s: 5,
+            error_queue: Some("bin-err".into()),
+            ..proto::PushSettings::default()
+        }),
+        ..proto::QueueSettings::default()
+    };
+    let info = client.create_queue("binq", settings).await.unwrap();
+    let push = info.settings.unwrap().push.unwrap();
+    assert_eq!(
+        (
+            push.r#type(),
+            push.retries,
+            push.retries_delay_s,
+            push.error_queue.as_deref()
+        ),
+        (proto::QueueType::Unicast, Some(0), 5, Some("bin-err"))
+    );
+    let ids = client
+        .push_messages(
+            "binq",
+            vec![proto::PushMessage {
+                body: "job".into(),
+                push_headers: vec![proto::Header {
+                    name: "X-M".into(),
+                    value: "1".into(),
+                }],
+                ..proto::PushMessage::default()
+            }],
+        )
+        .await
+        .unwrap();
+    let hit = hook.next(WITHIN).await;
+    assert_eq!((hit.header("x-s"), hit.header("x-m")), ("w", "1"));
+    assert_eq!(&hit.body[..], b"job");
+    let rid: u64 = hit.header("iron-reservation-id").parse().unwrap();
+    eventually("reserved for w", async || {
+        let list = client.push_statuses("binq", ids[0]).await.unwrap();
+        list[0].status == "reserved" && list[0].status_code == 202
+    })
+    .await;
+    let got = client.get("binq", ids[0]).await.unwrap();
+    assert_eq!(&got.body[..], b"job", "shown without its push headers");
+    assert!(client.acknowledge("binq", ids[0], rid, "w").await.unwrap());
+    assert!(client.get("binq", ids[0]).await.is_err());
+
+    // Update: add, remove, and a type change refused.
+    let add = proto::QueueSettings {
+        push: Some(proto::PushSettings {
+            add_subscribers: vec![subscriber("v")],
+            ..proto::PushSettings::default()
+        }),
+        ..proto::QueueSettings::default()
+    };
+    let info = client.update_queue("binq", add).await.unwrap();
+    let names: Vec<String> = info
+        .settings
+        .unwrap()
+        .push
+        .unwrap()
+        .subscribers
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["w", "v"]);
+    let to_pull = proto::QueueSettings {
+        push: Some(proto::PushSettings {
+            r#type: proto::QueueType::Multicast.into(),
+            ..proto::PushSettings::default()
+        }),
+        ..proto::QueueSettings::default()
+    };
+    let refused = client.update_queue("binq", to_pull).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("cannot be changed"),
+        "{refused}"
+    );
+    assert!(client
+        .push_statuses("binq-missing", 1)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("not found"));
 }

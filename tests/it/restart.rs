@@ -21,6 +21,7 @@ async fn a_restart_keeps_messages_order_counts_leases_and_settings() {
                     queue: "kept.dead".into(),
                     max_reservations: 4,
                 }),
+                push: None,
             },
         )
         .await

@@ -52,6 +52,7 @@ async fn shutdown_ends_every_task_the_server_started() {
         messages: vec![proto::PushMessage {
             body: Bytes::from_static(b"poison"),
             delay_ms: 0,
+            push_headers: Vec::new(),
         }],
     });
     call(&mut conn, 2, push).await;
@@ -132,6 +133,7 @@ async fn requests_received_but_not_run_at_shutdown_are_answered_unavailable() {
             messages: vec![proto::PushMessage {
                 body: Bytes::from_static(b"unread"),
                 delay_ms: 0,
+                push_headers: Vec::new(),
             }],
         });
         conn.feed(Request { id, op: Some(push) }).await.unwrap();
