@@ -9,6 +9,13 @@
 //! codes at the binary edge, HTTP statuses at the HTTP edge). Conventions the two
 //! wires share live here too: `n = 0` means 1, and a push to a queue that does not
 //! exist (or was deleted while the push was on its way) creates it.
+//!
+//! Push queues: a queue created here with push settings is handed to the push
+//! engine ([`crate::push`]), which delivers it; a message's push headers are checked
+//! here and kept with its body on push queues only (`queue/push.rs`, `wrap_body`),
+//! and every read a client makes shows the body without them; consumers cannot
+//! reserve from a push queue; a subscriber's acknowledgement of a 202 is
+//! [`Service::acknowledge`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,7 +24,8 @@ use bytes::Bytes;
 
 use crate::auth::Scope;
 use crate::error::QueueError;
-use crate::push::{PushEngine, SubscriberStatus};
+use crate::push::PushEngine;
+pub use crate::push::SubscriberStatus;
 use crate::queue::handle::UpdateError;
 use crate::queue::push::{check_header, unwrap_body, wrap_body, QueueKind};
 use crate::queue::types::{

@@ -8,12 +8,11 @@ use serde_json::{json, Map, Value};
 
 use super::alerts;
 use super::error::ApiError;
-use crate::push::SubscriberStatus;
 use crate::queue::push::{check_header, NewSubscriber, PushPatch, QueueKind, SubscribersChange};
 use crate::queue::types::{
     DeadLetterPatch, MessageView, QueueName, QueueStats, SettingsPatch, DEFAULT_MAX_RESERVATIONS,
 };
-use crate::service::MAX_PUSH_HEADERS;
+use crate::service::{SubscriberStatus, MAX_PUSH_HEADERS};
 
 /// The parsed parts of a request a handler needs.
 pub(super) struct Call {

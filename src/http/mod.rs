@@ -25,9 +25,28 @@
 //! - Touch does not add 1 to `reserved_count` (only reserve does, as in the binary
 //!   protocol); no client test checks it.
 //! - `size` counts available, reserved and delayed messages.
-//! - Pull queues with dead-letter queues and expiration are served. Push queues
-//!   (`type` unicast/multicast, `push`, subscribers) are not: they get 400 with a
-//!   message saying so, never a silent success.
+//! - Pull queues with dead-letter queues and expiration are served, and push
+//!   queues (section 6; delivery is [`crate::push`]'s):
+//!   - `push` in PUT or PATCH states the queue's push settings: its `subscribers`
+//!     replace the queue's; adding one by name is POST `.../subscribers`, removing
+//!     DELETE. A push queue keeps at least one subscriber (removing the last: 400)
+//!     and has at most 64. A subscriber without a name is named by its URL (a bare
+//!     URL string is taken too, for clients that send one).
+//!   - The type is fixed at creation: `type` pull on a push queue, unicast on a
+//!     multicast one, push settings or subscribers on a pull queue, `dead_letter`
+//!     on a push queue and alerts on a push queue all get 400.
+//!   - Reserving from a push queue gets 400 (the server delivers its messages;
+//!     a consumer would race it). Peek, get, delete, touch and release work.
+//!   - DELETE of a message with `subscriber_name` and `reservation_id` is the
+//!     acknowledgement of a delivery answered 202; with `subscriber_name` but no
+//!     `reservation_id`, 400.
+//!   - A 202 holds the message for the queue's `message_timeout` (IronMQ: "the
+//!     timeout"); push statuses come from memory while the server runs and from
+//!     the message's record after a restart (`push/mod.rs`, "Statuses"), with
+//!     `last_try_at` as an RFC 3339 UTC time and a `msg` field with the start of
+//!     the subscriber's answer or what went wrong.
+//!   - The webhook's `X-Subscribers-Name: value` headers become the message's push
+//!     headers; invalid ones are dropped, as IronMQ does.
 //! - Alerts (legacy) are stored with the queue, shown by GET, added by PATCH,
 //!   replaced by PUT and removed by DELETE .../alerts[/{id}], with IronMQ's rules
 //!   (at most 5, no duplicate type+direction+trigger); they are not fired, which the

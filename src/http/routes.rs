@@ -13,7 +13,8 @@ use super::json::{
     subscribers, Call,
 };
 use super::Api;
-use crate::queue::push::{PushPatch, SubscribersChange};
+use crate::queue::push::{PushPatch, QueueKind, SubscribersChange};
+use crate::queue::types::QueueName;
 use crate::queue::types::{NewMessage, SettingsPatch, MAX_BATCH, MAX_WAIT_MS};
 
 /// Default `per_page` of the queue list.
@@ -155,11 +156,36 @@ impl Api {
             |target| call.queue(target).map(drop),
             self.alert_ids(),
         )?;
+        self.no_alerts_on_push(&name, &patch, alerts.is_some())
+            .await?;
         let stats = self
             .service
             .put_queue(&name, patch, alerts.map(replace_alerts))
             .await?;
         ok(json!({ "queue": queue_json(&call.project, q, &stats)? }))
+    }
+
+    /// Alerts are for pull queues (IronMQ: "Push queues do not support alerts.").
+    async fn no_alerts_on_push(
+        &self,
+        name: &QueueName,
+        patch: &SettingsPatch,
+        alerts: bool,
+    ) -> Result<(), ApiError> {
+        if !alerts {
+            return Ok(());
+        }
+        let push = patch.push.is_some()
+            || patch.kind.is_some_and(|k| k != QueueKind::Pull)
+            || self
+                .service
+                .info(name)
+                .await
+                .is_ok_and(|stats| stats.settings.push.is_some());
+        if push {
+            return Err(ApiError::bad("Push queues do not support alerts."));
+        }
+        Ok(())
     }
 
     /// PATCH: changes what it names; the alerts it names are added to the queue's.
@@ -172,6 +198,8 @@ impl Api {
             |target| call.queue(target).map(drop),
             self.alert_ids(),
         )?;
+        self.no_alerts_on_push(&name, &patch, added.is_some())
+            .await?;
         let edit = added.map(|added| {
             move |current: &[u8]| {
                 Ok(alerts::encode(&alerts::merge(

@@ -616,6 +616,11 @@ async fn push_settings_round_trip_through_create_update_and_the_subscriber_calls
             json!({"queue": {"dead_letter": {"queue_name": "d"}}}),
         ),
         (
+            "PATCH",
+            "queues/cfg",
+            json!({"queue": {"alerts": [{"type": "fixed", "trigger": 1, "queue": "x"}]}}),
+        ),
+        (
             "DELETE",
             "queues/cfg/subscribers",
             json!({"subscribers": [{"name": "y"}]}),

@@ -32,6 +32,7 @@
 
 pub mod overload;
 pub mod plot;
+pub mod push;
 pub mod target;
 
 use std::io::{IsTerminal, Write as _};
