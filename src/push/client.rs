@@ -1,26 +1,31 @@
-//! The HTTP client of push deliveries: hyper-util's pooled client (idle
-//! connections kept per subscriber scheme, host and port, so a busy subscriber is
-//! reached over a few reused connections) over [`Connector`], which resolves the
-//! host, applies the [`Policy`] to every address before connecting to it, and does
-//! TLS with rustls for `https` subscribers.
+//! The HTTP client of push deliveries: hyper's HTTP/1.1 client connections, kept
+//! idle per subscriber scheme, host and port (at most [`MAX_IDLE_PER_HOST`], for
+//! [`IDLE_TIMEOUT`]), so a busy subscriber is reached over a few reused
+//! connections; opened by [`Connector`], which resolves the host, applies the
+//! [`Policy`] to every address before connecting to it, and does TLS with rustls
+//! for `https` subscribers.
+//!
+//! (hyper-util's pooled client did the same with ~150 KB more of the binary, which
+//! has a 5 MB budget; this is the part of it deliveries use: a checkout that skips
+//! connections the subscriber closed, and one new connection when none is left.)
 
-use std::future::Future;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::{self, SendRequest};
 use hyper::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+use tokio_util::task::TaskTracker;
 
 use super::policy::Policy;
 
@@ -37,12 +42,6 @@ pub enum Stream {
     Plain(TcpStream),
     /// `https` (boxed: the TLS state is large).
     Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl Connection for Stream {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
 }
 
 impl AsyncRead for Stream {
@@ -93,34 +92,14 @@ pub struct Connector {
     tls: TlsConnector,
 }
 
-type Boxed<T> = Pin<Box<dyn Future<Output = Result<T, std::io::Error>> + Send>>;
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<Stream>;
-    type Error = std::io::Error;
-    type Future = Boxed<TokioIo<Stream>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { this.connect(uri).await.map(TokioIo::new) })
-    }
-}
-
 impl Connector {
-    async fn connect(&self, uri: Uri) -> std::io::Result<Stream> {
+    async fn connect(&self, uri: &Uri) -> std::io::Result<Stream> {
         let refused = |why: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why);
         let host = uri
             .host()
             .ok_or_else(|| std::io::Error::other("the subscriber URL has no host"))?;
         // `[::1]` in a URL is the address ::1.
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         let https = uri.scheme_str() == Some("https");
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         self.policy.check_host(&host).map_err(refused)?;
@@ -156,10 +135,22 @@ impl Connector {
     }
 }
 
+/// (https, host, port) of a subscriber.
+type Key = (bool, String, u16);
+
+/// An idle connection.
+struct Idle {
+    sender: SendRequest<Full<Bytes>>,
+    since: Instant,
+}
+
 /// The client every delivery goes through.
-#[derive(Clone)]
 pub struct PushClient {
-    client: Client<Connector, Full<Bytes>>,
+    connector: Connector,
+    idle: Mutex<HashMap<Key, Vec<Idle>>>,
+    swept: Mutex<Instant>,
+    /// The connections' tasks (they end when their last handle is dropped).
+    tasks: TaskTracker,
 }
 
 /// What a subscriber did with a delivery.
@@ -171,49 +162,162 @@ pub struct Answer {
     pub msg: String,
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// An error with its innermost cause, which says what happened (a refused
+/// address, a reset connection).
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        text = inner.to_string();
+        source = inner.source();
+    }
+    text
+}
+
 impl PushClient {
-    /// A client under `policy`, trusting `tls` roots for `https`.
-    pub fn new(policy: Arc<Policy>, tls: Arc<rustls::ClientConfig>) -> PushClient {
-        let connector = Connector {
-            policy,
-            tls: TlsConnector::from(tls),
-        };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .build(connector);
-        PushClient { client }
+    /// A client under `policy`, trusting `tls` roots for `https`, running its
+    /// connections on `tasks`.
+    pub fn new(policy: Arc<Policy>, tls: Arc<rustls::ClientConfig>, tasks: TaskTracker) -> PushClient {
+        PushClient {
+            connector: Connector {
+                policy,
+                tls: TlsConnector::from(tls),
+            },
+            idle: Mutex::new(HashMap::new()),
+            swept: Mutex::new(Instant::now()),
+            tasks,
+        }
     }
 
-    /// POSTs `request`, waiting at most `timeout` for the whole answer.
-    pub async fn post(&self, request: hyper::Request<Full<Bytes>>, timeout: Duration) -> Answer {
-        let exchange = async {
-            let response = self.client.request(request).await.map_err(|err| {
-                // The connector's own error (a refused address) is the useful one.
-                let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
-                let mut text = err.to_string();
-                while let Some(inner) = source {
-                    text = inner.to_string();
-                    source = inner.source();
-                }
-                text
-            })?;
-            let status = response.status().as_u16();
-            let body = Limited::new(response.into_body(), MAX_ANSWER)
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let msg = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
-            Ok::<_, String>(Answer { status, msg })
-        };
-        match tokio::time::timeout(timeout, exchange).await {
+    /// Closes every idle connection.
+    pub fn close(&self) {
+        lock(&self.idle).clear();
+    }
+
+    /// POSTs `body` with `headers` to `url`, waiting at most `timeout` for the
+    /// whole answer.
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+        timeout: Duration,
+    ) -> Answer {
+        match tokio::time::timeout(timeout, self.exchange(url, headers, body)).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(msg)) => Answer { status: 0, msg },
             Err(_) => Answer {
                 status: 0,
                 msg: format!("no answer within {} s", timeout.as_secs_f64()),
             },
+        }
+    }
+
+    async fn exchange(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<Answer, String> {
+        let uri: Uri = url.parse().map_err(|err| format!("bad URL {url:?}: {err}"))?;
+        let https = uri.scheme_str() == Some("https");
+        let host = uri.host().ok_or("the subscriber URL has no host")?.to_owned();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let authority = match uri.port_u16() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.clone(),
+        };
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let key = (https, host, port);
+        let request = || {
+            let mut builder = hyper::Request::post(path).header(hyper::header::HOST, authority.as_str());
+            for (name, value) in headers {
+                builder = builder.header(*name, value.as_str());
+            }
+            builder
+                .body(Full::new(body.clone()))
+                .map_err(|err| format!("cannot build the request: {err}"))
+        };
+        // Idle connections first: one the subscriber closed meanwhile fails before
+        // anything is sent on it, and the next is tried; then a new one.
+        loop {
+            let (mut sender, reused) = match self.checkout(&key) {
+                Some(sender) => (sender, true),
+                None => (self.connect(&uri).await?, false),
+            };
+            if sender.ready().await.is_err() {
+                if reused {
+                    continue;
+                }
+                return Err("the subscriber closed the connection".into());
+            }
+            let response = match sender.send_request(request()?).await {
+                Ok(response) => response,
+                Err(err) if reused && err.is_canceled() => continue,
+                Err(err) => return Err(chain(&err)),
+            };
+            let status = response.status().as_u16();
+            let answer = Limited::new(response.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map(|b| b.to_bytes());
+            let msg = match &answer {
+                Ok(body) => String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
+                Err(_) => String::new(),
+            };
+            // A connection whose answer was read to its end can serve again.
+            if answer.is_ok() && !sender.is_closed() {
+                self.checkin(key, sender);
+            }
+            return Ok(Answer { status, msg });
+        }
+    }
+
+    async fn connect(&self, uri: &Uri) -> Result<SendRequest<Full<Bytes>>, String> {
+        let stream = self.connector.connect(uri).await.map_err(|err| chain(&err))?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|err| chain(&err))?;
+        self.tasks.spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+
+    fn checkout(&self, key: &Key) -> Option<SendRequest<Full<Bytes>>> {
+        let mut idle = lock(&self.idle);
+        let list = idle.get_mut(key)?;
+        while let Some(entry) = list.pop() {
+            if !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, key: Key, sender: SendRequest<Full<Bytes>>) {
+        let mut idle = lock(&self.idle);
+        // Now and then, the connections idle too long on every host go.
+        let mut swept = lock(&self.swept);
+        if swept.elapsed() >= IDLE_TIMEOUT {
+            *swept = Instant::now();
+            idle.retain(|_, list| {
+                list.retain(|e| !e.sender.is_closed() && e.since.elapsed() < IDLE_TIMEOUT);
+                !list.is_empty()
+            });
+        }
+        let list = idle.entry(key).or_default();
+        if list.len() < MAX_IDLE_PER_HOST {
+            list.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
         }
     }
 }

@@ -31,7 +31,8 @@
 //! memory, and one slow subscriber holds at most its queue's share. A queue with
 //! nothing deliverable parks one long poll (no busy loop: failed messages are
 //! hidden for their retries delay). Subscriber addresses go through the SSRF
-//! [`policy`]; connections are reused per host ([`client`]).
+//! [`policy`]; connections are reused per host ([`client`]). Redirects are not
+//! followed: a 3xx is a failure, like any status outside 2xx.
 //!
 //! # Statuses
 //! The last answer of each subscriber for each message in delivery is kept in
@@ -46,7 +47,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::Full;
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -212,6 +212,7 @@ impl PushEngine {
         config.validate()?;
         let policy = Arc::new(Policy::new(&config.allow, &config.deny)?);
         let tls = crate::tls::subscriber_client_config().map_err(|err| err.to_string())?;
+        let tasks = TaskTracker::new();
         let public_url = config
             .public_url
             .clone()
@@ -219,14 +220,14 @@ impl PushEngine {
             .unwrap_or_else(|| "http://127.0.0.1".to_owned());
         Ok(Arc::new(PushEngine {
             registry,
-            client: PushClient::new(policy, tls),
+            client: PushClient::new(policy, tls, tasks.clone()),
             total: Arc::new(Semaphore::new(config.max_deliveries)),
             public_url: public_url.trim_end_matches('/').to_owned(),
             config,
             statuses: Mutex::new(HashMap::new()),
             running: Mutex::new(HashSet::new()),
             stop: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            tasks,
         }))
     }
 
@@ -255,6 +256,7 @@ impl PushEngine {
     /// and the messages are delivered again after the restart) and waits.
     pub async fn shutdown(&self) {
         self.stop.cancel();
+        self.client.close();
         self.tasks.close();
         self.tasks.wait().await;
     }
@@ -661,7 +663,6 @@ impl PushEngine {
         id: u64,
         rid: u64,
     ) -> Answer {
-        let mut builder = hyper::Request::post(s.url.as_str());
         let mut headers: Vec<(&str, String)> = vec![
             ("User-Agent", USER_AGENT.to_owned()),
             ("Content-Type", CONTENT_TYPE.to_owned()),
@@ -675,16 +676,9 @@ impl PushEngine {
         headers.push(("Iron-Reservation-Id", rid.to_string()));
         headers.push(("Iron-Subscriber-Name", s.name.clone()));
         headers.push(("Iron-Subscriber-Message-Url", self.message_url(queue, id)));
-        for (name, value) in headers {
-            builder = builder.header(name, value);
-        }
-        match builder.body(Full::new(body.clone())) {
-            Ok(request) => self.client.post(request, self.config.timeout).await,
-            Err(err) => Answer {
-                status: 0,
-                msg: format!("cannot build the request: {err}"),
-            },
-        }
+        self.client
+            .post(&s.url, &headers, body.clone(), self.config.timeout)
+            .await
     }
 
     /// The URL a subscriber DELETEs to acknowledge message `id` of `queue`: the
