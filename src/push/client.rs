@@ -99,7 +99,10 @@ impl Connector {
             .host()
             .ok_or_else(|| std::io::Error::other("the subscriber URL has no host"))?;
         // `[::1]` in a URL is the address ::1.
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let https = uri.scheme_str() == Some("https");
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         self.policy.check_host(&host).map_err(refused)?;
@@ -183,7 +186,11 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 impl PushClient {
     /// A client under `policy`, trusting `tls` roots for `https`, running its
     /// connections on `tasks`.
-    pub fn new(policy: Arc<Policy>, tls: Arc<rustls::ClientConfig>, tasks: TaskTracker) -> PushClient {
+    pub fn new(
+        policy: Arc<Policy>,
+        tls: Arc<rustls::ClientConfig>,
+        tasks: TaskTracker,
+    ) -> PushClient {
         PushClient {
             connector: Connector {
                 policy,
@@ -225,9 +232,14 @@ impl PushClient {
         headers: &[(&str, String)],
         body: Bytes,
     ) -> Result<Answer, String> {
-        let uri: Uri = url.parse().map_err(|err| format!("bad URL {url:?}: {err}"))?;
+        let uri: Uri = url
+            .parse()
+            .map_err(|err| format!("bad URL {url:?}: {err}"))?;
         let https = uri.scheme_str() == Some("https");
-        let host = uri.host().ok_or("the subscriber URL has no host")?.to_owned();
+        let host = uri
+            .host()
+            .ok_or("the subscriber URL has no host")?
+            .to_owned();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let authority = match uri.port_u16() {
             Some(port) => format!("{host}:{port}"),
@@ -236,7 +248,8 @@ impl PushClient {
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let key = (https, host, port);
         let request = || {
-            let mut builder = hyper::Request::post(path).header(hyper::header::HOST, authority.as_str());
+            let mut builder =
+                hyper::Request::post(path).header(hyper::header::HOST, authority.as_str());
             for (name, value) in headers {
                 builder = builder.header(*name, value.as_str());
             }
@@ -280,7 +293,11 @@ impl PushClient {
     }
 
     async fn connect(&self, uri: &Uri) -> Result<SendRequest<Full<Bytes>>, String> {
-        let stream = self.connector.connect(uri).await.map_err(|err| chain(&err))?;
+        let stream = self
+            .connector
+            .connect(uri)
+            .await
+            .map_err(|err| chain(&err))?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|err| chain(&err))?;

@@ -407,8 +407,7 @@ impl PushEngine {
             return Err(QueueError::QueueNotFound(handle.name().to_string()));
         };
         let mut settings = Arc::new(settings);
-        let lease = (self.config.timeout * sequential_tries(&settings) + LEASE_MARGIN)
-            .min(Duration::from_millis(MAX_TIMEOUT_MS));
+        let lease = longest_lease(self.config.timeout * sequential_tries(&settings) + LEASE_MARGIN);
         // Server-wide room: what is free now, without waiting.
         let mut total_permits = Vec::new();
         while total_permits.len() < queue_permits.len() {
@@ -418,6 +417,7 @@ impl PushEngine {
             }
         }
         let mut messages = Vec::new();
+        let (mut reserved_at, mut granted) = (Instant::now(), lease);
         if !total_permits.is_empty() {
             messages = handle
                 .reserve(total_permits.len(), Some(ms(lease)), 0, false)
@@ -428,9 +428,12 @@ impl PushEngine {
             // no server-wide permit, then wait for one for the message it brings.
             drop(total_permits);
             queue_permits.truncate(1);
+            // Twice the lease: the message may wait for a server-wide permit.
+            granted = longest_lease(lease * 2);
             messages = handle
-                .reserve(1, Some(ms(lease * 2)), MAX_WAIT_MS, false)
+                .reserve(1, Some(ms(granted)), MAX_WAIT_MS, false)
                 .await?;
+            reserved_at = Instant::now();
             if messages.is_empty() {
                 return Ok(());
             }
@@ -445,7 +448,6 @@ impl PushEngine {
                 settings = Arc::new(fresh);
             }
         }
-        let reserved_at = Instant::now();
         for (message, (queue_permit, total_permit)) in messages
             .into_iter()
             .zip(queue_permits.into_iter().zip(total_permits))
@@ -457,7 +459,7 @@ impl PushEngine {
             in_flight.spawn(async move {
                 let permits = (queue_permit, total_permit);
                 engine
-                    .deliver(&handle, &settings, message, hold_ms, reserved_at, lease)
+                    .deliver(&handle, &settings, message, hold_ms, reserved_at, granted)
                     .await;
                 drop(permits);
             });
@@ -486,7 +488,7 @@ impl PushEngine {
                 .touch(
                     id,
                     message.info.reservation_id,
-                    Some(ms(needed + LEASE_MARGIN)),
+                    Some(ms(longest_lease(needed + LEASE_MARGIN))),
                 )
                 .await
             {
@@ -694,6 +696,11 @@ impl PushEngine {
             self.public_url
         )
     }
+}
+
+/// A lease no longer than the longest a reserve or touch may ask for.
+fn longest_lease(lease: Duration) -> Duration {
+    lease.min(Duration::from_millis(MAX_TIMEOUT_MS))
 }
 
 /// How many subscribers one round may try one after the other.
