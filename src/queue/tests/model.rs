@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use super::super::state::{Event, Reserved};
+use super::super::state::{Event, Reserved, Settle};
 use super::super::types::{
     DeadLetterPatch, MessageInfo, MessageState, MessageView, NewMessage, QueueName, SettingsPatch,
     Transfer, DEFAULT_TIMEOUT_MS,
@@ -84,6 +84,11 @@ enum Op {
     Cancel(usize),
     /// The actor writes its records (otherwise they gather across operations).
     Write,
+    /// Push queues: a delivery round ends, these slots delivered: back to the
+    /// front after a delay (`Ok`), or held under the same reservation (`Err`).
+    Settle(Pick, RidPick, u64, Result<u64, u64>),
+    /// Push queues: a subscriber acknowledges (slots done, slots required).
+    Acknowledge(Pick, RidPick, u64, u64),
 }
 
 fn pick() -> impl Strategy<Value = Pick> {
@@ -126,6 +131,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => prop::collection::vec(0u32..=3, 1..=2).prop_map(Op::Adopt),
         1 => any::<usize>().prop_map(Op::Cancel),
         3 => Just(Op::Write),
+        2 => (pick(), rid_pick(), 0u64..4, prop_oneof![(0u64..2_000).prop_map(Ok), (100u64..2_000).prop_map(Err)])
+            .prop_map(|(m, r, done, then)| Op::Settle(m, r, done, then)),
+        2 => (pick(), rid_pick(), 1u64..4, 1u64..4).prop_map(|(m, r, done, required)| Op::Acknowledge(m, r, done, required)),
     ]
 }
 
@@ -152,6 +160,8 @@ struct MMsg {
     last_expired: Option<u64>,
     /// Every reservation it ever had.
     rids: Vec<u64>,
+    /// Push queues: the subscriber slots it was delivered to.
+    done: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -233,7 +243,7 @@ impl Model {
                 available_at_ms,
                 expires_at_ms: m.expires_at,
                 state,
-                push_done: 0,
+                push_done: m.done,
             },
             body: m.body.clone(),
         })
@@ -314,7 +324,7 @@ impl Model {
                     available_at_ms: 0,
                     expires_at_ms: m.expires_at,
                     state: MessageState::Deleted,
-                    push_done: 0,
+                    push_done: m.done,
                 },
                 body: m.body.clone(),
             };
@@ -427,6 +437,7 @@ impl Model {
                 expires_at: now.saturating_add(self.expiration_s.saturating_mul(1000)),
                 last_expired: None,
                 rids: Vec::new(),
+                done: 0,
             },
         );
     }
@@ -727,6 +738,57 @@ impl Run {
                     } else {
                         MState::Available
                     };
+                }
+            }
+            Op::Settle(m, r, done, then) => {
+                let id = self.pick(m);
+                let rid = self.rid(id, r).unwrap_or(0);
+                let expected = self.model.check(id, Some(rid), now);
+                let settle = match then {
+                    Ok(delay_ms) => Settle::Retry { delay_ms },
+                    Err(for_ms) => Settle::Hold { for_ms },
+                };
+                let real = self.h.op(|s, now, _| s.settle(now, id, rid, done, settle));
+                assert_eq!(real, expected, "settle");
+                if expected.is_ok() {
+                    let state = match then {
+                        Ok(delay) => {
+                            self.model.requeues += 1;
+                            let key = -self.model.requeues;
+                            self.model.msgs.get_mut(&id).expect("message").key = key;
+                            if delay > 0 {
+                                MState::Delayed(now + delay)
+                            } else {
+                                MState::Available
+                            }
+                        }
+                        Err(for_ms) => MState::Reserved {
+                            rid,
+                            until: now + for_ms,
+                        },
+                    };
+                    let msg = self.model.msgs.get_mut(&id).expect("message");
+                    msg.state = state;
+                    msg.done |= done;
+                }
+            }
+            Op::Acknowledge(m, r, done, required) => {
+                let id = self.pick(m);
+                let rid = self.rid(id, r).unwrap_or(0);
+                let expected = self.model.check(id, Some(rid), now).map(|()| {
+                    let msg = &self.model.msgs[&id];
+                    (msg.done | done) & required == required
+                });
+                let real = self
+                    .h
+                    .op(|s, now, _| s.acknowledge(now, id, rid, done, required));
+                assert_eq!(real, expected, "acknowledge");
+                match expected {
+                    Ok(true) => {
+                        self.model.msgs.remove(&id);
+                    }
+                    Ok(false) => self.model.msgs.get_mut(&id).expect("message").done |= done,
+                    Err(_) => {}
                 }
             }
             Op::Peek(n) => {
