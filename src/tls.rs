@@ -203,14 +203,25 @@ fn system_roots() -> rustls::RootCertStore {
 
 /// The client configuration of push deliveries to `https` subscribers: the
 /// system's roots, or the Mozilla roots built into the binary (webpki-roots) on a
-/// system that has none (a scratch container).
+/// system that has none (a scratch container), and the certificates in `extra`
+/// (`--push-ca-cert`: a private CA of the operator's subscribers).
 ///
 /// # Errors
-/// If rustls refuses the configuration.
-pub fn subscriber_client_config() -> Result<Arc<rustls::ClientConfig>, TlsError> {
+/// If `extra` cannot be read or holds no CA certificate, or rustls refuses the
+/// configuration.
+pub fn subscriber_client_config(
+    extra: Option<&Path>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = system_roots();
     if roots.is_empty() {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    if let Some(path) = extra {
+        for cert in read_certs(path)? {
+            roots
+                .add(cert)
+                .map_err(|err| file_error(path, format!("not a CA certificate: {err}")))?;
+        }
     }
     config_with_roots(roots)
 }

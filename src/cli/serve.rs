@@ -146,6 +146,10 @@ pub(super) struct ServeArgs {
     /// --http-listen address).
     #[arg(long, value_name = "URL")]
     push_public_url: Option<String>,
+    /// Push queues: also trust the CA certificates in this file (PEM) for
+    /// `https` subscribers (the system's roots are always trusted).
+    #[arg(long, value_name = "PEM")]
+    push_ca_cert: Option<PathBuf>,
     /// Runtime worker threads (connections, queue actors, HTTP). Default: one less
     /// than the CPUs, at least 1, leaving a CPU for the committer thread's fsyncs
     /// and sled's threads (README, "Threads"). Batching producers gain from more.
@@ -258,6 +262,7 @@ pub(super) async fn serve(args: ServeArgs) -> ExitCode {
             max_deliveries_per_queue: args.push_queue_concurrency,
             timeout: std::time::Duration::from_millis(args.push_timeout),
             public_url: args.push_public_url,
+            ca_cert: args.push_ca_cert,
         },
     };
     if args.auth == Some(AuthMode::Token) && config.auth.tokens.is_empty() {

@@ -94,6 +94,8 @@ pub struct PushConfig {
     /// The base of `Iron-Subscriber-Message-Url` (scheme, host and port of the
     /// HTTP API as subscribers reach it); `None`: the HTTP listener's address.
     pub public_url: Option<String>,
+    /// More roots for `https` subscribers (PEM), besides the system's.
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl Default for PushConfig {
@@ -105,6 +107,7 @@ impl Default for PushConfig {
             max_deliveries_per_queue: DEFAULT_MAX_DELIVERIES_PER_QUEUE,
             timeout: DEFAULT_TIMEOUT,
             public_url: None,
+            ca_cert: None,
         }
     }
 }
@@ -211,7 +214,8 @@ impl PushEngine {
     ) -> Result<Arc<PushEngine>, String> {
         config.validate()?;
         let policy = Arc::new(Policy::new(&config.allow, &config.deny)?);
-        let tls = crate::tls::subscriber_client_config().map_err(|err| err.to_string())?;
+        let tls = crate::tls::subscriber_client_config(config.ca_cert.as_deref())
+            .map_err(|err| format!("--push-ca-cert: {err}"))?;
         let tasks = TaskTracker::new();
         let public_url = config
             .public_url

@@ -52,11 +52,28 @@ pub(crate) struct Hook {
     /// Per path: the answers in order; the last one repeats.
     script: Arc<Mutex<HashMap<String, Vec<Reply>>>>,
     served: Arc<Mutex<HashMap<String, usize>>>,
+    https: bool,
 }
 
 impl Hook {
     /// Starts a subscriber server; every path answers 200 until scripted.
     pub(crate) async fn start() -> Hook {
+        Self::start_with(None).await
+    }
+
+    /// As [`Hook::start`], serving HTTPS with this certificate and key.
+    pub(crate) async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Hook {
+        let tls = ferromq::tls::ServerTls::load(ferromq::tls::TlsFiles {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+        })
+        .expect("hook certificate");
+        let mut hook = Self::start_with(Some(tls.acceptor())).await;
+        hook.https = true;
+        hook
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Hook {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind hook");
         let addr = listener.local_addr().expect("hook addr");
         let (tx, hits) = mpsc::unbounded_channel();
@@ -69,6 +86,7 @@ impl Hook {
                     return;
                 };
                 let (tx, script, served) = (tx.clone(), Arc::clone(&s), Arc::clone(&n));
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service =
                         service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
@@ -123,9 +141,18 @@ impl Hook {
                                 )
                             }
                         });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        Some(tls) => {
+                            // A client that refuses the certificate ends here.
+                            if let Ok(stream) = tls.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -134,12 +161,14 @@ impl Hook {
             hits,
             script,
             served,
+            https: false,
         }
     }
 
     /// The URL of path `/name`.
     pub(crate) fn url(&self, name: &str) -> String {
-        format!("http://{}/{name}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}/{name}", self.addr)
     }
 
     /// Path `/name` answers `replies` in order from its next request on (the

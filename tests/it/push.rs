@@ -784,3 +784,55 @@ async fn the_binary_protocol_configures_push_queues_pushes_headers_and_acknowled
         .to_string()
         .contains("not found"));
 }
+
+#[tokio::test]
+async fn https_subscribers_are_verified_against_the_trusted_roots() {
+    let certs = tempfile::tempdir().unwrap();
+    let (pem, key) = crate::tls::certificate(certs.path(), "hook");
+    let mut hook = Hook::start_tls(&pem, &key).await;
+    // The hook's certificate is its own root: trusted with --push-ca-cert only.
+    let trusting = TestServer::start_with(|c| {
+        config(c);
+        c.push.ca_cert = Some(pem.clone());
+    })
+    .await;
+    let api = api(&trusting);
+    create(
+        &api,
+        "tlsq",
+        "multicast",
+        &[("s", hook.url("s"))],
+        json!({}),
+    )
+    .await;
+    let id = post(&api, "tlsq", json!({"body": "secret"})).await;
+    let hit = hook.next(WITHIN).await;
+    assert_eq!(
+        (&hit.body[..], hit.header("iron-message-id")),
+        (&b"secret"[..], id.as_str())
+    );
+    eventually("delivered over TLS", async || gone(&api, "tlsq", &id).await).await;
+
+    let other = server().await;
+    let api = crate::push::api(&other);
+    create(
+        &api,
+        "tlsq",
+        "multicast",
+        &[("s", hook.url("s"))],
+        json!({}),
+    )
+    .await;
+    let id = post(&api, "tlsq", json!({"body": "x"})).await;
+    eventually("the untrusted certificate is refused", async || {
+        let list = statuses(&api, "tlsq", &id).await;
+        status_of(&list, "s")["msg"]
+            .as_str()
+            .is_some_and(|m| m.to_lowercase().contains("certificate"))
+    })
+    .await;
+    assert!(
+        hook.next_within(Duration::from_millis(300)).await.is_none(),
+        "nothing sent"
+    );
+}
