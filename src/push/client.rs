@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -86,10 +87,13 @@ impl AsyncWrite for Stream {
 
 /// Opens subscriber connections: resolve, check every address against the
 /// policy, connect to the first allowed one that answers, then TLS for `https`.
-#[derive(Clone)]
 pub struct Connector {
     policy: Arc<Policy>,
-    tls: TlsConnector,
+    /// More roots for `https` (`--push-ca-cert`).
+    ca_cert: Option<PathBuf>,
+    /// Built at the first `https` delivery: reading the system's roots costs
+    /// memory and time a server without `https` subscribers need not spend.
+    tls: tokio::sync::OnceCell<TlsConnector>,
 }
 
 impl Connector {
@@ -133,7 +137,20 @@ impl Connector {
         }
         let name = rustls::pki_types::ServerName::try_from(host.clone())
             .map_err(|err| std::io::Error::other(format!("{host}: {err}")))?;
-        let tls = self.tls.connect(name, tcp).await?;
+        let tls = self
+            .tls
+            .get_or_try_init(|| async {
+                let ca_cert = self.ca_cert.clone();
+                let config = tokio::task::spawn_blocking(move || {
+                    crate::tls::subscriber_client_config(ca_cert.as_deref())
+                })
+                .await
+                .map_err(std::io::Error::other)?
+                .map_err(std::io::Error::other)?;
+                Ok::<_, std::io::Error>(TlsConnector::from(config))
+            })
+            .await?;
+        let tls = tls.connect(name, tcp).await?;
         Ok(Stream::Tls(Box::new(tls)))
     }
 }
@@ -184,17 +201,14 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl PushClient {
-    /// A client under `policy`, trusting `tls` roots for `https`, running its
-    /// connections on `tasks`.
-    pub fn new(
-        policy: Arc<Policy>,
-        tls: Arc<rustls::ClientConfig>,
-        tasks: TaskTracker,
-    ) -> PushClient {
+    /// A client under `policy`, trusting the system's roots and those of
+    /// `ca_cert` for `https`, running its connections on `tasks`.
+    pub fn new(policy: Arc<Policy>, ca_cert: Option<PathBuf>, tasks: TaskTracker) -> PushClient {
         PushClient {
             connector: Connector {
                 policy,
-                tls: TlsConnector::from(tls),
+                ca_cert,
+                tls: tokio::sync::OnceCell::new(),
             },
             idle: Mutex::new(HashMap::new()),
             swept: Mutex::new(Instant::now()),

@@ -206,7 +206,7 @@ impl PushEngine {
     /// if it listens.
     ///
     /// # Errors
-    /// If the configuration or the TLS roots are not usable.
+    /// If the configuration is not valid or `--push-ca-cert` cannot be read.
     pub fn new(
         registry: Registry,
         config: PushConfig,
@@ -214,8 +214,10 @@ impl PushEngine {
     ) -> Result<Arc<PushEngine>, String> {
         config.validate()?;
         let policy = Arc::new(Policy::new(&config.allow, &config.deny)?);
-        let tls = crate::tls::subscriber_client_config(config.ca_cert.as_deref())
-            .map_err(|err| format!("--push-ca-cert: {err}"))?;
+        // The roots are read at the first https delivery; a bad file is said now.
+        if let Some(path) = &config.ca_cert {
+            crate::tls::read_certs(path).map_err(|err| format!("--push-ca-cert: {err}"))?;
+        }
         let tasks = TaskTracker::new();
         let public_url = config
             .public_url
@@ -224,7 +226,7 @@ impl PushEngine {
             .unwrap_or_else(|| "http://127.0.0.1".to_owned());
         Ok(Arc::new(PushEngine {
             registry,
-            client: PushClient::new(policy, tls, tasks.clone()),
+            client: PushClient::new(policy, config.ca_cert.clone(), tasks.clone()),
             total: Arc::new(Semaphore::new(config.max_deliveries)),
             public_url: public_url.trim_end_matches('/').to_owned(),
             config,
