@@ -5,7 +5,7 @@
 //! [`Policy`] to every address before connecting to it, and does TLS with rustls
 //! for `https` subscribers.
 //!
-//! (hyper-util's pooled client did the same with ~150 KB more of the binary, which
+//! (hyper-util's pooled client did the same with ~110 KB more of the binary, which
 //! has a 5 MB budget; this is the part of it deliveries use: a checkout that skips
 //! connections the subscriber closed, and one new connection when none is left.)
 
