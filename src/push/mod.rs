@@ -525,20 +525,8 @@ impl PushEngine {
                 Outcome::Accepted => "reserved",
                 Outcome::Failed => "retrying",
             };
-            self.record(
-                queue,
-                id,
-                SubscriberStatus {
-                    name: s.name.clone(),
-                    url: s.url.clone(),
-                    status_code: answer.status,
-                    status,
-                    tries: round,
-                    retries_remaining: settings.retries.saturating_add(1).saturating_sub(round),
-                    last_try_at_ms: unix_ms(),
-                    msg: answer.msg,
-                },
-            );
+            let remaining = settings.retries.saturating_add(1).saturating_sub(round);
+            self.record(queue, id, tried(s, answer, status, round, remaining));
         };
         match settings.kind {
             QueueKind::Unicast => {
@@ -613,20 +601,8 @@ impl PushEngine {
         let queue = handle.name();
         let id = message.info.id;
         for (s, answer) in failed {
-            self.record(
-                queue,
-                id,
-                SubscriberStatus {
-                    name: s.name.clone(),
-                    url: s.url.clone(),
-                    status_code: answer.status,
-                    status: "error",
-                    tries: message.info.reserved_count,
-                    retries_remaining: 0,
-                    last_try_at_ms: unix_ms(),
-                    msg: answer.msg.clone(),
-                },
-            );
+            let round = message.info.reserved_count;
+            self.record(queue, id, tried(s, answer.clone(), "error", round, 0));
         }
         if let Some(error_queue) = &settings.error_queue {
             let headers: serde_json::Map<String, serde_json::Value> = push_headers
@@ -701,6 +677,26 @@ impl PushEngine {
             "{}/3/projects/{project}/queues/{local}/messages/{id}",
             self.public_url
         )
+    }
+}
+
+/// The status of subscriber `s` after a try that got `answer`.
+fn tried(
+    s: &Subscriber,
+    answer: Answer,
+    status: &'static str,
+    tries: u32,
+    retries_remaining: u32,
+) -> SubscriberStatus {
+    SubscriberStatus {
+        name: s.name.clone(),
+        url: s.url.clone(),
+        status_code: answer.status,
+        status,
+        tries,
+        retries_remaining,
+        last_try_at_ms: unix_ms(),
+        msg: answer.msg,
     }
 }
 

@@ -106,6 +106,25 @@ fn status_of<'a>(list: &'a [Value], name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no status of {name} in {list:?}"))
 }
 
+/// Creates push queue `q` with one subscriber on `hook`, posts a message, and
+/// waits until the subscriber's status says the delivery was refused for `why`;
+/// the hook got nothing.
+async fn refused(api: &Http, hook: &mut Hook, q: &str, why: &str) {
+    create(api, q, "multicast", &[("s", hook.url("s"))], json!({})).await;
+    let id = post(api, q, json!({"body": "x"})).await;
+    eventually(&format!("a refusal saying {why:?}"), async || {
+        let list = statuses(api, q, &id).await;
+        status_of(&list, "s")["msg"]
+            .as_str()
+            .is_some_and(|m| m.to_lowercase().contains(why))
+    })
+    .await;
+    assert!(
+        hook.next_within(Duration::from_millis(300)).await.is_none(),
+        "nothing sent"
+    );
+}
+
 #[tokio::test]
 async fn a_delivery_carries_the_raw_body_and_every_header_then_the_message_is_deleted() {
     let server = server().await;
@@ -659,25 +678,8 @@ async fn subscribers_in_denied_networks_are_never_contacted() {
         c.push.allow.clear();
     })
     .await;
-    let api = api(&server);
     let mut hook = Hook::start().await;
-    create(
-        &api,
-        "ssrf",
-        "multicast",
-        &[("local", hook.url("local"))],
-        json!({}),
-    )
-    .await;
-    let id = post(&api, "ssrf", json!({"body": "x"})).await;
-    eventually("the refusal is recorded", async || {
-        let list = statuses(&api, "ssrf", &id).await;
-        status_of(&list, "local")["msg"]
-            .as_str()
-            .is_some_and(|m| m.contains("denies"))
-    })
-    .await;
-    assert!(hook.next_within(Duration::from_millis(300)).await.is_none());
+    refused(&api(&server), &mut hook, "ssrf", "denies").await;
 }
 
 #[tokio::test]
@@ -814,25 +816,5 @@ async fn https_subscribers_are_verified_against_the_trusted_roots() {
     eventually("delivered over TLS", async || gone(&api, "tlsq", &id).await).await;
 
     let other = server().await;
-    let api = crate::push::api(&other);
-    create(
-        &api,
-        "tlsq",
-        "multicast",
-        &[("s", hook.url("s"))],
-        json!({}),
-    )
-    .await;
-    let id = post(&api, "tlsq", json!({"body": "x"})).await;
-    eventually("the untrusted certificate is refused", async || {
-        let list = statuses(&api, "tlsq", &id).await;
-        status_of(&list, "s")["msg"]
-            .as_str()
-            .is_some_and(|m| m.to_lowercase().contains("certificate"))
-    })
-    .await;
-    assert!(
-        hook.next_within(Duration::from_millis(300)).await.is_none(),
-        "nothing sent"
-    );
+    refused(&crate::push::api(&other), &mut hook, "tlsq", "certificate").await;
 }
