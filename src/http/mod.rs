@@ -39,7 +39,9 @@
 //!     a consumer would race it). Peek, get, delete, touch and release work.
 //!   - DELETE of a message with `subscriber_name` and `reservation_id` is the
 //!     acknowledgement of a delivery answered 202; with `subscriber_name` but no
-//!     `reservation_id`, 400.
+//!     `reservation_id`, 400. `Iron-Subscriber-Message-Url` carries no token (a
+//!     token in a URL ends up in logs): the subscriber acknowledges with a token of
+//!     its own that covers the project, like any client.
 //!   - A 202 holds the message for the queue's `message_timeout` (IronMQ: "the
 //!     timeout"); push statuses come from memory while the server runs and from
 //!     the message's record after a restart (`push/mod.rs`, "Statuses"), with
