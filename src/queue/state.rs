@@ -40,6 +40,7 @@ use bytes::Bytes;
 
 use super::deadlines::DeadlineIndex;
 use super::index::MessageIndex;
+use super::push::unwrap_body;
 use super::staging::{Group, IdMap, LogWrite, Slot, Staging};
 use super::types::{
     Lease, MessageInfo, MessageState, MessageView, NewMessage, QueueName, QueueSettings,
@@ -754,6 +755,13 @@ impl QueueState {
         for id in candidates {
             match self.body(env, id) {
                 Ok(Some(body)) => {
+                    // A push queue's stored body may carry the message's push
+                    // headers; the message leaves with its body only.
+                    let body = if self.meta.settings.push.is_some() {
+                        unwrap_body(&body).1
+                    } else {
+                        body
+                    };
                     self.detach(id);
                     self.attach(id, State::Moving);
                     moving.push(Transfer {

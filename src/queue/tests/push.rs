@@ -214,3 +214,19 @@ fn push_settings_take_defaults_keep_slots_and_refuse_type_changes() {
     };
     assert!(invalid(bad, &settings));
 }
+
+#[test]
+fn a_message_redriven_out_of_a_push_queue_leaves_its_push_headers_behind() {
+    use super::super::push::wrap_body;
+    use super::super::types::NewMessage;
+    let mut h = Harness::with_settings(multicast(&["a"]));
+    let headers = vec![("X-A".to_owned(), "1".to_owned())];
+    let stored = wrap_body(&headers, &bytes::Bytes::from_static(b"payload"));
+    let messages = vec![NewMessage {
+        body: stored,
+        delay_ms: 0,
+    }];
+    h.op(|s, now, io| s.push(now, io, messages)).unwrap();
+    let moved = h.redrive(1);
+    assert_eq!(&moved[0].body[..], b"payload");
+}
