@@ -521,6 +521,31 @@ async fn a_subscriber_that_never_answers_times_out_and_other_queues_keep_flowing
         ),
         (&json!("retrying"), &json!(0))
     );
+
+    // In one multicast queue, the other subscriber gets every message at once.
+    hook.script("stuck2", &[Reply::Hang]);
+    create(
+        &api,
+        "mixq",
+        "multicast",
+        &[("stuck2", hook.url("stuck2")), ("fine", hook.url("fine"))],
+        json!({}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(post(&api, "mixq", json!({ "body": format!("m{i}") })).await);
+    }
+    let mut fine = Vec::new();
+    while fine.len() < ids.len() {
+        let hit = hook.next(WITHIN).await;
+        if hit.path == "/fine" {
+            fine.push(hit.header("iron-message-id").to_owned());
+        }
+    }
+    fine.sort();
+    ids.sort();
+    assert_eq!(fine, ids);
 }
 
 #[tokio::test]
