@@ -87,6 +87,8 @@ pub struct ConnectOptions {
     pub max_frame: usize,
     /// Speak TLS ([`crate::tls::client_config`]); plaintext when `None`.
     pub tls: Option<ClientTls>,
+    /// Send no Hello: on a server with tokens only `health` is answered then.
+    pub skip_hello: bool,
 }
 
 /// TLS towards a server: whom to trust, and the name its certificate must carry.
@@ -104,6 +106,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("max_frame", &self.max_frame)
             .field("tls", &self.tls.as_ref().map(|tls| &tls.server_name))
+            .field("skip_hello", &self.skip_hello)
             .finish()
     }
 }
@@ -151,7 +154,8 @@ impl Client {
         Self::connect_with(addr, &options).await
     }
 
-    /// Connects with `options` and exchanges Hello (with the token, if any).
+    /// Connects with `options` and exchanges Hello (with the token, if any),
+    /// unless `options.skip_hello`.
     ///
     /// # Errors
     /// As [`Client::connect`]; `UNAUTHENTICATED` if the server wants another token.
@@ -193,9 +197,11 @@ impl Client {
             pending,
             next_id: Arc::new(AtomicU64::new(1)),
         };
-        client
-            .hello_with_token(options.token.as_deref().unwrap_or(""))
-            .await?;
+        if !options.skip_hello {
+            client
+                .hello_with_token(options.token.as_deref().unwrap_or(""))
+                .await?;
+        }
         Ok(client)
     }
 
@@ -369,6 +375,17 @@ impl Client {
             subscriber_name: subscriber.into(),
         });
         self.count(op).await.map(|count| count > 0)
+    }
+
+    /// Whether the server is ready, and why not (allowed before authentication).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn health(&self) -> Result<proto::HealthStatus, ClientError> {
+        match self.call(Op::Health(proto::HealthRequest {})).await? {
+            response::Result::Health(status) => Ok(status),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Push queues: the delivery status of a message with each subscriber.

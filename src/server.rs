@@ -224,6 +224,7 @@ impl Server {
     /// Stops the server in the order of the module docs and waits until the data
     /// directory is flushed and released.
     pub async fn shutdown(self) {
+        self.service.set_stopping();
         self.stop.cancel();
         self.listeners.wait().await;
         // Deliveries before the queues: their rounds end through the actors.

@@ -53,6 +53,19 @@ pub struct ServerStats {
     pub fsync: FsyncMode,
 }
 
+/// A flush running longer than this makes the server not ready: its disk is not
+/// answering, and every acknowledged write waits for it.
+pub const READY_MAX_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether the server can take work (`/health/ready`, the binary `health`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// Ready for requests.
+    pub ready: bool,
+    /// Why not, one sentence each; empty when ready.
+    pub reasons: Vec<String>,
+}
+
 /// A page of queue names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuePage {
@@ -69,6 +82,8 @@ pub struct Service {
     started: Instant,
     /// Delivers push queues; `None` in tests of the service alone.
     push: Option<Arc<PushEngine>>,
+    /// Set when the server starts to stop: not ready any more.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Service {
@@ -79,6 +94,34 @@ impl Service {
             max_body,
             started: Instant::now(),
             push: None,
+            stopping: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The server has begun to stop: [`Service::health`] says not ready.
+    pub fn set_stopping(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the server can take work: the data directory is loaded (a
+    /// service exists only after that), it is not stopping, and its committer is
+    /// not stuck in a flush for longer than [`READY_MAX_FLUSH`].
+    pub fn health(&self) -> Health {
+        let mut reasons = Vec::new();
+        if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            reasons.push("the server is stopping".to_owned());
+        }
+        let flushing = self.registry.store().flushing_for();
+        if flushing > READY_MAX_FLUSH {
+            reasons.push(format!(
+                "a flush of the data directory has run for {} ms: the disk is not answering",
+                flushing.as_millis()
+            ));
+        }
+        Health {
+            ready: reasons.is_empty(),
+            reasons,
         }
     }
 
@@ -714,6 +757,22 @@ mod tests {
         );
         let to = QueueName::new("r").unwrap();
         assert!(invalid(service.redrive(&q, &to, 101).await));
+    }
+
+    #[tokio::test]
+    async fn a_stopping_server_is_live_but_not_ready() {
+        let service = service().await;
+        assert_eq!(
+            service.health(),
+            Health {
+                ready: true,
+                reasons: Vec::new()
+            }
+        );
+        service.set_stopping();
+        let health = service.health();
+        assert!(!health.ready);
+        assert_eq!(health.reasons, ["the server is stopping"]);
     }
 
     #[tokio::test]

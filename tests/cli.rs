@@ -599,3 +599,23 @@ async fn the_cli_configures_and_follows_push_queues() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot be changed"));
 }
+
+/// `ferromq health`: exit status 0 and "ready" from a server with tokens (no token
+/// needed), 1 when the server cannot be reached.
+#[test]
+fn health_exits_zero_when_ready_and_one_when_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        &["--token", "secret"],
+        ("warn", Stdio::inherit()),
+    );
+    let out = cli(&server.addr, &["health"]);
+    assert_eq!(stdout(&out).trim(), "ready");
+    let json = json_lines(&cli(&server.addr, &["health", "--json"]));
+    assert_eq!(json[0]["ready"], true);
+    drop(server);
+    let gone = cli("127.0.0.1:9", &["health"]);
+    assert_eq!(gone.status.code(), Some(1), "unreachable");
+}

@@ -138,6 +138,7 @@ fn request_seeds() -> Vec<Vec<u8>> {
             reservation_id: 4,
             subscriber_name: "s".into(),
         }),
+        Op::Health(proto::HealthRequest {}),
         Op::PushStatuses(proto::PushStatusesRequest {
             queue: "p/hooks".into(),
             message_id: 3,

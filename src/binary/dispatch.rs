@@ -241,6 +241,13 @@ async fn run(
                     .collect(),
             })
         }
+        Op::Health(_) => {
+            let health = service.health();
+            response::Result::Health(proto::HealthStatus {
+                ready: health.ready,
+                reasons: health.reasons,
+            })
+        }
         Op::DeleteQueue(delete) => {
             let name = named(&delete.queue)?;
             service.delete_queue(&name).await?;

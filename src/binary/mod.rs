@@ -35,7 +35,8 @@
 //! request first, or a Hello without a valid token, gets one `UNAUTHENTICATED`
 //! error and the connection is closed. A Hello is checked when it is read, before
 //! the requests behind it, so a client may pipeline its first requests after its
-//! Hello. The token's [`Scope`] then applies to every request of the connection
+//! Hello. (A `Health` request is answered before authentication: it says nothing
+//! about queues.) The token's [`Scope`] then applies to every request of the connection
 //! (a later Hello with another valid token replaces it). Without auth
 //! (`--auth none`) every connection has every queue in scope and Hello's token is
 //! ignored.
@@ -344,7 +345,13 @@ fn on_request(
             }
         }
     }
-    let Some(scope) = session.scope.clone() else {
+    // Health says nothing about queues: answered before authentication.
+    let scope = match (&request.op, session.scope.clone()) {
+        (_, Some(scope)) => Some(scope),
+        (Some(Op::Health(_)), None) => Some(Arc::new(Scope::Projects(Vec::new()))),
+        (_, None) => None,
+    };
+    let Some(scope) = scope else {
         return refuse(
             ErrorCode::Unauthenticated,
             "this server needs a token: the first request must be a Hello with one".into(),

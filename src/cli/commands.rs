@@ -313,6 +313,13 @@ pub(super) enum ClientCommand {
         conn: ClientArgs,
         queue: String,
     },
+    /// Whether the server is ready (exit status 0) or not (1, with the reasons;
+    /// also when it cannot be reached): for scripts and orchestrators. Needs no
+    /// token.
+    Health {
+        #[command(flatten)]
+        conn: ClientArgs,
+    },
     /// Show server-wide counters: uptime, queues, group-commit flushes, fsync mode.
     Stats {
         #[command(flatten)]
@@ -381,6 +388,7 @@ impl ClientCommand {
             | Self::PushStatuses { conn, .. }
             | Self::Info { conn, .. }
             | Self::Stats { conn }
+            | Self::Health { conn }
             | Self::Queues { conn, .. }
             | Self::CreateQueue { conn, .. }
             | Self::UpdateQueue { conn, .. }
@@ -388,6 +396,11 @@ impl ClientCommand {
             | Self::Clear { conn, .. }
             | Self::DeleteQueue { conn, .. } => conn,
         }
+    }
+
+    /// Whether this is `health`, which needs no Hello.
+    pub(super) fn is_health(&self) -> bool {
+        matches!(self, Self::Health { .. })
     }
 
     /// Usage errors clap cannot see, found before connecting.
@@ -401,8 +414,26 @@ impl ClientCommand {
     }
 
     /// Runs the subcommand on `client` and prints its result.
-    pub(super) async fn run(self, client: &Client, json: bool) -> Result<(), ClientError> {
+    pub(super) async fn run(self, client: &Client, json: bool) -> Result<Outcome, ClientError> {
         match self {
+            Self::Health { .. } => {
+                let health = client.health().await?;
+                let text = if health.ready {
+                    "ready".to_owned()
+                } else {
+                    format!("not ready: {}", health.reasons.join("; "))
+                };
+                print_done(
+                    json,
+                    json!({"ready": health.ready, "reasons": health.reasons}),
+                    &text,
+                );
+                return Ok(if health.ready {
+                    Outcome::Done
+                } else {
+                    Outcome::NotReady
+                });
+            }
             Self::Push {
                 queue,
                 bodies,
@@ -579,8 +610,17 @@ impl ClientCommand {
                 );
             }
         }
-        Ok(())
+        Ok(Outcome::Done)
     }
+}
+
+/// How a subcommand that got its answer ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Exit status 0.
+    Done,
+    /// `health`: the server is not ready; exit status 1.
+    NotReady,
 }
 
 fn read_stdin_lines() -> Result<Vec<Bytes>, ClientError> {

@@ -113,6 +113,8 @@ async fn client_call(command: commands::ClientCommand) -> ExitCode {
     let options = ConnectOptions {
         token: args.token.as_ref().map(|token| token.0.clone()),
         tls,
+        // Health is answered without a token: a probe needs none.
+        skip_hello: command.is_health(),
         ..ConnectOptions::default()
     };
     let result = match Client::connect_with(args.addr.as_str(), &options).await {
@@ -120,7 +122,8 @@ async fn client_call(command: commands::ClientCommand) -> ExitCode {
         Err(err) => Err(err),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(commands::Outcome::Done) => ExitCode::SUCCESS,
+        Ok(commands::Outcome::NotReady) => ExitCode::FAILURE,
         Err(ClientError::Server { code, message }) => {
             eprintln!("error: {}: {message}", code.as_str_name());
             ExitCode::FAILURE

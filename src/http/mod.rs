@@ -55,6 +55,8 @@
 //!   spec leaves optional.
 //! - Queue names and project ids use the binary protocol's characters
 //!   (`A-Z a-z 0-9 . _ -`); others get 400.
+//! - `/health/live` and `/health/ready` answer without a token (they say nothing
+//!   about queues): orchestrators probe them.
 //! - A request for another project than its token's, or without a token, gets 401
 //!   before its body is read: an unauthenticated client cannot make the server
 //!   buffer anything. Paths outside `/3/projects/` get 404 without a token check.
@@ -243,10 +245,41 @@ impl Api {
             .map(Some)
     }
 
+    /// `GET /health/live` (200 while the process serves HTTP) and `GET
+    /// /health/ready` (200, or 503 with the reasons: [`Service::health`]), for
+    /// orchestrators and load balancers: no token, no body, nothing about queues.
+    fn health(&self, method: &hyper::Method, path: &str) -> Option<Response<Full<Bytes>>> {
+        let path = path.strip_suffix('/').unwrap_or(path);
+        if !matches!(path, "/health/live" | "/health/ready") {
+            return None;
+        }
+        if method != hyper::Method::GET && method != hyper::Method::HEAD {
+            return Some(json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"msg": "Method not allowed"}),
+            ));
+        }
+        if path == "/health/live" {
+            return Some(json_response(StatusCode::OK, &json!({"status": "live"})));
+        }
+        let health = self.service.health();
+        Some(if health.ready {
+            json_response(StatusCode::OK, &json!({"status": "ready"}))
+        } else {
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"status": "not ready", "reasons": health.reasons}),
+            )
+        })
+    }
+
     /// Path, then token, then body, then the route: nothing is read or done for a
     /// request that may not be served.
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let (parts, body) = request.into_parts();
+        if let Some(health) = self.health(&parts.method, parts.uri.path()) {
+            return health;
+        }
         let Some((project, rest)) = json::split_path(parts.uri.path()) else {
             return json_response(StatusCode::NOT_FOUND, &json!({"msg": "Not found"}));
         };

@@ -633,6 +633,9 @@ mod tests {
         fn flushes(&self) -> u64 {
             0
         }
+        fn flushing_for(&self) -> std::time::Duration {
+            std::time::Duration::ZERO
+        }
         fn close(&self) {}
     }
 

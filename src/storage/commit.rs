@@ -92,6 +92,8 @@ struct CommitState {
     stop: bool,
     /// Flushes completed, for stats.
     flushes: u64,
+    /// When the flush running now started (health: a stalled disk).
+    flushing_since: Option<Instant>,
 }
 
 /// Handle to the committer; cheap to share behind an `Arc`.
@@ -205,6 +207,14 @@ impl GroupCommit {
         lock(&self.shared.state).flushes
     }
 
+    /// How long the flush running now has been running (zero if none is): a
+    /// flush that does not end is a disk that does not answer.
+    pub fn flushing_for(&self) -> Duration {
+        lock(&self.shared.state)
+            .flushing_since
+            .map_or(Duration::ZERO, |since| since.elapsed())
+    }
+
     /// Does a last flush and stops the thread. Idempotent.
     pub fn stop(&self) {
         {
@@ -262,10 +272,15 @@ fn run_grouped(shared: &Shared, target: &dyn Flushable) {
             }
             state.pending = false;
             state.started += 1;
+            state.flushing_since = Some(Instant::now());
             (state.started, state.stop)
         };
         flush_or_abort(target);
-        lock(&shared.state).flushes += 1;
+        {
+            let mut state = lock(&shared.state);
+            state.flushes += 1;
+            state.flushing_since = None;
+        }
         shared.durable.send_replace(epoch);
         if stop {
             return;
@@ -289,10 +304,15 @@ fn run_interval(shared: &Shared, target: &dyn Flushable, every: Duration) {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .0;
             }
+            state.flushing_since = Some(Instant::now());
             state.stop
         };
         flush_or_abort(target);
-        lock(&shared.state).flushes += 1;
+        {
+            let mut state = lock(&shared.state);
+            state.flushes += 1;
+            state.flushing_since = None;
+        }
         if stop {
             return;
         }
@@ -336,6 +356,36 @@ mod tests {
             self.0.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
+    }
+
+    /// A flush that waits for its test to let it finish.
+    struct Stalled(std::sync::Mutex<std::sync::mpsc::Receiver<()>>);
+
+    impl Flushable for Stalled {
+        fn flush_durably(&self) -> Result<(), StorageError> {
+            let _ = lock(&self.0).recv();
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn should_report_how_long_the_running_flush_has_run() {
+        let (release, stalled) = std::sync::mpsc::channel();
+        let target = Arc::new(Stalled(std::sync::Mutex::new(stalled)));
+        let commit = GroupCommit::start(FsyncMode::Always, target).unwrap();
+        assert_eq!(commit.flushing_for(), Duration::ZERO, "no flush yet");
+        let ticket = commit.request();
+        // The flush has started once `running` names it.
+        while commit.running().is_none() {
+            tokio::task::yield_now().await;
+        }
+        let before = commit.flushing_for();
+        std::thread::sleep(Duration::from_millis(20)); // time passing is the point
+        assert!(commit.flushing_for() >= before + Duration::from_millis(20));
+        release.send(()).unwrap();
+        ticket.wait().await.unwrap();
+        assert_eq!(commit.flushing_for(), Duration::ZERO, "the flush ended");
+        drop(release);
     }
 
     #[test]

@@ -206,5 +206,9 @@ impl Store for MemoryStore {
         0
     }
 
+    fn flushing_for(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     fn close(&self) {}
 }

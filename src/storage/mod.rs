@@ -266,6 +266,8 @@ pub trait Store: Send + Sync {
     fn fsync_mode(&self) -> FsyncMode;
     /// Group-commit flushes (flush + fdatasync) done so far.
     fn flushes(&self) -> u64;
+    /// How long the flush running now has run (zero if none): readiness.
+    fn flushing_for(&self) -> std::time::Duration;
     /// Flushes everything and stops the committer and the id keeper.
     fn close(&self);
 }

@@ -406,6 +406,10 @@ impl Store for SledStore {
         self.commit.flushes()
     }
 
+    fn flushing_for(&self) -> std::time::Duration {
+        self.commit.flushing_for()
+    }
+
     fn fsync_mode(&self) -> FsyncMode {
         self.commit.mode()
     }

@@ -4,6 +4,7 @@ mod auth;
 mod bad_input;
 mod client;
 mod dead_letters;
+mod health;
 #[path = "../hook/mod.rs"]
 mod hook;
 mod http;
