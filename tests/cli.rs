@@ -619,3 +619,22 @@ fn health_exits_zero_when_ready_and_one_when_unreachable() {
     let gone = cli("127.0.0.1:9", &["health"]);
     assert_eq!(gone.status.code(), Some(1), "unreachable");
 }
+
+/// `ferromq version` prints the version without a server; `stats` shows the
+/// server's.
+#[test]
+fn version_is_printed_by_the_program_and_by_stats() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferromq"))
+        .arg("version")
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert_eq!(
+        text.trim(),
+        format!("ferromq {} (binary protocol 1)", env!("CARGO_PKG_VERSION"))
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let stats = json_lines(&cli(&server.addr, &["stats", "--json"]));
+    assert_eq!(stats[0]["version"], env!("CARGO_PKG_VERSION"));
+}

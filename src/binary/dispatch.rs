@@ -220,6 +220,7 @@ async fn run(
                 queues: stats.queues,
                 flushes: stats.flushes,
                 fsync: stats.fsync.to_string(),
+                version: env!("CARGO_PKG_VERSION").into(),
             })
         }
         Op::PushStatuses(request) => {

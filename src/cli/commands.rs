@@ -552,11 +552,12 @@ impl ClientCommand {
                 let stats = client.server_stats().await?;
                 print_done(
                     json,
-                    json!({"uptime_ms": stats.uptime_ms, "queues": stats.queues,
-                           "flushes": stats.flushes, "fsync": stats.fsync}),
+                    json!({"version": stats.version, "uptime_ms": stats.uptime_ms,
+                           "queues": stats.queues, "flushes": stats.flushes,
+                           "fsync": stats.fsync}),
                     &format!(
-                        "uptime_ms={} queues={} flushes={} fsync={}",
-                        stats.uptime_ms, stats.queues, stats.flushes, stats.fsync
+                        "version={} uptime_ms={} queues={} flushes={} fsync={}",
+                        stats.version, stats.uptime_ms, stats.queues, stats.flushes, stats.fsync
                     ),
                 );
             }

@@ -39,6 +39,9 @@ pub struct Cli {
 enum CliCommand {
     /// Run the server.
     Serve(serve::ServeArgs),
+    /// Print this program's version and the protocol version it speaks (a
+    /// server's version is in `ferromq stats`).
+    Version,
     #[command(flatten)]
     Client(commands::ClientCommand),
 }
@@ -46,6 +49,14 @@ enum CliCommand {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let CliCommand::Version = cli.command {
+        println!(
+            "ferromq {} (binary protocol {})",
+            env!("CARGO_PKG_VERSION"),
+            crate::proto::PROTOCOL_VERSION
+        );
+        return ExitCode::SUCCESS;
+    }
     // RUST_LOG as `LEVEL` or `TARGET=LEVEL,...` (tracing-subscriber's `Targets`:
     // the usual forms, without EnvFilter's span and regex filters, whose regex
     // engine cost 0.3 MB of the binary). A value that does not parse is said.
@@ -68,7 +79,7 @@ pub fn main() -> ExitCode {
     // A client command talks over one connection: one worker is plenty.
     let workers = match &cli.command {
         CliCommand::Serve(args) => args.workers(),
-        CliCommand::Client(_) => 1,
+        CliCommand::Client(_) | CliCommand::Version => 1,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -85,6 +96,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             CliCommand::Serve(args) => serve::serve(args).await,
             CliCommand::Client(command) => client_call(command).await,
+            CliCommand::Version => ExitCode::SUCCESS,
         }
     })
 }
