@@ -226,28 +226,42 @@ impl Config {
     }
 }
 
-/// Parses `500ms`, `30s`, `5m`, `2h` or a bare number of milliseconds.
+/// Parses a duration: `500ms`, `1.5s`, `1m30s`, `2h`, `1d` (humantime, plus one
+/// decimal amount of one unit) or a bare number of milliseconds.
 ///
 /// # Errors
 /// A sentence saying what is wrong with `text`.
 pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, "ms"),
-    };
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 5m"))?;
-    let factor = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(format!("unknown unit {unit:?}: use ms, s, m or h")),
-    };
-    value
-        .checked_mul(factor)
-        .ok_or_else(|| format!("{text:?} is too long"))
+    let text = text.trim();
+    let bad = || format!("{text:?} is not a duration like 500ms, 1.5s, 1m30s, 2h or 1d");
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map_err(|_| bad());
+    }
+    // A decimal amount of one unit (humantime takes whole numbers only).
+    if let Some(at) = text.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        let (number, unit) = text.split_at(at);
+        if number.contains('.') {
+            let factor = match unit {
+                "ms" => 1.0,
+                "s" => 1e3,
+                "m" => 60e3,
+                "h" => 3_600e3,
+                "d" => 86_400e3,
+                _ => return Err(bad()),
+            };
+            let value: f64 = number.parse().map_err(|_| bad())?;
+            let ms = (value * factor).round();
+            // Within u64, and a number (the parse above takes no NaN or sign).
+            return if ms.is_finite() && ms < 1.8e19 {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                Ok(ms as u64)
+            } else {
+                Err(format!("{text:?} is too long"))
+            };
+        }
+    }
+    let duration = humantime::parse_duration(text).map_err(|_| bad())?;
+    u64::try_from(duration.as_millis()).map_err(|_| format!("{text:?} is too long"))
 }
 
 /// Parses a size in bytes: a bare number, or one with a binary unit (`512KiB`,
@@ -333,7 +347,13 @@ mod tests {
         assert_eq!(parse_duration_ms("30s"), Ok(30_000));
         assert_eq!(parse_duration_ms("2m"), Ok(120_000));
         assert_eq!(parse_duration_ms("1h"), Ok(3_600_000));
-        assert!(parse_duration_ms("1d").is_err());
-        assert!(parse_duration_ms("s").is_err());
+        assert_eq!(parse_duration_ms("1d"), Ok(86_400_000));
+        assert_eq!(parse_duration_ms("1.5s"), Ok(1_500));
+        assert_eq!(parse_duration_ms("0.25m"), Ok(15_000));
+        assert_eq!(parse_duration_ms("1m30s"), Ok(90_000));
+        assert_eq!(parse_duration_ms("1h 30m"), Ok(5_400_000));
+        for bad in ["s", "", "1.5x", "1.2.3s", "-1s", "1e3s", "forever"] {
+            assert!(parse_duration_ms(bad).is_err(), "{bad}");
+        }
     }
 }
