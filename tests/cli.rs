@@ -121,7 +121,7 @@ fn the_cli_drives_every_operation_and_reports_errors() {
     let bad = cli(addr, &["push", "bad name", "x"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("INVALID_ARGUMENT"));
-    let usage = cli(addr, &["reserve", "jobs", "--timeout", "3 days"]);
+    let usage = cli(addr, &["reserve", "jobs", "--timeout", "soon"]);
     assert_eq!(usage.status.code(), Some(2), "clap usage error");
 }
 
