@@ -638,3 +638,16 @@ fn version_is_printed_by_the_program_and_by_stats() {
     let stats = json_lines(&cli(&server.addr, &["stats", "--json"]));
     assert_eq!(stats[0]["version"], env!("CARGO_PKG_VERSION"));
 }
+
+/// `create-queue` on a queue that exists says how to change it.
+#[test]
+fn create_queue_on_an_existing_queue_says_how_to_update_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    stdout(&cli(&server.addr, &["create-queue", "taken"]));
+    let again = cli(&server.addr, &["create-queue", "taken", "--timeout", "30s"]);
+    assert_eq!(again.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("QUEUE_EXISTS"), "{stderr}");
+    assert!(stderr.contains("ferromq update-queue taken"), "{stderr}");
+}

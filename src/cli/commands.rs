@@ -578,7 +578,20 @@ impl ClientCommand {
                 queue, settings, ..
             } => {
                 let settings = settings.to_proto(true).map_err(ClientError::Protocol)?;
-                print_info(&client.create_queue(&queue, settings).await?, json);
+                let created = client.create_queue(&queue, settings).await.map_err(|err| {
+                    match err {
+                        ClientError::Server { code, message } if code == proto::ErrorCode::QueueExists => {
+                            ClientError::Server {
+                                code,
+                                message: format!(
+                                    "{message} (change its settings with `ferromq update-queue {queue} ...`)"
+                                ),
+                            }
+                        }
+                        other => other,
+                    }
+                })?;
+                print_info(&created, json);
             }
             Self::UpdateQueue {
                 queue, settings, ..
