@@ -43,7 +43,7 @@ pub const FLUSH_EVERY_MS: u64 = 500;
 pub use batch::{Batch, BatchBuilder, BatchState};
 pub use commit::{CommitTicket, FsyncMode};
 pub use memory::{MemoryLog, MemoryStore};
-pub use sled_store::{SledConfig, SledStore};
+pub use sled_store::{SledConfig, SledStore, FORMAT_VERSION};
 
 use std::path::PathBuf;
 

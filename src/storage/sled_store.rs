@@ -10,6 +10,15 @@
 //! in between leaves records of no queue, which the next open removes. Opening a
 //! data directory of layout 2 (two trees per queue) copies its records into the
 //! shared trees, makes the copies durable, then drops the old trees.
+//!
+//! # Format version
+//! The default tree holds `format_version` ([`FORMAT_VERSION`]): the newest
+//! record versions this binary writes. A directory of a newer format (written by a
+//! newer ferromq) is refused at open, naming both versions, before anything is
+//! written to it, so an older binary never damages what it cannot read. A
+//! directory without the key (before versions were recorded) or of an older
+//! format is read (older record versions are still decoded) and stamped with this
+//! binary's version on its first flush.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -28,6 +37,12 @@ use super::{
 };
 
 const NEXT_ID_KEY: &[u8] = b"next_id";
+/// Key of the data directory's format version in the default tree.
+const FORMAT_KEY: &[u8] = b"format_version";
+/// The data format this binary writes: 4 = layout 3 with push queues (queue
+/// records of version 3, state records of version 2, batch states of version 3).
+/// Directories without a recorded version are format 3 or older.
+pub const FORMAT_VERSION: u64 = 4;
 
 /// Options for [`SledStore::open`].
 #[derive(Debug, Clone)]
@@ -129,6 +144,22 @@ impl SledStore {
                 config.path.display()
             )));
         }
+        let format = match db.get(FORMAT_KEY)? {
+            Some(value) => u64::from_be_bytes(
+                value
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StorageError::Corrupt("format_version".into()))?,
+            ),
+            None => 0,
+        };
+        if format > FORMAT_VERSION {
+            return Err(StorageError::Corrupt(format!(
+                "{} holds data format {format}, written by a newer ferromq; this one reads \
+                 formats up to {FORMAT_VERSION}. Nothing was changed: run the newer version",
+                config.path.display()
+            )));
+        }
         let queues = db.open_tree("queues")?;
         let batches = db.open_tree(keys::BATCHES_TREE)?;
         let states = db.open_tree(keys::STATES_TREE)?;
@@ -162,6 +193,10 @@ impl SledStore {
         });
         migrate_layout2(&db, &batches, &states, flush.as_ref())?;
         sweep_orphans(&queues, &batches, &states)?;
+        if format != FORMAT_VERSION {
+            // Made durable by the first id block's flush, just below.
+            db.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes()[..])?;
+        }
         let ids = {
             let db = db.clone();
             let flush = Arc::clone(&flush);

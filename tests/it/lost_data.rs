@@ -109,3 +109,33 @@ async fn an_intact_directory_restarts_cleanly_many_times() {
         server.shutdown().await;
     }
 }
+
+/// A data directory of a newer format is refused, naming both versions, and left
+/// as it was.
+#[tokio::test]
+async fn a_directory_of_a_newer_format_is_refused_and_left_alone() {
+    let (dir, _) = stopped_with_messages().await;
+    {
+        let db = sled::open(dir.path()).unwrap();
+        assert_eq!(
+            db.get(b"format_version").unwrap().as_deref(),
+            Some(&ferromq::storage::FORMAT_VERSION.to_be_bytes()[..]),
+            "a directory records its format"
+        );
+        db.insert(b"format_version", &99u64.to_be_bytes()[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let refused = start(dir.path(), false).await.err().expect("refused");
+    assert!(refused.contains("format 99"), "{refused}");
+    assert!(
+        refused.contains(&format!("up to {}", ferromq::storage::FORMAT_VERSION)),
+        "{refused}"
+    );
+    let db = sled::open(dir.path()).unwrap();
+    assert_eq!(
+        db.get(b"format_version").unwrap().as_deref(),
+        Some(&99u64.to_be_bytes()[..]),
+        "not rewritten"
+    );
+}
