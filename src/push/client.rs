@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::task::TaskTracker;
 
+use super::lock;
 use super::policy::Policy;
 
 /// Idle connections kept per subscriber host.
@@ -180,12 +181,6 @@ pub struct Answer {
     pub status: u16,
     /// The start of the answer's body, or what went wrong.
     pub msg: String,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// An error with its innermost cause, which says what happened (a refused
