@@ -94,6 +94,12 @@ pub struct Config {
     /// Push-queue deliveries: concurrency, answer timeout, the subscriber address
     /// policy (`push/policy.rs`).
     pub push: crate::push::PushConfig,
+    /// A listener of its own for `/metrics` and `/health/*` (`--metrics-listen`),
+    /// for servers without the HTTP API or with metrics on another interface.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Queues with per-queue metric series of their own; the rest are summed
+    /// (`--metrics-max-queues`, `crate::metrics`).
+    pub metrics_max_queues: usize,
 }
 
 /// The suggested port of the HTTP API (`--http-listen 127.0.0.1:8080`).
@@ -121,6 +127,8 @@ impl Default for Config {
             allow_remote_without_auth: false,
             tls: None,
             push: crate::push::PushConfig::default(),
+            metrics_listen: None,
+            metrics_max_queues: crate::metrics::DEFAULT_MAX_QUEUE_SERIES,
         }
     }
 }
@@ -195,6 +203,7 @@ impl Config {
         }
         let exposed = std::iter::once(binary)
             .chain(self.http_listen)
+            .chain(self.metrics_listen)
             .find(|addr| !addr.ip().is_loopback());
         if let Some(addr) = exposed {
             if !self.allow_remote_without_auth {

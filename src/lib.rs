@@ -32,6 +32,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod http;
 pub mod memory;
+pub mod metrics;
 pub mod net;
 pub mod proto;
 pub mod push;

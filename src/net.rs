@@ -56,6 +56,8 @@ pub(crate) struct Acceptor {
     tls: Option<Arc<ServerTls>>,
     refusing: Arc<Semaphore>,
     tasks: TaskTracker,
+    /// Counts the refusals (metrics).
+    refused: prometheus_client::metrics::counter::Counter,
 }
 
 impl Acceptor {
@@ -67,6 +69,7 @@ impl Acceptor {
         refusal: bytes::Bytes,
         tls: Option<Arc<ServerTls>>,
         tasks: &TaskTracker,
+        refused: prometheus_client::metrics::counter::Counter,
     ) -> Self {
         Acceptor {
             listener,
@@ -76,6 +79,7 @@ impl Acceptor {
             tls,
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
             tasks: tasks.clone(),
+            refused,
         }
     }
 
@@ -119,6 +123,7 @@ impl Acceptor {
     /// refusals already running, closes it at once.
     fn refuse(&self, mut stream: TcpStream, peer: SocketAddr) {
         tracing::debug!(%peer, limit = self.max_connections, "connection refused: at the limit");
+        self.refused.inc();
         let Some(refusal) = self.refusal.clone() else {
             return;
         };

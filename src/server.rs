@@ -55,6 +55,7 @@ pub struct Server {
     service: Arc<Service>,
     local_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     stop: CancellationToken,
     /// TLS of both ports, if on (reloaded by [`Server::reload_tls`]).
     tls: Option<Arc<ServerTls>>,
@@ -144,9 +145,21 @@ impl Server {
         };
         let push = crate::push::PushEngine::new(registry.clone(), config.push.clone(), http_url)
             .map_err(ServerError::Config)?;
-        let service =
-            Arc::new(Service::new(registry, config.max_body).with_push(Arc::clone(&push)));
+        let service = Arc::new(
+            Service::new(registry, config.max_body)
+                .with_push(Arc::clone(&push))
+                .with_metrics(crate::metrics::MetricsOptions {
+                    max_queue_series: config.metrics_max_queues,
+                    data_dir: Some(config.data_dir.clone()),
+                }),
+        );
         push.start();
+        let http_limits = crate::http::Limits {
+            max_connections: config.max_connections,
+            header_timeout: nonzero_ms(config.http_header_timeout_ms),
+            body_budget: config.max_http_body_bytes,
+            api: true,
+        };
         let http_addr = match http {
             Some(http) => {
                 let http_addr = http.local_addr()?;
@@ -155,16 +168,31 @@ impl Server {
                     Arc::clone(&service),
                     Arc::clone(&auth),
                     tls.clone(),
+                    http_limits,
+                    stop.clone(),
+                    connections.clone(),
+                ));
+                Some(http_addr)
+            }
+            None => None,
+        };
+        let metrics_addr = match config.metrics_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).await?;
+                let metrics_addr = listener.local_addr()?;
+                listeners.spawn(crate::http::serve(
+                    listener,
+                    Arc::clone(&service),
+                    Arc::clone(&auth),
+                    tls.clone(),
                     crate::http::Limits {
-                        max_connections: config.max_connections,
-                        header_timeout: nonzero_ms(config.http_header_timeout_ms),
-                        body_budget: config.max_http_body_bytes,
+                        api: false,
+                        ..http_limits
                     },
                     stop.clone(),
                     connections.clone(),
                 ));
-                tracing::info!(%http_addr, "IronMQ v3 HTTP API listening");
-                Some(http_addr)
+                Some(metrics_addr)
             }
             None => None,
         };
@@ -191,6 +219,7 @@ impl Server {
             service,
             local_addr,
             http_addr,
+            metrics_addr,
             stop,
             tls,
             listeners,
@@ -206,6 +235,16 @@ impl Server {
     /// The address of the IronMQ HTTP API, if it was enabled.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The address of the metrics listener, if it was enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The service both front ends call (its metrics, its health).
+    pub fn service(&self) -> &Arc<Service> {
+        &self.service
     }
 
     /// Reads the TLS certificate and key again (SIGHUP): new connections use them,

@@ -24,6 +24,7 @@ use bytes::Bytes;
 
 use crate::auth::Scope;
 use crate::error::QueueError;
+use crate::metrics::{Metrics, MetricsOptions};
 use crate::push::PushEngine;
 pub use crate::push::SubscriberStatus;
 use crate::queue::handle::UpdateError;
@@ -84,18 +85,33 @@ pub struct Service {
     push: Option<Arc<PushEngine>>,
     /// Set when the server starts to stop: not ready any more.
     stopping: std::sync::atomic::AtomicBool,
+    /// What both front ends record, and `/metrics` shows.
+    metrics: Metrics,
 }
 
 impl Service {
     /// The service over `registry`, refusing bodies over `max_body` bytes.
     pub fn new(registry: Registry, max_body: usize) -> Self {
         Service {
-            registry,
             max_body,
             started: Instant::now(),
             push: None,
             stopping: std::sync::atomic::AtomicBool::new(false),
+            metrics: Metrics::new(registry.clone(), MetricsOptions::default()),
+            registry,
         }
+    }
+
+    /// This service, with its metrics exposed as `options` say.
+    #[must_use]
+    pub fn with_metrics(mut self, options: MetricsOptions) -> Self {
+        self.metrics = Metrics::new(self.registry.clone(), options);
+        self
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The server has begun to stop: [`Service::health`] says not ready.

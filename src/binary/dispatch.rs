@@ -39,6 +39,32 @@ pub(crate) async fn execute(
     }
 }
 
+/// The operation's name in metrics and logs: the .proto's field name.
+pub(crate) fn op_name(op: Option<&Op>) -> &'static str {
+    match op {
+        None => "unknown",
+        Some(Op::Hello(_)) => "hello",
+        Some(Op::Push(_)) => "push",
+        Some(Op::Reserve(_)) => "reserve",
+        Some(Op::Delete(_)) => "delete",
+        Some(Op::DeleteBatch(_)) => "delete_batch",
+        Some(Op::Touch(_)) => "touch",
+        Some(Op::Release(_)) => "release",
+        Some(Op::Peek(_)) => "peek",
+        Some(Op::Get(_)) => "get",
+        Some(Op::CreateQueue(_)) => "create_queue",
+        Some(Op::UpdateQueue(_)) => "update_queue",
+        Some(Op::QueueInfo(_)) => "queue_info",
+        Some(Op::ListQueues(_)) => "list_queues",
+        Some(Op::ClearQueue(_)) => "clear_queue",
+        Some(Op::DeleteQueue(_)) => "delete_queue",
+        Some(Op::Redrive(_)) => "redrive",
+        Some(Op::ServerStats(_)) => "server_stats",
+        Some(Op::PushStatuses(_)) => "push_statuses",
+        Some(Op::Health(_)) => "health",
+    }
+}
+
 /// The stable wire code of an error.
 pub(crate) fn code(err: &QueueError) -> ErrorCode {
     match err {

@@ -46,10 +46,12 @@ pub mod dispatch;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use prometheus_client::metrics::counter::Counter;
+use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
@@ -57,6 +59,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Auth, Scope};
 use crate::codec::{CodecError, ServerCodec};
+use crate::metrics::Protocol;
 use crate::net::Acceptor;
 use crate::proto::{self, request::Op, response, ErrorCode, Request, Response};
 use crate::service::Service;
@@ -92,24 +95,39 @@ pub(crate) async fn serve(
     connections: TaskTracker,
 ) {
     let refusal = refusal_frame(limits.max_connections);
-    let mut acceptor = Acceptor::new(listener, limits.max_connections, refusal, tls, &connections);
+    let metrics = service.metrics();
+    let refused = metrics.refused_counter(Protocol::Binary);
+    let (received, sent) = metrics.byte_counters(Protocol::Binary);
+    let mut acceptor = Acceptor::new(
+        listener,
+        limits.max_connections,
+        refusal,
+        tls,
+        &connections,
+        refused,
+    );
     while let Some((incoming, permit)) = acceptor.next(&stop).await {
         let service = Arc::clone(&service);
         let auth = Arc::clone(&auth);
         let stop = stop.clone();
         let peer = incoming.peer;
+        let (received, sent) = (received.clone(), sent.clone());
         connections.spawn(async move {
-            tracing::debug!(%peer, "connection opened");
+            tracing::debug!(%peer, protocol = "binary", "connection opened");
+            service.metrics().connection_opened(Protocol::Binary);
             let session = Session {
                 scope: auth.scope(None).map(Arc::new),
                 auth,
                 peer,
+                received,
+                sent,
             };
             if let Some(conn) = incoming.open(&stop).await {
                 let (read, write) = conn.split();
-                serve_connection(read, write, service, session, stop, limits).await;
+                serve_connection(read, write, Arc::clone(&service), session, stop, limits).await;
             }
-            tracing::debug!(%peer, "connection closed");
+            service.metrics().connection_closed(Protocol::Binary);
+            tracing::debug!(%peer, protocol = "binary", "connection closed");
             drop(permit);
         });
     }
@@ -118,7 +136,6 @@ pub(crate) async fn serve(
 /// The one frame a connection over `--max-connections` gets before it is closed:
 /// RESOURCE_EXHAUSTED with request id 0.
 fn refusal_frame(max_connections: usize) -> bytes::Bytes {
-    use prost::Message as _;
     let response = Response {
         id: 0,
         result: Some(dispatch::error(
@@ -146,6 +163,9 @@ struct Session {
     /// What the connection may reach; `None` until a Hello with a valid token.
     scope: Option<Arc<Scope>>,
     peer: std::net::SocketAddr,
+    /// Bytes of frames read and written (metrics; shared by every connection).
+    received: Counter,
+    sent: Counter,
 }
 
 async fn serve_connection(
@@ -205,6 +225,8 @@ async fn serve_connection(
                 && (held_bytes < limits.max_connection_bytes || in_flight.is_empty()) => match frame {
                 Some(Ok(request)) => {
                     last_activity = tokio::time::Instant::now();
+                    let frame_len = frames.decoder().last_frame_len();
+                    session.received.inc_by(u64::try_from(frame_len).map_or(u64::MAX, |n| n + 4));
                     let size = frames.decoder().last_frame_len().saturating_add(
                         response_weight(request.op.as_ref(), service.max_body(), &limits),
                     );
@@ -358,12 +380,26 @@ fn on_request(
         );
     };
     let service = Arc::clone(service);
+    let sent = session.sent.clone();
     let serving: InFlight = Box::pin(async move {
+        let started = Instant::now();
+        let op = dispatch::op_name(request.op.as_ref());
         let result = dispatch::execute(&service, &scope, max_frame, request.op).await;
+        let code = match &result {
+            response::Result::Error(err) => {
+                ErrorCode::try_from(err.code).map_or("UNKNOWN", |code| code.as_str_name())
+            }
+            _ => "OK",
+        };
+        service
+            .metrics()
+            .request(Protocol::Binary, op, code, started.elapsed());
         let response = Response {
             id,
             result: Some(result),
         };
+        // The frame: its length prefix and the encoded response.
+        sent.inc_by(u64::try_from(response.encoded_len()).map_or(u64::MAX, |n| n + 4));
         (response, size)
     });
     Ok(serving)

@@ -97,6 +97,16 @@ pub(super) struct ServeArgs {
     /// e.g. 127.0.0.1:8080).
     #[arg(long)]
     http_listen: Option<String>,
+    /// Also serve `/metrics` (Prometheus) and `/health/*` here, `HOST:PORT`, on a
+    /// listener of its own (the HTTP API's listener serves them too). With
+    /// tokens, `/metrics` needs one that reaches every queue (`Authorization:
+    /// Bearer TOKEN`).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_listen: Option<String>,
+    /// Queues with per-queue metric series of their own (the first in name
+    /// order); the others are summed into `queue="(other)"`.
+    #[arg(long, default_value_t = crate::metrics::DEFAULT_MAX_QUEUE_SERIES)]
+    metrics_max_queues: usize,
     /// A token clients must present, on both ports (binary: Hello; HTTP:
     /// `Authorization: OAuth TOKEN`): `TOKEN` (every queue) or
     /// `TOKEN=PROJECT[,PROJECT...]` (the queues `PROJECT/NAME` of those
@@ -209,9 +219,13 @@ pub(super) async fn serve(args: ServeArgs) -> ExitCode {
             Some(addr) => Some(resolve("--http-listen", addr).await?),
             None => None,
         };
-        Ok::<_, String>((listen, http_listen))
+        let metrics_listen = match &args.metrics_listen {
+            Some(addr) => Some(resolve("--metrics-listen", addr).await?),
+            None => None,
+        };
+        Ok::<_, String>((listen, http_listen, metrics_listen))
     };
-    let (listen, http_listen) = match addresses.await {
+    let (listen, http_listen, metrics_listen) = match addresses.await {
         Ok(addresses) => addresses,
         Err(err) => {
             eprintln!("error: {err}");
@@ -264,6 +278,8 @@ pub(super) async fn serve(args: ServeArgs) -> ExitCode {
             public_url: args.push_public_url,
             ca_cert: args.push_ca_cert,
         },
+        metrics_listen,
+        metrics_max_queues: args.metrics_max_queues,
     };
     if args.auth == Some(AuthMode::Token) && config.auth.tokens.is_empty() {
         eprintln!("error: --auth token needs at least one --token TOKEN");
@@ -297,6 +313,9 @@ pub(super) async fn serve(args: ServeArgs) -> ExitCode {
     println!("ferromq listening on {}", server.local_addr());
     if let Some(http) = server.http_addr() {
         println!("ferromq http listening on {http}");
+    }
+    if let Some(metrics) = server.metrics_addr() {
+        println!("ferromq metrics listening on {metrics}");
     }
     wait_for_signal(&server).await;
     tracing::info!("shutting down");

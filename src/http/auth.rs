@@ -12,6 +12,15 @@ pub(super) fn bearer(header: Option<&HeaderValue>) -> Option<String> {
         .then(|| token.trim().to_owned())
 }
 
+/// The token of `Authorization: Bearer TOKEN` or `OAuth TOKEN` (`/metrics`:
+/// Prometheus sends Bearer).
+pub(super) fn token(header: Option<&HeaderValue>) -> Option<String> {
+    let value = header?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("oauth") || scheme.eq_ignore_ascii_case("bearer"))
+        .then(|| token.trim().to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,12 +82,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
+use crate::metrics::Protocol;
 use crate::net::Acceptor;
 use crate::queue::types::MAX_BATCH;
 use crate::service::Service;
 use crate::tls::{Conn, ServerTls};
 use error::ApiError;
 use json::Call;
+use prometheus_client::metrics::counter::Counter;
+use std::time::Instant;
 
 /// The limits of the HTTP front end.
 #[derive(Debug, Clone, Copy)]
@@ -100,6 +103,9 @@ pub(crate) struct Limits {
     pub(crate) header_timeout: Option<Duration>,
     /// Bytes of request bodies held at once, every connection together.
     pub(crate) body_budget: usize,
+    /// Serve the IronMQ API; without it only `/metrics` and `/health/*` (the
+    /// `--metrics-listen` listener).
+    pub(crate) api: bool,
 }
 
 /// What every request needs.
@@ -113,6 +119,11 @@ struct Api {
     budget_kib: usize,
     /// Largest request body: 100 messages of the largest body, JSON-escaped, plus room.
     max_request: usize,
+    /// The IronMQ API is served here (not only metrics and health).
+    routes_api: bool,
+    /// Bytes of request and response bodies (metrics).
+    received: Counter,
+    sent: Counter,
 }
 
 /// Accepts HTTP/1.1 connections until `stop` is cancelled; at most
@@ -128,17 +139,31 @@ pub(crate) async fn serve(
     stop: CancellationToken,
     connections: TaskTracker,
 ) {
-    let api = Arc::new(Api::new(service, auth, limits.body_budget));
+    let mut api = Api::new(service, auth, limits.body_budget);
+    api.routes_api = limits.api;
+    let api = Arc::new(api);
     let refusal = refusal_response(limits.max_connections);
-    let mut acceptor = Acceptor::new(listener, limits.max_connections, refusal, tls, &connections);
+    let refused = api.service.metrics().refused_counter(Protocol::Http);
+    let mut acceptor = Acceptor::new(
+        listener,
+        limits.max_connections,
+        refusal,
+        tls,
+        &connections,
+        refused,
+    );
     while let Some((incoming, permit)) = acceptor.next(&stop).await {
         let api = Arc::clone(&api);
         let stop = stop.clone();
         let peer = incoming.peer;
         connections.spawn(async move {
+            tracing::debug!(%peer, protocol = "http", "connection opened");
+            api.service.metrics().connection_opened(Protocol::Http);
             if let Some(conn) = incoming.open(&stop).await {
-                serve_connection(conn, api, peer, limits, stop).await;
+                serve_connection(conn, Arc::clone(&api), peer, limits, stop).await;
             }
+            api.service.metrics().connection_closed(Protocol::Http);
+            tracing::debug!(%peer, protocol = "http", "connection closed");
             drop(permit);
         });
     }
@@ -190,6 +215,27 @@ fn refusal_response(max_connections: usize) -> Bytes {
     .into()
 }
 
+/// The status as a metrics label (the statuses this API answers with; others
+/// are `other`).
+fn status_label(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200 => "200",
+        201 => "201",
+        202 => "202",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        413 => "413",
+        429 => "429",
+        500 => "500",
+        503 => "503",
+        _ => "other",
+    }
+}
+
 fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
@@ -211,7 +257,11 @@ impl Api {
         // (`\u00XX`), plus room for the rest of the document.
         let max_request = service.max_body().saturating_mul(6 * MAX_BATCH) + 64 * 1024;
         let budget_kib = (body_budget / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        let (received, sent) = service.metrics().byte_counters(Protocol::Http);
         Api {
+            routes_api: true,
+            received,
+            sent,
             service,
             auth,
             max_request,
@@ -273,16 +323,101 @@ impl Api {
         })
     }
 
-    /// Path, then token, then body, then the route: nothing is read or done for a
-    /// request that may not be served.
+    /// `GET /metrics`: the exposition of [`crate::metrics`]. It names every
+    /// queue, so with authentication on it needs a token that reaches every
+    /// queue, sent as `Authorization: Bearer TOKEN` (Prometheus' way) or `OAuth
+    /// TOKEN`.
+    fn metrics(&self, method: &hyper::Method, headers: &hyper::HeaderMap) -> Response<Full<Bytes>> {
+        if method != hyper::Method::GET && method != hyper::Method::HEAD {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"msg": "Method not allowed"}),
+            );
+        }
+        if !self.auth.disabled {
+            let token = auth::token(headers.get(AUTHORIZATION));
+            if !matches!(
+                self.auth.scope(token.as_deref()),
+                Some(crate::auth::Scope::All)
+            ) {
+                return json_response(
+                    StatusCode::UNAUTHORIZED,
+                    &json!({"msg": "Unauthorized: /metrics needs a token that reaches every queue"}),
+                );
+            }
+        }
+        let mut response = Response::new(Full::new(Bytes::from(self.service.metrics().encode())));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        );
+        response
+    }
+
+    /// Serves one request and accounts for it: the request metrics (operation,
+    /// status, time), the bytes of both bodies, and one access-log line at info
+    /// (`ferromq::access`: method, path without the query, where a token may be,
+    /// status, milliseconds).
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        if let Some(size) = hyper::body::Body::size_hint(request.body()).exact() {
+            self.received.inc_by(size);
+        }
+        let (response, op) = self.respond(request).await;
+        let took = started.elapsed();
+        let status = response.status();
+        if let Some(size) = hyper::body::Body::size_hint(response.body()).exact() {
+            self.sent.inc_by(size);
+        }
+        self.service
+            .metrics()
+            .request(Protocol::Http, op, status_label(status), took);
+        tracing::info!(
+            target: "ferromq::access",
+            method = %method,
+            path = %path,
+            status = status.as_u16(),
+            ms = format_args!("{:.3}", took.as_secs_f64() * 1000.0),
+            op,
+        );
+        response
+    }
+
+    /// Path, then token, then body, then the route: nothing is read or done for a
+    /// request that may not be served. Says which operation it was.
+    async fn respond(&self, request: Request<Incoming>) -> (Response<Full<Bytes>>, &'static str) {
         let (parts, body) = request.into_parts();
         if let Some(health) = self.health(&parts.method, parts.uri.path()) {
-            return health;
+            return (health, "health");
         }
-        let Some((project, rest)) = json::split_path(parts.uri.path()) else {
-            return json_response(StatusCode::NOT_FOUND, &json!({"msg": "Not found"}));
+        if matches!(parts.uri.path(), "/metrics" | "/metrics/") {
+            return (self.metrics(&parts.method, &parts.headers), "metrics");
+        }
+        let api = if self.routes_api {
+            json::split_path(parts.uri.path())
+        } else {
+            None
         };
+        let Some((project, rest)) = api else {
+            return (
+                json_response(StatusCode::NOT_FOUND, &json!({"msg": "Not found"})),
+                "not_found",
+            );
+        };
+        let op = routes::op_name(&parts.method, &rest);
+        (self.serve_api(parts, body, project, rest).await, op)
+    }
+
+    /// A request of the IronMQ API, after its path was split.
+    async fn serve_api(
+        &self,
+        parts: hyper::http::request::Parts,
+        body: Incoming,
+        project: String,
+        rest: Vec<String>,
+    ) -> Response<Full<Bytes>> {
         let query: Vec<(String, String)> = parts
             .uri
             .query()

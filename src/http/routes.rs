@@ -40,6 +40,33 @@ fn replace_alerts(
     move |_current: &[u8]| Ok(alerts::encode(&alerts))
 }
 
+/// The operation a request under `/3/projects/{project}/` names, for metrics
+/// and the access log (the shapes of [`Api::route`]; keep the two together).
+pub(super) fn op_name(method: &Method, rest: &[String]) -> &'static str {
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let m = method;
+    match (rest.as_slice(), m) {
+        (["queues"], _) => "list_queues",
+        (["queues", _], &Method::GET) => "queue_info",
+        (["queues", _], &Method::PUT) => "put_queue",
+        (["queues", _], &Method::PATCH) => "update_queue",
+        (["queues", _], &Method::DELETE) => "delete_queue",
+        (["queues", _, "messages"], &Method::POST) => "push",
+        (["queues", _, "messages"], &Method::GET) => "peek",
+        (["queues", _, "messages"], &Method::DELETE) => "delete_batch",
+        (["queues", _, "webhook"], _) => "webhook",
+        (["queues", _, "reservations"], _) => "reserve",
+        (["queues", _, "messages", _], &Method::GET) => "get",
+        (["queues", _, "messages", _], &Method::DELETE) => "delete",
+        (["queues", _, "messages", _, "touch"], _) => "touch",
+        (["queues", _, "messages", _, "release"], _) => "release",
+        (["queues", _, "subscribers"], _) => "subscribers",
+        (["queues", _, "messages", _, "subscribers"], _) => "push_statuses",
+        (["queues", _, "alerts", ..], _) => "alerts",
+        _ => "other",
+    }
+}
+
 impl Api {
     pub(super) async fn route(&self, call: &Call) -> Reply {
         let rest: Vec<&str> = call.rest.iter().map(String::as_str).collect();

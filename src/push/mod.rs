@@ -58,6 +58,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::QueueError;
+use crate::metrics::Delivery;
 use crate::queue::push::{unwrap_body, PushSettings, QueueKind, Subscriber};
 use crate::queue::state::Settle;
 use crate::queue::types::{
@@ -524,6 +525,11 @@ impl PushEngine {
                 Outcome::Accepted => accepted.push(s.slot),
                 Outcome::Failed => failed.push((s.clone(), answer.clone())),
             }
+            handle.metrics().delivery(match outcome {
+                Outcome::Delivered => Delivery::Delivered,
+                Outcome::Accepted => Delivery::Accepted,
+                Outcome::Failed => Delivery::Failed,
+            });
             let status = match outcome {
                 Outcome::Delivered => "delivered",
                 Outcome::Accepted => "reserved",

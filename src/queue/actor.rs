@@ -38,11 +38,12 @@ use super::clock::Clock;
 use super::handle::{QueueHandle, WeakQueueHandle};
 use super::recovery::record_from_meta;
 use super::staging::LogWrite;
-use super::state::{Env, Event, QueueState, Reserved, Settle};
+use super::state::{Counters, Env, Event, QueueState, Reserved, Settle};
 use super::transfer::Mover;
 use super::types::{MessageView, NewMessage, QueueName, QueueStats, SettingsPatch, Transfer};
 use super::waiters::WaiterId;
 use crate::error::QueueError;
+use crate::metrics::{QueueGauges, QueueMetrics};
 use crate::storage::{Batch, CommitTicket, QueueLog, Store};
 
 /// Most requests handled in one turn.
@@ -254,6 +255,22 @@ struct Actor {
     destroy: Option<Reply<Acked<()>>>,
     /// The queue's bytes as last reported to [`Admission::account`].
     reported_bytes: u64,
+    /// Where the state's figures are published after each turn.
+    metrics: Arc<QueueMetrics>,
+    /// What was published last.
+    published: Option<(QueueGauges, Counters)>,
+}
+
+/// The gauges of `state` for the metrics.
+fn gauges(state: &QueueState) -> QueueGauges {
+    let (available, reserved, delayed) = state.counts();
+    QueueGauges {
+        available,
+        reserved,
+        delayed,
+        bytes: state.bytes(),
+        head_pushed_at_ms: state.head_pushed_at_ms(),
+    }
 }
 
 /// Starts the actor of queue `id` with `state` (new or rebuilt) and returns its
@@ -269,11 +286,14 @@ pub(super) fn spawn(
     let reported_bytes = state.bytes();
     ctx.admission.account(0, reported_bytes);
     let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
+    let metrics = Arc::new(QueueMetrics::default());
+    metrics.publish(&gauges(&state), state.counters());
     let handle = QueueHandle::new(
         state.meta().name.clone(),
         state.settings().kind(),
         tx,
         ctx.shutdown.clone(),
+        Arc::clone(&metrics),
     );
     let actor = Actor {
         id,
@@ -291,6 +311,8 @@ pub(super) fn spawn(
         deferred: Vec::new(),
         destroy: None,
         reported_bytes,
+        metrics,
+        published: None,
     };
     ctx.tasks.spawn(actor.run(rx));
     handle
@@ -352,6 +374,7 @@ impl Actor {
             }
             self.finish_turn(&mut held, force, false);
             self.report_bytes();
+            self.publish_metrics();
             if self.destroy.is_some() {
                 break;
             }
@@ -493,6 +516,15 @@ impl Actor {
             ActorRequest::Destroy { reply } => self.destroy = Some(reply),
         }
         self.dispatch_events();
+    }
+
+    /// Publishes the state's figures to the metrics, if they changed.
+    fn publish_metrics(&mut self) {
+        let now = (gauges(&self.state), *self.state.counters());
+        if self.published != Some(now) {
+            self.metrics.publish(&now.0, &now.1);
+            self.published = Some(now);
+        }
     }
 
     /// Tells admission what the queue holds now, if that changed.

@@ -11,6 +11,7 @@
 //! transfer tasks included, talks to an actor through these methods.
 
 use std::any::Any;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -23,6 +24,7 @@ use super::types::{
     Lease, MessageView, NewMessage, QueueName, QueueStats, SettingsPatch, Transfer,
 };
 use crate::error::QueueError;
+use crate::metrics::QueueMetrics;
 
 /// Talks to one queue actor. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -33,6 +35,8 @@ pub struct QueueHandle {
     mailbox: mpsc::Sender<ActorRequest>,
     /// Cancelled when the server stops; tells "stopping" from "deleted".
     stopping: CancellationToken,
+    /// What the actor publishes and the push engine counts.
+    metrics: Arc<QueueMetrics>,
 }
 
 /// A handle that does not keep its actor's mailbox open (an actor's handle to
@@ -43,6 +47,7 @@ pub(crate) struct WeakQueueHandle {
     kind: QueueKind,
     mailbox: mpsc::WeakSender<ActorRequest>,
     stopping: CancellationToken,
+    metrics: Arc<QueueMetrics>,
 }
 
 impl WeakQueueHandle {
@@ -53,6 +58,7 @@ impl WeakQueueHandle {
             kind: self.kind,
             mailbox: self.mailbox.upgrade()?,
             stopping: self.stopping.clone(),
+            metrics: Arc::clone(&self.metrics),
         })
     }
 }
@@ -78,13 +84,20 @@ impl QueueHandle {
         kind: QueueKind,
         mailbox: mpsc::Sender<ActorRequest>,
         stopping: CancellationToken,
+        metrics: Arc<QueueMetrics>,
     ) -> Self {
         QueueHandle {
             name,
             kind,
             mailbox,
             stopping,
+            metrics,
         }
+    }
+
+    /// The queue's metrics.
+    pub fn metrics(&self) -> &Arc<QueueMetrics> {
+        &self.metrics
     }
 
     pub(super) fn downgrade(&self) -> WeakQueueHandle {
@@ -93,6 +106,7 @@ impl QueueHandle {
             kind: self.kind,
             mailbox: self.mailbox.downgrade(),
             stopping: self.stopping.clone(),
+            metrics: Arc::clone(&self.metrics),
         }
     }
 

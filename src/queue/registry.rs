@@ -364,6 +364,19 @@ impl Registry {
             .collect()
     }
 
+    /// Every queue's name and metrics, in name order (a scrape reads them: the
+    /// lock is held for the copy only).
+    pub fn metrics(&self) -> Vec<(String, Arc<crate::metrics::QueueMetrics>)> {
+        self.inner
+            .lock()
+            .iter()
+            .filter_map(|(name, entry)| match entry {
+                Entry::Ready(handle) => Some((name.clone(), Arc::clone(handle.metrics()))),
+                Entry::Creating(_) => None,
+            })
+            .collect()
+    }
+
     /// How many queues exist (those being created included).
     pub fn len(&self) -> usize {
         self.inner

@@ -86,6 +86,30 @@ pub struct QueueMeta {
     pub attachment: Bytes,
 }
 
+/// What happened to a queue's messages since its state was built (so since the
+/// server started, or the queue was created): the per-queue counters of the
+/// metrics (`crate::metrics`). Kept by the state machine, where each of these
+/// happens, and never persisted: a restart starts them at 0, which Prometheus reads
+/// as a counter reset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Messages pushed (or moved in: dead letters, redrives).
+    pub pushed: u64,
+    /// Reservations handed out (a delete-on-reserve counts here and in `deleted`).
+    pub reserved: u64,
+    /// Messages deleted: by a client, by delete-on-reserve, or acknowledged by
+    /// every subscriber of a push queue.
+    pub deleted: u64,
+    /// Reservations released by their consumer.
+    pub released: u64,
+    /// Reservations that ran out: the message went back to the queue.
+    pub timed_out: u64,
+    /// Messages sent to the dead-letter queue.
+    pub dead_lettered: u64,
+    /// Messages removed because they expired.
+    pub expired: u64,
+}
+
 /// The answer to a reserve.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reserved {
@@ -262,6 +286,7 @@ pub struct QueueState {
     /// Most long polls parked at once; one more is refused (a server limit, set
     /// by the actor from the configuration: an input like any other).
     max_waiters: usize,
+    counters: Counters,
 }
 
 impl QueueState {
@@ -281,6 +306,7 @@ impl QueueState {
             pushed_dirty: false,
             record_written_ms: 0,
             max_waiters: usize::MAX,
+            counters: Counters::default(),
         }
     }
 
@@ -502,6 +528,7 @@ impl QueueState {
         for &(id, _) in entries {
             self.remove(id);
         }
+        self.counters.deleted += u64::try_from(entries.len()).unwrap_or(u64::MAX);
         Ok(entries.len())
     }
 
@@ -549,6 +576,7 @@ impl QueueState {
     ) -> Result<(), QueueError> {
         self.check_reservation(id, Some(reservation_id), now)?;
         self.give_back(now, id, delay_ms);
+        self.counters.released += 1;
         Ok(())
     }
 
@@ -607,6 +635,7 @@ impl QueueState {
         });
         if complete {
             self.remove(id);
+            self.counters.deleted += 1;
         } else {
             self.persist_state(id);
         }
@@ -652,7 +681,7 @@ impl QueueState {
             }
         }
         for id in expired {
-            self.remove(id);
+            self.remove_expired(id);
         }
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -669,12 +698,35 @@ impl QueueState {
     /// `MessageNotFound`, or if its body cannot be read.
     pub fn get(&mut self, now: u64, env: &mut dyn Env, id: u64) -> Result<MessageView, QueueError> {
         if self.expired(id, now) {
-            self.remove(id);
+            self.remove_expired(id);
             return Err(QueueError::MessageNotFound(id));
         }
         let info = self.info(id).ok_or(QueueError::MessageNotFound(id))?;
         let body = self.body(env, id)?.ok_or(QueueError::MessageNotFound(id))?;
         Ok(MessageView { info, body })
+    }
+
+    /// AVAILABLE, RESERVED and DELAYED messages.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        (
+            as_u64(self.index.available_len()),
+            as_u64(self.reserved),
+            as_u64(self.delayed),
+        )
+    }
+
+    /// What happened to the queue's messages so far ([`Counters`]).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// When the message at the head of the queue (the next one a reserve gets)
+    /// was pushed; `None` when nothing is available. Its age is the metrics'
+    /// "oldest message age".
+    pub fn head_pushed_at_ms(&self) -> Option<u64> {
+        let (_, id) = self.index.first_available()?;
+        self.index.get(id).map(|msg| msg.pushed_at_ms)
     }
 
     /// Messages held: available, reserved and delayed.
@@ -944,7 +996,7 @@ impl QueueState {
                 break; // the index hands out only messages it holds
             };
             if expires_at_ms <= now {
-                self.remove(id);
+                self.remove_expired(id);
                 continue;
             }
             let body = match self.body(env, id) {
@@ -976,6 +1028,7 @@ impl QueueState {
             out.extend(self.reserve_one(id, body, reservation_id, until_ms, delete));
         }
         if let Some(limit) = dead_letter.filter(|_| !dead.is_empty()) {
+            self.counters.dead_lettered += u64::try_from(dead.len()).unwrap_or(u64::MAX);
             self.events.push(Event::DeadLetters {
                 to: limit.queue,
                 messages: dead,
@@ -1016,8 +1069,10 @@ impl QueueState {
             state: MessageState::Deleted,
             push_done: msg.push_done,
         };
+        self.counters.reserved += 1;
         if delete {
             self.remove(id);
+            self.counters.deleted += 1;
         } else {
             info.reservation_id = reservation_id;
             info.reserved_until_ms = until_ms;
@@ -1180,7 +1235,14 @@ impl QueueState {
         }
     }
 
+    /// Removes message `id`, which has expired.
+    fn remove_expired(&mut self, id: u64) {
+        self.remove(id);
+        self.counters.expired += 1;
+    }
+
     fn count_pushed(&mut self) {
+        self.counters.pushed += 1;
         self.meta.total_pushed = self.meta.total_pushed.saturating_add(1);
         self.pushed_dirty = true;
     }
@@ -1222,7 +1284,7 @@ impl QueueState {
             }
         }
         for id in expired {
-            self.remove(id);
+            self.remove_expired(id);
         }
         if let Some(next) = next {
             self.arm_expiry(key, next);
@@ -1254,6 +1316,7 @@ impl QueueState {
         });
         self.attach(id, State::Available);
         self.persist_state(id);
+        self.counters.timed_out += 1;
     }
 }
 

@@ -23,6 +23,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::metrics::CommitMetrics;
+
 use tokio::sync::watch;
 
 use super::StorageError;
@@ -80,6 +82,8 @@ struct Shared {
     state: Mutex<CommitState>,
     wake: Condvar,
     durable: watch::Sender<u64>,
+    /// Each flush's size and time.
+    metrics: CommitMetrics,
 }
 
 #[derive(Default)]
@@ -94,6 +98,8 @@ struct CommitState {
     flushes: u64,
     /// When the flush running now started (health: a stalled disk).
     flushing_since: Option<Instant>,
+    /// Commit requests since the last flush started (metrics).
+    requests: u64,
 }
 
 /// Handle to the committer; cheap to share behind an `Arc`.
@@ -141,6 +147,7 @@ impl GroupCommit {
             state: Mutex::new(CommitState::default()),
             wake: Condvar::new(),
             durable,
+            metrics: CommitMetrics::default(),
         });
         let thread = match mode {
             FsyncMode::Never => None,
@@ -177,6 +184,7 @@ impl GroupCommit {
         let need = {
             let mut state = lock(&self.shared.state);
             state.pending = true;
+            state.requests += 1;
             state.started + 1
         };
         self.shared.wake.notify_one();
@@ -200,6 +208,11 @@ impl GroupCommit {
         Some(CommitTicket {
             durable: Some((durable, started)),
         })
+    }
+
+    /// Each flush's size and time.
+    pub fn metrics(&self) -> &CommitMetrics {
+        &self.shared.metrics
     }
 
     /// Number of flushes (with fdatasync) done so far.
@@ -260,6 +273,25 @@ fn flush_or_abort(target: &dyn Flushable) {
     }
 }
 
+/// A flush, measured and counted.
+fn timed_flush(shared: &Shared, target: &dyn Flushable) {
+    let started = Instant::now();
+    flush_or_abort(target);
+    shared
+        .metrics
+        .seconds
+        .observe(started.elapsed().as_secs_f64());
+    let mut state = lock(&shared.state);
+    state.flushes += 1;
+    state.flushing_since = None;
+}
+
+/// A count as a histogram sample (exact below 2^53).
+#[allow(clippy::cast_precision_loss)]
+fn float(n: u64) -> f64 {
+    n as f64
+}
+
 fn run_grouped(shared: &Shared, target: &dyn Flushable) {
     loop {
         let (epoch, stop) = {
@@ -273,14 +305,11 @@ fn run_grouped(shared: &Shared, target: &dyn Flushable) {
             state.pending = false;
             state.started += 1;
             state.flushing_since = Some(Instant::now());
+            let requests = std::mem::take(&mut state.requests);
+            shared.metrics.requests.observe(float(requests));
             (state.started, state.stop)
         };
-        flush_or_abort(target);
-        {
-            let mut state = lock(&shared.state);
-            state.flushes += 1;
-            state.flushing_since = None;
-        }
+        timed_flush(shared, target);
         shared.durable.send_replace(epoch);
         if stop {
             return;
@@ -307,12 +336,7 @@ fn run_interval(shared: &Shared, target: &dyn Flushable, every: Duration) {
             state.flushing_since = Some(Instant::now());
             state.stop
         };
-        flush_or_abort(target);
-        {
-            let mut state = lock(&shared.state);
-            state.flushes += 1;
-            state.flushing_since = None;
-        }
+        timed_flush(shared, target);
         if stop {
             return;
         }

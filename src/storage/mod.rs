@@ -268,6 +268,10 @@ pub trait Store: Send + Sync {
     fn flushes(&self) -> u64;
     /// How long the flush running now has run (zero if none): readiness.
     fn flushing_for(&self) -> std::time::Duration;
+    /// The committer's measurements (metrics); `None` for a store without one.
+    fn commit_metrics(&self) -> Option<crate::metrics::CommitMetrics> {
+        None
+    }
     /// Flushes everything and stops the committer and the id keeper.
     fn close(&self);
 }

@@ -445,6 +445,10 @@ impl Store for SledStore {
         self.commit.flushing_for()
     }
 
+    fn commit_metrics(&self) -> Option<crate::metrics::CommitMetrics> {
+        Some(self.commit.metrics().clone())
+    }
+
     fn fsync_mode(&self) -> FsyncMode {
         self.commit.mode()
     }

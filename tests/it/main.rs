@@ -11,6 +11,7 @@ mod http;
 mod leases;
 mod limits;
 mod lost_data;
+mod metrics;
 mod operations;
 mod pipelining;
 mod push;

@@ -159,6 +159,8 @@ pub(crate) struct HttpReply {
     pub(crate) status: u16,
     pub(crate) content_type: Option<String>,
     pub(crate) json: serde_json::Value,
+    /// The body as text.
+    pub(crate) text: String,
 }
 
 impl Http {
@@ -214,6 +216,7 @@ impl Http {
             status,
             content_type,
             json,
+            text: body.to_owned(),
         }
     }
 }

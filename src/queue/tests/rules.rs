@@ -886,3 +886,66 @@ fn a_queue_holds_the_bytes_of_its_stored_batches_until_their_last_message_goes()
     h.clear();
     assert_eq!(h.stats().bytes, 0);
 }
+
+// ----- counters (the metrics) ---------------------------------------------------
+
+#[test]
+fn counters_count_each_outcome_once_and_the_head_age_follows_the_head() {
+    use super::super::state::Counters;
+    let mut h = Harness::with_settings(QueueSettings {
+        message_expiration_s: 10,
+        ..with_dead_letter(2)
+    });
+    assert_eq!(h.state.head_pushed_at_ms(), None);
+    let first = h.push(&["a", "b", "c", "d"]);
+    assert_eq!(h.state.head_pushed_at_ms(), Some(START_MS));
+    let leased = h.reserve(3, Some(1_000));
+    // One deleted, one released, one left to time out.
+    h.delete(&[(leased[0].info.id, Some(leased[0].info.reservation_id))])
+        .unwrap();
+    h.release(leased[1].info.id, leased[1].info.reservation_id, 0)
+        .unwrap();
+    h.advance(1_000);
+    assert_eq!(
+        *h.state.counters(),
+        Counters {
+            pushed: 4,
+            reserved: 3,
+            deleted: 1,
+            released: 1,
+            timed_out: 1,
+            ..Counters::default()
+        }
+    );
+    // Message 3 (timed out) is at the front; reserved once more and timed out
+    // again, it has had 2 reservations and goes to the dead-letter queue on the
+    // next reserve, which takes 2 and 4 (delete-on-reserve counts as reserved and
+    // deleted).
+    h.reserve(1, Some(1_000));
+    h.advance(1_000);
+    let taken = h.op(|s, now, io| s.reserve(now, io, 4, None, 0, true));
+    assert!(
+        matches!(taken, Ok(Reserved::Now(ref m)) if m.len() == 2),
+        "{taken:?}"
+    );
+    assert_eq!(
+        *h.state.counters(),
+        Counters {
+            pushed: 4,
+            reserved: 6,
+            deleted: 3,
+            released: 1,
+            timed_out: 2,
+            dead_lettered: 1,
+            expired: 0,
+        }
+    );
+    // What is left expires, and counts as expired: "e", and 3, which no mover
+    // took out of this harness's queue.
+    let later = h.push(&["e"]);
+    h.advance(10_000);
+    let counters = *h.state.counters();
+    assert_eq!((counters.pushed, counters.expired), (5, 2), "{counters:?}");
+    assert_eq!(h.state.head_pushed_at_ms(), None);
+    assert!(first.iter().chain(&later).all(|&id| h.get(id).is_err()));
+}

@@ -1,0 +1,816 @@
+//! Metrics: what the server counts and measures, and its Prometheus exposition at
+//! `/metrics` (on the HTTP API's listener and on `--metrics-listen`).
+//!
+//! The exposition is the OpenMetrics text format, written by the
+//! `prometheus-client` crate (Prometheus scrapes it; so does any OpenMetrics
+//! parser). Every name starts with `ferromq_`, counters end in `_total`, and times
+//! are in seconds and sizes in bytes; the one exception is the process figures,
+//! which carry the names every Prometheus client library gives them
+//! (`process_cpu_seconds_total`, `process_resident_memory_bytes`, ...), so that
+//! the usual dashboards find them.
+//!
+//! # Where the figures come from
+//! - **Per queue** ([`QueueMetrics`]): the queue's actor publishes its state's
+//!   gauges and [`crate::queue::state::Counters`] after each turn that changed
+//!   something (a few relaxed stores), and the push engine counts deliveries by
+//!   outcome. A scrape reads them without asking any actor.
+//! - **Per request**: each front end records the operation, its result code and
+//!   how long it took ([`Metrics::request`]).
+//! - **Group commit**: the committer thread measures each flush
+//!   ([`CommitMetrics`]).
+//! - **Connections and bytes**: the acceptor and each front end.
+//! - **At scrape time**: queue count, uptime, the data directory's size on disk
+//!   (a walk of its files), and the process's CPU time, resident memory and open
+//!   files from `/proc/self`.
+//!
+//! # Cardinality
+//! Per-queue series are bounded by `--metrics-max-queues` (default
+//! [`DEFAULT_MAX_QUEUE_SERIES`]): the first that many queues in name order get
+//! series of their own, and the others are summed into one series with the label
+//! `queue="(other)"` (not a valid queue name, so it cannot clash), so a server with
+//! 100,000 queues exposes at most `cap + 1` series per per-queue metric. Operations
+//! are a fixed set and result codes a closed enum, so the request series are
+//! bounded by construction.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry as Prometheus, Unit};
+
+use crate::queue::state::Counters;
+use crate::queue::Registry;
+
+/// Default cap on queues with series of their own.
+pub const DEFAULT_MAX_QUEUE_SERIES: usize = 1000;
+
+/// The label value of the series that sums the queues past the cap.
+pub const OTHER_QUEUES: &str = "(other)";
+
+/// The Content-Type of the exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Which front end a request or connection came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// The binary protocol.
+    Binary,
+    /// The IronMQ HTTP API (and `/metrics`, `/health`).
+    Http,
+}
+
+impl Protocol {
+    fn label(self) -> &'static str {
+        match self {
+            Protocol::Binary => "binary",
+            Protocol::Http => "http",
+        }
+    }
+}
+
+type ProtocolLabel = [(&'static str, &'static str); 1];
+type OpLabels = [(&'static str, &'static str); 2];
+type RequestLabels = [(&'static str, &'static str); 3];
+
+/// One queue's figures, shared by its actor (which publishes its state), its
+/// handles, the push engine and the scrape. Cheap to update: relaxed atomics.
+#[derive(Debug, Default)]
+pub struct QueueMetrics {
+    available: AtomicU64,
+    reserved: AtomicU64,
+    delayed: AtomicU64,
+    bytes: AtomicU64,
+    /// When the head message was pushed (ms since the epoch); 0: none available.
+    head_pushed_at_ms: AtomicU64,
+    pushed: AtomicU64,
+    reservations: AtomicU64,
+    deleted: AtomicU64,
+    released: AtomicU64,
+    timed_out: AtomicU64,
+    dead_lettered: AtomicU64,
+    expired: AtomicU64,
+    push_delivered: AtomicU64,
+    push_accepted: AtomicU64,
+    push_failed: AtomicU64,
+}
+
+/// What a queue's actor publishes after a turn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueGauges {
+    /// AVAILABLE messages.
+    pub available: u64,
+    /// RESERVED messages.
+    pub reserved: u64,
+    /// DELAYED messages.
+    pub delayed: u64,
+    /// Bytes of bodies the queue's batches hold.
+    pub bytes: u64,
+    /// When the head message was pushed; `None`: nothing available.
+    pub head_pushed_at_ms: Option<u64>,
+}
+
+/// How one push delivery to one subscriber went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The subscriber answered 2xx (not 202): delivered.
+    Delivered,
+    /// The subscriber answered 202: it will acknowledge later.
+    Accepted,
+    /// An error or another status: to be retried.
+    Failed,
+}
+
+impl QueueMetrics {
+    /// Publishes the queue's state after a turn.
+    pub fn publish(&self, gauges: &QueueGauges, counters: &Counters) {
+        let set = |cell: &AtomicU64, value: u64| cell.store(value, Ordering::Relaxed);
+        set(&self.available, gauges.available);
+        set(&self.reserved, gauges.reserved);
+        set(&self.delayed, gauges.delayed);
+        set(&self.bytes, gauges.bytes);
+        set(
+            &self.head_pushed_at_ms,
+            gauges.head_pushed_at_ms.unwrap_or(0),
+        );
+        set(&self.pushed, counters.pushed);
+        set(&self.reservations, counters.reserved);
+        set(&self.deleted, counters.deleted);
+        set(&self.released, counters.released);
+        set(&self.timed_out, counters.timed_out);
+        set(&self.dead_lettered, counters.dead_lettered);
+        set(&self.expired, counters.expired);
+    }
+
+    /// Counts one push delivery try.
+    pub fn delivery(&self, outcome: Delivery) {
+        let cell = match outcome {
+            Delivery::Delivered => &self.push_delivered,
+            Delivery::Accepted => &self.push_accepted,
+            Delivery::Failed => &self.push_failed,
+        };
+        cell.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn read(&self, now_ms: u64) -> QueueFigures {
+        let get = |cell: &AtomicU64| cell.load(Ordering::Relaxed);
+        let head = get(&self.head_pushed_at_ms);
+        QueueFigures {
+            available: get(&self.available),
+            reserved: get(&self.reserved),
+            delayed: get(&self.delayed),
+            bytes: get(&self.bytes),
+            oldest_age_ms: if head == 0 {
+                0
+            } else {
+                now_ms.saturating_sub(head)
+            },
+            pushed: get(&self.pushed),
+            reservations: get(&self.reservations),
+            deleted: get(&self.deleted),
+            released: get(&self.released),
+            timed_out: get(&self.timed_out),
+            dead_lettered: get(&self.dead_lettered),
+            expired: get(&self.expired),
+            push_delivered: get(&self.push_delivered),
+            push_accepted: get(&self.push_accepted),
+            push_failed: get(&self.push_failed),
+        }
+    }
+}
+
+/// One queue's figures as read at a scrape (or summed over the queues past the
+/// cap: the oldest age is then the largest).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueFigures {
+    /// AVAILABLE messages.
+    pub available: u64,
+    /// RESERVED messages.
+    pub reserved: u64,
+    /// DELAYED messages.
+    pub delayed: u64,
+    /// Bytes of bodies held.
+    pub bytes: u64,
+    /// Age of the message at the head of the queue in ms (0: none).
+    pub oldest_age_ms: u64,
+    /// Messages pushed.
+    pub pushed: u64,
+    /// Reservations handed out.
+    pub reservations: u64,
+    /// Messages deleted.
+    pub deleted: u64,
+    /// Reservations released.
+    pub released: u64,
+    /// Reservations that ran out.
+    pub timed_out: u64,
+    /// Messages dead-lettered.
+    pub dead_lettered: u64,
+    /// Messages expired.
+    pub expired: u64,
+    /// Push deliveries answered 2xx.
+    pub push_delivered: u64,
+    /// Push deliveries answered 202.
+    pub push_accepted: u64,
+    /// Push deliveries that failed.
+    pub push_failed: u64,
+}
+
+impl QueueFigures {
+    fn add(&mut self, other: &QueueFigures) {
+        self.available += other.available;
+        self.reserved += other.reserved;
+        self.delayed += other.delayed;
+        self.bytes += other.bytes;
+        self.oldest_age_ms = self.oldest_age_ms.max(other.oldest_age_ms);
+        self.pushed += other.pushed;
+        self.reservations += other.reservations;
+        self.deleted += other.deleted;
+        self.released += other.released;
+        self.timed_out += other.timed_out;
+        self.dead_lettered += other.dead_lettered;
+        self.expired += other.expired;
+        self.push_delivered += other.push_delivered;
+        self.push_accepted += other.push_accepted;
+        self.push_failed += other.push_failed;
+    }
+}
+
+/// The committer's measurements: how many commit requests (one per queue turn
+/// that wrote) each flush covered, and how long each flush (sled's log write and
+/// the fdatasync) took.
+#[derive(Debug, Clone)]
+pub struct CommitMetrics {
+    /// Commit requests covered by each flush.
+    pub requests: Histogram,
+    /// Seconds per flush.
+    pub seconds: Histogram,
+}
+
+impl Default for CommitMetrics {
+    fn default() -> Self {
+        CommitMetrics {
+            requests: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 17)),
+        }
+    }
+}
+
+/// How the server's metrics are exposed.
+#[derive(Debug, Clone)]
+pub struct MetricsOptions {
+    /// Queues with series of their own; the rest are summed.
+    pub max_queue_series: usize,
+    /// The data directory, whose size is reported (`None`: not reported).
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for MetricsOptions {
+    fn default() -> Self {
+        MetricsOptions {
+            max_queue_series: DEFAULT_MAX_QUEUE_SERIES,
+            data_dir: None,
+        }
+    }
+}
+
+/// The server's metrics: the request and connection families the front ends
+/// record into, and the registry that a scrape encodes.
+pub struct Metrics {
+    prometheus: Prometheus,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<OpLabels, Histogram, fn() -> Histogram>,
+    received: Family<ProtocolLabel, Counter>,
+    sent: Family<ProtocolLabel, Counter>,
+    accepted: Family<ProtocolLabel, Counter>,
+    refused: Family<ProtocolLabel, Counter>,
+    closed: Family<ProtocolLabel, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn request_histogram() -> Histogram {
+    // 50 µs .. ~26 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+impl Metrics {
+    /// The metrics of a server over `queues`.
+    pub fn new(queues: Registry, options: MetricsOptions) -> Self {
+        let mut root = Prometheus::default();
+        root.register_collector(Box::new(ProcessCollector {
+            started_at: SystemTime::now(),
+        }));
+        let prometheus = root.sub_registry_with_prefix("ferromq");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let durations = Family::<OpLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            request_histogram,
+        );
+        let received = Family::<ProtocolLabel, Counter>::default();
+        let sent = Family::<ProtocolLabel, Counter>::default();
+        let accepted = Family::<ProtocolLabel, Counter>::default();
+        let refused = Family::<ProtocolLabel, Counter>::default();
+        let closed = Family::<ProtocolLabel, Counter>::default();
+        prometheus.register(
+            "requests",
+            "Requests answered, by protocol, operation and result code",
+            requests.clone(),
+        );
+        prometheus.register_with_unit(
+            "request_duration",
+            "Time from reading a request to having its answer, by protocol and operation",
+            Unit::Seconds,
+            durations.clone(),
+        );
+        prometheus.register_with_unit(
+            "received",
+            "Bytes of requests read (binary: frames; HTTP: bodies)",
+            Unit::Bytes,
+            received.clone(),
+        );
+        prometheus.register_with_unit(
+            "sent",
+            "Bytes of answers written (binary: frames; HTTP: bodies)",
+            Unit::Bytes,
+            sent.clone(),
+        );
+        prometheus.register(
+            "connections_accepted",
+            "Connections admitted",
+            accepted.clone(),
+        );
+        prometheus.register(
+            "connections_refused",
+            "Connections refused at --max-connections",
+            refused.clone(),
+        );
+        prometheus.register(
+            "connections_closed",
+            "Connections that ended",
+            closed.clone(),
+        );
+        if let Some(commit) = queues.store().commit_metrics() {
+            prometheus.register(
+                "commit_requests_per_flush",
+                "Commit requests (one per queue turn that wrote) each group-commit flush covered",
+                commit.requests,
+            );
+            prometheus.register_with_unit(
+                "commit_flush_duration",
+                "Time of each group-commit flush: sled's log write and the fdatasync",
+                Unit::Seconds,
+                commit.seconds,
+            );
+        }
+        prometheus.register_collector(Box::new(ServerCollector {
+            queues,
+            options,
+            started: Instant::now(),
+            accepted: accepted.clone(),
+            closed: closed.clone(),
+        }));
+        Metrics {
+            prometheus: root,
+            requests,
+            durations,
+            received,
+            sent,
+            accepted,
+            refused,
+            closed,
+        }
+    }
+
+    /// Records one answered request.
+    pub fn request(
+        &self,
+        protocol: Protocol,
+        op: &'static str,
+        code: &'static str,
+        took: Duration,
+    ) {
+        let protocol = protocol.label();
+        self.requests
+            .get_or_create(&[("protocol", protocol), ("op", op), ("code", code)])
+            .inc();
+        self.durations
+            .get_or_create(&[("protocol", protocol), ("op", op)])
+            .observe(took.as_secs_f64());
+    }
+
+    /// The counters of bytes read from and written to clients on `protocol`
+    /// (clones share the count: a front end keeps them and adds with one atomic
+    /// add, no lookup).
+    pub fn byte_counters(&self, protocol: Protocol) -> (Counter, Counter) {
+        let label = [("protocol", protocol.label())];
+        (
+            self.received.get_or_create(&label).clone(),
+            self.sent.get_or_create(&label).clone(),
+        )
+    }
+
+    /// The counter of connections refused at the cap on `protocol`.
+    pub fn refused_counter(&self, protocol: Protocol) -> Counter {
+        self.refused
+            .get_or_create(&[("protocol", protocol.label())])
+            .clone()
+    }
+
+    /// A connection was admitted.
+    pub fn connection_opened(&self, protocol: Protocol) {
+        self.accepted
+            .get_or_create(&[("protocol", protocol.label())])
+            .inc();
+    }
+
+    /// An admitted connection ended.
+    pub fn connection_closed(&self, protocol: Protocol) {
+        self.closed
+            .get_or_create(&[("protocol", protocol.label())])
+            .inc();
+    }
+
+    /// Connections open now on `protocol`.
+    pub fn open_connections(&self, protocol: Protocol) -> u64 {
+        open(&self.accepted, &self.closed, protocol)
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &self.prometheus) {
+            tracing::error!(cause = %err, "metrics could not be encoded");
+        }
+        text
+    }
+}
+
+fn open(
+    accepted: &Family<ProtocolLabel, Counter>,
+    closed: &Family<ProtocolLabel, Counter>,
+    protocol: Protocol,
+) -> u64 {
+    let label = [("protocol", protocol.label())];
+    let read = |family: &Family<ProtocolLabel, Counter>| family.get(&label).map_or(0, |c| c.get());
+    read(accepted).saturating_sub(read(closed))
+}
+
+/// What is read at scrape time.
+struct ServerCollector {
+    queues: Registry,
+    options: MetricsOptions,
+    started: Instant,
+    accepted: Family<ProtocolLabel, Counter>,
+    closed: Family<ProtocolLabel, Counter>,
+}
+
+impl std::fmt::Debug for ServerCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerCollector").finish_non_exhaustive()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn epoch_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Lossy on purpose: a gauge is a float.
+#[allow(clippy::cast_precision_loss)]
+fn float(value: u64) -> f64 {
+    value as f64
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: f64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: f64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
+}
+
+/// One per-queue metric: its name, help, unit, whether it is a counter, and how
+/// to read it from a queue's figures.
+struct PerQueue {
+    name: &'static str,
+    help: &'static str,
+    unit: Option<Unit>,
+    counter: bool,
+    read: fn(&QueueFigures) -> f64,
+}
+
+fn per_queue() -> [PerQueue; 13] {
+    let gauge = |name, help, read| PerQueue {
+        name,
+        help,
+        unit: None,
+        counter: false,
+        read,
+    };
+    let counter = |name, help, read| PerQueue {
+        name,
+        help,
+        unit: None,
+        counter: true,
+        read,
+    };
+    [
+        gauge("queue_available_messages", "AVAILABLE messages", |q: &QueueFigures| float(q.available)),
+        gauge("queue_reserved_messages", "RESERVED messages (in flight)", |q: &QueueFigures| float(q.reserved)),
+        gauge("queue_delayed_messages", "DELAYED messages", |q: &QueueFigures| float(q.delayed)),
+        gauge("queue_messages", "Messages held: available + reserved + delayed", |q: &QueueFigures| {
+            float(q.available + q.reserved + q.delayed)
+        }),
+        PerQueue {
+            name: "queue_stored",
+            help: "Bytes of message bodies the queue's stored batches hold (what --max-queue-bytes counts)",
+            unit: Some(Unit::Bytes),
+            counter: false,
+            read: |q: &QueueFigures| float(q.bytes),
+        },
+        PerQueue {
+            name: "queue_oldest_message_age",
+            help: "Age of the message at the head of the queue (the next a reserve gets); 0 when none is available",
+            unit: Some(Unit::Seconds),
+            counter: false,
+            read: |q: &QueueFigures| float(q.oldest_age_ms) / 1000.0,
+        },
+        counter("queue_pushed_messages", "Messages pushed (or moved in: dead letters, redrives)", |q: &QueueFigures| float(q.pushed)),
+        counter("queue_reservations", "Reservations handed out", |q: &QueueFigures| float(q.reservations)),
+        counter("queue_deleted_messages", "Messages deleted (by a client, delete-on-reserve, or a push acknowledgement)", |q: &QueueFigures| float(q.deleted)),
+        counter("queue_released", "Reservations released by their consumer", |q: &QueueFigures| float(q.released)),
+        counter("queue_timed_out", "Reservations that ran out: the message went back to the queue", |q: &QueueFigures| float(q.timed_out)),
+        counter("queue_dead_lettered_messages", "Messages moved to the dead-letter queue", |q: &QueueFigures| float(q.dead_lettered)),
+        counter("queue_expired_messages", "Messages removed because they expired", |q: &QueueFigures| float(q.expired)),
+    ]
+}
+
+impl ServerCollector {
+    /// Each queue's figures in name order, the ones past the cap summed.
+    fn queue_figures(&self) -> (Vec<(String, QueueFigures)>, Option<QueueFigures>) {
+        let now_ms = epoch_ms(SystemTime::now());
+        let all = self.queues.metrics();
+        let mut own = Vec::with_capacity(all.len().min(self.options.max_queue_series));
+        let mut other: Option<QueueFigures> = None;
+        for (i, (name, metrics)) in all.into_iter().enumerate() {
+            let figures = metrics.read(now_ms);
+            if i < self.options.max_queue_series {
+                own.push((name, figures));
+            } else {
+                other
+                    .get_or_insert_with(QueueFigures::default)
+                    .add(&figures);
+            }
+        }
+        (own, other)
+    }
+
+    fn encode_queues(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let (own, other) = self.queue_figures();
+        let series = own
+            .iter()
+            .map(|(name, figures)| (name.as_str(), figures))
+            .chain(other.as_ref().map(|figures| (OTHER_QUEUES, figures)));
+        let series: Vec<(&str, &QueueFigures)> = series.collect();
+        for metric in per_queue() {
+            let kind = if metric.counter {
+                ConstCounter::new(0.0).metric_type()
+            } else {
+                ConstGauge::new(0.0).metric_type()
+            };
+            let mut family =
+                encoder.encode_descriptor(metric.name, metric.help, metric.unit.as_ref(), kind)?;
+            for (queue, figures) in &series {
+                let labels = [("queue", *queue)];
+                let value = (metric.read)(figures);
+                if metric.counter {
+                    ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+                } else {
+                    ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "queue_push_deliveries",
+            "Push-queue deliveries to a subscriber, by outcome: delivered (2xx), accepted (202, acknowledged later), failed (retried)",
+            None,
+            ConstCounter::new(0.0).metric_type(),
+        )?;
+        for (queue, figures) in &series {
+            for (outcome, value) in [
+                ("delivered", figures.push_delivered),
+                ("accepted", figures.push_accepted),
+                ("failed", figures.push_failed),
+            ] {
+                let labels = [("queue", *queue), ("outcome", outcome)];
+                ConstCounter::new(float(value)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The process figures, under the names every Prometheus client gives them
+/// (registered outside the `ferromq_` prefix).
+struct ProcessCollector {
+    started_at: SystemTime,
+}
+
+impl std::fmt::Debug for ProcessCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let encoder = &mut encoder;
+        let process = ProcessFigures::read();
+        if let Some(cpu) = process.cpu_seconds {
+            counter(
+                encoder,
+                "process_cpu",
+                "User and system CPU time of the server process",
+                Some(&Unit::Seconds),
+                cpu,
+            )?;
+        }
+        if let Some(rss) = process.resident_bytes {
+            gauge(
+                encoder,
+                "process_resident_memory",
+                "Resident memory of the server process",
+                Some(&Unit::Bytes),
+                float(rss),
+            )?;
+        }
+        if let Some(fds) = process.open_fds {
+            gauge(
+                encoder,
+                "process_open_fds",
+                "Open file descriptors of the server process",
+                None,
+                float(fds),
+            )?;
+        }
+        gauge(
+            encoder,
+            "process_start_time",
+            "When the server process started, in seconds since the Unix epoch",
+            Some(&Unit::Seconds),
+            float(epoch_ms(self.started_at)) / 1000.0,
+        )
+    }
+}
+
+impl Collector for ServerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let info = ConstGauge::new(1);
+        let mut build = encoder.encode_descriptor(
+            "build_info",
+            "The server's version (the value is always 1)",
+            None,
+            info.metric_type(),
+        )?;
+        info.encode(build.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)?;
+        gauge(
+            &mut encoder,
+            "uptime",
+            "Time since the server started",
+            Some(&Unit::Seconds),
+            self.started.elapsed().as_secs_f64(),
+        )?;
+        gauge(
+            &mut encoder,
+            "queues",
+            "Queues that exist",
+            None,
+            float(u64::try_from(self.queues.len()).unwrap_or(u64::MAX)),
+        )?;
+        let store = self.queues.store();
+        counter(
+            &mut encoder,
+            "commit_flushes",
+            "Group-commit flushes (sled log write + fdatasync) done",
+            None,
+            float(store.flushes()),
+        )?;
+        let mut open_family = encoder.encode_descriptor(
+            "connections_open",
+            "Connections open now",
+            None,
+            ConstGauge::new(0).metric_type(),
+        )?;
+        for protocol in [Protocol::Binary, Protocol::Http] {
+            let value = open(&self.accepted, &self.closed, protocol);
+            ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
+                .encode(open_family.encode_family(&[("protocol", protocol.label())])?)?;
+        }
+        gauge(
+            &mut encoder,
+            "total_stored",
+            "Bytes of message bodies all queues hold (what --max-total-bytes counts)",
+            Some(&Unit::Bytes),
+            float(self.queues.admission().total_bytes()),
+        )?;
+        if let Some(dir) = &self.options.data_dir {
+            gauge(
+                &mut encoder,
+                "data_dir_size",
+                "Bytes of the files in the data directory",
+                Some(&Unit::Bytes),
+                float(dir_size(dir)),
+            )?;
+        }
+        self.encode_queues(&mut encoder)
+    }
+}
+
+/// Total bytes of the files under `dir` (unreadable entries count 0).
+pub fn dir_size(dir: &std::path::Path) -> u64 {
+    let mut total = 0u64;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(meta) if meta.is_dir() => pending.push(entry.path()),
+                Ok(meta) => total = total.saturating_add(meta.len()),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// The process's own figures, from `/proc/self` (Linux; `None` elsewhere).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessFigures {
+    /// User + system CPU seconds.
+    pub cpu_seconds: Option<f64>,
+    /// Resident set size in bytes.
+    pub resident_bytes: Option<u64>,
+    /// Open file descriptors.
+    pub open_fds: Option<u64>,
+}
+
+/// Clock ticks per second of `/proc/self/stat`'s CPU times: `USER_HZ`, which
+/// Linux fixes at 100 for user space on every architecture it exposes it.
+const USER_HZ: f64 = 100.0;
+
+impl ProcessFigures {
+    /// Reads them now.
+    pub fn read() -> Self {
+        let cpu_seconds = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|stat| {
+                // Fields after the command name (which may hold spaces) in parentheses.
+                let rest = stat.rsplit_once(')')?.1;
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                // utime and stime are fields 14 and 15; `rest` starts at field 3.
+                let utime: u64 = fields.get(11)?.parse().ok()?;
+                let stime: u64 = fields.get(12)?.parse().ok()?;
+                Some(float(utime + stime) / USER_HZ)
+            });
+        let resident_bytes = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+                let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+                Some(kib * 1024)
+            });
+        let open_fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|entries| u64::try_from(entries.count()).unwrap_or(u64::MAX));
+        ProcessFigures {
+            cpu_seconds,
+            resident_bytes,
+            open_fds,
+        }
+    }
+}
