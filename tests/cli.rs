@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{cli, start};
+use common::{cli, cli_with_env, start};
 use serde_json::Value;
 
 fn stdout(output: &std::process::Output) -> String {
@@ -650,4 +650,159 @@ fn create_queue_on_an_existing_queue_says_how_to_update_it() {
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(stderr.contains("QUEUE_EXISTS"), "{stderr}");
     assert!(stderr.contains("ferromq update-queue taken"), "{stderr}");
+}
+
+/// Runs `ferromq ARGS...` with `env` (no FERROMQ_* variable from the test's own
+/// environment).
+fn ferromq(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferromq"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("FERROMQ_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run ferromq")
+}
+
+#[test]
+fn the_shipped_example_configuration_is_the_generated_one_and_valid() {
+    let example = stdout(&ferromq(&["config", "example"], &[]));
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/ferromq.toml"
+    ))
+    .unwrap();
+    assert_eq!(
+        example, shipped,
+        "packaging/ferromq.toml is stale: ferromq config example > packaging/ferromq.toml"
+    );
+    // Every option is there, documented, and uncommenting the defaults gives a
+    // file that `config check` accepts.
+    let dir = tempfile::tempdir().unwrap();
+    let defaults: String = example
+        .lines()
+        .filter(|line| !line.contains("not set by default"))
+        .filter_map(|line| line.strip_prefix("# "))
+        .filter(|line| {
+            line.split_once(" = ")
+                .is_some_and(|(key, _)| !key.contains(' '))
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    for key in [
+        "listen",
+        "data-dir",
+        "fsync",
+        "token",
+        "tls-cert",
+        "push-allow",
+        "max-queue-bytes",
+    ] {
+        assert!(example.contains(&format!("\n# {key} = ")), "{key} missing");
+    }
+    let path = dir.path().join("defaults.toml");
+    std::fs::write(&path, &defaults).unwrap();
+    let checked = stdout(&ferromq(&["config", "check", path.to_str().unwrap()], &[]));
+    assert!(checked.contains("max-body = 65536  # file"), "{checked}");
+}
+
+#[test]
+fn configuration_comes_from_flags_over_the_environment_over_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferromq.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata-dir = {:?}\nmax-body = 100\nidle-timeout = \"1m30s\"\n\
+             token = [\"file-secret\", \"other=p1,p2\"]\nmax-queues = 7\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    let checked = stdout(&ferromq(
+        &["config", "check", file],
+        &[("FERROMQ_MAX_QUEUES", "9")],
+    ));
+    assert!(checked.contains("max-body = 100  # file"), "{checked}");
+    assert!(
+        checked.contains("idle-timeout = \"1m30s\"  # file"),
+        "{checked}"
+    );
+    assert!(
+        checked.contains("max-queues = 9  # FERROMQ_MAX_QUEUES"),
+        "{checked}"
+    );
+    assert!(
+        checked.contains("fsync = \"always\"  # default"),
+        "{checked}"
+    );
+    assert!(
+        checked.contains("token = [\"***\", \"***=p1,p2\"]  # file"),
+        "{checked}"
+    );
+    assert!(
+        !checked.contains("file-secret"),
+        "tokens are masked: {checked}"
+    );
+
+    // A real server from the file, with a flag over it: --max-body 10.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferromq"))
+        .args(["serve", "--config", file, "--max-body", "10"])
+        .env("RUST_LOG", "warn")
+        .env_remove("FERROMQ_TOKEN")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("ferromq listening on ")
+        .unwrap()
+        .to_owned();
+    let token = [("FERROMQ_TOKEN", "file-secret")];
+    let pushed = cli_with_env(&addr, &["push", "q", "0123456789"], &token);
+    assert!(pushed.status.success(), "{pushed:?}");
+    let refused = cli_with_env(&addr, &["push", "q", "0123456789a"], &token);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("BODY_TOO_LARGE"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(data.join("db").exists(), "the file's data-dir was used");
+}
+
+#[test]
+fn a_bad_configuration_file_is_refused_naming_the_file_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let file = path.to_str().unwrap();
+    for (text, wanted) in [
+        ("max-bodyy = 1\n", "unknown key `max-bodyy`"),
+        ("[server]\nlisten = \"x\"\n", "unknown key `server`"),
+        ("listen = { host = \"x\" }\n", "a table is not a value"),
+        ("listen = [\"a\", \"b\"]\n", "key `listen`: takes one value"),
+        ("max-body = \"lots\"\n", "--max-body"),
+        ("max-body = 10\nmax-frame = 100\n", "--max-frame"),
+        ("recover-lost-data = \"yes\"\n", "takes true or false"),
+        ("listen = \n", "not valid TOML"),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        for args in [
+            vec!["config", "check", file],
+            vec!["serve", "--config", file],
+        ] {
+            let output = ferromq(&args, &[]);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{text}: {stderr}");
+            assert!(stderr.contains(wanted), "{text}: {stderr}");
+            assert!(stderr.contains(file), "{text}: the file is named: {stderr}");
+        }
+    }
 }

@@ -13,12 +13,13 @@
 //! The load generator is its own binary, `ferromq-bench` (`crates/ferromq-bench`).
 
 mod commands;
+mod file;
 mod output;
 mod serve;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -42,13 +43,113 @@ enum CliCommand {
     /// Print this program's version and the protocol version it speaks (a
     /// server's version is in `ferromq stats`).
     Version,
+    /// Check a configuration file, or print a documented example of one.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     #[command(flatten)]
     Client(commands::ClientCommand),
 }
 
+/// `ferromq config ...`.
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration file with the environment over it (as `serve
+    /// --config PATH` would run) and print the effective configuration, tokens
+    /// masked; exit status 2 if it is not valid.
+    Check {
+        /// The TOML file.
+        path: std::path::PathBuf,
+    },
+    /// Print a configuration file with every option of `serve`, documented and
+    /// commented out at its default.
+    Example,
+}
+
+/// The command line with the environment under it and, for `serve --config
+/// PATH`, the file under both (`file.rs`); the ids of the options the file set.
+fn parse(args: Vec<std::ffi::OsString>) -> Result<(Cli, clap::ArgMatches, Vec<String>), ExitCode> {
+    let command = file::with_env(Cli::command());
+    let matches = command
+        .clone()
+        .try_get_matches_from(&args)
+        .unwrap_or_else(|err| err.exit());
+    let config = matches
+        .subcommand_matches("serve")
+        .and_then(|serve| serve.get_one::<std::path::PathBuf>("config").cloned());
+    let (matches, from_file) = match (config, matches.subcommand_matches("serve")) {
+        (Some(path), Some(given)) => {
+            let serve = command
+                .find_subcommand("serve")
+                .expect("serve is a subcommand");
+            let from_file = match file::file_args(serve, given, &path) {
+                Ok(from_file) => from_file,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return Err(ExitCode::from(2));
+                }
+            };
+            let mut args = args;
+            args.extend(from_file.args);
+            match command.try_get_matches_from(args) {
+                Ok(matches) => (matches, from_file.ids),
+                Err(err) => {
+                    eprintln!("error: in the configuration file {}:", path.display());
+                    let _ = err.print();
+                    return Err(ExitCode::from(2));
+                }
+            }
+        }
+        _ => (matches, Vec::new()),
+    };
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    Ok((cli, matches, from_file))
+}
+
+/// `ferromq config check PATH`: parsed as `serve --config PATH` would be.
+async fn config_check(path: &std::path::Path) -> ExitCode {
+    let args = ["ferromq", "serve", "--config"]
+        .map(std::ffi::OsString::from)
+        .into_iter()
+        .chain([path.as_os_str().to_owned()])
+        .collect();
+    let (cli, matches, from_file) = match parse(args) {
+        Ok(parsed) => parsed,
+        Err(code) => return code,
+    };
+    let CliCommand::Serve(serve) = cli.command else {
+        return ExitCode::FAILURE;
+    };
+    if let Err(err) = serve::config(serve).await {
+        eprintln!("error: {}: {err}", path.display());
+        return ExitCode::from(2);
+    }
+    let command = file::with_env(Cli::command());
+    if let (Some(serve), Some(given)) = (
+        command.find_subcommand("serve"),
+        matches.subcommand_matches("serve"),
+    ) {
+        print!(
+            "# {}: valid\n{}",
+            path.display(),
+            file::effective(serve, given, &from_file)
+        );
+    }
+    ExitCode::SUCCESS
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse(std::env::args_os().collect()) {
+        Ok((cli, _, _)) => cli,
+        Err(code) => return code,
+    };
+    if let CliCommand::Config(ConfigCommand::Example) = cli.command {
+        let command = file::with_env(Cli::command());
+        if let Some(serve) = command.find_subcommand("serve") {
+            print!("{}", file::example(serve));
+        }
+        return ExitCode::SUCCESS;
+    }
     if let CliCommand::Version = cli.command {
         println!(
             "ferromq {} (binary protocol {})",
@@ -79,7 +180,7 @@ pub fn main() -> ExitCode {
     // A client command talks over one connection: one worker is plenty.
     let workers = match &cli.command {
         CliCommand::Serve(args) => args.workers(),
-        CliCommand::Client(_) | CliCommand::Version => 1,
+        CliCommand::Client(_) | CliCommand::Version | CliCommand::Config(_) => 1,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -96,7 +197,8 @@ pub fn main() -> ExitCode {
         match cli.command {
             CliCommand::Serve(args) => serve::serve(args).await,
             CliCommand::Client(command) => client_call(command).await,
-            CliCommand::Version => ExitCode::SUCCESS,
+            CliCommand::Config(ConfigCommand::Check { path }) => config_check(&path).await,
+            CliCommand::Version | CliCommand::Config(ConfigCommand::Example) => ExitCode::SUCCESS,
         }
     })
 }

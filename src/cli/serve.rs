@@ -13,6 +13,10 @@ use crate::storage::FsyncMode;
 /// Options of `ferromq serve`.
 #[derive(Debug, Args)]
 pub(super) struct ServeArgs {
+    /// Read options from this TOML file (`ferromq config example` prints one);
+    /// flags and FERROMQ_* environment variables override it.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
     /// Address of the binary protocol, `HOST:PORT`.
     #[arg(long, default_value_t = format!("127.0.0.1:{DEFAULT_PORT}"))]
     listen: String,
@@ -95,7 +99,7 @@ pub(super) struct ServeArgs {
     cache_mb: u64,
     /// Also serve the IronMQ v3 HTTP/JSON API here, `HOST:PORT` (off unless given;
     /// e.g. 127.0.0.1:8080).
-    #[arg(long)]
+    #[arg(long, value_name = "HOST:PORT")]
     http_listen: Option<String>,
     /// Also serve `/metrics` (Prometheus) and `/health/*` here, `HOST:PORT`, on a
     /// listener of its own (the HTTP API's listener serves them too). With
@@ -163,7 +167,7 @@ pub(super) struct ServeArgs {
     /// Runtime worker threads (connections, queue actors, HTTP). Default: one less
     /// than the CPUs, at least 1, leaving a CPU for the committer thread's fsyncs
     /// and sled's threads (README, "Threads"). Batching producers gain from more.
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
 }
 
@@ -211,8 +215,12 @@ async fn resolve(what: &str, addr: &str) -> Result<SocketAddr, String> {
     }
 }
 
-/// Runs the server until a signal, then shuts it down in order.
-pub(super) async fn serve(args: ServeArgs) -> ExitCode {
+/// The server's configuration from its options: addresses resolved, limits
+/// checked against each other, and a server exposed without auth refused.
+///
+/// # Errors
+/// A sentence saying which option is wrong.
+pub(super) async fn config(args: ServeArgs) -> Result<Config, String> {
     let addresses = async {
         let listen = resolve("--listen", &args.listen).await?;
         let http_listen = match &args.http_listen {
@@ -225,13 +233,7 @@ pub(super) async fn serve(args: ServeArgs) -> ExitCode {
         };
         Ok::<_, String>((listen, http_listen, metrics_listen))
     };
-    let (listen, http_listen, metrics_listen) = match addresses.await {
-        Ok(addresses) => addresses,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return ExitCode::from(2);
-        }
-    };
+    let (listen, http_listen, metrics_listen) = addresses.await?;
     let config = Config {
         listen,
         data_dir: args.data_dir,
@@ -282,17 +284,28 @@ pub(super) async fn serve(args: ServeArgs) -> ExitCode {
         metrics_max_queues: args.metrics_max_queues,
     };
     if args.auth == Some(AuthMode::Token) && config.auth.tokens.is_empty() {
-        eprintln!("error: --auth token needs at least one --token TOKEN");
-        return ExitCode::from(2);
+        return Err("--auth token needs at least one --token TOKEN".into());
     }
     // Refuse an exposed server without auth before binding anything.
-    if let Err(err) = config
+    config
         .validate()
-        .and_then(|()| config.effective_auth(config.listen).map(drop))
-    {
-        eprintln!("error: {err}");
-        return ExitCode::from(2);
-    }
+        .and_then(|()| config.effective_auth(config.listen).map(drop))?;
+    Ok(config)
+}
+
+/// Runs the server until a signal, then shuts it down in order.
+pub(super) async fn serve(args: ServeArgs) -> ExitCode {
+    let file = args.config.clone();
+    let config = match config(args).await {
+        Ok(config) => config,
+        Err(err) => {
+            match file {
+                Some(file) => eprintln!("error: {err} (configuration file {})", file.display()),
+                None => eprintln!("error: {err}"),
+            }
+            return ExitCode::from(2);
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(err) => {
