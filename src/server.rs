@@ -214,7 +214,15 @@ impl Server {
         listeners.spawn(trim_memory(stop.clone()));
         listeners.spawn(disk.watch(stop.clone()));
         listeners.close();
-        tracing::info!(%local_addr, tls = tls.is_some(), "ferromq listening");
+        // The one "listening" line of the log, with every listener (stdout has
+        // one line per listener for scripts: `cli/serve.rs`).
+        tracing::info!(
+            binary = %local_addr,
+            http = http_addr.map(|a| a.to_string()).as_deref().unwrap_or("off"),
+            metrics = metrics_addr.map(|a| a.to_string()).as_deref().unwrap_or("off"),
+            tls = tls.is_some(),
+            "listening"
+        );
         Ok(Server {
             service,
             local_addr,

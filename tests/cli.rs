@@ -806,3 +806,74 @@ fn a_bad_configuration_file_is_refused_naming_the_file_and_the_key() {
         }
     }
 }
+
+#[test]
+fn json_logs_have_one_listening_line_and_an_access_log_without_the_token() {
+    use std::io::{Read, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let server = common::start_with(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        &[
+            "--http-listen",
+            "127.0.0.1:0",
+            "--token",
+            "secret",
+            "--log-format",
+            "json",
+        ],
+        ("info", Stdio::from(log)),
+    );
+    let http = server.http.clone().unwrap();
+    let mut stream = std::net::TcpStream::connect(&http).unwrap();
+    stream
+        .write_all(
+            b"GET /3/projects/p/queues/missing?oauth=secret HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    let token = [("FERROMQ_TOKEN", "secret")];
+    for body in ["one", "two", "three"] {
+        assert!(cli_with_env(&server.addr, &["push", "q", body], &token)
+            .status
+            .success());
+    }
+    assert!(
+        cli_with_env(&server.addr, &["reserve", "q", "--n", "3"], &token)
+            .status
+            .success()
+    );
+    drop(server); // killed: everything it logged is in the file
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!text.contains("secret"), "no token in the log: {text}");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let listening: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "listening")
+        .collect();
+    assert_eq!(listening.len(), 1, "{text}");
+    assert_eq!(listening[0]["http"], http.as_str());
+    let access: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["target"] == "ferromq::access")
+        .collect();
+    assert_eq!(access.len(), 1, "{text}");
+    assert_eq!(access[0]["level"], "INFO");
+    assert_eq!(access[0]["method"], "GET");
+    assert_eq!(access[0]["path"], "/3/projects/p/queues/missing");
+    assert_eq!(access[0]["status"], 404);
+    assert!(access[0]["duration_us"].is_u64(), "{}", access[0]);
+    // No line per message or binary request at info.
+    let chatty: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["level"] == "INFO" && l["target"] == "ferromq::binary")
+        .collect();
+    assert!(chatty.is_empty(), "{chatty:?}");
+}

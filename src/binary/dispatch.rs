@@ -65,6 +65,30 @@ pub(crate) fn op_name(op: Option<&Op>) -> &'static str {
     }
 }
 
+/// The queue a request names (for the log of its error); `None` for the
+/// operations on no queue.
+pub(crate) fn queue_of(op: Option<&Op>) -> Option<String> {
+    let queue = match op? {
+        Op::Push(r) => &r.queue,
+        Op::Reserve(r) => &r.queue,
+        Op::Delete(r) => &r.queue,
+        Op::DeleteBatch(r) => &r.queue,
+        Op::Touch(r) => &r.queue,
+        Op::Release(r) => &r.queue,
+        Op::Peek(r) => &r.queue,
+        Op::Get(r) => &r.queue,
+        Op::CreateQueue(r) => &r.queue,
+        Op::UpdateQueue(r) => &r.queue,
+        Op::QueueInfo(r) => &r.queue,
+        Op::ClearQueue(r) => &r.queue,
+        Op::DeleteQueue(r) => &r.queue,
+        Op::Redrive(r) => &r.queue,
+        Op::PushStatuses(r) => &r.queue,
+        Op::Hello(_) | Op::ListQueues(_) | Op::ServerStats(_) | Op::Health(_) => return None,
+    };
+    Some(queue.clone())
+}
+
 /// The stable wire code of an error.
 pub(crate) fn code(err: &QueueError) -> ErrorCode {
     match err {

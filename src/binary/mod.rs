@@ -381,13 +381,18 @@ fn on_request(
     };
     let service = Arc::clone(service);
     let sent = session.sent.clone();
+    let peer = session.peer;
     let serving: InFlight = Box::pin(async move {
         let started = Instant::now();
         let op = dispatch::op_name(request.op.as_ref());
+        // Kept only in case the request fails, for its log line.
+        let queue = dispatch::queue_of(request.op.as_ref());
         let result = dispatch::execute(&service, &scope, max_frame, request.op).await;
         let code = match &result {
             response::Result::Error(err) => {
-                ErrorCode::try_from(err.code).map_or("UNKNOWN", |code| code.as_str_name())
+                let code = ErrorCode::try_from(err.code).unwrap_or(ErrorCode::Internal);
+                log_error(id, op, queue.as_deref(), code, &err.message, peer);
+                code.as_str_name()
             }
             _ => "OK",
         };
@@ -403,6 +408,26 @@ fn on_request(
         (response, size)
     });
     Ok(serving)
+}
+
+/// One line for a failed request, with its request id and queue: at warn for
+/// the server's own failures (INTERNAL, UNAVAILABLE), at debug for a refusal the
+/// client caused (it has the answer; the server has nothing to fix).
+fn log_error(
+    id: u64,
+    op: &str,
+    queue: Option<&str>,
+    code: ErrorCode,
+    message: &str,
+    peer: std::net::SocketAddr,
+) {
+    let code = code.as_str_name();
+    let queue = queue.unwrap_or("");
+    if matches!(code, "INTERNAL" | "UNAVAILABLE") {
+        tracing::warn!(request_id = id, op, queue, code, %peer, "request failed: {message}");
+    } else {
+        tracing::debug!(request_id = id, op, queue, code, %peer, "request refused: {message}");
+    }
 }
 
 /// What a request is charged beyond its own frame for the response it may bring:

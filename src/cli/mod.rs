@@ -169,12 +169,21 @@ pub fn main() -> ExitCode {
             Targets::new().with_default(tracing::Level::INFO)
         }),
     };
+    // `serve --log-format json`: one JSON object per line (timestamp, level,
+    // target, fields), for log shippers; otherwise the human format.
+    let json = matches!(&cli.command, CliCommand::Serve(args) if args.json_logs());
     tracing_subscriber::registry()
-        .with(
+        .with((!json).then(|| {
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        }))
+        .with(json.then(|| {
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_writer(std::io::stderr)
+        }))
         .with(filter)
         .init();
     // A client command talks over one connection: one worker is plenty.

@@ -164,11 +164,24 @@ pub(super) struct ServeArgs {
     /// `https` subscribers (the system's roots are always trusted).
     #[arg(long, value_name = "PEM")]
     push_ca_cert: Option<PathBuf>,
+    /// The log's format on stderr: `human` (one line per event) or `json` (one
+    /// JSON object per line, for log shippers). Its level: RUST_LOG.
+    #[arg(long, value_enum, default_value = "human")]
+    log_format: LogFormat,
     /// Runtime worker threads (connections, queue actors, HTTP). Default: one less
     /// than the CPUs, at least 1, leaving a CPU for the committer thread's fsyncs
     /// and sled's threads (README, "Threads"). Batching producers gain from more.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
+}
+
+/// Values of `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Text, one line per event.
+    Human,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Values of `--auth`.
@@ -181,6 +194,11 @@ enum AuthMode {
 }
 
 impl ServeArgs {
+    /// Whether the log is JSON lines.
+    pub(super) fn json_logs(&self) -> bool {
+        self.log_format == LogFormat::Json
+    }
+
     /// The number of runtime worker threads to start.
     pub(super) fn workers(&self) -> usize {
         self.workers.map_or_else(default_workers, usize::from)
@@ -313,7 +331,12 @@ pub(super) async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(data_dir = %config.data_dir.display(), fsync = %config.fsync, "starting");
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        data_dir = %config.data_dir.display(),
+        fsync = %config.fsync,
+        "starting"
+    );
     let server = match Server::start(listener, config).await {
         Ok(server) => server,
         Err(err) => {

@@ -379,8 +379,9 @@ impl Api {
             method = %method,
             path = %path,
             status = status.as_u16(),
-            ms = format_args!("{:.3}", took.as_secs_f64() * 1000.0),
+            duration_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
             op,
+            "http request"
         );
         response
     }
