@@ -563,6 +563,28 @@ impl Client {
         }
     }
 
+    /// The figures of up to `limit` queues whose names start with `prefix`, after
+    /// `cursor` (`top`, dashboards).
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` for a limit over 100, connection errors.
+    pub async fn list_queue_stats(
+        &self,
+        prefix: &str,
+        cursor: &str,
+        limit: u32,
+    ) -> Result<proto::QueueStatsList, ClientError> {
+        let op = Op::ListQueueStats(proto::ListQueueStats {
+            prefix: prefix.into(),
+            cursor: cursor.into(),
+            limit,
+        });
+        match self.call(op).await? {
+            response::Result::QueueStats(list) => Ok(list),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Removes every message of a queue; returns how many.
     ///
     /// # Errors

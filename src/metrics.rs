@@ -157,7 +157,8 @@ impl QueueMetrics {
         cell.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn read(&self, now_ms: u64) -> QueueFigures {
+    /// The figures now (`now_ms`: the wall clock, for the head's age).
+    pub fn read(&self, now_ms: u64) -> QueueFigures {
         let get = |cell: &AtomicU64| cell.load(Ordering::Relaxed);
         let head = get(&self.head_pushed_at_ms);
         QueueFigures {
@@ -221,7 +222,8 @@ pub struct QueueFigures {
 }
 
 impl QueueFigures {
-    fn add(&mut self, other: &QueueFigures) {
+    /// Adds `other` in (the oldest age is the larger of the two).
+    pub fn add(&mut self, other: &QueueFigures) {
         self.available += other.available;
         self.reserved += other.reserved;
         self.delayed += other.delayed;
@@ -249,6 +251,8 @@ pub struct CommitMetrics {
     pub requests: Histogram,
     /// Seconds per flush.
     pub seconds: Histogram,
+    /// Flushes, their nanoseconds and their requests, summed (`stats`).
+    sums: std::sync::Arc<[AtomicU64; 3]>,
 }
 
 impl Default for CommitMetrics {
@@ -256,7 +260,38 @@ impl Default for CommitMetrics {
         CommitMetrics {
             requests: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 17)),
+            sums: std::sync::Arc::default(),
         }
+    }
+}
+
+impl CommitMetrics {
+    /// Records one flush: how many commit requests it covered (`None`: a timed
+    /// flush, which covers whatever was written) and how long it took.
+    pub fn flushed(&self, requests: Option<u64>, took: Duration) {
+        if let Some(requests) = requests {
+            self.requests.observe(float(requests));
+            self.sums[2].fetch_add(requests, Ordering::Relaxed);
+        }
+        self.seconds.observe(took.as_secs_f64());
+        self.sums[0].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.sums[1].fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Since start: mean seconds per flush and mean requests per flush (`None`
+    /// before the first flush).
+    pub fn averages(&self) -> Option<(f64, f64)> {
+        let flushes = self.sums[0].load(Ordering::Relaxed);
+        if flushes == 0 {
+            return None;
+        }
+        let nanos = self.sums[1].load(Ordering::Relaxed);
+        let requests = self.sums[2].load(Ordering::Relaxed);
+        Some((
+            float(nanos) / 1e9 / float(flushes),
+            float(requests) / float(flushes),
+        ))
     }
 }
 
@@ -278,6 +313,34 @@ impl Default for MetricsOptions {
     }
 }
 
+/// How many one-second samples of the totals are kept for rates: the last two
+/// minutes (`stats`, and the dashboard's chart).
+pub const RATE_SAMPLES: usize = 121;
+
+/// The message totals of every queue at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TotalsSample {
+    /// Seconds since the server started.
+    pub at_s: f64,
+    /// Messages pushed (moved in included).
+    pub pushed: u64,
+    /// Reservations handed out.
+    pub reserved: u64,
+    /// Messages deleted.
+    pub deleted: u64,
+}
+
+/// Messages per second over a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Rates {
+    /// Pushed per second.
+    pub pushed: f64,
+    /// Reserved per second.
+    pub reserved: f64,
+    /// Deleted per second.
+    pub deleted: f64,
+}
+
 /// The server's metrics: the request and connection families the front ends
 /// record into, and the registry that a scrape encodes.
 pub struct Metrics {
@@ -289,6 +352,12 @@ pub struct Metrics {
     accepted: Family<ProtocolLabel, Counter>,
     refused: Family<ProtocolLabel, Counter>,
     closed: Family<ProtocolLabel, Counter>,
+    queues: Registry,
+    started: Instant,
+    data_dir: Option<PathBuf>,
+    commit: Option<CommitMetrics>,
+    /// One sample of the totals a second ([`Metrics::sample`]), oldest first.
+    samples: std::sync::Mutex<std::collections::VecDeque<TotalsSample>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -357,7 +426,8 @@ impl Metrics {
             "Connections that ended",
             closed.clone(),
         );
-        if let Some(commit) = queues.store().commit_metrics() {
+        let commit = queues.store().commit_metrics();
+        if let Some(commit) = commit.clone() {
             prometheus.register(
                 "commit_requests_per_flush",
                 "Commit requests (one per queue turn that wrote) each group-commit flush covered",
@@ -370,8 +440,9 @@ impl Metrics {
                 commit.seconds,
             );
         }
+        let data_dir = options.data_dir.clone();
         prometheus.register_collector(Box::new(ServerCollector {
-            queues,
+            queues: queues.clone(),
             options,
             started: Instant::now(),
             accepted: accepted.clone(),
@@ -386,7 +457,73 @@ impl Metrics {
             accepted,
             refused,
             closed,
+            queues,
+            started: Instant::now(),
+            data_dir,
+            commit,
+            samples: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(RATE_SAMPLES)),
         }
+    }
+
+    /// The figures of every queue summed, now.
+    pub fn totals(&self) -> QueueFigures {
+        let now_ms = epoch_ms(SystemTime::now());
+        let mut total = QueueFigures::default();
+        self.queues
+            .each_metrics(|queue| total.add(&queue.read(now_ms)));
+        total
+    }
+
+    /// Takes one sample of the totals for the rates (the server calls it every
+    /// second); keeps the last [`RATE_SAMPLES`].
+    pub fn sample(&self) {
+        let total = self.totals();
+        let sample = TotalsSample {
+            at_s: self.started.elapsed().as_secs_f64(),
+            pushed: total.pushed,
+            reserved: total.reservations,
+            deleted: total.deleted,
+        };
+        let mut samples = self
+            .samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if samples.len() == RATE_SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back(sample);
+    }
+
+    /// The samples kept, oldest first.
+    pub fn samples(&self) -> Vec<TotalsSample> {
+        self.samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Messages per second over the last `window` samples (zero until there are
+    /// two). A queue deleted meanwhile takes its counts with it; a rate never goes
+    /// below zero.
+    pub fn rates(&self, window: usize) -> Rates {
+        let mut samples = self
+            .samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        rates_over(samples.make_contiguous(), window)
+    }
+
+    /// Group commit since start: mean flush time in seconds and mean commit
+    /// requests per flush (`None` without a committer or before the first flush).
+    pub fn commit_averages(&self) -> Option<(f64, f64)> {
+        self.commit.as_ref()?.averages()
+    }
+
+    /// Bytes of the data directory's files (`None` when not configured).
+    pub fn data_dir_bytes(&self) -> Option<u64> {
+        self.data_dir.as_deref().map(dir_size)
     }
 
     /// Records one answered request.
@@ -453,6 +590,30 @@ impl Metrics {
     }
 }
 
+/// Messages per second between the last sample and the one `window` samples
+/// before it (or the oldest there is).
+fn rates_over(samples: &[TotalsSample], window: usize) -> Rates {
+    let (Some(last), Some(first)) = (
+        samples.last(),
+        samples
+            .iter()
+            .rev()
+            .nth(window.min(samples.len().saturating_sub(1))),
+    ) else {
+        return Rates::default();
+    };
+    let seconds = last.at_s - first.at_s;
+    if seconds <= 0.0 {
+        return Rates::default();
+    }
+    let per_second = |a: u64, b: u64| float(b.saturating_sub(a)) / seconds;
+    Rates {
+        pushed: per_second(first.pushed, last.pushed),
+        reserved: per_second(first.reserved, last.reserved),
+        deleted: per_second(first.deleted, last.deleted),
+    }
+}
+
 fn open(
     accepted: &Family<ProtocolLabel, Counter>,
     closed: &Family<ProtocolLabel, Counter>,
@@ -476,6 +637,12 @@ impl std::fmt::Debug for ServerCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerCollector").finish_non_exhaustive()
     }
+}
+
+/// The wall clock in milliseconds since the Unix epoch (messages' push times are
+/// on it).
+pub fn now_ms() -> u64 {
+    epoch_ms(SystemTime::now())
 }
 
 /// Milliseconds since the Unix epoch.
@@ -812,5 +979,48 @@ impl ProcessFigures {
             resident_bytes,
             open_fds,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(at_s: f64, pushed: u64, deleted: u64) -> TotalsSample {
+        TotalsSample {
+            at_s,
+            pushed,
+            reserved: 0,
+            deleted,
+        }
+    }
+
+    #[test]
+    fn rates_are_the_change_over_the_window_and_never_negative() {
+        assert_eq!(rates_over(&[], 10), Rates::default());
+        assert_eq!(rates_over(&[sample(1.0, 5, 0)], 10), Rates::default());
+        let samples: Vec<TotalsSample> = (0..20)
+            .map(|i: u32| sample(f64::from(i), u64::from(i) * 100, u64::from(i) * 50))
+            .collect();
+        let rates = rates_over(&samples, 10);
+        assert!((rates.pushed - 100.0).abs() < 1e-9, "{rates:?}");
+        assert!((rates.deleted - 50.0).abs() < 1e-9, "{rates:?}");
+        // Fewer samples than the window: over what there is.
+        let rates = rates_over(&samples[..3], 10);
+        assert!((rates.pushed - 100.0).abs() < 1e-9, "{rates:?}");
+        // A queue deleted between samples takes its counts away: 0, not negative.
+        let dropped = [sample(0.0, 500, 0), sample(1.0, 200, 0)];
+        assert_eq!(rates_over(&dropped, 10).pushed, 0.0);
+    }
+
+    #[test]
+    fn commit_averages_are_per_flush() {
+        let commit = CommitMetrics::default();
+        assert_eq!(commit.averages(), None);
+        commit.flushed(Some(3), Duration::from_millis(2));
+        commit.flushed(Some(5), Duration::from_millis(4));
+        let (seconds, requests) = commit.averages().unwrap();
+        assert!((seconds - 0.003).abs() < 1e-9, "{seconds}");
+        assert!((requests - 4.0).abs() < 1e-9, "{requests}");
     }
 }

@@ -211,6 +211,7 @@ impl Server {
             stop.clone(),
             connections.clone(),
         ));
+        listeners.spawn(sample_rates(Arc::clone(&service), stop.clone()));
         listeners.spawn(trim_memory(stop.clone()));
         listeners.spawn(disk.watch(stop.clone()));
         listeners.close();
@@ -326,6 +327,19 @@ impl DiskWatch {
                 tracing::warn!(data_dir = %self.dir.display(), cause = %err, "cannot read the free disk space");
             }
             Err(_) => {}
+        }
+    }
+}
+
+/// Samples the message totals every second for the rates of `stats`
+/// ([`crate::metrics::Metrics::sample`]) until `stop`.
+async fn sample_rates(service: Arc<Service>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => service.metrics().sample(),
+            () = stop.cancelled() => return,
         }
     }
 }

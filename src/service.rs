@@ -24,7 +24,7 @@ use bytes::Bytes;
 
 use crate::auth::Scope;
 use crate::error::QueueError;
-use crate::metrics::{Metrics, MetricsOptions};
+use crate::metrics::{Metrics, MetricsOptions, Protocol, QueueFigures, Rates};
 use crate::push::PushEngine;
 pub use crate::push::SubscriberStatus;
 use crate::queue::handle::UpdateError;
@@ -42,7 +42,7 @@ const PUSH_ATTEMPTS: usize = 3;
 pub const MAX_PUSH_HEADERS: usize = 5;
 
 /// Server-wide counters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerStats {
     /// Milliseconds since the server started.
     pub uptime_ms: u64,
@@ -52,6 +52,29 @@ pub struct ServerStats {
     pub flushes: u64,
     /// The fsync mode.
     pub fsync: FsyncMode,
+    /// Connections open now.
+    pub connections: u64,
+    /// The queues' figures summed (those the caller may see).
+    pub totals: QueueFigures,
+    /// Messages per second over the last 10 s (zero for a scope limited to
+    /// projects).
+    pub rates: Rates,
+    /// Group commit: mean seconds and mean commit requests per flush.
+    pub commit: Option<(f64, f64)>,
+    /// Bytes of the data directory's files.
+    pub data_dir_bytes: Option<u64>,
+}
+
+/// The window of the rates in [`ServerStats`]: 10 one-second samples.
+pub const RATE_WINDOW: usize = 10;
+
+/// A page of queue figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FiguresPage {
+    /// Each queue's name and figures, in name order.
+    pub queues: Vec<(String, QueueFigures)>,
+    /// The cursor of the next page; `None` on the last page.
+    pub next: Option<String>,
 }
 
 /// A flush running longer than this makes the server not ready: its disk is not
@@ -585,12 +608,62 @@ impl Service {
                 .map(|project| self.registry.count_prefixed(&format!("{project}/")))
                 .sum(),
         };
+        let (totals, rates) = match scope {
+            Scope::All => (self.metrics.totals(), self.metrics.rates(RATE_WINDOW)),
+            Scope::Projects(_) => {
+                let mut totals = QueueFigures::default();
+                let mut cursor = String::new();
+                while let Ok(page) = self.queue_figures_in(scope, "", &cursor, 0) {
+                    for (_, figures) in &page.queues {
+                        totals.add(figures);
+                    }
+                    match page.next {
+                        Some(next) => cursor = next,
+                        None => break,
+                    }
+                }
+                (totals, Rates::default())
+            }
+        };
         ServerStats {
             uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             queues: u64::try_from(queues).unwrap_or(u64::MAX),
             flushes: store.flushes(),
             fsync: store.fsync_mode(),
+            connections: self.metrics.open_connections(Protocol::Binary)
+                + self.metrics.open_connections(Protocol::Http),
+            totals,
+            rates,
+            commit: self.metrics.commit_averages(),
+            data_dir_bytes: self.metrics.data_dir_bytes(),
         }
+    }
+
+    /// The figures of up to `limit` queues `scope` covers, as
+    /// [`Service::list_queues_in`] pages them, from what their actors last
+    /// published.
+    ///
+    /// # Errors
+    /// As [`Service::list_queues`].
+    pub fn queue_figures_in(
+        &self,
+        scope: &Scope,
+        prefix: &str,
+        cursor: &str,
+        limit: u64,
+    ) -> Result<FiguresPage, QueueError> {
+        let page = self.list_queues_in(scope, prefix, cursor, limit)?;
+        let now_ms = crate::metrics::now_ms();
+        let queues = self
+            .registry
+            .metrics_of(&page.names)
+            .into_iter()
+            .map(|(name, metrics)| (name, metrics.read(now_ms)))
+            .collect();
+        Ok(FiguresPage {
+            queues,
+            next: page.next,
+        })
     }
 
     /// `n` fresh ids, unique on this server (a front end's own names, e.g. alert ids).

@@ -877,3 +877,64 @@ fn json_logs_have_one_listening_line_and_an_access_log_without_the_token() {
         .collect();
     assert!(chatty.is_empty(), "{chatty:?}");
 }
+
+#[test]
+fn stats_and_top_show_the_queues_and_their_rates() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let addr = server.addr.as_str();
+    for (queue, n) in [("orders", 30), ("emails", 5)] {
+        let bodies: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+        let mut args = vec!["push", queue];
+        args.extend(bodies.iter().map(String::as_str));
+        stdout(&cli(addr, &args));
+    }
+    stdout(&cli(addr, &["reserve", "orders", "--n", "4"]));
+    let text = stdout(&cli(addr, &["stats"]));
+    assert!(
+        text.starts_with(&format!("ferromq {}, up ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    assert!(text.contains("messages      35 held"), "{text}");
+    assert!(
+        text.contains("totals        pushed 35  reserved 4  deleted 0"),
+        "{text}"
+    );
+    assert!(text.contains("group commit  "), "{text}");
+    let stats = json_lines(&cli(addr, &["stats", "--json"]));
+    assert_eq!(stats[0]["messages"], 35);
+    assert_eq!(stats[0]["queues"], 2);
+    assert!(stats[0]["data_dir_bytes"].as_u64().unwrap() > 0);
+
+    // Two frames: the first has no rates yet, the second has them. Between the
+    // frames nothing is pushed, so each rate is 0.0.
+    let text = stdout(&cli(addr, &["top", "--frames", "2", "--interval", "100ms"]));
+    let frames: Vec<&str> = text.split("\n\n\n").collect();
+    assert_eq!(
+        frames.len(),
+        1,
+        "frames are separated by one blank line: {text}"
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    let rows: Vec<&&str> = lines.iter().filter(|l| l.starts_with("orders ")).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    let first: Vec<&str> = rows[0].split_whitespace().collect();
+    assert_eq!(&first[1..4], ["26", "4", "0"], "{text}");
+    assert_eq!(&first[5..8], ["-", "-", "-"], "{text}");
+    let second: Vec<&str> = rows[1].split_whitespace().collect();
+    assert_eq!(&second[5..8], ["0.0", "0.0", "0.0"], "{text}");
+    // Sorted by size: orders (30) before emails (5).
+    let order: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| *w == "orders" || *w == "emails")
+        .collect();
+    assert_eq!(order, ["orders", "emails", "orders", "emails"], "{text}");
+    let json = json_lines(&cli(
+        addr,
+        &["top", "--frames", "1", "--json", "--prefix", "em"],
+    ));
+    assert_eq!(json[0]["queues"][0]["name"], "emails");
+    assert_eq!(json[0]["queues"][0]["available"], 5);
+    assert_eq!(json[0]["queues_total"], 1);
+}

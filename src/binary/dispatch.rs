@@ -62,6 +62,7 @@ pub(crate) fn op_name(op: Option<&Op>) -> &'static str {
         Some(Op::ServerStats(_)) => "server_stats",
         Some(Op::PushStatuses(_)) => "push_statuses",
         Some(Op::Health(_)) => "health",
+        Some(Op::ListQueueStats(_)) => "list_queue_stats",
     }
 }
 
@@ -84,7 +85,11 @@ pub(crate) fn queue_of(op: Option<&Op>) -> Option<String> {
         Op::DeleteQueue(r) => &r.queue,
         Op::Redrive(r) => &r.queue,
         Op::PushStatuses(r) => &r.queue,
-        Op::Hello(_) | Op::ListQueues(_) | Op::ServerStats(_) | Op::Health(_) => return None,
+        Op::Hello(_)
+        | Op::ListQueues(_)
+        | Op::ListQueueStats(_)
+        | Op::ServerStats(_)
+        | Op::Health(_) => return None,
     };
     Some(queue.clone())
 }
@@ -265,12 +270,56 @@ async fn run(
         }
         Op::ServerStats(_) => {
             let stats = service.server_stats_in(scope);
+            let (flush_s, requests_per_flush) = stats.commit.unwrap_or_default();
+            let t = &stats.totals;
             response::Result::ServerStats(proto::ServerStats {
                 uptime_ms: stats.uptime_ms,
                 queues: stats.queues,
                 flushes: stats.flushes,
                 fsync: stats.fsync.to_string(),
                 version: env!("CARGO_PKG_VERSION").into(),
+                connections: stats.connections,
+                messages: t.available + t.reserved + t.delayed,
+                stored_bytes: t.bytes,
+                pushed_total: t.pushed,
+                reserved_total: t.reservations,
+                deleted_total: t.deleted,
+                pushed_per_s: stats.rates.pushed,
+                reserved_per_s: stats.rates.reserved,
+                deleted_per_s: stats.rates.deleted,
+                flush_ms_mean: flush_s * 1000.0,
+                requests_per_flush_mean: requests_per_flush,
+                data_dir_bytes: stats.data_dir_bytes.unwrap_or(0),
+            })
+        }
+        Op::ListQueueStats(list) => {
+            let page = service.queue_figures_in(
+                scope,
+                &list.prefix,
+                &list.cursor,
+                u64::from(list.limit),
+            )?;
+            response::Result::QueueStats(proto::QueueStatsList {
+                queues: page
+                    .queues
+                    .into_iter()
+                    .map(|(name, q)| proto::QueueFigures {
+                        name,
+                        available: q.available,
+                        reserved: q.reserved,
+                        delayed: q.delayed,
+                        stored_bytes: q.bytes,
+                        oldest_age_ms: q.oldest_age_ms,
+                        pushed_total: q.pushed,
+                        reserved_total: q.reservations,
+                        deleted_total: q.deleted,
+                        released_total: q.released,
+                        timed_out_total: q.timed_out,
+                        dead_lettered_total: q.dead_lettered,
+                        expired_total: q.expired,
+                    })
+                    .collect(),
+                next_cursor: page.next.unwrap_or_default(),
             })
         }
         Op::PushStatuses(request) => {

@@ -320,10 +320,32 @@ pub(super) enum ClientCommand {
         #[command(flatten)]
         conn: ClientArgs,
     },
-    /// Show server-wide counters: uptime, queues, group-commit flushes, fsync mode.
+    /// Show the server's figures: version, uptime, connections, queues,
+    /// messages, totals and rates, group commit, data directory size.
     Stats {
         #[command(flatten)]
         conn: ClientArgs,
+    },
+    /// A live per-queue view, refreshed like `top`: depth, in flight, delayed,
+    /// oldest message, push/reserve/delete rates (Ctrl-C ends it).
+    Top {
+        #[command(flatten)]
+        conn: ClientArgs,
+        /// Only queues whose names start with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Time between frames.
+        #[arg(long, value_parser = parse_duration_ms, default_value = "2s")]
+        interval: u64,
+        /// Stop after this many frames (default: until Ctrl-C).
+        #[arg(long)]
+        frames: Option<u64>,
+        /// Queues shown per frame.
+        #[arg(long, default_value_t = 20)]
+        rows: usize,
+        /// Order of the queues.
+        #[arg(long, value_enum, default_value = "size")]
+        sort: super::top::SortBy,
     },
     /// List queues.
     Queues {
@@ -388,6 +410,7 @@ impl ClientCommand {
             | Self::PushStatuses { conn, .. }
             | Self::Info { conn, .. }
             | Self::Stats { conn }
+            | Self::Top { conn, .. }
             | Self::Health { conn }
             | Self::Queues { conn, .. }
             | Self::CreateQueue { conn, .. }
@@ -548,18 +571,23 @@ impl ClientCommand {
             Self::Peek { queue, n, .. } => print_messages(&client.peek(&queue, n).await?, json),
             Self::Get { queue, id, .. } => print_messages(&[client.get(&queue, id).await?], json),
             Self::Info { queue, .. } => print_info(&client.info(&queue).await?, json),
-            Self::Stats { .. } => {
-                let stats = client.server_stats().await?;
-                print_done(
-                    json,
-                    json!({"version": stats.version, "uptime_ms": stats.uptime_ms,
-                           "queues": stats.queues, "flushes": stats.flushes,
-                           "fsync": stats.fsync}),
-                    &format!(
-                        "version={} uptime_ms={} queues={} flushes={} fsync={}",
-                        stats.version, stats.uptime_ms, stats.queues, stats.flushes, stats.fsync
-                    ),
-                );
+            Self::Stats { .. } => super::top::stats(client, json).await?,
+            Self::Top {
+                prefix,
+                interval,
+                frames,
+                rows,
+                sort,
+                ..
+            } => {
+                let options = super::top::TopOptions {
+                    prefix,
+                    interval: std::time::Duration::from_millis(interval.max(100)),
+                    frames,
+                    rows,
+                    sort,
+                };
+                super::top::top(client, &options, json).await?;
             }
             Self::Queues { prefix, .. } => {
                 let mut cursor = String::new();

@@ -16,6 +16,7 @@ mod commands;
 mod file;
 mod output;
 mod serve;
+mod top;
 
 use std::process::ExitCode;
 

@@ -377,6 +377,28 @@ impl Registry {
             .collect()
     }
 
+    /// Calls `f` with every queue's metrics (under the lock: `f` must be quick;
+    /// the rates' sampler sums them this way every second).
+    pub fn each_metrics(&self, mut f: impl FnMut(&crate::metrics::QueueMetrics)) {
+        for entry in self.inner.lock().values() {
+            if let Entry::Ready(handle) = entry {
+                f(handle.metrics());
+            }
+        }
+    }
+
+    /// The metrics of the queues named (those that exist), in the order given.
+    pub fn metrics_of(&self, names: &[String]) -> Vec<(String, Arc<crate::metrics::QueueMetrics>)> {
+        let queues = self.inner.lock();
+        names
+            .iter()
+            .filter_map(|name| match queues.get(name) {
+                Some(Entry::Ready(handle)) => Some((name.clone(), Arc::clone(handle.metrics()))),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// How many queues exist (those being created included).
     pub fn len(&self) -> usize {
         self.inner

@@ -274,27 +274,18 @@ fn flush_or_abort(target: &dyn Flushable) {
 }
 
 /// A flush, measured and counted.
-fn timed_flush(shared: &Shared, target: &dyn Flushable) {
+fn timed_flush(shared: &Shared, target: &dyn Flushable, requests: Option<u64>) {
     let started = Instant::now();
     flush_or_abort(target);
-    shared
-        .metrics
-        .seconds
-        .observe(started.elapsed().as_secs_f64());
+    shared.metrics.flushed(requests, started.elapsed());
     let mut state = lock(&shared.state);
     state.flushes += 1;
     state.flushing_since = None;
 }
 
-/// A count as a histogram sample (exact below 2^53).
-#[allow(clippy::cast_precision_loss)]
-fn float(n: u64) -> f64 {
-    n as f64
-}
-
 fn run_grouped(shared: &Shared, target: &dyn Flushable) {
     loop {
-        let (epoch, stop) = {
+        let (epoch, stop, requests) = {
             let mut state = lock(&shared.state);
             while !state.pending {
                 state = shared
@@ -306,10 +297,9 @@ fn run_grouped(shared: &Shared, target: &dyn Flushable) {
             state.started += 1;
             state.flushing_since = Some(Instant::now());
             let requests = std::mem::take(&mut state.requests);
-            shared.metrics.requests.observe(float(requests));
-            (state.started, state.stop)
+            (state.started, state.stop, requests)
         };
-        timed_flush(shared, target);
+        timed_flush(shared, target, Some(requests));
         shared.durable.send_replace(epoch);
         if stop {
             return;
@@ -336,7 +326,7 @@ fn run_interval(shared: &Shared, target: &dyn Flushable, every: Duration) {
             state.flushing_since = Some(Instant::now());
             state.stop
         };
-        timed_flush(shared, target);
+        timed_flush(shared, target, None);
         if stop {
             return;
         }

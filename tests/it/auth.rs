@@ -284,6 +284,19 @@ async fn listings_and_stats_show_only_the_queues_a_token_covers() {
     assert_eq!(admin.server_stats().await.unwrap().queues, 7);
     let all = admin.list_queues("", "", 0).await.unwrap();
     assert_eq!(all.names.len(), 7);
+
+    // Figures: the same scope, and the totals of what the token covers.
+    let figures = limited.list_queue_stats("", "", 0).await.unwrap();
+    let names: Vec<&str> = figures.queues.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(names, ["a-b/x", "p1/a", "p1/b", "p1/c"]);
+    assert!(figures
+        .queues
+        .iter()
+        .all(|q| q.available == 1 && q.pushed_total == 1));
+    let stats = limited.server_stats().await.unwrap();
+    assert_eq!((stats.messages, stats.pushed_total), (4, 4));
+    let stats = admin.server_stats().await.unwrap();
+    assert_eq!((stats.messages, stats.pushed_total), (7, 7));
 }
 
 #[tokio::test]
