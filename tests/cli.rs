@@ -938,3 +938,22 @@ fn stats_and_top_show_the_queues_and_their_rates() {
     assert_eq!(json[0]["queues"][0]["available"], 5);
     assert_eq!(json[0]["queues_total"], 1);
 }
+
+#[test]
+fn completion_scripts_are_printed_for_each_shell() {
+    let bash = stdout(&ferromq(&["completions", "bash"], &[]));
+    assert!(bash.contains("_ferromq()"), "a bash function");
+    assert!(bash.contains("--max-body") && bash.contains("top"), "options and subcommands");
+    // bash parses it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferromq.bash");
+    std::fs::write(&path, &bash).unwrap();
+    let checked = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+    assert!(checked.status.success(), "{checked:?}");
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let script = stdout(&ferromq(&["completions", shell], &[]));
+        assert!(script.contains("serve"), "{shell}");
+    }
+    let wrong = ferromq(&["completions", "tcsh"], &[]);
+    assert_eq!(wrong.status.code(), Some(2));
+}

@@ -47,6 +47,13 @@ enum CliCommand {
     /// Check a configuration file, or print a documented example of one.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print a shell completion script: `ferromq completions bash >
+    /// /etc/bash_completion.d/ferromq`, `ferromq completions zsh >
+    /// ~/.zfunc/_ferromq`, `... fish > ~/.config/fish/completions/ferromq.fish`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     #[command(flatten)]
     Client(commands::ClientCommand),
 }
@@ -138,6 +145,12 @@ async fn config_check(path: &std::path::Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The command line's definition, with the environment variables of `serve`'s
+/// options (for the man page and completion scripts).
+pub fn command() -> clap::Command {
+    file::with_env(Cli::command())
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = match parse(std::env::args_os().collect()) {
@@ -149,6 +162,11 @@ pub fn main() -> ExitCode {
         if let Some(serve) = command.find_subcommand("serve") {
             print!("{}", file::example(serve));
         }
+        return ExitCode::SUCCESS;
+    }
+    if let CliCommand::Completions { shell } = cli.command {
+        let mut command = file::with_env(Cli::command());
+        clap_complete::generate(shell, &mut command, "ferromq", &mut std::io::stdout());
         return ExitCode::SUCCESS;
     }
     if let CliCommand::Version = cli.command {
@@ -190,7 +208,10 @@ pub fn main() -> ExitCode {
     // A client command talks over one connection: one worker is plenty.
     let workers = match &cli.command {
         CliCommand::Serve(args) => args.workers(),
-        CliCommand::Client(_) | CliCommand::Version | CliCommand::Config(_) => 1,
+        CliCommand::Client(_)
+        | CliCommand::Version
+        | CliCommand::Config(_)
+        | CliCommand::Completions { .. } => 1,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -208,7 +229,9 @@ pub fn main() -> ExitCode {
             CliCommand::Serve(args) => serve::serve(args).await,
             CliCommand::Client(command) => client_call(command).await,
             CliCommand::Config(ConfigCommand::Check { path }) => config_check(&path).await,
-            CliCommand::Version | CliCommand::Config(ConfigCommand::Example) => ExitCode::SUCCESS,
+            CliCommand::Version
+            | CliCommand::Config(ConfigCommand::Example)
+            | CliCommand::Completions { .. } => ExitCode::SUCCESS,
         }
     })
 }
