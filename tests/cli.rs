@@ -943,7 +943,10 @@ fn stats_and_top_show_the_queues_and_their_rates() {
 fn completion_scripts_are_printed_for_each_shell() {
     let bash = stdout(&ferromq(&["completions", "bash"], &[]));
     assert!(bash.contains("_ferromq()"), "a bash function");
-    assert!(bash.contains("--max-body") && bash.contains("top"), "options and subcommands");
+    assert!(
+        bash.contains("--max-body") && bash.contains("top"),
+        "options and subcommands"
+    );
     // bash parses it.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ferromq.bash");
@@ -956,4 +959,46 @@ fn completion_scripts_are_printed_for_each_shell() {
     }
     let wrong = ferromq(&["completions", "tcsh"], &[]);
     assert_eq!(wrong.status.code(), Some(2));
+}
+
+#[test]
+fn a_stopped_servers_directory_copied_is_a_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start(&data);
+    stdout(&cli(&server.addr, &["push", "jobs", "one", "two", "three"]));
+    let reserved = json_lines(&cli(&server.addr, &["reserve", "jobs", "--json"]));
+    let id = reserved[0]["id"].as_u64().unwrap().to_string();
+    let rid = reserved[0]["reservation_id"].as_u64().unwrap().to_string();
+    stdout(&cli(
+        &server.addr,
+        &["delete", "jobs", &id, "--reservation-id", &rid],
+    ));
+    // Stop (SIGTERM), copy, restart on the copy: the README's procedure.
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut server = server;
+    assert!(server.child.wait().unwrap().success());
+    let backup = dir.path().join("backup");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&data)
+        .arg(&backup)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::remove_dir_all(&data).unwrap();
+    let restored = start(&backup);
+    let info = json_lines(&cli(&restored.addr, &["info", "jobs", "--json"]));
+    assert_eq!(info[0]["size"], 2, "the deleted message stays deleted");
+    let peeked = json_lines(&cli(
+        &restored.addr,
+        &["peek", "jobs", "--n", "5", "--json"],
+    ));
+    let bodies: Vec<&str> = peeked.iter().map(|m| m["body"].as_str().unwrap()).collect();
+    assert_eq!(bodies, ["two", "three"]);
 }

@@ -16,7 +16,9 @@ fn the_shipped_man_page_is_generated_from_the_command_line() {
             .render_options_section(&mut sub_page)
             .expect("render a subcommand's options");
         if !sub_page.is_empty() && sub.get_arguments().next().is_some() {
-            page.extend_from_slice(format!(".SH \"FERROMQ {}\"\n", sub.get_name().to_uppercase()).as_bytes());
+            page.extend_from_slice(
+                format!(".SH \"FERROMQ {}\"\n", sub.get_name().to_uppercase()).as_bytes(),
+            );
             if let Some(about) = sub.get_about() {
                 page.extend_from_slice(format!("{about}\n").as_bytes());
             }
@@ -32,8 +34,14 @@ fn the_shipped_man_page_is_generated_from_the_command_line() {
         std::fs::write(path, &page).expect("write the man page");
     }
     let shipped = std::fs::read_to_string(path).unwrap_or_default();
-    assert!(page.contains(".SH \"FERROMQ SERVE\""), "serve's options are there");
-    assert!(page.contains("FERROMQ_MAX_BODY"), "with their environment variables");
+    assert!(
+        page.contains(".SH \"FERROMQ SERVE\""),
+        "serve's options are there"
+    );
+    assert!(
+        page.contains("FERROMQ_MAX_BODY"),
+        "with their environment variables"
+    );
     assert!(
         shipped == page,
         "packaging/man/ferromq.1 is stale: FERROMQ_UPDATE_MAN=1 cargo test --test man"
