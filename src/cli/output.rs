@@ -61,16 +61,16 @@ pub(super) fn print_info(info: &proto::QueueInfo, as_json: bool) {
             .map(|s| format!("{}={}", s.name, s.url))
             .collect();
         format!(
-            " type={} subscribers={} retries={} retries_delay_s={} error_queue={}",
+            " type={} subscribers={} retries={} retries_delay={} error_queue={}",
             type_name(p.r#type),
             subscribers.join(","),
             p.retries.unwrap_or_default(),
-            p.retries_delay_s,
+            super::top::duration(p.retries_delay_s.saturating_mul(1000)),
             p.error_queue.as_deref().unwrap_or("")
         )
     });
     let text = format!(
-        "{}: size={} available={} reserved={} delayed={} total_pushed={} waiting={} bytes={} message_timeout_ms={} message_expiration_s={}{dead_letter}{push}",
+        "{}: size={} available={} reserved={} delayed={} total_pushed={} waiting={} bytes={} timeout={} expiration={}{dead_letter}{push}",
         info.name,
         info.size,
         info.available,
@@ -78,11 +78,20 @@ pub(super) fn print_info(info: &proto::QueueInfo, as_json: bool) {
         info.delayed,
         info.total_pushed,
         info.waiting,
-        info.bytes,
-        settings.message_timeout_ms,
-        settings.message_expiration_s
+        super::top::size(info.bytes).replace(' ', ""),
+        super::top::duration(settings.message_timeout_ms),
+        super::top::duration(settings.message_expiration_s.saturating_mul(1000))
     );
     print_done(as_json, value, &text);
+}
+
+/// A time in ms since the epoch as RFC 3339 UTC (`-` for 0: never).
+fn time(ms: u64) -> String {
+    if ms == 0 {
+        return "-".to_owned();
+    }
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 fn type_name(kind: i32) -> &'static str {
@@ -107,14 +116,14 @@ pub(super) fn print_push_statuses(statuses: &[proto::PushStatus], as_json: bool)
             "msg": s.msg,
         });
         let text = format!(
-            "{} {}: {} status_code={} tries={} retries_remaining={} last_try_at_ms={} {}",
+            "{} {}: {} status_code={} tries={} retries_remaining={} last_try_at={} {}",
             s.name,
             s.url,
             s.status,
             s.status_code,
             s.tries,
             s.retries_remaining,
-            s.last_try_at_ms,
+            time(s.last_try_at_ms),
             s.msg
         );
         print_done(as_json, value, &text);
