@@ -35,7 +35,7 @@ pub mod plot;
 pub mod push;
 pub mod target;
 
-use std::io::{IsTerminal, Write as _};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -247,15 +247,28 @@ pub struct Report {
     pub fsyncs: Option<u64>,
 }
 
+impl BenchArgs {
+    /// The producers and consumers the workload runs: a drain has no producers
+    /// (its preload is not timed) and a push run no consumers, whatever was given.
+    pub fn workers(&self) -> (usize, usize) {
+        match self.workload {
+            Workload::Drain => (0, self.consumers),
+            Workload::Push => (self.producers, 0),
+            Workload::Mixed => (self.producers, self.consumers),
+        }
+    }
+}
+
 impl Report {
     /// The report as JSON.
     pub fn json(&self) -> Value {
         let a = &self.args;
+        let (producers, consumers) = a.workers();
         json!({
             "label": self.label,
             "target": a.target.name(),
             "workload": format!("{:?}", a.workload).to_lowercase(),
-            "producers": a.producers, "consumers": a.consumers, "depth": a.depth,
+            "producers": producers, "consumers": consumers, "depth": a.depth,
             "batch": a.batch, "body_bytes": a.body, "queues": a.queues, "rate": a.rate,
             "pushed": self.pushed, "consumed": self.consumed,
             "elapsed_s": self.elapsed_s, "throughput_msgs_per_s": self.throughput,
@@ -279,13 +292,14 @@ impl Report {
     /// A human summary.
     pub fn summary(&self) -> String {
         let a = &self.args;
+        let (producers, consumers) = a.workers();
         let mut out = format!(
-            "{}: {} {:?}, {} producers + {} consumers × depth {}, batch {}, {} B bodies, {} queue(s){}\n",
+            "{}: {} {}, {} producer(s), {} consumer(s), depth {}, batch {}, {} B bodies, {} queue(s){}\n",
             self.label,
             a.target.name(),
-            a.workload,
-            a.producers,
-            a.consumers,
+            format!("{:?}", a.workload).to_lowercase(),
+            producers,
+            consumers,
             a.depth,
             a.batch,
             a.body,
@@ -412,16 +426,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         .unwrap_or_else(|| format!("bench-{}", std::process::id()));
     let queues: Arc<Vec<String>> =
         Arc::new((0..args.queues).map(|i| format!("{prefix}-{i}")).collect());
-    let producers = if args.workload == Workload::Drain {
-        0
-    } else {
-        args.producers
-    };
-    let consumers = if args.workload == Workload::Push {
-        0
-    } else {
-        args.consumers
-    };
+    let (producers, consumers) = args.workers();
     if (args.workload != Workload::Drain && producers == 0)
         || (args.workload != Workload::Push && consumers == 0)
     {
@@ -560,7 +565,8 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         args,
     };
     if let Some(path) = &report.args.plot {
-        std::fs::write(path, plot::svg(&report)).map_err(BenchError::Plot)?;
+        let svg = plot::svg(&report).map_err(|e| BenchError::Plot(std::io::Error::other(e)))?;
+        std::fs::write(path, svg).map_err(BenchError::Plot)?;
     }
     Ok(report)
 }
@@ -798,6 +804,17 @@ async fn sample(
         Duration::from_secs(1),
     );
     let mut done_at = None;
+    // indicatif's bar on stderr (it draws only on a terminal); cleared at the end,
+    // so no stale line is left above the report.
+    let bar = progress.then(|| {
+        let bar = indicatif::ProgressBar::new(1000);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("[{bar:30}] {percent:>3}%  {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("#>."),
+        );
+        bar
+    });
     let take = |timeline: &mut Vec<Sample>,
                 e2e_total: &mut Histogram<u64>,
                 push_total: &mut Histogram<u64>,
@@ -826,6 +843,7 @@ async fn sample(
         let _ = e2e_total.add(&e2e);
         let _ = push_total.add(&push);
         *last = (now, pushed, consumed);
+        dt
     };
     loop {
         tokio::select! {
@@ -839,21 +857,28 @@ async fn sample(
             }
             _ = tick.tick() => {
                 take(&mut timeline, &mut e2e_total, &mut push_total, &mut last);
-                if progress {
-                    draw_progress(shared, args, timeline.last().copied().unwrap_or_default());
+                if let Some(bar) = &bar {
+                    draw_progress(bar, shared, args, timeline.last().copied().unwrap_or_default());
                 }
             }
         }
     }
     let end = done_at.unwrap_or_else(Instant::now);
-    take(&mut timeline, &mut e2e_total, &mut push_total, &mut last);
-    if progress {
-        eprintln!();
+    // The tail after the last whole second: its latencies count in the totals, but
+    // a rate over a fraction of a second (often nothing, as the workers stopped)
+    // is not a sample of the run.
+    let tail = take(&mut timeline, &mut e2e_total, &mut push_total, &mut last);
+    if tail < 0.5 && timeline.len() > 1 {
+        timeline.pop();
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
     (timeline, e2e_total, push_total, end)
 }
 
-fn draw_progress(shared: &Shared, args: &BenchArgs, s: Sample) {
+/// Moves the bar to the run's progress and says what the last second did.
+fn draw_progress(bar: &indicatif::ProgressBar, shared: &Shared, args: &BenchArgs, s: Sample) {
     let done = match args.workload {
         Workload::Push => shared.pushed.load(Ordering::Relaxed),
         _ => shared.consumed.load(Ordering::Relaxed),
@@ -863,22 +888,13 @@ fn draw_progress(shared: &Shared, args: &BenchArgs, s: Sample) {
         None => done as f64 / args.messages.max(1) as f64,
     }
     .clamp(0.0, 1.0);
-    const WIDTH: u32 = 30;
-    // The cells whose midpoint the progress has passed (`fraction` is in 0..=1).
-    let filled = (1..=WIDTH)
-        .filter(|&cell| f64::from(cell) - 0.5 <= fraction * f64::from(WIDTH))
-        .count();
-    let bar: String = "#".repeat(filled) + &".".repeat((1..=WIDTH).count() - filled);
-    let mut err = std::io::stderr().lock();
-    let _ = write!(
-        err,
-        "\r[{bar}] {:>3.0}%  {done} msgs  push {:.0}/s  consume {:.0}/s  e2e p99 {:.2} ms   ",
-        fraction * 100.0,
-        s.pushed_per_s,
-        s.consumed_per_s,
-        s.e2e_p99
-    );
-    let _ = err.flush();
+    // In 0..=1000 (`fraction` is clamped to 0..=1): the cast is exact.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    bar.set_position((fraction * 1000.0).round() as u64);
+    bar.set_message(format!(
+        "{done} msgs; last second: push {:.0}/s, consume {:.0}/s, e2e p99 {:.2} ms",
+        s.pushed_per_s, s.consumed_per_s, s.e2e_p99
+    ));
 }
 
 /// User + system CPU seconds of a process (Linux /proc; USER_HZ is 100 there).

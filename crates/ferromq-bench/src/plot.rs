@@ -1,173 +1,162 @@
-//! `--plot FILE.svg`: throughput and latency of a run over time, as a plain SVG
-//! (two panels sharing the time axis; no plotting dependency).
+//! `--plot FILE.svg`: throughput and latency of a run over time, drawn with
+//! `plotters` (its SVG backend only): two panels sharing the time axis, each with
+//! its own scale and a legend, ticks chosen by plotters on round numbers. Every
+//! series is drawn with its own colour and markers, so one that lies on another
+//! (consumed on pushed, in a steady mixed run) stays visible. Only whole sampling
+//! intervals are plotted (see `sample` in lib.rs: the short tail after the last
+//! second is left out, which would otherwise show as a drop to zero).
 
-use std::fmt::Write as _;
+use plotters::prelude::*;
 
 use super::Report;
 
-const WIDTH: f64 = 820.0;
-const PANEL: f64 = 220.0;
-const LEFT: f64 = 70.0;
-const RIGHT: f64 = 20.0;
-const TOP: f64 = 40.0;
-const GAP: f64 = 50.0;
+const WIDTH: u32 = 860;
+const HEIGHT: u32 = 620;
 
 /// One line of a panel.
 struct Series<'a> {
     name: &'a str,
-    colour: &'a str,
+    colour: RGBColor,
     points: Vec<(f64, f64)>,
 }
 
 /// The SVG document for `report`.
-pub fn svg(report: &Report) -> String {
-    let t_max = report.timeline.last().map_or(1.0, |s| s.t).max(1.0);
-    let height = TOP + 2.0 * PANEL + GAP + 40.0;
+///
+/// # Errors
+/// If plotters cannot draw (a message).
+pub fn svg(report: &Report) -> Result<String, String> {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        out,
-        r#"<text x="{LEFT}" y="20" font-size="14">{}</text>"#,
-        escape(&format!(
-            "{} — {:.0} msg/s, e2e p99 {:.2} ms",
+    {
+        let root = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let title = format!(
+            "{}: {:.0} msg/s, end-to-end p99 {:.2} ms",
             report.label, report.throughput, report.e2e.p99
-        ))
-    );
-    let rates = vec![
-        Series {
-            name: "pushed/s",
-            colour: "#1f77b4",
-            points: report
-                .timeline
-                .iter()
-                .map(|s| (s.t, s.pushed_per_s))
-                .collect(),
-        },
-        Series {
-            name: "consumed/s",
-            colour: "#2ca02c",
-            points: report
-                .timeline
-                .iter()
-                .map(|s| (s.t, s.consumed_per_s))
-                .collect(),
-        },
-    ];
-    panel(&mut out, TOP, t_max, "messages per second", &rates);
-    let latency = vec![
-        Series {
-            name: "end-to-end p50",
-            colour: "#9467bd",
-            points: report.timeline.iter().map(|s| (s.t, s.e2e_p50)).collect(),
-        },
-        Series {
-            name: "end-to-end p99",
-            colour: "#d62728",
-            points: report.timeline.iter().map(|s| (s.t, s.e2e_p99)).collect(),
-        },
-        Series {
-            name: "push ack p99",
-            colour: "#ff7f0e",
-            points: report.timeline.iter().map(|s| (s.t, s.push_p99)).collect(),
-        },
-    ];
-    panel(&mut out, TOP + PANEL + GAP, t_max, "latency (ms)", &latency);
-    let _ = writeln!(
-        out,
-        r#"<text x="{}" y="{}" text-anchor="middle">seconds</text>"#,
-        LEFT + (WIDTH - LEFT - RIGHT) / 2.0,
-        height - 8.0
-    );
-    out.push_str("</svg>\n");
-    out
+        );
+        let root = root
+            .titled(&title, ("sans-serif", 18))
+            .map_err(|e| e.to_string())?;
+        let (top, bottom) = root.split_vertically(HEIGHT / 2 - 10);
+        let t_max = report.timeline.last().map_or(1.0, |s| s.t).max(1.0);
+        let rates = [
+            Series {
+                name: "pushed/s",
+                colour: RGBColor(31, 119, 180),
+                points: report
+                    .timeline
+                    .iter()
+                    .map(|s| (s.t, s.pushed_per_s))
+                    .collect(),
+            },
+            Series {
+                name: "consumed/s",
+                colour: RGBColor(44, 160, 44),
+                points: report
+                    .timeline
+                    .iter()
+                    .map(|s| (s.t, s.consumed_per_s))
+                    .collect(),
+            },
+        ];
+        panel(&top, t_max, "messages per second", &rates)?;
+        let latency = [
+            Series {
+                name: "end-to-end p50",
+                colour: RGBColor(148, 103, 189),
+                points: report.timeline.iter().map(|s| (s.t, s.e2e_p50)).collect(),
+            },
+            Series {
+                name: "end-to-end p99",
+                colour: RGBColor(214, 39, 40),
+                points: report.timeline.iter().map(|s| (s.t, s.e2e_p99)).collect(),
+            },
+            Series {
+                name: "push ack p99",
+                colour: RGBColor(255, 127, 14),
+                points: report.timeline.iter().map(|s| (s.t, s.push_p99)).collect(),
+            },
+        ];
+        panel(&bottom, t_max, "latency (ms)", &latency)?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(out)
 }
 
-fn panel(out: &mut String, top: f64, t_max: f64, title: &str, series: &[Series<'_>]) {
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let y_max = series
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    t_max: f64,
+    y_desc: &str,
+    series: &[Series<'_>],
+) -> Result<(), String> {
+    // Series with no point above zero (no consumers in a push run) are left out of
+    // the legend and the scale.
+    let shown: Vec<&Series<'_>> = series
+        .iter()
+        .filter(|s| s.points.iter().any(|p| p.1 > 0.0))
+        .collect();
+    let y_max = shown
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.1))
         .fold(0.0f64, f64::max)
-        .max(1e-9)
-        * 1.1;
-    let x = |t: f64| LEFT + t / t_max * plot_w;
-    let y = |v: f64| top + PANEL - v / y_max * PANEL;
-    let _ = writeln!(
-        out,
-        r##"<rect x="{LEFT}" y="{top}" width="{plot_w}" height="{PANEL}" fill="none" stroke="#888"/>"##
-    );
-    let _ = writeln!(
-        out,
-        r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
-        WIDTH - RIGHT,
-        top - 6.0,
-        escape(title)
-    );
-    for i in 0..=4 {
-        let v = y_max * f64::from(i) / 4.0;
-        let _ = writeln!(
-            out,
-            r##"<line x1="{LEFT}" x2="{}" y1="{yy}" y2="{yy}" stroke="#eee"/><text x="{}" y="{}" text-anchor="end">{}</text>"##,
-            WIDTH - RIGHT,
-            LEFT - 6.0,
-            y(v) + 4.0,
-            short(v),
-            yy = y(v),
-        );
+        .max(1e-6)
+        * 1.15;
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..t_max, 0.0..y_max)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc(y_desc)
+        .x_labels(10)
+        .y_labels(6)
+        .y_label_formatter(&|v| short(*v))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for s in &shown {
+        let colour = s.colour;
+        chart
+            .draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                colour.stroke_width(2),
+            ))
+            .map_err(|e| e.to_string())?
+            .label(s.name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+            });
+        chart
+            .draw_series(
+                s.points
+                    .iter()
+                    .map(|&(t, v)| Circle::new((t, v), 2, colour.filled())),
+            )
+            .map_err(|e| e.to_string())?;
     }
-    for i in 0..=5 {
-        let t = t_max * f64::from(i) / 5.0;
-        let _ = writeln!(
-            out,
-            r#"<text x="{}" y="{}" text-anchor="middle">{:.0}</text>"#,
-            x(t),
-            top + PANEL + 16.0,
-            t
-        );
-    }
-    for (i, s) in series.iter().enumerate() {
-        let points: Vec<String> = s
-            .points
-            .iter()
-            .map(|&(t, v)| format!("{:.1},{:.1}", x(t), y(v)))
-            .collect();
-        let _ = writeln!(
-            out,
-            r#"<polyline fill="none" stroke="{}" stroke-width="1.5" points="{}"/>"#,
-            s.colour,
-            points.join(" ")
-        );
-        let lx = LEFT + 10.0 + 150.0 * i as f64;
-        let _ = writeln!(
-            out,
-            r#"<rect x="{lx}" y="{}" width="12" height="3" fill="{}"/><text x="{}" y="{}">{}</text>"#,
-            top + 12.0,
-            s.colour,
-            lx + 16.0,
-            top + 16.0,
-            escape(s.name)
-        );
-    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
+/// A tick label: `250k`, `1.5M`, `12`, `0.25`.
 fn short(v: f64) -> String {
     if v >= 1e6 {
         format!("{:.1}M", v / 1e6)
-    } else if v >= 1e3 {
+    } else if v >= 1e4 {
         format!("{:.0}k", v / 1e3)
+    } else if v >= 1e3 {
+        format!("{:.1}k", v / 1e3)
     } else if v >= 10.0 {
         format!("{v:.0}")
     } else {
         format!("{v:.2}")
     }
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }

@@ -92,7 +92,16 @@ async fn a_mixed_run_counts_every_message_and_draws_its_plot() {
     assert_eq!(json["consumed"], 2000);
     assert_eq!(json["target"], "ferromq");
     let svg = std::fs::read_to_string(&plot).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("<polyline"));
+    assert!(
+        svg.starts_with("<svg") && svg.contains("<polyline"),
+        "{svg}"
+    );
+    // Both rate series are drawn and named in the legend.
+    assert!(
+        svg.contains("pushed/s") && svg.contains("consumed/s"),
+        "{svg}"
+    );
+    assert!(svg.contains("seconds") && svg.contains("messages per second"));
     // The run removed its queue.
     let client = server.client().await;
     let list = client.list_queues("smoke", "", 100).await.unwrap();
@@ -140,6 +149,13 @@ async fn push_and_drain_runs_move_exactly_the_requested_messages() {
     .await
     .unwrap();
     assert_eq!(report.consumed, 600);
+    // A drain has consumers only, whatever --producers says.
+    assert!(
+        report.summary().contains(", 0 producer(s), "),
+        "{}",
+        report.summary()
+    );
+    assert_eq!(report.json()["producers"], 0);
     let list = client.list_queues("drained", "", 100).await.unwrap();
     assert!(list.names.is_empty(), "{:?}", list.names);
 }
