@@ -341,6 +341,23 @@ pub struct Rates {
     pub deleted: f64,
 }
 
+/// Binary operations with counters of their own in [`Metrics::binary_request`]
+/// (indexes of `binary::dispatch::op_label`).
+pub const BINARY_OPS: usize = 24;
+/// Result codes with counters of their own there (0: OK, else the `ErrorCode`).
+pub const BINARY_CODES: usize = 24;
+
+/// The binary protocol's request counters and histograms, found by index: each
+/// is the family's own metric (a clone shares its count), looked up once, so a
+/// request costs an atomic add and a histogram observation, not two hashed
+/// lookups of its labels. Measured on the 2-vCPU VM, push 4 × 32 against the
+/// build before metrics: with the lookups 17.4–18.0 server CPU µs per message
+/// against 14.4–15.8; with these cells 12.2–15.3 against 13.1–13.8 (noise).
+struct BinaryCells {
+    counters: Vec<std::sync::OnceLock<Counter>>,
+    durations: Vec<std::sync::OnceLock<Histogram>>,
+}
+
 /// The server's metrics: the request and connection families the front ends
 /// record into, and the registry that a scrape encodes.
 pub struct Metrics {
@@ -358,6 +375,7 @@ pub struct Metrics {
     commit: Option<CommitMetrics>,
     /// One sample of the totals a second ([`Metrics::sample`]), oldest first.
     samples: std::sync::Mutex<std::collections::VecDeque<TotalsSample>>,
+    binary: BinaryCells,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -462,7 +480,47 @@ impl Metrics {
             data_dir,
             commit,
             samples: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(RATE_SAMPLES)),
+            binary: BinaryCells {
+                counters: (0..BINARY_OPS * BINARY_CODES)
+                    .map(|_| std::sync::OnceLock::new())
+                    .collect(),
+                durations: (0..BINARY_OPS).map(|_| std::sync::OnceLock::new()).collect(),
+            },
         }
+    }
+
+    /// Records one answered binary request: `op` and `code` are (index, label)
+    /// pairs; an index past the cells falls back to [`Metrics::request`].
+    pub fn binary_request(
+        &self,
+        op: (usize, &'static str),
+        code: (usize, &'static str),
+        took: Duration,
+    ) {
+        let (op_index, op_name) = op;
+        let (code_index, code_name) = code;
+        let cell = (op_index < BINARY_OPS && code_index < BINARY_CODES)
+            .then(|| op_index * BINARY_CODES + code_index)
+            .and_then(|i| Some((self.binary.counters.get(i)?, self.binary.durations.get(op_index)?)));
+        let Some((counter, duration)) = cell else {
+            self.request(Protocol::Binary, op_name, code_name, took);
+            return;
+        };
+        let protocol = Protocol::Binary.label();
+        counter
+            .get_or_init(|| {
+                self.requests
+                    .get_or_create(&[("protocol", protocol), ("op", op_name), ("code", code_name)])
+                    .clone()
+            })
+            .inc();
+        duration
+            .get_or_init(|| {
+                self.durations
+                    .get_or_create(&[("protocol", protocol), ("op", op_name)])
+                    .clone()
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// The figures of every queue summed, now.

@@ -39,30 +39,32 @@ pub(crate) async fn execute(
     }
 }
 
-/// The operation's name in metrics and logs: the .proto's field name.
-pub(crate) fn op_name(op: Option<&Op>) -> &'static str {
+/// The operation's index and name in metrics and logs (the name is the .proto's
+/// field name; the index, below [`crate::metrics::BINARY_OPS`], picks its
+/// counters without a lookup).
+pub(crate) fn op_label(op: Option<&Op>) -> (usize, &'static str) {
     match op {
-        None => "unknown",
-        Some(Op::Hello(_)) => "hello",
-        Some(Op::Push(_)) => "push",
-        Some(Op::Reserve(_)) => "reserve",
-        Some(Op::Delete(_)) => "delete",
-        Some(Op::DeleteBatch(_)) => "delete_batch",
-        Some(Op::Touch(_)) => "touch",
-        Some(Op::Release(_)) => "release",
-        Some(Op::Peek(_)) => "peek",
-        Some(Op::Get(_)) => "get",
-        Some(Op::CreateQueue(_)) => "create_queue",
-        Some(Op::UpdateQueue(_)) => "update_queue",
-        Some(Op::QueueInfo(_)) => "queue_info",
-        Some(Op::ListQueues(_)) => "list_queues",
-        Some(Op::ClearQueue(_)) => "clear_queue",
-        Some(Op::DeleteQueue(_)) => "delete_queue",
-        Some(Op::Redrive(_)) => "redrive",
-        Some(Op::ServerStats(_)) => "server_stats",
-        Some(Op::PushStatuses(_)) => "push_statuses",
-        Some(Op::Health(_)) => "health",
-        Some(Op::ListQueueStats(_)) => "list_queue_stats",
+        None => (0, "unknown"),
+        Some(Op::Hello(_)) => (1, "hello"),
+        Some(Op::Push(_)) => (2, "push"),
+        Some(Op::Reserve(_)) => (3, "reserve"),
+        Some(Op::Delete(_)) => (4, "delete"),
+        Some(Op::DeleteBatch(_)) => (5, "delete_batch"),
+        Some(Op::Touch(_)) => (6, "touch"),
+        Some(Op::Release(_)) => (7, "release"),
+        Some(Op::Peek(_)) => (8, "peek"),
+        Some(Op::Get(_)) => (9, "get"),
+        Some(Op::CreateQueue(_)) => (10, "create_queue"),
+        Some(Op::UpdateQueue(_)) => (11, "update_queue"),
+        Some(Op::QueueInfo(_)) => (12, "queue_info"),
+        Some(Op::ListQueues(_)) => (13, "list_queues"),
+        Some(Op::ClearQueue(_)) => (14, "clear_queue"),
+        Some(Op::DeleteQueue(_)) => (15, "delete_queue"),
+        Some(Op::Redrive(_)) => (16, "redrive"),
+        Some(Op::ServerStats(_)) => (17, "server_stats"),
+        Some(Op::PushStatuses(_)) => (18, "push_statuses"),
+        Some(Op::Health(_)) => (19, "health"),
+        Some(Op::ListQueueStats(_)) => (20, "list_queue_stats"),
     }
 }
 

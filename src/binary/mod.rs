@@ -384,7 +384,7 @@ fn on_request(
     let peer = session.peer;
     let serving: InFlight = Box::pin(async move {
         let started = Instant::now();
-        let op = dispatch::op_name(request.op.as_ref());
+        let (op_index, op) = dispatch::op_label(request.op.as_ref());
         // Kept only in case the request fails, for its log line.
         let queue = dispatch::queue_of(request.op.as_ref());
         let result = dispatch::execute(&service, &scope, max_frame, request.op).await;
@@ -392,13 +392,13 @@ fn on_request(
             response::Result::Error(err) => {
                 let code = ErrorCode::try_from(err.code).unwrap_or(ErrorCode::Internal);
                 log_error(id, op, queue.as_deref(), code, &err.message, peer);
-                code.as_str_name()
+                (usize::try_from(err.code).unwrap_or(usize::MAX), code.as_str_name())
             }
-            _ => "OK",
+            _ => (0, "OK"),
         };
         service
             .metrics()
-            .request(Protocol::Binary, op, code, started.elapsed());
+            .binary_request((op_index, op), code, started.elapsed());
         let response = Response {
             id,
             result: Some(result),
