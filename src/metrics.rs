@@ -484,7 +484,9 @@ impl Metrics {
                 counters: (0..BINARY_OPS * BINARY_CODES)
                     .map(|_| std::sync::OnceLock::new())
                     .collect(),
-                durations: (0..BINARY_OPS).map(|_| std::sync::OnceLock::new()).collect(),
+                durations: (0..BINARY_OPS)
+                    .map(|_| std::sync::OnceLock::new())
+                    .collect(),
             },
         }
     }
@@ -501,7 +503,12 @@ impl Metrics {
         let (code_index, code_name) = code;
         let cell = (op_index < BINARY_OPS && code_index < BINARY_CODES)
             .then(|| op_index * BINARY_CODES + code_index)
-            .and_then(|i| Some((self.binary.counters.get(i)?, self.binary.durations.get(op_index)?)));
+            .and_then(|i| {
+                Some((
+                    self.binary.counters.get(i)?,
+                    self.binary.durations.get(op_index)?,
+                ))
+            });
         let Some((counter, duration)) = cell else {
             self.request(Protocol::Binary, op_name, code_name, took);
             return;

@@ -392,7 +392,10 @@ fn on_request(
             response::Result::Error(err) => {
                 let code = ErrorCode::try_from(err.code).unwrap_or(ErrorCode::Internal);
                 log_error(id, op, queue.as_deref(), code, &err.message, peer);
-                (usize::try_from(err.code).unwrap_or(usize::MAX), code.as_str_name())
+                (
+                    usize::try_from(err.code).unwrap_or(usize::MAX),
+                    code.as_str_name(),
+                )
             }
             _ => (0, "OK"),
         };
