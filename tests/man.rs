@@ -47,3 +47,27 @@ fn the_shipped_man_page_is_generated_from_the_command_line() {
         "packaging/man/ferromq.1 is stale: FERROMQ_UPDATE_MAN=1 cargo test --test man"
     );
 }
+
+#[test]
+fn every_argument_of_every_command_has_help() {
+    fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") || arg.is_hide_set() {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("{path} {id}"));
+            }
+        }
+        for sub in command.get_subcommands() {
+            if sub.get_about().is_none() {
+                missing.push(format!("{path} {} (the command)", sub.get_name()));
+            }
+            walk(sub, &format!("{path} {}", sub.get_name()), missing);
+        }
+    }
+    let mut missing = Vec::new();
+    walk(&ferromq::cli::command(), "ferromq", &mut missing);
+    assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+}

@@ -219,6 +219,7 @@ pub(super) enum ClientCommand {
     Push {
         #[command(flatten)]
         conn: ClientArgs,
+        /// The queue's name.
         queue: String,
         /// Message bodies; `-` reads one body per line from stdin.
         #[arg(required = true)]
@@ -234,6 +235,7 @@ pub(super) enum ClientCommand {
     Reserve {
         #[command(flatten)]
         conn: ClientArgs,
+        /// The queue's name.
         queue: String,
         /// How many, 1..=100.
         #[arg(long, default_value_t = 1)]
@@ -252,7 +254,9 @@ pub(super) enum ClientCommand {
     Delete {
         #[command(flatten)]
         conn: ClientArgs,
+        /// The queue's name.
         queue: String,
+        /// The message id.
         id: u64,
         /// Required if the message is reserved.
         #[arg(long)]
@@ -266,15 +270,20 @@ pub(super) enum ClientCommand {
     PushStatuses {
         #[command(flatten)]
         conn: ClientArgs,
+        /// The queue's name.
         queue: String,
+        /// The message id.
         id: u64,
     },
     /// Extend a reservation; prints the new reservation id.
     Touch {
         #[command(flatten)]
         conn: ClientArgs,
+        /// The queue's name.
         queue: String,
+        /// The message id.
         id: u64,
+        /// The reservation id the message was reserved (or last touched) with.
         #[arg(long)]
         reservation_id: u64,
         /// New lease length from now (default: the queue's).
@@ -285,10 +294,14 @@ pub(super) enum ClientCommand {
     Release {
         #[command(flatten)]
         conn: ClientArgs,
+        /// The queue's name.
         queue: String,
+        /// The message id.
         id: u64,
+        /// The reservation id the message was reserved (or last touched) with.
         #[arg(long)]
         reservation_id: u64,
+        /// Available again after this long (`0`: at once).
         #[arg(long, value_parser = parse_duration_ms, default_value = "0")]
         delay: u64,
     },
@@ -296,7 +309,9 @@ pub(super) enum ClientCommand {
     Peek {
         #[command(flatten)]
         conn: ClientArgs,
+        /// The queue's name.
         queue: String,
+        /// How many messages, 1..=100.
         #[arg(long, default_value_t = 1)]
         n: u32,
     },
@@ -304,13 +319,16 @@ pub(super) enum ClientCommand {
     Get {
         #[command(flatten)]
         conn: ClientArgs,
+        /// The queue's name.
         queue: String,
+        /// The message id.
         id: u64,
     },
     /// Show a queue's counters and settings.
     Info {
         #[command(flatten)]
         conn: ClientArgs,
+        /// The queue's name.
         queue: String,
     },
     /// Whether the server is ready (exit status 0) or not (1, with the reasons;
@@ -351,6 +369,7 @@ pub(super) enum ClientCommand {
     Queues {
         #[command(flatten)]
         conn: ClientArgs,
+        /// Only queues whose names start with this.
         #[arg(long, default_value = "")]
         prefix: String,
     },
@@ -358,6 +377,7 @@ pub(super) enum ClientCommand {
     CreateQueue {
         #[command(flatten)]
         conn: ClientArgs,
+        /// The queue's name.
         queue: String,
         #[command(flatten)]
         settings: SettingsArgs,
@@ -366,6 +386,7 @@ pub(super) enum ClientCommand {
     UpdateQueue {
         #[command(flatten)]
         conn: ClientArgs,
+        /// The queue's name.
         queue: String,
         #[command(flatten)]
         settings: SettingsArgs,
@@ -374,6 +395,7 @@ pub(super) enum ClientCommand {
     Redrive {
         #[command(flatten)]
         conn: ClientArgs,
+        /// The queue's name.
         queue: String,
         /// The queue to move them to.
         #[arg(long)]
@@ -386,12 +408,14 @@ pub(super) enum ClientCommand {
     Clear {
         #[command(flatten)]
         conn: ClientArgs,
+        /// The queue's name.
         queue: String,
     },
     /// Delete a queue and its messages.
     DeleteQueue {
         #[command(flatten)]
         conn: ClientArgs,
+        /// The queue's name.
         queue: String,
     },
 }
