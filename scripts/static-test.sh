@@ -11,8 +11,16 @@ if [ "$(id -u)" != 0 ]; then
     echo "static-test: needs root for chroot" >&2
     exit 1
 fi
-cargo release-static
-BIN=target/x86_64-unknown-linux-gnu/release/ferromq
+# STATIC_PROFILE=dev checks the same static link in a debug build (CI: a fat-LTO
+# release build for a second target tree costs minutes; the link is the same).
+if [ "${STATIC_PROFILE:-release}" = dev ]; then
+    cargo build --bin ferromq --target x86_64-unknown-linux-gnu \
+        --config "target.x86_64-unknown-linux-gnu.rustflags=['-C', 'target-feature=+crt-static']"
+    BIN=target/x86_64-unknown-linux-gnu/debug/ferromq
+else
+    cargo release-static
+    BIN=target/x86_64-unknown-linux-gnu/release/ferromq
+fi
 CLI=target/debug/ferromq
 cargo build --quiet --bin ferromq
 
