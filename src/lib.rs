@@ -40,6 +40,7 @@ pub mod queue;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod telemetry;
 pub mod tls;
 
 pub use client::Client;

@@ -148,7 +148,7 @@ impl Server {
         let service = Arc::new(
             Service::new(registry, config.max_body)
                 .with_push(Arc::clone(&push))
-                .with_metrics(crate::metrics::MetricsOptions {
+                .with_metrics(crate::telemetry::MetricsOptions {
                     max_queue_series: config.metrics_max_queues,
                     data_dir: Some(config.data_dir.clone()),
                 }),
@@ -332,7 +332,7 @@ impl DiskWatch {
 }
 
 /// Samples the message totals every second for the rates of `stats`
-/// ([`crate::metrics::Metrics::sample`]) until `stop`.
+/// ([`crate::telemetry::Metrics::sample`]) until `stop`.
 async fn sample_rates(service: Arc<Service>, stop: CancellationToken) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

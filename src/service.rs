@@ -24,7 +24,7 @@ use bytes::Bytes;
 
 use crate::auth::Scope;
 use crate::error::QueueError;
-use crate::metrics::{Metrics, MetricsOptions, Protocol, QueueFigures, Rates};
+use crate::metrics::{Protocol, QueueFigures, Rates};
 use crate::push::PushEngine;
 pub use crate::push::SubscriberStatus;
 use crate::queue::handle::UpdateError;
@@ -35,6 +35,7 @@ use crate::queue::types::{
 };
 use crate::queue::{QueueHandle, Registry};
 use crate::storage::FsyncMode;
+use crate::telemetry::{Metrics, MetricsOptions};
 
 /// How often a push retries on a queue deleted under it before giving up.
 const PUSH_ATTEMPTS: usize = 3;

@@ -40,7 +40,7 @@ pub(crate) async fn execute(
 }
 
 /// The operation's index and name in metrics and logs (the name is the .proto's
-/// field name; the index, below [`crate::metrics::BINARY_OPS`], picks its
+/// field name; the index, below [`crate::telemetry::BINARY_OPS`], picks its
 /// counters without a lookup).
 pub(crate) fn op_label(op: Option<&Op>) -> (usize, &'static str) {
     match op {

@@ -86,29 +86,7 @@ pub struct QueueMeta {
     pub attachment: Bytes,
 }
 
-/// What happened to a queue's messages since its state was built (so since the
-/// server started, or the queue was created): the per-queue counters of the
-/// metrics (`crate::metrics`). Kept by the state machine, where each of these
-/// happens, and never persisted: a restart starts them at 0, which Prometheus reads
-/// as a counter reset.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// Messages pushed (or moved in: dead letters, redrives).
-    pub pushed: u64,
-    /// Reservations handed out (a delete-on-reserve counts here and in `deleted`).
-    pub reserved: u64,
-    /// Messages deleted: by a client, by delete-on-reserve, or acknowledged by
-    /// every subscriber of a push queue.
-    pub deleted: u64,
-    /// Reservations released by their consumer.
-    pub released: u64,
-    /// Reservations that ran out: the message went back to the queue.
-    pub timed_out: u64,
-    /// Messages sent to the dead-letter queue.
-    pub dead_lettered: u64,
-    /// Messages removed because they expired.
-    pub expired: u64,
-}
+pub use crate::metrics::Counters;
 
 /// The answer to a reserve.
 #[derive(Debug, PartialEq, Eq)]
