@@ -20,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::telemetry::ConnectionCounters;
 use crate::tls::{Conn, ServerTls};
 
 /// Most refused connections being answered at once.
@@ -44,6 +45,35 @@ impl Incoming {
     }
 }
 
+/// An admitted connection's place under the cap, held by its task until it ends:
+/// its admission and its end are counted and logged (at debug) here, once for
+/// both front ends.
+pub(crate) struct Admitted {
+    _permit: OwnedSemaphorePermit,
+    counters: ConnectionCounters,
+    peer: SocketAddr,
+}
+
+impl Admitted {
+    fn new(permit: OwnedSemaphorePermit, counters: ConnectionCounters, peer: SocketAddr) -> Self {
+        counters.opened.inc();
+        tracing::debug!(%peer, protocol = counters.protocol.label(), "connection opened");
+        Admitted {
+            _permit: permit,
+            counters,
+            peer,
+        }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.counters.closed.inc();
+        let protocol = self.counters.protocol.label();
+        tracing::debug!(peer = %self.peer, protocol, "connection closed");
+    }
+}
+
 /// Accepts connections and admits at most `max_connections` at once; the others
 /// get `refusal` (the front end's own words) and are closed, in tasks of `tasks`.
 pub(crate) struct Acceptor {
@@ -56,8 +86,8 @@ pub(crate) struct Acceptor {
     tls: Option<Arc<ServerTls>>,
     refusing: Arc<Semaphore>,
     tasks: TaskTracker,
-    /// Counts the refusals (metrics).
-    refused: prometheus_client::metrics::counter::Counter,
+    /// Counts (and logs) admissions, ends and refusals.
+    counters: ConnectionCounters,
 }
 
 impl Acceptor {
@@ -69,7 +99,7 @@ impl Acceptor {
         refusal: bytes::Bytes,
         tls: Option<Arc<ServerTls>>,
         tasks: &TaskTracker,
-        refused: prometheus_client::metrics::counter::Counter,
+        counters: ConnectionCounters,
     ) -> Self {
         Acceptor {
             listener,
@@ -79,7 +109,7 @@ impl Acceptor {
             tls,
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
             tasks: tasks.clone(),
-            refused,
+            counters,
         }
     }
 
@@ -87,10 +117,7 @@ impl Acceptor {
     /// refusing those over the cap on the way; `None` once `stop` is cancelled.
     /// Accept errors (usually EMFILE/ENFILE) are logged and retried with a backoff
     /// of 1 ms doubling to 1 s.
-    pub(crate) async fn next(
-        &mut self,
-        stop: &CancellationToken,
-    ) -> Option<(Incoming, OwnedSemaphorePermit)> {
+    pub(crate) async fn next(&mut self, stop: &CancellationToken) -> Option<(Incoming, Admitted)> {
         let mut backoff_ms = 1;
         loop {
             let accepted = tokio::select! {
@@ -103,7 +130,8 @@ impl Acceptor {
                     match Arc::clone(&self.limit).try_acquire_owned() {
                         Ok(permit) => {
                             let tls = self.tls.as_ref().map(|tls| tls.acceptor());
-                            return Some((Incoming { stream, peer, tls }, permit));
+                            let admitted = Admitted::new(permit, self.counters.clone(), peer);
+                            return Some((Incoming { stream, peer, tls }, admitted));
                         }
                         Err(_) => self.refuse(stream, peer),
                     }
@@ -123,7 +151,7 @@ impl Acceptor {
     /// refusals already running, closes it at once.
     fn refuse(&self, mut stream: TcpStream, peer: SocketAddr) {
         tracing::debug!(%peer, limit = self.max_connections, "connection refused: at the limit");
-        self.refused.inc();
+        self.counters.refused.inc();
         let Some(refusal) = self.refusal.clone() else {
             return;
         };

@@ -354,25 +354,16 @@ impl Metrics {
         )
     }
 
-    /// The counter of connections refused at the cap on `protocol`.
-    pub fn refused_counter(&self, protocol: Protocol) -> Counter {
-        self.refused
-            .get_or_create(&[("protocol", protocol.label())])
-            .clone()
-    }
-
-    /// A connection was admitted.
-    pub fn connection_opened(&self, protocol: Protocol) {
-        self.accepted
-            .get_or_create(&[("protocol", protocol.label())])
-            .inc();
-    }
-
-    /// An admitted connection ended.
-    pub fn connection_closed(&self, protocol: Protocol) {
-        self.closed
-            .get_or_create(&[("protocol", protocol.label())])
-            .inc();
+    /// The connection counters of `protocol`, for its acceptor (`net.rs`),
+    /// which counts and logs every connection's admission, end and refusal.
+    pub fn connection_counters(&self, protocol: Protocol) -> ConnectionCounters {
+        let label = [("protocol", protocol.label())];
+        ConnectionCounters {
+            protocol,
+            opened: self.accepted.get_or_create(&label).clone(),
+            closed: self.closed.get_or_create(&label).clone(),
+            refused: self.refused.get_or_create(&label).clone(),
+        }
     }
 
     /// Connections open now on `protocol`.
@@ -415,6 +406,17 @@ impl std::fmt::Debug for ServerCollector {
     }
 }
 
+/// One metric without labels, of the kind `metric` is.
+fn constant(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    metric: &impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
+}
+
 fn gauge(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
@@ -422,8 +424,7 @@ fn gauge(
     unit: Option<&Unit>,
     value: f64,
 ) -> Result<(), std::fmt::Error> {
-    let metric = ConstGauge::new(value);
-    metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
+    constant(encoder, name, help, unit, &ConstGauge::new(value))
 }
 
 fn counter(
@@ -433,8 +434,20 @@ fn counter(
     unit: Option<&Unit>,
     value: f64,
 ) -> Result<(), std::fmt::Error> {
-    let metric = ConstCounter::new(value);
-    metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
+    constant(encoder, name, help, unit, &ConstCounter::new(value))
+}
+
+/// One protocol's connection counters (clones share the counts).
+#[derive(Debug, Clone)]
+pub struct ConnectionCounters {
+    /// Which front end.
+    pub protocol: Protocol,
+    /// Connections admitted.
+    pub opened: Counter,
+    /// Admitted connections that ended.
+    pub closed: Counter,
+    /// Connections refused at the cap.
+    pub refused: Counter,
 }
 
 /// One per-queue metric: its name, help, unit, whether it is a counter, and how

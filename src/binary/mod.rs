@@ -96,7 +96,6 @@ pub(crate) async fn serve(
 ) {
     let refusal = refusal_frame(limits.max_connections);
     let metrics = service.metrics();
-    let refused = metrics.refused_counter(Protocol::Binary);
     let (received, sent) = metrics.byte_counters(Protocol::Binary);
     let mut acceptor = Acceptor::new(
         listener,
@@ -104,7 +103,7 @@ pub(crate) async fn serve(
         refusal,
         tls,
         &connections,
-        refused,
+        metrics.connection_counters(Protocol::Binary),
     );
     while let Some((incoming, permit)) = acceptor.next(&stop).await {
         let service = Arc::clone(&service);
@@ -113,8 +112,6 @@ pub(crate) async fn serve(
         let peer = incoming.peer;
         let (received, sent) = (received.clone(), sent.clone());
         connections.spawn(async move {
-            tracing::debug!(%peer, protocol = "binary", "connection opened");
-            service.metrics().connection_opened(Protocol::Binary);
             let session = Session {
                 scope: auth.scope(None).map(Arc::new),
                 auth,
@@ -124,10 +121,8 @@ pub(crate) async fn serve(
             };
             if let Some(conn) = incoming.open(&stop).await {
                 let (read, write) = conn.split();
-                serve_connection(read, write, Arc::clone(&service), session, stop, limits).await;
+                serve_connection(read, write, service, session, stop, limits).await;
             }
-            service.metrics().connection_closed(Protocol::Binary);
-            tracing::debug!(%peer, protocol = "binary", "connection closed");
             drop(permit);
         });
     }

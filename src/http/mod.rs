@@ -143,27 +143,22 @@ pub(crate) async fn serve(
     api.routes_api = limits.api;
     let api = Arc::new(api);
     let refusal = refusal_response(limits.max_connections);
-    let refused = api.service.metrics().refused_counter(Protocol::Http);
     let mut acceptor = Acceptor::new(
         listener,
         limits.max_connections,
         refusal,
         tls,
         &connections,
-        refused,
+        api.service.metrics().connection_counters(Protocol::Http),
     );
     while let Some((incoming, permit)) = acceptor.next(&stop).await {
         let api = Arc::clone(&api);
         let stop = stop.clone();
         let peer = incoming.peer;
         connections.spawn(async move {
-            tracing::debug!(%peer, protocol = "http", "connection opened");
-            api.service.metrics().connection_opened(Protocol::Http);
             if let Some(conn) = incoming.open(&stop).await {
-                serve_connection(conn, Arc::clone(&api), peer, limits, stop).await;
+                serve_connection(conn, api, peer, limits, stop).await;
             }
-            api.service.metrics().connection_closed(Protocol::Http);
-            tracing::debug!(%peer, protocol = "http", "connection closed");
             drop(permit);
         });
     }
