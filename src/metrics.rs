@@ -10,6 +10,9 @@
 //! - [`ProcessFigures`], [`dir_size`]: the process and the data directory, read on
 //!   demand.
 //! - [`TotalsSample`], [`Rates`], [`rates_over`]: rates from one-second samples.
+//! - One queue's rates ([`QueueMetrics::rates`]): a window of at least
+//!   [`QUEUE_RATE_WINDOW_MS`] its actor rolls when it publishes, so a server with
+//!   many queues keeps no per-queue samples and does no per-queue work while idle.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -88,7 +91,16 @@ pub struct QueueMetrics {
     push_delivered: AtomicU64,
     push_accepted: AtomicU64,
     push_failed: AtomicU64,
+    /// The rate window: when it opened (the actor's clock, ms; 0: not yet) and
+    /// the counters then (pushed, reserved, deleted).
+    window_at_ms: AtomicU64,
+    window_counts: [AtomicU64; 3],
+    /// The rates of the last window closed (`f64` bits).
+    window_rates: [AtomicU64; 3],
 }
+
+/// The shortest window of a queue's rates ([`QueueMetrics::rates`]).
+pub const QUEUE_RATE_WINDOW_MS: u64 = 2000;
 
 /// What a queue's actor publishes after a turn.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -117,8 +129,9 @@ pub enum Delivery {
 }
 
 impl QueueMetrics {
-    /// Publishes the queue's state after a turn.
-    pub fn publish(&self, gauges: &QueueGauges, counters: &Counters) {
+    /// Publishes the queue's state after a turn, at `now_ms` on the actor's clock
+    /// (for the rate window).
+    pub fn publish(&self, gauges: &QueueGauges, counters: &Counters, now_ms: u64) {
         let set = |cell: &AtomicU64, value: u64| cell.store(value, Ordering::Relaxed);
         set(&self.available, gauges.available);
         set(&self.reserved, gauges.reserved);
@@ -135,6 +148,63 @@ impl QueueMetrics {
         set(&self.timed_out, counters.timed_out);
         set(&self.dead_lettered, counters.dead_lettered);
         set(&self.expired, counters.expired);
+        self.roll_window(
+            [counters.pushed, counters.reserved, counters.deleted],
+            now_ms,
+        );
+    }
+
+    /// Closes the rate window if it is [`QUEUE_RATE_WINDOW_MS`] old: its rates
+    /// are kept and a new one opens at `counts`. Only the actor writes these;
+    /// `window_at_ms` is stored last (Release) so a reader that sees it sees the
+    /// counts it goes with, or newer ones (a rate read a little low, once).
+    fn roll_window(&self, counts: [u64; 3], now_ms: u64) {
+        let opened = self.window_at_ms.load(Ordering::Acquire);
+        if opened != 0 && now_ms < opened.saturating_add(QUEUE_RATE_WINDOW_MS) {
+            return;
+        }
+        if opened != 0 {
+            let seconds = float(now_ms - opened) / 1000.0;
+            for (i, count) in counts.iter().enumerate() {
+                let before = self.window_counts[i].load(Ordering::Relaxed);
+                let rate = float(count.saturating_sub(before)) / seconds;
+                self.window_rates[i].store(rate.to_bits(), Ordering::Relaxed);
+            }
+        }
+        for (cell, count) in self.window_counts.iter().zip(counts) {
+            cell.store(count, Ordering::Relaxed);
+        }
+        self.window_at_ms.store(now_ms.max(1), Ordering::Release);
+    }
+
+    /// Pushed, reserved and deleted per second at `now_ms` (the actor's clock):
+    /// over the window open now if it is at least [`QUEUE_RATE_WINDOW_MS`] old
+    /// (so an idle queue's rates fall to 0 without its actor doing anything),
+    /// else over the last window closed. Both span 2 s or more.
+    pub fn rates(&self, now_ms: u64) -> Rates {
+        let opened = self.window_at_ms.load(Ordering::Acquire);
+        if opened == 0 {
+            return Rates::default();
+        }
+        let current = [
+            self.pushed.load(Ordering::Relaxed),
+            self.reservations.load(Ordering::Relaxed),
+            self.deleted.load(Ordering::Relaxed),
+        ];
+        let elapsed = now_ms.saturating_sub(opened);
+        let rate = |i: usize| {
+            if elapsed >= QUEUE_RATE_WINDOW_MS {
+                let before = self.window_counts[i].load(Ordering::Relaxed);
+                float(current[i].saturating_sub(before)) / (float(elapsed) / 1000.0)
+            } else {
+                f64::from_bits(self.window_rates[i].load(Ordering::Relaxed))
+            }
+        };
+        Rates {
+            pushed: rate(0),
+            reserved: rate(1),
+            deleted: rate(2),
+        }
     }
 
     /// Counts one push delivery try.
@@ -428,6 +498,36 @@ mod tests {
             reserved: 0,
             deleted,
         }
+    }
+
+    #[test]
+    fn a_queues_rates_are_over_its_last_window_and_fall_to_zero_when_idle() {
+        let metrics = QueueMetrics::default();
+        let gauges = QueueGauges::default();
+        let counters = |pushed, deleted| Counters {
+            pushed,
+            deleted,
+            ..Counters::default()
+        };
+        assert_eq!(metrics.rates(1_000), Rates::default());
+        metrics.publish(&gauges, &counters(0, 0), 10_000);
+        // Within the first window nothing is closed yet: 0.
+        metrics.publish(&gauges, &counters(50, 10), 11_000);
+        assert_eq!(metrics.rates(11_500), Rates::default());
+        // The window closes at its first publish 2 s or more after it opened.
+        metrics.publish(&gauges, &counters(200, 40), 12_000);
+        let rates = metrics.rates(12_500);
+        assert!((rates.pushed - 100.0).abs() < 1e-9, "{rates:?}");
+        assert!((rates.deleted - 20.0).abs() < 1e-9, "{rates:?}");
+        // An idle queue publishes nothing: read past the window, its rate is
+        // over the open window (no change since 12 s): 0.
+        assert_eq!(metrics.rates(20_000), Rates::default());
+        // Busy again after the idle spell: the closed window spans the idle time.
+        metrics.publish(&gauges, &counters(300, 40), 22_000);
+        let rates = metrics.rates(22_100);
+        assert!((rates.pushed - 10.0).abs() < 1e-9, "{rates:?}");
+        // A reader at an earlier time than the window (clock skew): no panic.
+        let _ = metrics.rates(0);
     }
 
     #[test]

@@ -72,9 +72,10 @@ impl Default for MetricsOptions {
     }
 }
 
-/// How many one-second samples of the totals are kept for rates: the last two
-/// minutes (`stats`, and the dashboard's chart).
-pub const RATE_SAMPLES: usize = 121;
+/// How many one-second samples of the totals are kept for rates: the last five
+/// minutes (`stats` uses the last 10 s, the dashboard's chart all of them; 32
+/// bytes each).
+pub const RATE_SAMPLES: usize = 301;
 
 /// Binary operations with counters of their own in [`Metrics::binary_request`]
 /// (indexes of `binary::dispatch::op_label`).

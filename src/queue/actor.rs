@@ -287,7 +287,7 @@ pub(super) fn spawn(
     ctx.admission.account(0, reported_bytes);
     let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
     let metrics = Arc::new(QueueMetrics::default());
-    metrics.publish(&gauges(&state), state.counters());
+    metrics.publish(&gauges(&state), state.counters(), ctx.clock.now_ms());
     let handle = QueueHandle::new(
         state.meta().name.clone(),
         state.settings().kind(),
@@ -522,7 +522,8 @@ impl Actor {
     fn publish_metrics(&mut self) {
         let now = (gauges(&self.state), *self.state.counters());
         if self.published != Some(now) {
-            self.metrics.publish(&now.0, &now.1);
+            self.metrics
+                .publish(&now.0, &now.1, self.ctx.clock.now_ms());
             self.published = Some(now);
         }
     }

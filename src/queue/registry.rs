@@ -426,6 +426,12 @@ impl Registry {
         self.len() == 0
     }
 
+    /// The time on the queues' clock, ms since the epoch (what their actors
+    /// stamp and measure with; a manual clock in tests).
+    pub fn now_ms(&self) -> u64 {
+        self.inner.ctx.clock.now_ms()
+    }
+
     /// The store (for ids and commits that are not a queue's, and its counters).
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.ctx.store
