@@ -91,6 +91,128 @@ pub struct Health {
     pub reasons: Vec<String>,
 }
 
+/// Most rows a table sorted by a figure pages through
+/// ([`Service::queue_table_in`]).
+pub const MAX_TABLE_WINDOW: usize = 100_000;
+
+/// Names read from the registry at once by [`Service::queue_table_in`].
+const TABLE_CHUNK: usize = 1000;
+
+/// What a table of queues is sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueSort {
+    /// The name, in byte order.
+    Name,
+    /// Available + reserved + delayed.
+    Size,
+    /// Available messages.
+    Available,
+    /// Reserved messages.
+    Reserved,
+    /// Delayed messages.
+    Delayed,
+    /// The age of the oldest available message.
+    Oldest,
+    /// Bytes of stored bodies.
+    Bytes,
+    /// Pushed per second.
+    PushRate,
+    /// Deleted per second.
+    DeleteRate,
+}
+
+impl QueueSort {
+    /// Every sort, with its name on the wire.
+    pub const ALL: [(&'static str, QueueSort); 9] = [
+        ("name", QueueSort::Name),
+        ("size", QueueSort::Size),
+        ("available", QueueSort::Available),
+        ("reserved", QueueSort::Reserved),
+        ("delayed", QueueSort::Delayed),
+        ("oldest", QueueSort::Oldest),
+        ("bytes", QueueSort::Bytes),
+        ("push_rate", QueueSort::PushRate),
+        ("delete_rate", QueueSort::DeleteRate),
+    ];
+
+    /// The sort named `name` on the wire.
+    pub fn parse(name: &str) -> Option<QueueSort> {
+        Self::ALL
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, sort)| *sort)
+    }
+}
+
+/// A table's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableOrder {
+    /// By what.
+    pub sort: QueueSort,
+    /// Largest (or last) first.
+    pub descending: bool,
+}
+
+/// A row's sort key: the figure, negated for a descending order, so the best
+/// rows are always the smallest keys.
+#[derive(Debug, Clone, Copy)]
+struct TableKey(f64);
+
+impl TableKey {
+    #[allow(clippy::cast_precision_loss)] // an order, not arithmetic: 2^53 messages is far off
+    fn new(order: TableOrder, figures: &QueueFigures, rates: Rates) -> Self {
+        let value = match order.sort {
+            QueueSort::Name => 0.0,
+            QueueSort::Size => (figures.available + figures.reserved + figures.delayed) as f64,
+            QueueSort::Available => figures.available as f64,
+            QueueSort::Reserved => figures.reserved as f64,
+            QueueSort::Delayed => figures.delayed as f64,
+            QueueSort::Oldest => figures.oldest_age_ms as f64,
+            QueueSort::Bytes => figures.bytes as f64,
+            QueueSort::PushRate => rates.pushed,
+            QueueSort::DeleteRate => rates.deleted,
+        };
+        TableKey(if order.descending { -value } else { value })
+    }
+}
+
+impl PartialEq for TableKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.total_cmp(&other.0).is_eq()
+    }
+}
+impl Eq for TableKey {}
+impl PartialOrd for TableKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for TableKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// One row of a table of queues.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableRow {
+    /// The queue's name.
+    pub name: String,
+    /// Its figures.
+    pub figures: QueueFigures,
+    /// Its rates over the last 2 s or more ([`crate::metrics::QueueMetrics::rates`]).
+    pub rates: Rates,
+}
+
+/// A page of a table of queues.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueTable {
+    /// The page's rows, in the table's order.
+    pub rows: Vec<TableRow>,
+    /// How many queues the table has (all pages).
+    pub total: usize,
+}
+
 /// A page of queue names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuePage {
@@ -523,10 +645,16 @@ impl Service {
         cursor: &str,
         limit: u64,
     ) -> Result<QueuePage, QueueError> {
-        let Scope::Projects(projects) = scope else {
-            return self.list_queues(prefix, cursor, limit);
-        };
         let limit = page_limit(limit)?;
+        Ok(self.scoped_names(scope, prefix, cursor, limit))
+    }
+
+    /// [`Service::list_queues_in`] without its page limit.
+    fn scoped_names(&self, scope: &Scope, prefix: &str, cursor: &str, limit: usize) -> QueuePage {
+        let Scope::Projects(projects) = scope else {
+            let (names, next) = self.registry.list(prefix, cursor, limit);
+            return QueuePage { names, next };
+        };
         let mut names: Vec<String> = Vec::new();
         // The scope's projects are sorted by their prefix, so their ranges come in
         // name order and do not overlap.
@@ -542,23 +670,23 @@ impl Service {
             if names.len() == limit {
                 // Full: is there anything after it?
                 if !self.registry.list(&range, cursor, 1).0.is_empty() {
-                    return Ok(QueuePage {
+                    return QueuePage {
                         next: names.last().cloned(),
                         names,
-                    });
+                    };
                 }
                 continue;
             }
             let (found, more) = self.registry.list(&range, cursor, limit - names.len());
             names.extend(found);
             if more.is_some() {
-                return Ok(QueuePage {
+                return QueuePage {
                     next: names.last().cloned(),
                     names,
-                });
+                };
             }
         }
-        Ok(QueuePage { names, next: None })
+        QueuePage { names, next: None }
     }
 
     /// Removes every message of a queue; returns how many.
@@ -664,6 +792,139 @@ impl Service {
         Ok(FiguresPage {
             queues,
             next: page.next,
+        })
+    }
+
+    /// One page of the table of the queues `scope` covers whose names start
+    /// with `prefix`, ordered by `sort` (ties by name), rows `offset..offset +
+    /// limit` (`limit` 1..=100), with how many queues match. Read from what the
+    /// actors last published, without asking them.
+    ///
+    /// Bounded work and memory whatever the number of queues: the names are
+    /// walked in chunks (the registry's lock is held for one chunk at a time);
+    /// by name, rows before `offset` are only counted; by a figure, the best
+    /// `offset + limit` are kept in a heap, so `offset + limit` is at most
+    /// [`MAX_TABLE_WINDOW`] then (narrow with a prefix to go further).
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a limit over 100 or a window past
+    /// [`MAX_TABLE_WINDOW`].
+    pub fn queue_table_in(
+        &self,
+        scope: &Scope,
+        prefix: &str,
+        order: TableOrder,
+        offset: usize,
+        limit: u64,
+    ) -> Result<QueueTable, QueueError> {
+        let limit = batch_size("limit", limit)?;
+        let window = offset.saturating_add(limit);
+        if order.sort != QueueSort::Name && window > MAX_TABLE_WINDOW {
+            return Err(QueueError::invalid(format!(
+                "sorted by a figure, only the first {MAX_TABLE_WINDOW} queues are paged: narrow with a prefix"
+            )));
+        }
+        let now_ms = self.registry.now_ms();
+        let mut total = 0usize;
+        // By name: the rows in order. By a figure: a max-heap of the best
+        // `window` (key, name), the worst on top.
+        let mut by_name: Vec<String> = Vec::new();
+        let mut best: std::collections::BinaryHeap<(TableKey, String)> =
+            std::collections::BinaryHeap::new();
+        let mut cursor = String::new();
+        loop {
+            let page = self.scoped_names(scope, prefix, &cursor, TABLE_CHUNK);
+            if order.sort == QueueSort::Name {
+                for name in &page.names {
+                    if total >= offset && by_name.len() < limit {
+                        by_name.push(name.clone());
+                    }
+                    total += 1;
+                }
+            } else {
+                for (name, metrics) in self.registry.metrics_of(&page.names) {
+                    total += 1;
+                    let key = TableKey::new(order, &metrics.read(now_ms), metrics.rates(now_ms));
+                    best.push((key, name));
+                    if best.len() > window {
+                        best.pop();
+                    }
+                }
+            }
+            match page.next {
+                Some(next) => cursor = next,
+                None => break,
+            }
+        }
+        let names: Vec<String> = if order.sort == QueueSort::Name {
+            if order.descending {
+                // Descending by name: the mirror page, counted from the end.
+                return self.queue_table_in_reverse(scope, prefix, offset, limit, total);
+            }
+            by_name
+        } else {
+            best.into_sorted_vec()
+                .into_iter()
+                .skip(offset)
+                .map(|(_, name)| name)
+                .collect()
+        };
+        Ok(self.table_rows(names, total, now_ms))
+    }
+
+    /// A page by name, descending: rows `offset..offset + limit` from the end
+    /// are rows `total - offset - limit..total - offset` from the start.
+    fn queue_table_in_reverse(
+        &self,
+        scope: &Scope,
+        prefix: &str,
+        offset: usize,
+        limit: usize,
+        total: usize,
+    ) -> Result<QueueTable, QueueError> {
+        let end = total.saturating_sub(offset);
+        let start = end.saturating_sub(limit);
+        let ascending = TableOrder {
+            sort: QueueSort::Name,
+            descending: false,
+        };
+        let len = u64::try_from(end - start).unwrap_or(1);
+        if len == 0 {
+            return Ok(QueueTable {
+                rows: Vec::new(),
+                total,
+            });
+        }
+        let mut table = self.queue_table_in(scope, prefix, ascending, start, len)?;
+        table.rows.reverse();
+        Ok(table)
+    }
+
+    fn table_rows(&self, names: Vec<String>, total: usize, now_ms: u64) -> QueueTable {
+        let rows = self
+            .registry
+            .metrics_of(&names)
+            .into_iter()
+            .map(|(name, metrics)| TableRow {
+                figures: metrics.read(now_ms),
+                rates: metrics.rates(now_ms),
+                name,
+            })
+            .collect();
+        QueueTable { rows, total }
+    }
+
+    /// One queue's figures and rates as its actor last published them.
+    ///
+    /// # Errors
+    /// `QueueNotFound`.
+    pub async fn queue_row(&self, queue: &QueueName) -> Result<TableRow, QueueError> {
+        let handle = self.queue(queue).await?;
+        let now_ms = self.registry.now_ms();
+        Ok(TableRow {
+            name: queue.to_string(),
+            figures: handle.metrics().read(now_ms),
+            rates: handle.metrics().rates(now_ms),
         })
     }
 
@@ -773,6 +1034,102 @@ mod tests {
 
     fn invalid<T: std::fmt::Debug>(result: Result<T, QueueError>) -> bool {
         matches!(result, Err(QueueError::InvalidArgument(_)))
+    }
+
+    /// The dashboard's table over more queues than one registry chunk: every
+    /// order pages through every queue once, in order, with the right total; a
+    /// project scope sees only its queues; a figure's window is bounded.
+    #[tokio::test]
+    async fn the_queue_table_pages_every_queue_once_in_each_order() {
+        let service = service().await;
+        // 2,300 queues in two projects (chunks of 1,000), queue i holding i % 7
+        // messages.
+        let mut names = Vec::new();
+        for i in 0..2300u32 {
+            let project = if i % 2 == 0 { "even" } else { "odd" };
+            let name = QueueName::new(&format!("{project}/q{i:05}")).unwrap();
+            service
+                .create_queue(
+                    &name,
+                    &SettingsPatch::default(),
+                    None::<fn(&[u8]) -> Result<Bytes, ()>>,
+                )
+                .await
+                .unwrap();
+            for _ in 0..i % 7 {
+                service.push(&name, message("x")).await.unwrap();
+            }
+            names.push((name.to_string(), u64::from(i % 7)));
+        }
+        let walk = |order: TableOrder, scope: Scope, prefix: &'static str| {
+            let mut rows = Vec::new();
+            let mut offset = 0;
+            loop {
+                let page = service
+                    .queue_table_in(&scope, prefix, order, offset, 100)
+                    .unwrap();
+                assert!(page.rows.len() <= 100);
+                offset += page.rows.len();
+                let done = page.rows.is_empty();
+                rows.extend(page.rows.into_iter().map(|r| (r.name, r.figures.available)));
+                if done {
+                    return (rows, page.total);
+                }
+            }
+        };
+        let by = |sort, descending| TableOrder { sort, descending };
+        let (rows, total) = walk(by(QueueSort::Name, false), Scope::All, "");
+        assert_eq!(total, 2300);
+        let mut expected = names.clone();
+        expected.sort();
+        assert_eq!(rows, expected);
+        let (rows, _) = walk(by(QueueSort::Name, true), Scope::All, "");
+        expected.reverse();
+        assert_eq!(rows, expected);
+        // By size, largest first, ties by name.
+        let (rows, total) = walk(by(QueueSort::Size, true), Scope::All, "");
+        assert_eq!(total, 2300);
+        let mut expected = names.clone();
+        expected.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        assert_eq!(rows, expected);
+        let (rows, _) = walk(by(QueueSort::Available, false), Scope::All, "");
+        assert_eq!(rows.first().map(|r| r.1), Some(0));
+        assert_eq!(rows.last().map(|r| r.1), Some(6));
+        // A project token sees its project only, a prefix narrows.
+        let odd = Scope::Projects(vec!["odd".into()]);
+        let (rows, total) = walk(by(QueueSort::Size, true), odd.clone(), "");
+        assert_eq!(total, 1150);
+        assert!(rows.iter().all(|(name, _)| name.starts_with("odd/")));
+        let (rows, total) = walk(by(QueueSort::Name, false), odd, "even/");
+        assert_eq!((rows.len(), total), (0, 0));
+        let (rows, total) = walk(by(QueueSort::Name, false), Scope::All, "even/q0000");
+        assert_eq!(total, 5);
+        assert_eq!(rows.len(), 5);
+        // Sorted by a figure, the window is bounded; by name it is not.
+        assert!(invalid(service.queue_table_in(
+            &Scope::All,
+            "",
+            by(QueueSort::Size, true),
+            MAX_TABLE_WINDOW,
+            1
+        )));
+        let far = service
+            .queue_table_in(
+                &Scope::All,
+                "",
+                by(QueueSort::Name, false),
+                MAX_TABLE_WINDOW,
+                1,
+            )
+            .unwrap();
+        assert_eq!((far.rows.len(), far.total), (0, 2300));
+        assert!(invalid(service.queue_table_in(
+            &Scope::All,
+            "",
+            by(QueueSort::Name, false),
+            0,
+            101
+        )));
     }
 
     /// The limits of docs/semantics.md, each at its edge: in range passes, one
