@@ -100,6 +100,8 @@ pub struct Config {
     /// Queues with per-queue metric series of their own; the rest are summed
     /// (`--metrics-max-queues`, `crate::metrics`).
     pub metrics_max_queues: usize,
+    /// Serve the web dashboard under `/ui/` on the HTTP listener (`--dashboard`).
+    pub dashboard: bool,
 }
 
 /// The suggested port of the HTTP API (`--http-listen 127.0.0.1:8080`).
@@ -129,6 +131,7 @@ impl Default for Config {
             push: crate::push::PushConfig::default(),
             metrics_listen: None,
             metrics_max_queues: crate::metrics::DEFAULT_MAX_QUEUE_SERIES,
+            dashboard: false,
         }
     }
 }
@@ -146,6 +149,12 @@ impl Config {
         if self.http_listen.is_some() && self.auth.tokens.is_empty() && !self.auth.disabled {
             return Err(
                 "--http-listen needs --token TOKEN (or --auth none to run without auth)".into(),
+            );
+        }
+        if self.dashboard && self.http_listen.is_none() {
+            return Err(
+                "--dashboard is served on the HTTP listener: give --http-listen HOST:PORT too"
+                    .into(),
             );
         }
         if self.max_body == 0 || self.max_body > MAX_MAX_BODY {
@@ -336,6 +345,22 @@ mod tests {
             ..Config::default()
         };
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn the_dashboard_needs_the_http_listener() {
+        let mut config = Config {
+            auth: "secret".parse().unwrap(),
+            dashboard: true,
+            ..Config::default()
+        };
+        let refusal = config.validate().unwrap_err();
+        assert!(
+            refusal.contains("--dashboard") && refusal.contains("--http-listen"),
+            "{refusal}"
+        );
+        config.http_listen = Some("127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.validate(), Ok(()));
     }
 
     #[test]

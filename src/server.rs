@@ -159,6 +159,7 @@ impl Server {
             header_timeout: nonzero_ms(config.http_header_timeout_ms),
             body_budget: config.max_http_body_bytes,
             api: true,
+            dashboard: config.dashboard,
         };
         let http_addr = match http {
             Some(http) => {
@@ -221,6 +222,7 @@ impl Server {
             binary = %local_addr,
             http = http_addr.map(|a| a.to_string()).as_deref().unwrap_or("off"),
             metrics = metrics_addr.map(|a| a.to_string()).as_deref().unwrap_or("off"),
+            dashboard = http_limits.dashboard,
             tls = tls.is_some(),
             "listening"
         );

@@ -101,6 +101,10 @@ pub(super) struct ServeArgs {
     /// e.g. 127.0.0.1:8080).
     #[arg(long, value_name = "HOST:PORT")]
     http_listen: Option<String>,
+    /// Also serve the web dashboard at `/ui/` on the HTTP API's listener (needs
+    /// --http-listen): it takes the same tokens as the API.
+    #[arg(long)]
+    dashboard: bool,
     /// Also serve `/metrics` (Prometheus) and `/health/*` here, `HOST:PORT`, on a
     /// listener of its own (the HTTP API's listener serves them too). With
     /// tokens, `/metrics` needs one that reaches every queue (`Authorization:
@@ -300,6 +304,7 @@ pub(super) async fn config(args: ServeArgs) -> Result<Config, String> {
         },
         metrics_listen,
         metrics_max_queues: args.metrics_max_queues,
+        dashboard: args.dashboard,
     };
     if args.auth == Some(AuthMode::Token) && config.auth.tokens.is_empty() {
         return Err("--auth token needs at least one --token TOKEN".into());

@@ -47,8 +47,12 @@ impl Call {
         }
     }
 
-    /// The registry name of queue `local` in this call's project.
+    /// The registry name of queue `local` in this call's project (an empty
+    /// project, which only the dashboard makes: the default namespace).
     pub(super) fn queue(&self, local: &str) -> Result<QueueName, ApiError> {
+        if self.project.is_empty() {
+            return Ok(QueueName::new(local)?);
+        }
         Ok(QueueName::new(&format!("{}/{local}", self.project))?)
     }
 }
@@ -308,8 +312,13 @@ pub(super) fn queue_json(
     stats: &QueueStats,
 ) -> Result<Value, ApiError> {
     let settings = &stats.settings;
+    let id = if project.is_empty() {
+        local.to_owned()
+    } else {
+        format!("{project}/{local}")
+    };
     let mut queue = json!({
-        "id": format!("{project}/{local}"),
+        "id": id,
         "project_id": project,
         "name": local,
         "size": stats.size,

@@ -63,6 +63,7 @@
 
 mod alerts;
 pub mod auth;
+mod dashboard;
 mod error;
 mod json;
 mod routes;
@@ -106,6 +107,8 @@ pub(crate) struct Limits {
     /// Serve the IronMQ API; without it only `/metrics` and `/health/*` (the
     /// `--metrics-listen` listener).
     pub(crate) api: bool,
+    /// Serve the web dashboard under `/ui/` (`--dashboard`; `dashboard.rs`).
+    pub(crate) dashboard: bool,
 }
 
 /// What every request needs.
@@ -121,6 +124,8 @@ struct Api {
     max_request: usize,
     /// The IronMQ API is served here (not only metrics and health).
     routes_api: bool,
+    /// The dashboard is served under `/ui/`.
+    dashboard: bool,
     /// Bytes of request and response bodies (metrics).
     received: Counter,
     sent: Counter,
@@ -141,6 +146,7 @@ pub(crate) async fn serve(
 ) {
     let mut api = Api::new(service, auth, limits.body_budget);
     api.routes_api = limits.api;
+    api.dashboard = limits.dashboard && limits.api;
     let api = Arc::new(api);
     let refusal = refusal_response(limits.max_connections);
     let mut acceptor = Acceptor::new(
@@ -255,6 +261,7 @@ impl Api {
         let (received, sent) = service.metrics().byte_counters(Protocol::Http);
         Api {
             routes_api: true,
+            dashboard: false,
             received,
             sent,
             service,
@@ -390,6 +397,10 @@ impl Api {
         }
         if matches!(parts.uri.path(), "/metrics" | "/metrics/") {
             return (self.metrics(&parts.method, &parts.headers), "metrics");
+        }
+        let path = parts.uri.path();
+        if self.dashboard && (path == "/ui" || path.starts_with("/ui/")) {
+            return self.dashboard(parts, body).await;
         }
         let api = if self.routes_api {
             json::split_path(parts.uri.path())

@@ -3,6 +3,7 @@
 mod auth;
 mod bad_input;
 mod client;
+mod dashboard;
 mod dead_letters;
 mod health;
 #[path = "../hook/mod.rs"]

@@ -161,6 +161,18 @@ pub(crate) struct HttpReply {
     pub(crate) json: serde_json::Value,
     /// The body as text.
     pub(crate) text: String,
+    /// Every header, names in lower case.
+    pub(crate) headers: Vec<(String, String)>,
+}
+
+impl HttpReply {
+    /// The value of header `name` (lower case), if present.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl Http {
@@ -186,8 +198,13 @@ impl Http {
     ) -> HttpReply {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = TcpStream::connect(self.addr).await.expect("connect http");
-        let mut request =
-            format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+        let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+        if !headers
+            .iter()
+            .any(|h| h.to_ascii_lowercase().starts_with("host:"))
+        {
+            request += "Host: test\r\n";
+        }
         if let Some(token) = &self.token {
             request += &format!("Authorization: OAuth {token}\r\n");
         }
@@ -207,16 +224,21 @@ impl Http {
             .and_then(|line| line.split(' ').nth(1))
             .and_then(|code| code.parse().ok())
             .expect("status line");
-        let content_type = lines
+        let headers: Vec<(String, String)> = lines
             .filter_map(|line| line.split_once(':'))
-            .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-            .map(|(_, value)| value.trim().to_owned());
+            .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_owned()))
+            .collect();
+        let content_type = headers
+            .iter()
+            .find(|(name, _)| name == "content-type")
+            .map(|(_, value)| value.clone());
         let json = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
         HttpReply {
             status,
             content_type,
             json,
             text: body.to_owned(),
+            headers,
         }
     }
 }
