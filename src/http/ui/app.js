@@ -133,7 +133,7 @@ function confirmAction(text, word) {
 // ---------------------------------------------------------------- formatting
 
 const fmtInt = (n) => (n === null || n === undefined ? "—" : Number(n).toLocaleString("en-US"));
-const fmtRate = (r) => (r === null || r === undefined ? "—" : r < 10 ? r.toFixed(1) : Math.round(r).toLocaleString("en-US"));
+const fmtRate = (r) => (r === null || r === undefined ? "—" : r === 0 ? "0" : r < 10 ? r.toFixed(1) : Math.round(r).toLocaleString("en-US"));
 
 function fmtDuration(ms) {
   if (ms === null || ms === undefined) return "—";
@@ -164,10 +164,10 @@ function fmtBytes(n) {
 /// UTC, to the second: "2026-12-03 20:33:14Z".
 const fmtTime = (ms) => (ms ? new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z") : "—");
 
-function card(label, value, field) {
+function card(label, value, field, small) {
   return h("div", { className: "card" },
     h("div", { className: "label" }, label),
-    h("div", { className: "value", "data-field": field }, value));
+    h("div", { className: small ? "value small" : "value", "data-field": field }, value));
 }
 
 // ---------------------------------------------------------------- the chart
@@ -326,7 +326,7 @@ async function login(event) {
   if (!value) return;
   sessionStorage.setItem(TOKEN_KEY, value);
   try {
-    await api("GET", "overview");
+    whoAmI(await api("GET", "overview"));
   } catch (err) {
     if (err.status !== 401) $("login-error").textContent = err.message;
     return;
@@ -716,8 +716,8 @@ function queueView(name) {
       card("dead-lettered", fmtInt(f.dead_lettered), "dead-lettered"),
       card("expired", fmtInt(f.expired), "expired"),
       card("long polls waiting", fmtInt(q.waiting), "waiting"),
-      card("dead letter", dl ? dl.queue + " after " + dl.max_reservations : "—", "dead-letter"),
-      card("created", fmtTime(q.created_at_ms), "created"));
+      card("dead letter", dl ? dl.queue + " after " + dl.max_reservations : "—", "dead-letter", true),
+      card("created", fmtTime(q.created_at_ms), "created", true));
     tracker.track(performance.now() / 1000, { pushed: f.pushed, deleted: f.deleted });
     drawChart($("qv-chart"), rateSeries(tracker.points.pushed, tracker.points.deleted),
       Math.min(300, Math.max(60, tracker.points.pushed.length * 2)));
