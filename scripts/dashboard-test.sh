@@ -34,7 +34,7 @@ DIR=$(mktemp -d)
 TOKEN=dashboard-token
 PROJECT_TOKEN=project-token
 "$BIN" serve --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --dashboard \
-    --token "$TOKEN" --token "$PROJECT_TOKEN=proj1" \
+    --token "$TOKEN" --token "$PROJECT_TOKEN=proj1" --push-allow 127.0.0.1 \
     --data-dir "$DIR/data" >"$DIR/out" 2>"$DIR/err" &
 PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DIR"' EXIT

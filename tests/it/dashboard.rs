@@ -476,3 +476,61 @@ async fn queue_rates_follow_the_queues_clock_and_sort_the_table() {
     let idle = get(&server, "queue?name=busy").await;
     assert_eq!(idle["rates"]["pushed"], 0.0);
 }
+
+#[tokio::test]
+async fn a_push_queues_settings_are_shown_and_edited_keeping_subscriber_headers() {
+    let server = TestServer::start_with(|c| {
+        config(c);
+        c.push.allow = vec!["127.0.0.1".into()];
+    })
+    .await;
+    let api = Http {
+        token: Some("all".into()),
+        ..http(&server)
+    };
+    // A subscriber nothing listens on: deliveries fail and are retried, which
+    // does not matter here.
+    let created = api
+        .call(
+            "PUT",
+            "queues/hooks",
+            Some(json!({"queue": {"type": "multicast", "push": {
+                "subscribers": [{"name": "a", "url": "http://127.0.0.1:9/a", "headers": {"X-K": "v"}}],
+                "retries": 5}}})),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{created:?}");
+    let page = get(&server, "queue?name=p1/hooks").await;
+    assert_eq!(page["settings"]["type"], "multicast");
+    assert_eq!(page["settings"]["push"]["retries"], 5);
+    let patched = call(
+        &server,
+        Some("all"),
+        "PATCH",
+        "queue?name=p1/hooks",
+        Some(json!({"queue": {"push": {"retries": 2, "retries_delay": 30, "error_queue": "hooks-errors",
+            "subscribers": [
+                {"name": "a", "url": "http://127.0.0.1:9/a", "headers": {"X-K": "v"}},
+                {"name": "b", "url": "http://127.0.0.1:9/b"}]}}})),
+    )
+    .await;
+    assert_eq!(patched.status, 200, "{patched:?}");
+    let push = &patched.json["settings"]["push"];
+    assert_eq!(
+        (push["retries"].as_u64(), push["retries_delay"].as_u64()),
+        (Some(2), Some(30))
+    );
+    assert_eq!(push["error_queue"], "hooks-errors");
+    assert_eq!(push["subscribers"][0]["headers"]["X-K"], "v");
+    assert_eq!(push["subscribers"][1]["name"], "b");
+    // A push queue has no dead letter: refused, as on the IronMQ API.
+    let refused = call(
+        &server,
+        Some("all"),
+        "PATCH",
+        "queue?name=p1/hooks",
+        Some(json!({"queue": {"dead_letter": {"queue_name": "x"}}})),
+    )
+    .await;
+    assert_eq!(refused.status, 400, "{refused:?}");
+}

@@ -8,6 +8,7 @@ on what the page shows (WebDriverWait), never fixed sleeps.
 
 Reads FERROMQ_HTTP_HOST / FERROMQ_HTTP_PORT / FERROMQ_TOKEN (every queue) /
 FERROMQ_PROJECT_TOKEN (project `proj1` only) / FERROMQ_SCREENSHOTS (a directory).
+The server runs with --push-allow 127.0.0.1 (a push queue's settings are edited).
 """
 import json
 import os
@@ -321,6 +322,32 @@ class DashboardTest(unittest.TestCase):
         self.toast(lambda t: "queue name" in t, "the refusal")
         self.assertEqual(self.find("#toast").get_attribute("class"), "bad")
         self.assertEqual(api("GET", "/queues/%s" % queue)["queue"]["dead_letter"]["queue_name"], queue + "-dead")
+
+    def test_a_push_queues_settings_are_edited_keeping_subscriber_headers(self):
+        self.login()
+        queue = unique("hooks")
+        # Nothing listens on port 9: deliveries fail and are retried, which does
+        # not matter here (the server runs with --push-allow 127.0.0.1).
+        api("PUT", "/queues/%s" % queue, {"queue": {"type": "multicast", "push": {
+            "subscribers": [{"name": "a", "url": "http://127.0.0.1:9/a", "headers": {"X-K": "v"}}],
+            "retries": 5}}})
+        self.open_queue("%s/%s" % (PROJECT, queue))
+        self.wait_text("#qv-kind", lambda t: t == "multicast", "the type")
+        subscribers = self.find("#s-subscribers")
+        self.assertEqual(subscribers.get_attribute("value"), "a http://127.0.0.1:9/a")
+        self.assertEqual(self.driver.find_elements(By.ID, "s-dead-letter"), [])
+        subscribers.send_keys("\nb http://127.0.0.1:9/b")
+        retries = self.find("#s-retries")
+        retries.clear()
+        retries.send_keys("2")
+        self.find("#s-save").click()
+        self.confirm()
+        self.toast(lambda t: "saved" in t, "the save")
+        push_settings = api("GET", "/queues/%s" % queue)["queue"]["push"]
+        self.assertEqual(push_settings["retries"], 2)
+        self.assertEqual([(x["name"], x["url"]) for x in push_settings["subscribers"]],
+                         [("a", "http://127.0.0.1:9/a"), ("b", "http://127.0.0.1:9/b")])
+        self.assertEqual(push_settings["subscribers"][0]["headers"], {"X-K": "v"})
 
     def test_a_project_token_sees_only_its_project(self):
         other = "proj2"
