@@ -252,7 +252,7 @@ impl Api {
             ("queue", &Method::GET) => self.queue_page(r).await,
             ("queue", &Method::PATCH) => {
                 let name = r.queue("name")?;
-                let call = r.call(&name)?;
+                let call = r.call(&name);
                 let patch = settings_patch(&call, &call.json()?)?;
                 self.service
                     .update_queue(&name, patch, None::<fn(&[u8]) -> Result<Bytes, ApiError>>)
@@ -463,21 +463,15 @@ impl Request {
     /// This request as an IronMQ call in `queue`'s project, so settings are
     /// read as the IronMQ API reads them (dead-letter and error queues named
     /// within the project).
-    fn call(&self, queue: &QueueName) -> Result<Call, ApiError> {
-        if self.body.len() > MAX_API_BODY {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request body too large",
-            ));
-        }
-        Ok(Call {
+    fn call(&self, queue: &QueueName) -> Call {
+        Call {
             method: self.method.clone(),
             project: split(queue).0.to_owned(),
             rest: Vec::new(),
             query: Vec::new(),
             headers: Vec::new(),
             body: self.body.clone(),
-        })
+        }
     }
 }
 
