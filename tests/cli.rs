@@ -103,6 +103,16 @@ fn the_cli_drives_every_operation_and_reports_errors() {
         &["delete", "jobs", &id2, "--reservation-id", &rid2],
     ));
     assert_eq!(out.trim(), format!("deleted {id2}"));
+    // That delete finished a reservation: a processing time (lease advice).
+    let text = stdout(&cli(addr, &["info", "jobs"]));
+    assert!(
+        text.contains("processing_p50=") && text.contains("(of 1 deletes)"),
+        "{text}"
+    );
+    assert_eq!(
+        json_lines(&cli(addr, &["info", "jobs", "--json"]))[0]["processing_samples"],
+        1
+    );
 
     let taken = json_lines(&cli(addr, &["reserve", "jobs", "--delete", "--json"]));
     assert_eq!(

@@ -592,5 +592,8 @@ fn queue_info(stats: QueueStats) -> response::Result {
         created_at_ms: stats.created_at_ms,
         waiting: stats.waiting,
         bytes: stats.bytes,
+        processing_samples: stats.processing.map_or(0, |p| p.samples),
+        processing_p50_ms: stats.processing.map_or(0, |p| p.p50_ms),
+        processing_p99_ms: stats.processing.map_or(0, |p| p.p99_ms),
     })
 }

@@ -47,6 +47,9 @@ pub(super) fn print_info(info: &proto::QueueInfo, as_json: bool) {
         "created_at_ms": info.created_at_ms,
         "waiting": info.waiting,
         "bytes": info.bytes,
+        "processing_samples": info.processing_samples,
+        "processing_p50_ms": info.processing_p50_ms,
+        "processing_p99_ms": info.processing_p99_ms,
     });
     let dead_letter = dead_letter.map_or_else(String::new, |d| {
         format!(
@@ -69,8 +72,18 @@ pub(super) fn print_info(info: &proto::QueueInfo, as_json: bool) {
             p.error_queue.as_deref().unwrap_or("")
         )
     });
+    let processing = if info.processing_samples == 0 {
+        String::new()
+    } else {
+        format!(
+            " processing_p50={} processing_p99={} (of {} deletes)",
+            super::top::duration(info.processing_p50_ms),
+            super::top::duration(info.processing_p99_ms),
+            info.processing_samples
+        )
+    };
     let text = format!(
-        "{}: size={} available={} reserved={} delayed={} total_pushed={} waiting={} bytes={} timeout={} expiration={}{dead_letter}{push}",
+        "{}: size={} available={} reserved={} delayed={} total_pushed={} waiting={} bytes={} timeout={} expiration={}{dead_letter}{push}{processing}",
         info.name,
         info.size,
         info.available,

@@ -360,6 +360,14 @@ pub(super) fn queue_json(
     if !alerts.is_empty() {
         queue["alerts"] = Value::Array(alerts.iter().map(alerts::Alert::json).collect());
     }
+    if let Some(p) = &stats.processing {
+        // Not IronMQ's: clients ignore fields they do not know.
+        queue["processing_time"] = json!({
+            "samples": p.samples,
+            "p50_ms": p.p50_ms,
+            "p99_ms": p.p99_ms,
+        });
+    }
     if let Some(dl) = &settings.dead_letter {
         queue["dead_letter"] = json!({
             "queue_name": local_name(&dl.queue),

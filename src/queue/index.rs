@@ -484,6 +484,7 @@ mod tests {
         msg.state = State::Reserved {
             reservation_id: 9,
             until_ms: 50,
+            lease_ms: 50,
         };
         msg.reserved_count = 1;
         index.update(3, msg);

@@ -26,6 +26,7 @@ pub mod clock;
 pub mod deadlines;
 pub mod handle;
 pub mod index;
+pub mod lease;
 pub mod push;
 pub mod recovery;
 pub mod registry;

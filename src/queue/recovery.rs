@@ -277,6 +277,7 @@ impl Rebuild {
                 State::Reserved {
                     reservation_id: st.reservation_id,
                     until_ms: st.reserved_until_ms,
+                    lease_ms: super::state::LEASE_UNKNOWN,
                 },
             ),
             Some(st) => (

@@ -40,6 +40,7 @@ use bytes::Bytes;
 
 use super::deadlines::DeadlineIndex;
 use super::index::MessageIndex;
+use super::lease::ProcessingTimes;
 use super::push::unwrap_body;
 use super::staging::{Group, IdMap, LogWrite, Slot, Staging};
 use super::types::{
@@ -157,9 +158,26 @@ pub(super) enum State {
     Reserved {
         reservation_id: u64,
         until_ms: u64,
+        /// From the start of the reservation (its reserve, not a later touch) to
+        /// `until_ms`; [`LEASE_UNKNOWN`] when that start is not known (restored
+        /// after a restart) or too long ago. Not persisted; it only feeds the
+        /// processing times (`lease.rs`), and fits the enum's padding.
+        lease_ms: u32,
     },
     /// Being moved to another queue (dead letter, redrive).
     Moving,
+}
+
+/// `lease_ms` of a reservation whose start is not known.
+pub(super) const LEASE_UNKNOWN: u32 = u32::MAX;
+
+/// The `lease_ms` of a reservation that started at `since_ms` and ends at
+/// `until_ms` (`since_ms` `None`: unknown).
+fn lease_since(since_ms: Option<u64>, until_ms: u64) -> u32 {
+    since_ms
+        .and_then(|since| u32::try_from(until_ms.checked_sub(since)?).ok())
+        .filter(|&ms| ms != LEASE_UNKNOWN)
+        .unwrap_or(LEASE_UNKNOWN)
 }
 
 /// What is known of one message in memory (`index.rs` keeps most of them implied).
@@ -189,6 +207,7 @@ impl Msg {
             State::Reserved {
                 reservation_id,
                 until_ms,
+                ..
             } => (reservation_id, until_ms, 0),
         };
         StateRecord {
@@ -265,6 +284,8 @@ pub struct QueueState {
     /// by the actor from the configuration: an input like any other).
     max_waiters: usize,
     counters: Counters,
+    /// Reserve-to-delete times (`lease.rs`), from the first such delete.
+    processing: Option<Box<ProcessingTimes>>,
 }
 
 impl QueueState {
@@ -285,6 +306,7 @@ impl QueueState {
             record_written_ms: 0,
             max_waiters: usize::MAX,
             counters: Counters::default(),
+            processing: None,
         }
     }
 
@@ -503,11 +525,37 @@ impl QueueState {
             }
             self.check_reservation(id, reservation_id, now)?;
         }
-        for &(id, _) in entries {
+        for &(id, reservation_id) in entries {
+            if reservation_id.is_some() {
+                // Finished by its consumer: a processing time.
+                if let Some(since_ms) = self.reserved_since(id) {
+                    self.processing
+                        .get_or_insert_with(Box::default)
+                        .record(now.saturating_sub(since_ms));
+                }
+            }
             self.remove(id);
         }
         self.counters.deleted += u64::try_from(entries.len()).unwrap_or(u64::MAX);
         Ok(entries.len())
+    }
+
+    /// When the reservation of message `id` started, if it is reserved and that
+    /// is known.
+    fn reserved_since(&self, id: u64) -> Option<u64> {
+        match self.index.get(id)?.state {
+            State::Reserved {
+                until_ms, lease_ms, ..
+            } if lease_ms != LEASE_UNKNOWN => until_ms.checked_sub(u64::from(lease_ms)),
+            _ => None,
+        }
+    }
+
+    /// How long consumers have held this queue's messages, reserve to delete
+    /// (`lease.rs`); `None` before the first such delete. Not persisted: a
+    /// restart starts it again.
+    pub fn processing_times(&self) -> Option<&ProcessingTimes> {
+        self.processing.as_deref()
     }
 
     /// Extends a reservation under a new reservation id, `timeout_ms` (or the
@@ -526,12 +574,14 @@ impl QueueState {
         self.check_reservation(id, Some(reservation_id), now)?;
         let new_reservation = env.allocate_ids(1)?;
         let until_ms = now.saturating_add(timeout_ms.unwrap_or(self.settings().message_timeout_ms));
+        let since_ms = self.reserved_since(id);
         self.detach(id);
         self.attach(
             id,
             State::Reserved {
                 reservation_id: new_reservation,
                 until_ms,
+                lease_ms: lease_since(since_ms, until_ms),
             },
         );
         self.persist_state(id);
@@ -577,12 +627,15 @@ impl QueueState {
         match then {
             Settle::Retry { delay_ms } => self.give_back(now, id, delay_ms),
             Settle::Hold { for_ms } => {
+                let since_ms = self.reserved_since(id);
+                let until_ms = now.saturating_add(for_ms);
                 self.detach(id);
                 self.attach(
                     id,
                     State::Reserved {
                         reservation_id,
-                        until_ms: now.saturating_add(for_ms),
+                        until_ms,
+                        lease_ms: lease_since(since_ms, until_ms),
                     },
                 );
                 self.persist_state(id);
@@ -727,6 +780,7 @@ impl QueueState {
             waiting: as_u64(self.waiters.len()),
             bytes: self.bytes(),
             attachment: self.meta.attachment.clone(),
+            processing: self.processing.as_ref().and_then(|p| p.summary()),
         }
     }
 
@@ -1003,7 +1057,7 @@ impl QueueState {
             }
             // Each reserve consumes one available message, so there is an id for it.
             let reservation_id = reservation_ids.next().unwrap_or(0);
-            out.extend(self.reserve_one(id, body, reservation_id, until_ms, delete));
+            out.extend(self.reserve_one(id, body, reservation_id, (now, until_ms), delete));
         }
         if let Some(limit) = dead_letter.filter(|_| !dead.is_empty()) {
             self.counters.dead_lettered += u64::try_from(dead.len()).unwrap_or(u64::MAX);
@@ -1023,13 +1077,14 @@ impl QueueState {
     }
 
     /// Reserves one available message whose body has been read, under
-    /// `reservation_id`; with `delete` removes it instead.
+    /// `reservation_id` from `lease.0` to `lease.1`; with `delete` removes it
+    /// instead.
     fn reserve_one(
         &mut self,
         id: u64,
         body: Bytes,
         reservation_id: u64,
-        until_ms: u64,
+        (now, until_ms): (u64, u64),
         delete: bool,
     ) -> Option<MessageView> {
         self.detach(id);
@@ -1058,6 +1113,7 @@ impl QueueState {
             msg.state = State::Reserved {
                 reservation_id,
                 until_ms,
+                lease_ms: lease_since(Some(now), until_ms),
             };
             // One change of the index: a compact message becomes special here.
             self.index.update(id, msg);
@@ -1084,6 +1140,7 @@ impl QueueState {
                 State::Reserved {
                     reservation_id: current,
                     until_ms,
+                    ..
                 },
                 Some(given),
             ) if given == current => {

@@ -385,6 +385,9 @@ pub struct QueueStats {
     pub bytes: u64,
     /// The blob a front end keeps with the queue (the HTTP API's alerts).
     pub attachment: Bytes,
+    /// How long consumers held its messages, reserve to delete (`lease.rs`);
+    /// `None` before the first such delete since the queue was loaded.
+    pub processing: Option<super::lease::ProcessingSummary>,
 }
 
 /// A new lease from touch.

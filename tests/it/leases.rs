@@ -212,3 +212,54 @@ async fn messages_expire_whatever_their_state() {
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::MessageNotFound));
 }
+
+/// Lease advice (issue 14): `info` reports the queue's processing times (reserve
+/// to delete with the reservation) on both protocols, on the queues' clock.
+#[tokio::test]
+async fn info_reports_processing_times_on_both_protocols() {
+    let server = TestServer::start_manual(|config| {
+        config.http_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.auth = ferromq::config::Auth {
+            tokens: vec![("t".into(), None)],
+            disabled: false,
+        };
+    })
+    .await;
+    let client = server.client().await;
+    let queue = "p/work";
+    client
+        .push(
+            queue,
+            vec![Bytes::from_static(b"1"), Bytes::from_static(b"2")],
+        )
+        .await
+        .unwrap();
+    let info = client.info(queue).await.unwrap();
+    assert_eq!(info.processing_samples, 0);
+    for held_ms in [250, 4_000] {
+        let got = client.reserve(queue, opts(1, 60_000, 0)).await.unwrap();
+        server.advance(held_ms);
+        client
+            .delete(queue, got[0].id, Some(got[0].reservation_id))
+            .await
+            .unwrap();
+    }
+    let info = client.info(queue).await.unwrap();
+    assert_eq!(info.processing_samples, 2);
+    assert!((250..=312).contains(&info.processing_p50_ms), "{info:?}");
+    assert!(
+        (4_000..=5_000).contains(&info.processing_p99_ms),
+        "{info:?}"
+    );
+    let http = crate::support::Http {
+        addr: server.server.http_addr().unwrap(),
+        project: "p".into(),
+        token: Some("t".into()),
+    };
+    let reply = http.call("GET", "queues/work", None).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let times = &reply.json["queue"]["processing_time"];
+    assert_eq!(times["samples"], 2);
+    assert_eq!(times["p50_ms"].as_u64(), Some(info.processing_p50_ms));
+    assert_eq!(times["p99_ms"].as_u64(), Some(info.processing_p99_ms));
+}

@@ -716,6 +716,9 @@ function queueView(name) {
       card("dead-lettered", fmtInt(f.dead_lettered), "dead-lettered"),
       card("expired", fmtInt(f.expired), "expired"),
       card("long polls waiting", fmtInt(q.waiting), "waiting"),
+      card("processing p50 / p99", q.settings.processing_time
+        ? fmtDuration(q.settings.processing_time.p50_ms) + " / " + fmtDuration(q.settings.processing_time.p99_ms)
+        : "—", "processing", true),
       card("dead letter", dl ? dl.queue + " after " + dl.max_reservations : "—", "dead-letter", true),
       card("created", fmtTime(q.created_at_ms), "created", true));
     tracker.track(performance.now() / 1000, { pushed: f.pushed, deleted: f.deleted });

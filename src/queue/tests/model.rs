@@ -162,6 +162,9 @@ struct MMsg {
     rids: Vec<u64>,
     /// Push queues: the subscriber slots it was delivered to.
     done: u64,
+    /// When its current reservation began (a reserve; a touch keeps it); `None`
+    /// when not reserved since the last restart.
+    since: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +206,9 @@ struct Model {
     rid_base: u64,
     rids_seen: std::collections::BTreeSet<u64>,
     expected: VecDeque<Expect>,
+    /// Processing times (reserve to delete with the reservation) since the last
+    /// restart, in order.
+    processed: Vec<u64>,
 }
 
 impl Model {
@@ -334,6 +340,7 @@ impl Model {
                 // The reservation id is the state machine's to choose: filled in
                 // when its answer is compared.
                 m.state = MState::Reserved { rid: 0, until };
+                m.since = Some(now);
                 view.info.state = MessageState::Reserved;
                 view.info.reserved_until_ms = until;
             }
@@ -438,6 +445,7 @@ impl Model {
                 last_expired: None,
                 rids: Vec::new(),
                 done: 0,
+                since: None,
             },
         );
     }
@@ -600,6 +608,32 @@ impl Run {
             real, expected,
             "(size, available, reserved, delayed, total_pushed, waiting)"
         );
+        // Processing times: one sample per delete with its reservation of a
+        // message reserved since the last restart; each quantile is the bucket
+        // edge of the exact nearest-rank value: at or above it, within a quarter.
+        let processed = &m.processed;
+        match stats.processing {
+            None => assert!(
+                processed.is_empty(),
+                "no processing times, {processed:?} expected"
+            ),
+            Some(summary) => {
+                assert_eq!(
+                    usize::try_from(summary.samples).expect("small"),
+                    processed.len()
+                );
+                let mut sorted = processed.clone();
+                sorted.sort_unstable();
+                for (percent, got) in [(50, summary.p50_ms), (99, summary.p99_ms)] {
+                    let rank = (percent * sorted.len()).div_ceil(100).max(1);
+                    let exact = sorted[rank - 1];
+                    assert!(
+                        got >= exact && got <= exact + exact / 4 + 1,
+                        "p{percent}: {got} for {exact} of {sorted:?}"
+                    );
+                }
+            }
+        }
         if let Some(event) = m.next_event() {
             let armed = self.h.state.next_deadline();
             assert!(
@@ -695,8 +729,11 @@ impl Run {
                 match (&real, expected) {
                     (Ok(count), Ok(expected)) => {
                         assert_eq!(*count, expected);
-                        for (id, _) in &entries {
-                            self.model.msgs.remove(id);
+                        for (id, rid) in &entries {
+                            let removed = self.model.msgs.remove(id).expect("message");
+                            if let (Some(_), Some(since)) = (rid, removed.since) {
+                                self.model.processed.push(now - since);
+                            }
                         }
                     }
                     (Err(QueueError::InvalidArgument(_)), Err(None)) => {}
@@ -821,7 +858,9 @@ impl Run {
                         "moves finish within an operation here"
                     );
                     m.last_expired = None;
+                    m.since = None;
                 }
+                self.model.processed.clear();
             }
             Op::Update {
                 timeout,

@@ -949,3 +949,51 @@ fn counters_count_each_outcome_once_and_the_head_age_follows_the_head() {
     assert_eq!(h.state.head_pushed_at_ms(), None);
     assert!(first.iter().chain(&later).all(|&id| h.get(id).is_err()));
 }
+
+/// Lease advice (issue 14): a processing time is reserve → delete with the
+/// reservation, measured from the reserve even across touches; deletes without a
+/// reservation, releases, lease time-outs and reservations restored by a restart
+/// are not processing times.
+#[test]
+fn processing_times_run_from_the_reserve_to_the_delete_that_finishes_it() {
+    let mut h = Harness::new();
+    h.push(&["a", "b", "c", "d", "e"]);
+    assert_eq!(h.stats().processing, None);
+    // 300 ms of work.
+    let a = h.reserve(1, Some(10_000)).remove(0);
+    h.advance(300);
+    h.delete(&[(a.info.id, Some(a.info.reservation_id))])
+        .unwrap();
+    let first = h.stats().processing.expect("one sample");
+    assert_eq!(first.samples, 1);
+    assert!((300..=375).contains(&first.p50_ms), "{first:?}");
+    // 2 s across a touch: from the reserve, not the touch.
+    let b = h.reserve(1, Some(10_000)).remove(0);
+    h.advance(1_000);
+    let lease = h
+        .touch(b.info.id, b.info.reservation_id, Some(10_000))
+        .unwrap();
+    h.advance(1_000);
+    h.delete(&[(b.info.id, Some(lease.reservation_id))])
+        .unwrap();
+    let two = h.stats().processing.expect("two samples");
+    assert_eq!(two.samples, 2);
+    assert!((2_000..=2_500).contains(&two.p99_ms), "{two:?}");
+    // Not processing times: a delete without a reservation, a release, a lease
+    // that ran out.
+    let c = h.reserve(1, Some(1_000)).remove(0);
+    h.release(c.info.id, c.info.reservation_id, 0).unwrap();
+    h.delete(&[(c.info.id, None)]).unwrap();
+    h.reserve(1, Some(1_000));
+    h.advance(1_000);
+    assert_eq!(h.stats().processing.map(|p| p.samples), Some(2));
+    // A reservation restored by a restart: its start is not known. The restart
+    // also starts the histogram again (it is not persisted).
+    let e = h.reserve(1, Some(60_000)).remove(0);
+    h.restart();
+    assert_eq!(h.stats().processing, None);
+    h.advance(500);
+    h.delete(&[(e.info.id, Some(e.info.reservation_id))])
+        .unwrap();
+    assert_eq!(h.stats().processing, None);
+}

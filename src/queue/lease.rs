@@ -1,0 +1,176 @@
+//! Processing times (pure): how long a queue's consumers hold a message, from the
+//! reserve that handed it out to the delete that finished it, in a small
+//! histogram the queue's state machine keeps (issue 14, "lease advice").
+//!
+//! - Buckets are logarithmic, four to each power of two of milliseconds (each
+//!   about 19 % wide), from 0 up to 2^28 ms (3.1 days, past the longest lease):
+//!   [`BUCKETS`] counters of 4 bytes, allocated on a queue's first sample, so a
+//!   queue nobody deletes from with a reservation costs nothing.
+//! - Recent work weighs most: when [`MAX_SAMPLES`] samples are held every bucket
+//!   is halved, so the histogram describes roughly the last few thousand deletes.
+//! - A quantile is the upper edge of the bucket it falls in: it errs long, which
+//!   is the safe side for a lease.
+//! - A reservation whose start is not known (restored by a restart, or touched
+//!   past 49 days) is not sampled.
+
+/// Buckets of a histogram: one for 0 ms, then four per power of two.
+pub const BUCKETS: usize = 1 + 4 * 28;
+/// Samples held before every bucket is halved.
+pub const MAX_SAMPLES: u32 = 4096;
+
+/// A queue's processing times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessingTimes {
+    counts: Box<[u32; BUCKETS]>,
+    samples: u32,
+}
+
+impl Default for ProcessingTimes {
+    fn default() -> Self {
+        ProcessingTimes {
+            counts: Box::new([0; BUCKETS]),
+            samples: 0,
+        }
+    }
+}
+
+/// The bucket of `ms`.
+fn bucket(ms: u64) -> usize {
+    if ms == 0 {
+        return 0;
+    }
+    let power = 63 - ms.leading_zeros(); // 0..=63
+                                         // The two bits after the leading one (fewer below 4 ms).
+    let quarter = if power >= 2 {
+        (ms >> (power - 2)) & 0b11
+    } else {
+        (ms << (2 - power)) & 0b11
+    };
+    let index = 1
+        + 4 * usize::try_from(power).unwrap_or(usize::MAX)
+        + usize::try_from(quarter).unwrap_or(0);
+    index.min(BUCKETS - 1)
+}
+
+/// The largest value of bucket `index` (ms).
+fn upper_edge(index: usize) -> u64 {
+    if index == 0 {
+        return 0;
+    }
+    let power = u32::try_from((index - 1) / 4).unwrap_or(u32::MAX);
+    let quarter = u64::try_from((index - 1) % 4).unwrap_or(0);
+    // Values 2^p * (1 + q/4) ..< 2^p * (1 + (q+1)/4).
+    let start = (4 + quarter) << power >> 2;
+    let next = (5 + quarter) << power >> 2;
+    next.saturating_sub(1).max(start)
+}
+
+/// What a histogram says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessingSummary {
+    /// Samples it holds (after halvings).
+    pub samples: u32,
+    /// The median, ms (the upper edge of its bucket).
+    pub p50_ms: u64,
+    /// The 99th percentile, ms (the upper edge of its bucket).
+    pub p99_ms: u64,
+}
+
+impl ProcessingTimes {
+    /// Counts one message processed in `ms`.
+    pub fn record(&mut self, ms: u64) {
+        if self.samples >= MAX_SAMPLES {
+            self.samples = 0;
+            for count in self.counts.iter_mut() {
+                *count /= 2;
+                self.samples += *count;
+            }
+        }
+        self.counts[bucket(ms)] += 1;
+        self.samples += 1;
+    }
+
+    /// Samples held.
+    pub fn samples(&self) -> u32 {
+        self.samples
+    }
+
+    /// The smallest bucket edge at or below which a fraction `q` (0..=1) of the
+    /// samples fall; `None` without samples.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        if self.samples == 0 {
+            return None;
+        }
+        // ceil(q * samples), at least 1, in integers: q is a fixed fraction here.
+        let wanted = (q.clamp(0.0, 1.0) * f64::from(self.samples)).ceil();
+        let mut seen = 0u32;
+        for (index, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if f64::from(seen) >= wanted.max(1.0) {
+                return Some(upper_edge(index));
+            }
+        }
+        Some(upper_edge(BUCKETS - 1))
+    }
+
+    /// Median and 99th percentile; `None` without samples.
+    pub fn summary(&self) -> Option<ProcessingSummary> {
+        Some(ProcessingSummary {
+            samples: self.samples,
+            p50_ms: self.quantile(0.5)?,
+            p99_ms: self.quantile(0.99)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_value_falls_in_a_bucket_whose_edge_is_at_or_above_it_and_within_a_quarter() {
+        for ms in (0..5000u64).chain([86_400_000, 1 << 27, (1 << 28) - 1]) {
+            let edge = upper_edge(bucket(ms));
+            assert!(edge >= ms, "{ms} -> {edge}");
+            assert!(edge <= ms + ms / 4 + 1, "{ms} -> {edge}");
+        }
+        // Buckets are in value order.
+        for index in 1..BUCKETS {
+            assert!(upper_edge(index) >= upper_edge(index - 1), "{index}");
+        }
+        assert_eq!(bucket(u64::MAX), BUCKETS - 1);
+    }
+
+    #[test]
+    fn quantiles_are_the_bucket_edges_of_the_ranks() {
+        let mut times = ProcessingTimes::default();
+        assert_eq!(times.summary(), None);
+        // 98 quick ones (100 ms) and 2 slow ones (10 s).
+        for _ in 0..98 {
+            times.record(100);
+        }
+        times.record(10_000);
+        times.record(10_000);
+        let summary = times.summary().unwrap();
+        assert_eq!(summary.samples, 100);
+        assert_eq!(summary.p50_ms, upper_edge(bucket(100)));
+        assert_eq!(summary.p99_ms, upper_edge(bucket(10_000)));
+        assert!((100..=125).contains(&summary.p50_ms), "{summary:?}");
+        assert!((10_000..=12_500).contains(&summary.p99_ms), "{summary:?}");
+    }
+
+    #[test]
+    fn old_samples_fade_so_the_histogram_follows_the_work() {
+        let mut times = ProcessingTimes::default();
+        for _ in 0..MAX_SAMPLES {
+            times.record(50);
+        }
+        // The work slows down: after a few halvings the new time dominates.
+        for _ in 0..3 * MAX_SAMPLES {
+            times.record(5_000);
+        }
+        assert!(times.samples() <= MAX_SAMPLES);
+        let summary = times.summary().unwrap();
+        assert!(summary.p50_ms >= 5_000, "{summary:?}");
+    }
+}
