@@ -114,6 +114,7 @@ fn state_machine(c: &mut Criterion) {
             settings: QueueSettings::default(),
             total_pushed: 0,
             attachment: Bytes::new(),
+            processing: None,
         });
         let mut env = Counter(1);
         let mut now = 1_000;

@@ -12,11 +12,16 @@
 //!   is the safe side for a lease.
 //! - A reservation whose start is not known (restored by a restart, or touched
 //!   past 49 days) is not sampled.
+//! - Kept with the queue's record ([`ProcessingTimes::encode`]), written like
+//!   `total_pushed`: at most once a second while it changes, and when the queue
+//!   stops. A crash can lose the last second's samples, nothing else.
 
 /// Buckets of a histogram: one for 0 ms, then four per power of two.
 pub const BUCKETS: usize = 1 + 4 * 28;
 /// Samples held before every bucket is halved.
 pub const MAX_SAMPLES: u32 = 4096;
+/// The version byte of the stored form.
+const ENCODING: u8 = 1;
 
 /// A queue's processing times.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +118,36 @@ impl ProcessingTimes {
         Some(upper_edge(BUCKETS - 1))
     }
 
+    /// The stored form: a version byte, then (bucket u8, count u32 BE) for each
+    /// bucket that has samples.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![ENCODING];
+        for (index, &count) in self.counts.iter().enumerate() {
+            if count > 0 {
+                out.push(u8::try_from(index).unwrap_or(u8::MAX));
+                out.extend_from_slice(&count.to_be_bytes());
+            }
+        }
+        out
+    }
+
+    /// Reads [`ProcessingTimes::encode`]'s form; `None` if it is not one.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let (&version, mut rest) = bytes.split_first()?;
+        if version != ENCODING || rest.len() % 5 != 0 {
+            return None;
+        }
+        let mut times = ProcessingTimes::default();
+        while let [index, a, b, c, d, tail @ ..] = rest {
+            let count = u32::from_be_bytes([*a, *b, *c, *d]);
+            let slot = times.counts.get_mut(usize::from(*index))?;
+            *slot = count;
+            times.samples = times.samples.checked_add(count)?;
+            rest = tail;
+        }
+        Some(times)
+    }
+
     /// Median and 99th percentile; `None` without samples.
     pub fn summary(&self) -> Option<ProcessingSummary> {
         Some(ProcessingSummary {
@@ -157,6 +192,31 @@ mod tests {
         assert_eq!(summary.p99_ms, upper_edge(bucket(10_000)));
         assert!((100..=125).contains(&summary.p50_ms), "{summary:?}");
         assert!((10_000..=12_500).contains(&summary.p99_ms), "{summary:?}");
+    }
+
+    #[test]
+    fn the_stored_form_reads_back_and_anything_else_is_refused() {
+        let mut times = ProcessingTimes::default();
+        assert_eq!(
+            ProcessingTimes::decode(&times.encode()),
+            Some(times.clone())
+        );
+        for ms in [0, 7, 7, 300, 86_400_000] {
+            times.record(ms);
+        }
+        let stored = times.encode();
+        assert_eq!(stored.len(), 1 + 4 * 5);
+        assert_eq!(ProcessingTimes::decode(&stored), Some(times));
+        assert_eq!(ProcessingTimes::decode(&[]), None);
+        assert_eq!(ProcessingTimes::decode(&[2]), None);
+        assert_eq!(ProcessingTimes::decode(&[1, 0, 0, 0]), None);
+        assert_eq!(
+            ProcessingTimes::decode(&[1, 200, 0, 0, 0, 1]),
+            None,
+            "no such bucket"
+        );
+        let overflow = [1, 1, 255, 255, 255, 255, 2, 0, 0, 0, 1];
+        assert_eq!(ProcessingTimes::decode(&overflow), None);
     }
 
     #[test]

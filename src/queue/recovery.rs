@@ -9,6 +9,7 @@
 //! expired" memory are gone (a late request with an old reservation is told
 //! RESERVATION_MISMATCH).
 
+use super::lease::ProcessingTimes;
 use std::collections::hash_map::Entry;
 use std::collections::BTreeSet;
 
@@ -135,13 +136,28 @@ pub fn meta_from_record(record: &QueueRecord) -> Result<QueueMeta, QueueError> {
         dead_letter,
         push,
     };
+    let processing = processing_from_record(&name, &record.processing);
     Ok(QueueMeta {
         name,
         created_at_ms: record.created_at_ms,
         settings,
         total_pushed: record.total_pushed,
         attachment: Bytes::from(record.attachment.clone()),
+        processing,
     })
+}
+
+/// Stored processing times: advice, so a record that does not read is dropped
+/// with a warning rather than refusing the queue.
+fn processing_from_record(name: &QueueName, stored: &[u8]) -> Option<Box<ProcessingTimes>> {
+    if stored.is_empty() {
+        return None;
+    }
+    let times = ProcessingTimes::decode(stored);
+    if times.is_none() {
+        tracing::warn!(queue = %name, "stored processing times do not read: starting them again");
+    }
+    times.filter(|t| t.samples() > 0).map(Box::new)
 }
 
 /// The stored record of a queue (`id` is the store's queue id).
@@ -182,6 +198,11 @@ pub fn record_from_meta(id: u64, meta: &QueueMeta) -> QueueRecord {
                 .collect(),
         }),
         attachment: meta.attachment.to_vec(),
+        processing: meta
+            .processing
+            .as_ref()
+            .map(|times| times.encode())
+            .unwrap_or_default(),
     }
 }
 

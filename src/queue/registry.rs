@@ -530,6 +530,7 @@ impl Inner {
             settings,
             total_pushed: 0,
             attachment,
+            processing: None,
         };
         let store = Arc::clone(&self.ctx.store);
         let record_meta = meta.clone();

@@ -85,6 +85,9 @@ pub struct QueueMeta {
     pub total_pushed: u64,
     /// The front end's blob.
     pub attachment: Bytes,
+    /// Reserve-to-delete times (`lease.rs`), from the first such delete; written
+    /// with the record like `total_pushed`.
+    pub processing: Option<Box<ProcessingTimes>>,
 }
 
 pub use crate::metrics::Counters;
@@ -277,15 +280,14 @@ pub struct QueueState {
     events: Vec<Event>,
     /// Settings or attachment changed: write the queue record at the next write.
     meta_dirty: bool,
-    /// total_pushed changed since the record was last written.
+    /// total_pushed or the processing times changed since the record was last
+    /// written (written at most once a second, and when the queue stops).
     pushed_dirty: bool,
     record_written_ms: u64,
     /// Most long polls parked at once; one more is refused (a server limit, set
     /// by the actor from the configuration: an input like any other).
     max_waiters: usize,
     counters: Counters,
-    /// Reserve-to-delete times (`lease.rs`), from the first such delete.
-    processing: Option<Box<ProcessingTimes>>,
 }
 
 impl QueueState {
@@ -306,7 +308,6 @@ impl QueueState {
             record_written_ms: 0,
             max_waiters: usize::MAX,
             counters: Counters::default(),
-            processing: None,
         }
     }
 
@@ -529,9 +530,11 @@ impl QueueState {
             if reservation_id.is_some() {
                 // Finished by its consumer: a processing time.
                 if let Some(since_ms) = self.reserved_since(id) {
-                    self.processing
+                    self.meta
+                        .processing
                         .get_or_insert_with(Box::default)
                         .record(now.saturating_sub(since_ms));
+                    self.pushed_dirty = true;
                 }
             }
             self.remove(id);
@@ -552,10 +555,9 @@ impl QueueState {
     }
 
     /// How long consumers have held this queue's messages, reserve to delete
-    /// (`lease.rs`); `None` before the first such delete. Not persisted: a
-    /// restart starts it again.
+    /// (`lease.rs`); `None` before the first such delete.
     pub fn processing_times(&self) -> Option<&ProcessingTimes> {
-        self.processing.as_deref()
+        self.meta.processing.as_deref()
     }
 
     /// Extends a reservation under a new reservation id, `timeout_ms` (or the
@@ -780,7 +782,7 @@ impl QueueState {
             waiting: as_u64(self.waiters.len()),
             bytes: self.bytes(),
             attachment: self.meta.attachment.clone(),
-            processing: self.processing.as_ref().and_then(|p| p.summary()),
+            processing: self.meta.processing.as_ref().and_then(|p| p.summary()),
         }
     }
 

@@ -386,7 +386,7 @@ pub struct QueueStats {
     /// The blob a front end keeps with the queue (the HTTP API's alerts).
     pub attachment: Bytes,
     /// How long consumers held its messages, reserve to delete (`lease.rs`);
-    /// `None` before the first such delete since the queue was loaded.
+    /// `None` before the first such delete.
     pub processing: Option<super::lease::ProcessingSummary>,
 }
 

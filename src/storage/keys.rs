@@ -1,4 +1,4 @@
-//! Key and value layout on disk (layout 3).
+//! Key and value layout on disk (layout 3; queue values of version 4).
 //!
 //! Every integer in a key is big-endian, so sled's byte order is numeric order and a
 //! scan comes out in id order. Values are fixed-layout records with a leading
@@ -7,7 +7,8 @@
 //! ```text
 //! tree "queues":   key = queue id (u64 BE)                      value = QueueRecord (51 bytes)
 //!                                                                 ++ name ++ dead-letter name
-//!                                                                 ++ push settings ++ attachment
+//!                                                                 ++ push settings ++ processing times
+//!                                                                 ++ attachment
 //! default tree:    key = b"next_id"                             value = u64 BE high-water mark
 //! tree "batches":  key = queue id (u64 BE) ++ batch key (u64 BE)  value = batch of messages (batch.rs)
 //! tree "states":   key = queue id (u64 BE) ++ batch key (u64 BE)  value = batch state (batch.rs)
@@ -138,10 +139,14 @@ pub fn decode_state(value: &[u8]) -> Option<StateRecord> {
 const QUEUE_V2: u8 = 2;
 /// Layout 3 adds the push settings (u32 length first) before the attachment.
 const QUEUE_V3: u8 = 3;
+/// Layout 4 adds the processing times (u32 length first, 0 for none) after the
+/// push settings.
+const QUEUE_V4: u8 = 4;
 
 /// A queue value: fixed fields, the name, the dead-letter queue name (u16 length
-/// first), the push settings (u32 length first, 0 for a pull queue), then the
-/// attachment to the end of the value. (Layout-2 values written before the
+/// first), the push settings (u32 length first, 0 for a pull queue), the
+/// processing times (u32 length first, 0 for none), then the attachment to the
+/// end of the value. (Layout-2 values written before the
 /// attachment existed hold the HTTP API's alerts there, in the JSON form that
 /// front end still reads.)
 ///
@@ -156,7 +161,7 @@ pub fn encode_queue(rec: &QueueRecord) -> Vec<u8> {
     let mut out = Vec::with_capacity(
         QUEUE_LEN + rec.name.len() + 2 + dead_letter_name.len() + rec.attachment.len(),
     );
-    out.push(QUEUE_V3);
+    out.push(QUEUE_V4);
     let fields = [
         rec.id,
         rec.created_at_ms,
@@ -180,6 +185,9 @@ pub fn encode_queue(rec: &QueueRecord) -> Vec<u8> {
     let push_len = u32::try_from(push.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&push_len.to_be_bytes());
     out.extend_from_slice(&push);
+    let processing_len = u32::try_from(rec.processing.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&processing_len.to_be_bytes());
+    out.extend_from_slice(&rec.processing);
     out.extend_from_slice(&rec.attachment);
     out
 }
@@ -283,7 +291,7 @@ fn decode_push(value: &[u8]) -> Option<PushRecord> {
 /// queue layer's.
 pub fn decode_queue(value: &[u8]) -> Option<QueueRecord> {
     let version = *value.first()?;
-    if !matches!(version, V1 | QUEUE_V2 | QUEUE_V3) || value.len() < QUEUE_LEN {
+    if !matches!(version, V1 | QUEUE_V2 | QUEUE_V3 | QUEUE_V4) || value.len() < QUEUE_LEN {
         return None;
     }
     let name_len = usize::from(u16::from_be_bytes(
@@ -299,12 +307,17 @@ pub fn decode_queue(value: &[u8]) -> Option<QueueRecord> {
         (dead_letter_name, rest.get(2 + len..)?)
     };
     let mut push = None;
-    if version == QUEUE_V3 {
+    let mut processing = Vec::new();
+    if version >= QUEUE_V3 {
         let mut r = Reader(attachment);
         let len = usize::try_from(r.u32()?).ok()?;
         let section = r.take(len)?;
         if len > 0 {
             push = Some(decode_push(section)?);
+        }
+        if version >= QUEUE_V4 {
+            let len = usize::try_from(r.u32()?).ok()?;
+            processing = r.take(len)?.to_vec();
         }
         attachment = r.0;
     }
@@ -323,6 +336,7 @@ pub fn decode_queue(value: &[u8]) -> Option<QueueRecord> {
         dead_letter,
         push,
         attachment: attachment.to_vec(),
+        processing,
     })
 }
 
@@ -376,6 +390,7 @@ mod tests {
             dead_letter: None,
             push: None,
             attachment: Vec::new(),
+            processing: Vec::new(),
         };
         assert_eq!(decode_queue(&encode_queue(&q)), Some(q.clone()));
         let with_push = QueueRecord {
@@ -419,6 +434,21 @@ mod tests {
         );
         assert_eq!(decode_queue(b"\x02junk"), None);
         assert_eq!(decode_queue(b"\x03"), None);
+        let with_processing = QueueRecord {
+            processing: vec![1, 5, 0, 0, 0, 9],
+            ..with_push.clone()
+        };
+        assert_eq!(
+            decode_queue(&encode_queue(&with_processing)),
+            Some(with_processing)
+        );
+        // A layout-3 value (before processing times) reads with none: layout 4
+        // without the processing section's length.
+        let mut v3 = encode_queue(&with_push);
+        let at = v3.len() - with_push.attachment.len() - 4;
+        v3.drain(at..at + 4);
+        v3[0] = QUEUE_V3;
+        assert_eq!(decode_queue(&v3), Some(with_push));
     }
 
     #[test]

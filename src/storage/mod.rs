@@ -105,6 +105,9 @@ pub struct QueueRecord {
     /// An opaque blob a front end keeps with the queue (the HTTP API's alerts). The
     /// store never looks inside.
     pub attachment: Vec<u8>,
+    /// The queue's processing times in their stored form (`queue/lease.rs`), empty
+    /// for none. The store never looks inside.
+    pub processing: Vec<u8>,
 }
 
 /// The dead-letter setting of a [`QueueRecord`].

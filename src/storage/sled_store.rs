@@ -39,10 +39,11 @@ use super::{
 const NEXT_ID_KEY: &[u8] = b"next_id";
 /// Key of the data directory's format version in the default tree.
 const FORMAT_KEY: &[u8] = b"format_version";
-/// The data format this binary writes: 4 = layout 3 with push queues (queue
-/// records of version 3, state records of version 2, batch states of version 3).
-/// Directories without a recorded version are format 3 or older.
-pub const FORMAT_VERSION: u64 = 4;
+/// The data format this binary writes: 5 = layout 3 with push queues and
+/// processing times (queue records of version 4, state records of version 2,
+/// batch states of version 3); 4 had queue records of version 3, which are still
+/// read. Directories without a recorded version are format 3 or older.
+pub const FORMAT_VERSION: u64 = 5;
 
 /// Options for [`SledStore::open`].
 #[derive(Debug, Clone)]
@@ -555,6 +556,7 @@ mod tests {
             dead_letter: None,
             push: None,
             attachment: Vec::new(),
+            processing: Vec::new(),
         }
     }
 

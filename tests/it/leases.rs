@@ -216,15 +216,15 @@ async fn messages_expire_whatever_their_state() {
 /// Lease advice (issue 14): `info` reports the queue's processing times (reserve
 /// to delete with the reservation) on both protocols, on the queues' clock.
 #[tokio::test]
-async fn info_reports_processing_times_on_both_protocols() {
-    let server = TestServer::start_manual(|config| {
+async fn info_reports_processing_times_on_both_protocols_and_keeps_them_across_a_restart() {
+    fn with_http(config: &mut ferromq::Config) {
         config.http_listen = Some("127.0.0.1:0".parse().unwrap());
         config.auth = ferromq::config::Auth {
             tokens: vec![("t".into(), None)],
             disabled: false,
         };
-    })
-    .await;
+    }
+    let server = TestServer::start_manual(with_http).await;
     let client = server.client().await;
     let queue = "p/work";
     client
@@ -262,4 +262,15 @@ async fn info_reports_processing_times_on_both_protocols() {
     assert_eq!(times["samples"], 2);
     assert_eq!(times["p50_ms"].as_u64(), Some(info.processing_p50_ms));
     assert_eq!(times["p99_ms"].as_u64(), Some(info.processing_p99_ms));
+    // Kept with the queue's record.
+    let server = server.restart_with(with_http).await;
+    let after = server.client().await.info(queue).await.unwrap();
+    assert_eq!(
+        (
+            after.processing_samples,
+            after.processing_p50_ms,
+            after.processing_p99_ms
+        ),
+        (2, info.processing_p50_ms, info.processing_p99_ms)
+    );
 }

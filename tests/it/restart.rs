@@ -242,6 +242,7 @@ async fn a_data_directory_with_a_tree_per_queue_is_migrated() {
                 queue: "old.dead".into(),
                 max_reservations: 4,
             }),
+            processing: Vec::new(),
             push: None,
             attachment: Vec::new(),
         };

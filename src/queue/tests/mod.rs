@@ -93,6 +93,7 @@ impl Harness {
             settings,
             total_pushed: 0,
             attachment: Bytes::new(),
+            processing: None,
         };
         Harness {
             state: QueueState::new(meta.clone()),

@@ -206,8 +206,8 @@ struct Model {
     rid_base: u64,
     rids_seen: std::collections::BTreeSet<u64>,
     expected: VecDeque<Expect>,
-    /// Processing times (reserve to delete with the reservation) since the last
-    /// restart, in order.
+    /// Processing times (reserve to delete with the reservation), in order,
+    /// across restarts.
     processed: Vec<u64>,
 }
 
@@ -609,7 +609,8 @@ impl Run {
             "(size, available, reserved, delayed, total_pushed, waiting)"
         );
         // Processing times: one sample per delete with its reservation of a
-        // message reserved since the last restart; each quantile is the bucket
+        // message reserved since the last restart, all kept across restarts
+        // (the record is written as the queue stops); each quantile is the bucket
         // edge of the exact nearest-rank value: at or above it, within a quarter.
         let processed = &m.processed;
         match stats.processing {
@@ -860,7 +861,8 @@ impl Run {
                     m.last_expired = None;
                     m.since = None;
                 }
-                self.model.processed.clear();
+                // The processing times are kept with the queue's record, which a
+                // stop writes: they survive; the reservations' starts do not.
             }
             Op::Update {
                 timeout,

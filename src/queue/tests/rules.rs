@@ -748,8 +748,11 @@ fn settings_of_a_damaged_record_are_brought_into_range_and_never_overflow() {
         }),
         push: None,
         attachment: Vec::new(),
+        // Processing times that do not read: dropped (advice), the queue loads.
+        processing: vec![9, 9],
     };
     let meta = meta_from_record(&record).unwrap();
+    assert!(meta.processing.is_none());
     assert_eq!(meta.settings.message_timeout_ms, MIN_TIMEOUT_MS);
     assert_eq!(meta.settings.message_expiration_s, MAX_EXPIRATION_S);
     assert_eq!(
@@ -773,6 +776,7 @@ fn settings_of_a_damaged_record_are_brought_into_range_and_never_overflow() {
             push: None,
         },
         total_pushed: 0,
+        processing: None,
         attachment: Bytes::new(),
     });
     let mut io = super::TestIo {
@@ -987,13 +991,41 @@ fn processing_times_run_from_the_reserve_to_the_delete_that_finishes_it() {
     h.reserve(1, Some(1_000));
     h.advance(1_000);
     assert_eq!(h.stats().processing.map(|p| p.samples), Some(2));
-    // A reservation restored by a restart: its start is not known. The restart
-    // also starts the histogram again (it is not persisted).
+    // The histogram is kept with the queue's record across a restart; a
+    // reservation restored by the restart is not sampled: its start is not known.
     let e = h.reserve(1, Some(60_000)).remove(0);
     h.restart();
-    assert_eq!(h.stats().processing, None);
+    assert_eq!(h.stats().processing, Some(two));
     h.advance(500);
     h.delete(&[(e.info.id, Some(e.info.reservation_id))])
         .unwrap();
-    assert_eq!(h.stats().processing, None);
+    assert_eq!(h.stats().processing, Some(two));
+}
+
+/// The processing times ride on the queue record's throttle: written at most
+/// once a second while they change (like `total_pushed`), at once when the
+/// queue stops.
+#[test]
+fn processing_times_are_written_with_the_queue_record_at_most_once_a_second() {
+    let mut h = Harness::new();
+    h.push(&["a", "b"]);
+    h.write(false);
+    let a = h.reserve(1, None).remove(0);
+    h.advance(1_000);
+    h.write(false);
+    h.delete(&[(a.info.id, Some(a.info.reservation_id))])
+        .unwrap();
+    assert!(
+        h.state.take_writes(h.now, false).record,
+        "a second after the last record"
+    );
+    let b = h.reserve(1, None).remove(0);
+    h.advance(10);
+    h.delete(&[(b.info.id, Some(b.info.reservation_id))])
+        .unwrap();
+    assert!(!h.state.take_writes(h.now, false).record, "throttled");
+    assert!(
+        h.state.take_writes(h.now, true).record,
+        "written as the queue stops"
+    );
 }
