@@ -64,6 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     timeout_ms: 60_000,
                     wait_ms: 1_000,
                     delete: false,
+                    auto_timeout: false,
                 };
                 while deleted.load(Ordering::Relaxed) < total && Instant::now() < deadline {
                     let got = match client.reserve(&name, options).await {

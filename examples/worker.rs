@@ -34,6 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             timeout_ms: LEASE_MS,
             wait_ms: 20_000,
             delete: false,
+            auto_timeout: false,
         };
         let messages = match client.reserve(&queue, options).await {
             Ok(messages) => messages,

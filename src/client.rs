@@ -128,6 +128,9 @@ pub struct ReserveOptions {
     pub wait_ms: u64,
     /// Delete on reserve (at-most-once).
     pub delete: bool,
+    /// Lease advice: the queue's processing times decide the lease
+    /// (`timeout_ms` is ignored).
+    pub auto_timeout: bool,
 }
 
 impl Client {
@@ -330,6 +333,7 @@ impl Client {
             timeout_ms: options.timeout_ms,
             wait_ms: options.wait_ms,
             delete: options.delete,
+            auto_timeout: options.auto_timeout,
         });
         self.messages(op).await
     }

@@ -999,11 +999,12 @@ fn batch_size(field: &str, n: u64) -> Result<usize, QueueError> {
     usize::try_from(n).map_err(|_| QueueError::invalid(format!("{field} is too large")))
 }
 
-/// A lease length, if one is given: 100 ms..=24 h.
+/// A lease length, if one is given: 100 ms..=24 h, or lease advice
+/// ([`crate::queue::types::AUTO_TIMEOUT_MS`]).
 fn check_lease(timeout_ms: Option<u64>) -> Result<(), QueueError> {
     match timeout_ms {
+        Some(crate::queue::types::AUTO_TIMEOUT_MS) | None => Ok(()),
         Some(ms) => check_range("timeout_ms", ms, MIN_TIMEOUT_MS, MAX_TIMEOUT_MS),
-        None => Ok(()),
     }
 }
 

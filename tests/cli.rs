@@ -109,6 +109,7 @@ fn the_cli_drives_every_operation_and_reports_errors() {
         text.contains("processing_p50=") && text.contains("(of 1 deletes)"),
         "{text}"
     );
+    assert!(text.contains("timeout_auto=default"), "{text}");
     assert_eq!(
         json_lines(&cli(addr, &["info", "jobs", "--json"]))[0]["processing_samples"],
         1
@@ -123,6 +124,15 @@ fn the_cli_drives_every_operation_and_reports_errors() {
     assert_eq!(stdout(&cli(addr, &["queues"])).trim(), "jobs");
     let cleared = json_lines(&cli(addr, &["clear", "jobs", "--json"]));
     assert_eq!(cleared[0]["count"], 3);
+    // Lease advice: `--timeout auto` (the queue's default until 20 samples).
+    stdout(&cli(addr, &["push", "jobs", "later"]));
+    let auto = json_lines(&cli(
+        addr,
+        &["reserve", "jobs", "--timeout", "auto", "--json"],
+    ));
+    let lease =
+        auto[0]["reserved_until_ms"].as_u64().unwrap() - auto[0]["pushed_at_ms"].as_u64().unwrap();
+    assert!((59_000..=61_000).contains(&lease), "{lease}");
     stdout(&cli(addr, &["delete-queue", "jobs"]));
 
     let missing = cli(addr, &["reserve", "jobs"]);

@@ -142,6 +142,7 @@ async fn sigterm_under_load_exits_zero_and_keeps_what_it_acknowledged() {
                     timeout_ms: 60_000,
                     wait_ms: 100,
                     delete: false,
+                    auto_timeout: false,
                 };
                 let got = match client.reserve("term", options).await {
                     Ok(got) => got,
@@ -313,6 +314,7 @@ async fn a_kill_9_loop_under_mixed_load_loses_and_resurrects_nothing() {
                         timeout_ms: 60_000,
                         wait_ms: 50,
                         delete: false,
+                        auto_timeout: false,
                     };
                     let Ok(got) = client.reserve("work", options).await else {
                         return;
@@ -353,6 +355,7 @@ async fn a_kill_9_loop_under_mixed_load_loses_and_resurrects_nothing() {
                         timeout_ms: 0,
                         wait_ms: 50,
                         delete: true,
+                        auto_timeout: false,
                     };
                     ledger.lock().unwrap().once_lost_calls += 1;
                     let Ok(got) = client.reserve("once", options).await else {

@@ -125,6 +125,7 @@ fn request_seeds() -> Vec<Vec<u8>> {
             timeout_ms: 1000,
             wait_ms: 0,
             delete: false,
+            auto_timeout: false,
         }),
         Op::Delete(proto::Delete {
             queue: "p/jobs".into(),

@@ -164,7 +164,11 @@ async fn run(
                 .reserve(
                     &name,
                     u64::from(reserve.n),
-                    nonzero(reserve.timeout_ms),
+                    if reserve.auto_timeout {
+                        Some(crate::queue::types::AUTO_TIMEOUT_MS)
+                    } else {
+                        nonzero(reserve.timeout_ms)
+                    },
                     reserve.wait_ms,
                     reserve.delete,
                 )
@@ -595,5 +599,6 @@ fn queue_info(stats: QueueStats) -> response::Result {
         processing_samples: stats.processing.map_or(0, |p| p.samples),
         processing_p50_ms: stats.processing.map_or(0, |p| p.p50_ms),
         processing_p99_ms: stats.processing.map_or(0, |p| p.p99_ms),
+        advised_timeout_ms: stats.processing.and_then(|p| p.advised_ms).unwrap_or(0),
     })
 }

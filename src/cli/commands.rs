@@ -13,6 +13,22 @@ use crate::config::{parse_duration_ms, DEFAULT_PORT};
 use crate::proto;
 use crate::queue::types::{DEFAULT_MAX_RESERVATIONS, MAX_BATCH};
 
+/// A reserve's `--timeout`: a DURATION (0: the queue's), or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lease {
+    /// This many ms.
+    Ms(u64),
+    /// Lease advice.
+    Auto,
+}
+
+fn parse_lease(text: &str) -> Result<Lease, String> {
+    if text.eq_ignore_ascii_case("auto") {
+        return Ok(Lease::Auto);
+    }
+    parse_duration_ms(text).map(Lease::Ms)
+}
+
 /// Options of every client subcommand.
 #[derive(Debug, Clone, Args)]
 pub(super) struct ClientArgs {
@@ -240,9 +256,11 @@ pub(super) enum ClientCommand {
         /// How many, 1..=100.
         #[arg(long, default_value_t = 1)]
         n: u32,
-        /// Lease length (default: the queue's).
-        #[arg(long, value_parser = parse_duration_ms, default_value = "0")]
-        timeout: u64,
+        /// Lease length (default: the queue's), or `auto`: twice the queue's
+        /// p99 processing time (`info`), the queue's default until it has
+        /// enough samples.
+        #[arg(long, value_parser = parse_lease, default_value = "0")]
+        timeout: Lease,
         /// Long-poll wait, up to 30s.
         #[arg(long, value_parser = parse_duration_ms, default_value = "0")]
         wait: u64,
@@ -523,9 +541,13 @@ impl ClientCommand {
             } => {
                 let options = ReserveOptions {
                     n,
-                    timeout_ms: timeout,
+                    timeout_ms: match timeout {
+                        Lease::Ms(ms) => ms,
+                        Lease::Auto => 0,
+                    },
                     wait_ms: wait,
                     delete,
+                    auto_timeout: timeout == Lease::Auto,
                 };
                 print_messages(&client.reserve(&queue, options).await?, json);
             }

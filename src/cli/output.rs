@@ -50,6 +50,7 @@ pub(super) fn print_info(info: &proto::QueueInfo, as_json: bool) {
         "processing_samples": info.processing_samples,
         "processing_p50_ms": info.processing_p50_ms,
         "processing_p99_ms": info.processing_p99_ms,
+        "advised_timeout_ms": info.advised_timeout_ms,
     });
     let dead_letter = dead_letter.map_or_else(String::new, |d| {
         format!(
@@ -75,8 +76,13 @@ pub(super) fn print_info(info: &proto::QueueInfo, as_json: bool) {
     let processing = if info.processing_samples == 0 {
         String::new()
     } else {
+        let advice = if info.advised_timeout_ms == 0 {
+            "default".to_owned()
+        } else {
+            super::top::duration(info.advised_timeout_ms)
+        };
         format!(
-            " processing_p50={} processing_p99={} (of {} deletes)",
+            " processing_p50={} processing_p99={} (of {} deletes) timeout_auto={advice}",
             super::top::duration(info.processing_p50_ms),
             super::top::duration(info.processing_p99_ms),
             info.processing_samples

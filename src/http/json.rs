@@ -95,8 +95,12 @@ pub(super) fn opt_seconds_as_ms(
     Ok(opt_u64(map, key)?.map(|s| s.saturating_mul(1000)))
 }
 
-/// `timeout` of reserve and touch, in ms: absent or 0 is the queue's default.
+/// `timeout` of reserve and touch, in ms: absent or 0 is the queue's default;
+/// `"auto"` asks for lease advice (not IronMQ's: `queue/lease.rs`).
 pub(super) fn reservation_timeout(body: &Map<String, Value>) -> Result<Option<u64>, ApiError> {
+    if body.get("timeout").and_then(Value::as_str) == Some("auto") {
+        return Ok(Some(crate::queue::types::AUTO_TIMEOUT_MS));
+    }
     Ok(opt_seconds_as_ms(body, "timeout")?.filter(|&ms| ms != 0))
 }
 
@@ -366,6 +370,7 @@ pub(super) fn queue_json(
             "samples": p.samples,
             "p50_ms": p.p50_ms,
             "p99_ms": p.p99_ms,
+            "advised_timeout_ms": p.advised_ms,
         });
     }
     if let Some(dl) = &settings.dead_letter {

@@ -12,6 +12,12 @@
 //!   is the safe side for a lease.
 //! - A reservation whose start is not known (restored by a restart, or touched
 //!   past 49 days) is not sampled.
+//! - Lease advice: a reserve may ask for `timeout = auto`
+//!   ([`crate::queue::types::AUTO_TIMEOUT_MS`]); it gets twice the 99th
+//!   percentile, at least 1 s and at most the longest lease (24 h), once
+//!   [`MIN_ADVICE_SAMPLES`] deletes were measured, and the queue's
+//!   `message_timeout` before that. The margin covers the bucket's width and the
+//!   slow tail past p99; a consumer that needs longer touches, as with any lease.
 //! - Kept with the queue's record ([`ProcessingTimes::encode`]), written like
 //!   `total_pushed`: at most once a second while it changes, and when the queue
 //!   stops. A crash can lose the last second's samples, nothing else.
@@ -22,6 +28,13 @@ pub const BUCKETS: usize = 1 + 4 * 28;
 pub const MAX_SAMPLES: u32 = 4096;
 /// The version byte of the stored form.
 const ENCODING: u8 = 1;
+/// Samples needed before a reserve with `timeout = auto` gets advice; until
+/// then it gets the queue's `message_timeout`.
+pub const MIN_ADVICE_SAMPLES: u32 = 20;
+/// The advised lease: the 99th percentile of processing times times this.
+pub const ADVICE_MARGIN: u64 = 2;
+/// The shortest advised lease, ms (the longest is the longest lease, 24 h).
+pub const MIN_ADVISED_MS: u64 = 1000;
 
 /// A queue's processing times.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +92,8 @@ pub struct ProcessingSummary {
     pub p50_ms: u64,
     /// The 99th percentile, ms (the upper edge of its bucket).
     pub p99_ms: u64,
+    /// The lease `timeout = auto` gives now; `None` before enough samples.
+    pub advised_ms: Option<u64>,
 }
 
 impl ProcessingTimes {
@@ -148,12 +163,28 @@ impl ProcessingTimes {
         Some(times)
     }
 
-    /// Median and 99th percentile; `None` without samples.
-    pub fn summary(&self) -> Option<ProcessingSummary> {
+    /// The lease a reserve with `timeout = auto` gets: the 99th percentile
+    /// times [`ADVICE_MARGIN`], within [`MIN_ADVISED_MS`]..=`max_ms`; `None`
+    /// before [`MIN_ADVICE_SAMPLES`] samples.
+    pub fn advised_lease_ms(&self, max_ms: u64) -> Option<u64> {
+        if self.samples < MIN_ADVICE_SAMPLES {
+            return None;
+        }
+        let p99 = self.quantile(0.99)?;
+        Some(
+            p99.saturating_mul(ADVICE_MARGIN)
+                .clamp(MIN_ADVISED_MS, max_ms.max(MIN_ADVISED_MS)),
+        )
+    }
+
+    /// Median and 99th percentile, and the advised lease (up to `max_ms`);
+    /// `None` without samples.
+    pub fn summary(&self, max_ms: u64) -> Option<ProcessingSummary> {
         Some(ProcessingSummary {
             samples: self.samples,
             p50_ms: self.quantile(0.5)?,
             p99_ms: self.quantile(0.99)?,
+            advised_ms: self.advised_lease_ms(max_ms),
         })
     }
 }
@@ -179,14 +210,14 @@ mod tests {
     #[test]
     fn quantiles_are_the_bucket_edges_of_the_ranks() {
         let mut times = ProcessingTimes::default();
-        assert_eq!(times.summary(), None);
+        assert_eq!(times.summary(86_400_000), None);
         // 98 quick ones (100 ms) and 2 slow ones (10 s).
         for _ in 0..98 {
             times.record(100);
         }
         times.record(10_000);
         times.record(10_000);
-        let summary = times.summary().unwrap();
+        let summary = times.summary(86_400_000).unwrap();
         assert_eq!(summary.samples, 100);
         assert_eq!(summary.p50_ms, upper_edge(bucket(100)));
         assert_eq!(summary.p99_ms, upper_edge(bucket(10_000)));
@@ -220,6 +251,28 @@ mod tests {
     }
 
     #[test]
+    fn advice_waits_for_enough_samples_then_is_twice_the_p99_within_bounds() {
+        let mut times = ProcessingTimes::default();
+        for _ in 0..MIN_ADVICE_SAMPLES - 1 {
+            times.record(3_000);
+        }
+        assert_eq!(times.advised_lease_ms(86_400_000), None);
+        times.record(3_000);
+        let p99 = times.quantile(0.99).unwrap();
+        assert_eq!(times.advised_lease_ms(86_400_000), Some(2 * p99));
+        assert_eq!(
+            times.advised_lease_ms(5_000),
+            Some(5_000),
+            "at most the bound"
+        );
+        let mut quick = ProcessingTimes::default();
+        for _ in 0..MIN_ADVICE_SAMPLES {
+            quick.record(3);
+        }
+        assert_eq!(quick.advised_lease_ms(86_400_000), Some(MIN_ADVISED_MS));
+    }
+
+    #[test]
     fn old_samples_fade_so_the_histogram_follows_the_work() {
         let mut times = ProcessingTimes::default();
         for _ in 0..MAX_SAMPLES {
@@ -230,7 +283,7 @@ mod tests {
             times.record(5_000);
         }
         assert!(times.samples() <= MAX_SAMPLES);
-        let summary = times.summary().unwrap();
+        let summary = times.summary(86_400_000).unwrap();
         assert!(summary.p50_ms >= 5_000, "{summary:?}");
     }
 }

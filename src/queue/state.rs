@@ -45,7 +45,7 @@ use super::push::unwrap_body;
 use super::staging::{Group, IdMap, LogWrite, Slot, Staging};
 use super::types::{
     Lease, MessageInfo, MessageState, MessageView, NewMessage, QueueName, QueueSettings,
-    QueueStats, Transfer,
+    QueueStats, Transfer, AUTO_TIMEOUT_MS, MAX_TIMEOUT_MS,
 };
 use super::waiters::{Waiter, WaiterId, Waiters};
 use crate::error::QueueError;
@@ -543,6 +543,23 @@ impl QueueState {
         Ok(entries.len())
     }
 
+    /// The lease a reserve or touch gets for `timeout_ms`: the queue's
+    /// `message_timeout` for `None`, the advice of its processing times for
+    /// [`AUTO_TIMEOUT_MS`] (the default until there are enough samples).
+    fn lease_ms(&self, timeout_ms: Option<u64>) -> u64 {
+        let default = self.settings().message_timeout_ms;
+        match timeout_ms {
+            None => default,
+            Some(AUTO_TIMEOUT_MS) => self
+                .meta
+                .processing
+                .as_ref()
+                .and_then(|p| p.advised_lease_ms(MAX_TIMEOUT_MS))
+                .unwrap_or(default),
+            Some(ms) => ms,
+        }
+    }
+
     /// When the reservation of message `id` started, if it is reserved and that
     /// is known.
     fn reserved_since(&self, id: u64) -> Option<u64> {
@@ -575,7 +592,7 @@ impl QueueState {
     ) -> Result<Lease, QueueError> {
         self.check_reservation(id, Some(reservation_id), now)?;
         let new_reservation = env.allocate_ids(1)?;
-        let until_ms = now.saturating_add(timeout_ms.unwrap_or(self.settings().message_timeout_ms));
+        let until_ms = now.saturating_add(self.lease_ms(timeout_ms));
         let since_ms = self.reserved_since(id);
         self.detach(id);
         self.attach(
@@ -782,7 +799,11 @@ impl QueueState {
             waiting: as_u64(self.waiters.len()),
             bytes: self.bytes(),
             attachment: self.meta.attachment.clone(),
-            processing: self.meta.processing.as_ref().and_then(|p| p.summary()),
+            processing: self
+                .meta
+                .processing
+                .as_ref()
+                .and_then(|p| p.summary(MAX_TIMEOUT_MS)),
         }
     }
 
@@ -1002,7 +1023,7 @@ impl QueueState {
         if self.index.available_len() == 0 {
             return Ok(Vec::new());
         }
-        let until_ms = now.saturating_add(timeout_ms.unwrap_or(self.settings().message_timeout_ms));
+        let until_ms = now.saturating_add(self.lease_ms(timeout_ms));
         let dead_letter = self.settings().dead_letter.clone();
         let most = n.min(self.index.available_len());
         // One id allocation for the whole reserve (ids skipped by dead-lettering are

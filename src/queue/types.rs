@@ -18,6 +18,11 @@ pub const MAX_DELAY_MS: u64 = 7 * 24 * 3600 * 1000;
 pub const MIN_TIMEOUT_MS: u64 = 100;
 /// Longest lease: 24 hours.
 pub const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+/// A reserve's (or touch's) `timeout_ms` that asks for lease advice: the
+/// queue's processing times decide (`lease.rs`). Never a lease itself (those
+/// are at most [`MAX_TIMEOUT_MS`]); only the front ends make it, from an
+/// explicit `auto`.
+pub const AUTO_TIMEOUT_MS: u64 = u64::MAX;
 /// Longest long-poll wait: 30 s.
 pub const MAX_WAIT_MS: u64 = 30_000;
 /// Default lease length (IronMQ's `timeout` default).

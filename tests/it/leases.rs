@@ -29,6 +29,7 @@ fn opts(n: u32, timeout_ms: u64, wait_ms: u64) -> ReserveOptions {
         timeout_ms,
         wait_ms,
         delete: false,
+        auto_timeout: false,
     }
 }
 
@@ -273,4 +274,100 @@ async fn info_reports_processing_times_on_both_protocols_and_keeps_them_across_a
         ),
         (2, info.processing_p50_ms, info.processing_p99_ms)
     );
+}
+
+/// Lease advice (issue 14): a reserve with `timeout = auto` gets the queue's
+/// timeout until 20 deletes were measured, then twice their p99, on both
+/// protocols; `info` says which lease `auto` gives.
+#[tokio::test]
+async fn an_auto_timeout_follows_the_measured_processing_time_on_both_protocols() {
+    let server = TestServer::start_manual(|config| {
+        config.http_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.auth = ferromq::config::Auth {
+            tokens: vec![("t".into(), None)],
+            disabled: false,
+        };
+    })
+    .await;
+    let client = server.client().await;
+    let queue = "p/auto";
+    client
+        .push(queue, (0..30).map(|_| Bytes::from_static(b"w")).collect())
+        .await
+        .unwrap();
+    let auto = ReserveOptions {
+        n: 1,
+        auto_timeout: true,
+        ..ReserveOptions::default()
+    };
+    let start = client.info(queue).await.unwrap();
+    assert_eq!(start.advised_timeout_ms, 0);
+    let default = start.settings.as_ref().unwrap().message_timeout_ms;
+    for i in 0..20 {
+        let got = client.reserve(queue, auto).await.unwrap();
+        // The clock moved 2 s per round since the push: the queue's default.
+        let now = got[0].pushed_at_ms + 2_000 * i;
+        assert_eq!(got[0].reserved_until_ms, now + default, "round {i}");
+        server.advance(2_000);
+        client
+            .delete(queue, got[0].id, Some(got[0].reservation_id))
+            .await
+            .unwrap();
+    }
+    let info = client.info(queue).await.unwrap();
+    assert_eq!(info.processing_samples, 20);
+    assert_eq!(info.advised_timeout_ms, 2 * info.processing_p99_ms);
+    assert!(
+        (4_000..=5_000).contains(&info.advised_timeout_ms),
+        "{info:?}"
+    );
+    // Binary protocol: the advised lease, from now on the queues' clock.
+    let before = client
+        .reserve(
+            queue,
+            ReserveOptions {
+                n: 1,
+                ..ReserveOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let now = before[0].reserved_until_ms - default;
+    let got = client.reserve(queue, auto).await.unwrap();
+    assert_eq!(got[0].reserved_until_ms, now + info.advised_timeout_ms);
+    // HTTP: `"timeout": "auto"`.
+    let http = crate::support::Http {
+        addr: server.server.http_addr().unwrap(),
+        project: "p".into(),
+        token: Some("t".into()),
+    };
+    let reply = http
+        .call(
+            "POST",
+            "queues/auto/reservations",
+            Some(serde_json::json!({"n": 1, "timeout": "auto"})),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let id = reply.json["messages"][0]["id"]
+        .as_str()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    let leased = client.get(queue, id).await.unwrap();
+    assert_eq!(leased.reserved_until_ms, now + info.advised_timeout_ms);
+    let info_http = http.call("GET", "queues/auto", None).await;
+    assert_eq!(
+        info_http.json["queue"]["processing_time"]["advised_timeout_ms"].as_u64(),
+        Some(info.advised_timeout_ms)
+    );
+    // Anything else than a number or "auto" is refused.
+    let bad = http
+        .call(
+            "POST",
+            "queues/auto/reservations",
+            Some(serde_json::json!({"timeout": "soon"})),
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{bad:?}");
 }

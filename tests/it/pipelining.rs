@@ -42,6 +42,7 @@ async fn a_long_poll_does_not_hold_back_later_requests_on_the_same_connection() 
                 timeout_ms: 0,
                 wait_ms: 20_000,
                 delete: false,
+                auto_timeout: false,
             })),
         },
     )

@@ -63,6 +63,7 @@ async fn shutdown_ends_every_task_the_server_started() {
             timeout_ms: 0,
             wait_ms: 0,
             delete: false,
+            auto_timeout: false,
         })
     };
     let response::Result::Messages(got) = call(&mut conn, 3, reserve(1)).await else {

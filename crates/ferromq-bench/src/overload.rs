@@ -379,6 +379,7 @@ async fn consume(client: Client, shared: Arc<Shared>, args: OverloadArgs) {
         timeout_ms: 30_000,
         wait_ms: 1_000,
         delete: false,
+        auto_timeout: false,
     };
     while shared.running.load(Ordering::Relaxed) {
         let got = match client.reserve(&args.queue, options).await {

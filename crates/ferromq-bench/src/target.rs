@@ -186,6 +186,7 @@ impl Driver {
                     timeout_ms: lease_ms,
                     wait_ms,
                     delete: false,
+                    auto_timeout: false,
                 };
                 let messages = match client.reserve(queue, options).await {
                     Ok(messages) => messages,

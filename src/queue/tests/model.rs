@@ -21,11 +21,13 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use proptest::prelude::*;
 
+use super::super::lease::ProcessingTimes;
 use super::super::state::{Event, Reserved, Settle};
 use super::super::types::{
     DeadLetterPatch, MessageInfo, MessageState, MessageView, NewMessage, QueueName, SettingsPatch,
     Transfer, DEFAULT_TIMEOUT_MS,
 };
+use super::super::types::{AUTO_TIMEOUT_MS, MAX_TIMEOUT_MS};
 use super::super::waiters::WaiterId;
 use super::Harness;
 use crate::error::QueueError;
@@ -107,7 +109,12 @@ fn rid_pick() -> impl Strategy<Value = RidPick> {
 
 fn op() -> impl Strategy<Value = Op> {
     let delay = prop_oneof![3 => Just(0u64), 1 => 1u64..3_000];
-    let timeout = prop_oneof![1 => Just(None), 3 => (100u64..3_000).prop_map(Some)];
+    // `AUTO_TIMEOUT_MS`: lease advice from the processing times.
+    let timeout = prop_oneof![
+        1 => Just(None),
+        3 => (100u64..3_000).prop_map(Some),
+        1 => Just(Some(AUTO_TIMEOUT_MS)),
+    ];
     prop_oneof![
         6 => prop::collection::vec(delay, 1..=3).prop_map(Op::Push),
         6 => (1usize..=3, timeout.clone(), prop_oneof![3 => Just(0u64), 1 => 100u64..2_000], prop::bool::weighted(0.2))
@@ -220,6 +227,28 @@ impl Model {
         }
     }
 
+    /// The lease for a reserve's or touch's `timeout`: with `AUTO_TIMEOUT_MS`,
+    /// twice the p99 of every processing time so far (a histogram of them, the
+    /// one `lease.rs` tests on its own) within 1 s..=24 h once there are 20,
+    /// else the queue's timeout.
+    fn lease(&self, timeout: Option<u64>) -> u64 {
+        match timeout {
+            None => self.timeout,
+            Some(AUTO_TIMEOUT_MS) => {
+                if self.processed.len() < 20 {
+                    return self.timeout;
+                }
+                let mut times = ProcessingTimes::default();
+                for &ms in &self.processed {
+                    times.record(ms);
+                }
+                let p99 = times.quantile(0.99).expect("samples");
+                (p99 * 2).clamp(1_000, MAX_TIMEOUT_MS)
+            }
+            Some(ms) => ms,
+        }
+    }
+
     fn available(&self) -> Vec<u64> {
         let mut list: Vec<(i128, u64)> = self
             .msgs
@@ -305,7 +334,7 @@ impl Model {
 
     /// Takes up to `n` available messages; the dead-lettered ones go to `expected`.
     fn take(&mut self, now: u64, n: usize, timeout: Option<u64>, delete: bool) -> Vec<MessageView> {
-        let until = now.saturating_add(timeout.unwrap_or(self.timeout));
+        let until = now.saturating_add(self.lease(timeout));
         let mut out = Vec::new();
         let mut dead = Vec::new();
         for id in self.available() {
@@ -751,7 +780,7 @@ impl Run {
                 let real = self.h.touch(id, rid, timeout);
                 match (real, expected) {
                     (Ok(lease), Ok(())) => {
-                        let until = now + timeout.unwrap_or(self.model.timeout);
+                        let until = now + self.model.lease(timeout);
                         assert_eq!(lease.reserved_until_ms, until);
                         self.model.msgs.get_mut(&id).expect("message").state =
                             MState::Reserved { rid: 0, until };

@@ -7,7 +7,7 @@ use super::super::recovery::{meta_from_record, rebuild};
 use super::super::state::{Event, QueueMeta, QueueState, Reserved};
 use super::super::types::{
     DeadLetter, DeadLetterPatch, MessageState, QueueName, QueueSettings, SettingsPatch, Transfer,
-    DEFAULT_TIMEOUT_MS, MAX_EXPIRATION_S, MIN_TIMEOUT_MS,
+    AUTO_TIMEOUT_MS, DEFAULT_TIMEOUT_MS, MAX_EXPIRATION_S, MIN_TIMEOUT_MS,
 };
 use super::{text, Harness, START_MS};
 use crate::error::QueueError;
@@ -1028,4 +1028,41 @@ fn processing_times_are_written_with_the_queue_record_at_most_once_a_second() {
         h.state.take_writes(h.now, true).record,
         "written as the queue stops"
     );
+}
+
+/// Lease advice: `timeout = auto` is the queue's timeout until 20 deletes were
+/// measured, then twice their p99 (at least 1 s); a parked reserve gets the
+/// advice of the moment it is served.
+#[test]
+fn an_auto_lease_is_the_default_until_twenty_samples_then_twice_the_p99() {
+    let mut h = Harness::new();
+    let auto = Some(AUTO_TIMEOUT_MS);
+    h.push(&["x"; 25]);
+    for _ in 0..19 {
+        let m = h.reserve(1, auto).remove(0);
+        assert_eq!(
+            m.info.reserved_until_ms,
+            h.now + DEFAULT_TIMEOUT_MS,
+            "the default"
+        );
+        h.advance(4_000);
+        h.delete(&[(m.info.id, Some(m.info.reservation_id))])
+            .unwrap();
+    }
+    assert_eq!(h.stats().processing.and_then(|p| p.advised_ms), None);
+    let m = h.reserve(1, auto).remove(0);
+    h.advance(4_000);
+    h.delete(&[(m.info.id, Some(m.info.reservation_id))])
+        .unwrap();
+    let summary = h.stats().processing.expect("20 samples");
+    assert_eq!(summary.advised_ms, Some(2 * summary.p99_ms));
+    assert!(
+        (8_000..=10_000).contains(&(2 * summary.p99_ms)),
+        "{summary:?}"
+    );
+    let advised = h.reserve(1, auto).remove(0);
+    assert_eq!(advised.info.reserved_until_ms, h.now + 2 * summary.p99_ms);
+    // An explicit timeout is still what it says.
+    let explicit = h.reserve(1, Some(500)).remove(0);
+    assert_eq!(explicit.info.reserved_until_ms, h.now + 500);
 }
