@@ -79,12 +79,12 @@ pub(super) fn print_info(info: &proto::QueueInfo, as_json: bool) {
         let advice = if info.advised_timeout_ms == 0 {
             "default".to_owned()
         } else {
-            super::top::duration(info.advised_timeout_ms)
+            fine_duration(info.advised_timeout_ms)
         };
         format!(
             " processing_p50={} processing_p99={} (of {} deletes) timeout_auto={advice}",
-            super::top::duration(info.processing_p50_ms),
-            super::top::duration(info.processing_p99_ms),
+            fine_duration(info.processing_p50_ms),
+            fine_duration(info.processing_p99_ms),
             info.processing_samples
         )
     };
@@ -102,6 +102,16 @@ pub(super) fn print_info(info: &proto::QueueInfo, as_json: bool) {
         super::top::duration(settings.message_expiration_s.saturating_mul(1000))
     );
     print_done(as_json, value, &text);
+}
+
+/// A duration to the millisecond under a minute (`767ms`, `1.79s`), as
+/// `duration` above it: processing times are short.
+fn fine_duration(ms: u64) -> String {
+    if (1000..60_000).contains(&ms) {
+        let text = format!("{}.{:03}", ms / 1000, ms % 1000);
+        return format!("{}s", text.trim_end_matches('0').trim_end_matches('.'));
+    }
+    super::top::duration(ms)
 }
 
 /// A time in ms since the epoch as RFC 3339 UTC (`-` for 0: never).
@@ -187,5 +197,16 @@ pub(super) fn print_messages(messages: &[proto::Message], as_json: bool) {
             m.reserved_count
         );
         print_done(as_json, value, &text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn processing_times_print_to_the_millisecond_under_a_minute() {
+        assert_eq!(super::fine_duration(767), "767ms");
+        assert_eq!(super::fine_duration(1_790), "1.79s");
+        assert_eq!(super::fine_duration(2_000), "2s");
+        assert_eq!(super::fine_duration(90_000), "1m 30s");
     }
 }
