@@ -282,7 +282,7 @@ pub struct QueueState {
     meta_dirty: bool,
     /// total_pushed or the processing times changed since the record was last
     /// written (written at most once a second, and when the queue stops).
-    pushed_dirty: bool,
+    record_changed: bool,
     record_written_ms: u64,
     /// Most long polls parked at once; one more is refused (a server limit, set
     /// by the actor from the configuration: an input like any other).
@@ -304,7 +304,7 @@ impl QueueState {
             delayed: 0,
             events: Vec::new(),
             meta_dirty: false,
-            pushed_dirty: false,
+            record_changed: false,
             record_written_ms: 0,
             max_waiters: usize::MAX,
             counters: Counters::default(),
@@ -534,7 +534,7 @@ impl QueueState {
                         .processing
                         .get_or_insert_with(Box::default)
                         .record(now.saturating_sub(since_ms));
-                    self.pushed_dirty = true;
+                    self.record_changed = true;
                 }
             }
             self.remove(id);
@@ -981,11 +981,11 @@ impl QueueState {
             }
         }
         let record = self.meta_dirty
-            || (self.pushed_dirty
+            || (self.record_changed
                 && (finally || now.saturating_sub(self.record_written_ms) >= RECORD_EVERY_MS));
         if record {
             self.meta_dirty = false;
-            self.pushed_dirty = false;
+            self.record_changed = false;
             self.record_written_ms = now;
         }
         Writes { log, record }
@@ -1302,7 +1302,7 @@ impl QueueState {
     fn count_pushed(&mut self) {
         self.counters.pushed += 1;
         self.meta.total_pushed = self.meta.total_pushed.saturating_add(1);
-        self.pushed_dirty = true;
+        self.record_changed = true;
     }
 
     /// Arms group `key`'s expiry timer for `expires_at_ms` if that is earlier than
