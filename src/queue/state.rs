@@ -571,12 +571,6 @@ impl QueueState {
         }
     }
 
-    /// How long consumers have held this queue's messages, reserve to delete
-    /// (`lease.rs`); `None` before the first such delete.
-    pub fn processing_times(&self) -> Option<&ProcessingTimes> {
-        self.meta.processing.as_deref()
-    }
-
     /// Extends a reservation under a new reservation id, `timeout_ms` (or the
     /// queue's default) from now.
     ///
