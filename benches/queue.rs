@@ -58,6 +58,7 @@ fn actor(c: &mut Criterion) {
                 runtime.block_on(async {
                     let messages = vec![
                         NewMessage {
+                            priority: ferromq::queue::types::DEFAULT_PRIORITY,
                             body: body.clone(),
                             delay_ms: 0,
                         };
@@ -126,6 +127,7 @@ fn state_machine(c: &mut Criterion) {
                 now += 1;
                 let messages = vec![
                     NewMessage {
+                        priority: ferromq::queue::types::DEFAULT_PRIORITY,
                         body: body.clone(),
                         delay_ms: 0,
                     };

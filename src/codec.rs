@@ -144,6 +144,7 @@ mod tests {
             op: Some(request::Op::Push(Push {
                 queue: "q".into(),
                 messages: vec![PushMessage {
+                    priority: None,
                     body: Bytes::from_static(body),
                     delay_ms: 0,
                     push_headers: Vec::new(),

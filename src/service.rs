@@ -31,7 +31,7 @@ use crate::queue::handle::UpdateError;
 use crate::queue::push::{check_header, unwrap_body, wrap_body, QueueKind};
 use crate::queue::types::{
     check_range, Lease, MessageView, NewMessage, QueueName, QueueStats, SettingsPatch, MAX_BATCH,
-    MAX_DELAY_MS, MAX_TIMEOUT_MS, MAX_WAIT_MS, MIN_TIMEOUT_MS,
+    MAX_DELAY_MS, MAX_PRIORITY, MAX_TIMEOUT_MS, MAX_WAIT_MS, MIN_TIMEOUT_MS,
 };
 use crate::queue::{QueueHandle, Registry};
 use crate::storage::FsyncMode;
@@ -353,6 +353,12 @@ impl Service {
                 });
             }
             check_range("delay_ms", message.delay_ms, 0, MAX_DELAY_MS)?;
+            check_range(
+                "priority",
+                u64::from(message.priority),
+                0,
+                u64::from(MAX_PRIORITY),
+            )?;
         }
         let handle = self.registry.get_or_create(queue).await?;
         self.push_from(handle, queue, messages, &headers).await
@@ -962,6 +968,7 @@ fn stored(
         .map(|(i, m)| NewMessage {
             body: wrap_body(headers.get(i).map_or(&[][..], Vec::as_slice), &m.body),
             delay_ms: m.delay_ms,
+            priority: m.priority,
         })
         .collect()
 }
@@ -1028,6 +1035,7 @@ mod tests {
 
     fn message(text: &'static str) -> Vec<NewMessage> {
         vec![NewMessage {
+            priority: crate::queue::types::DEFAULT_PRIORITY,
             body: Bytes::from_static(text.as_bytes()),
             delay_ms: 0,
         }]
@@ -1147,6 +1155,7 @@ mod tests {
             MAX_BATCH
         );
         let big = vec![NewMessage {
+            priority: crate::queue::types::DEFAULT_PRIORITY,
             body: Bytes::from(vec![0u8; 1025]),
             delay_ms: 0,
         }];
@@ -1159,6 +1168,7 @@ mod tests {
         ));
         let late = |delay_ms| {
             vec![NewMessage {
+                priority: crate::queue::types::DEFAULT_PRIORITY,
                 body: Bytes::new(),
                 delay_ms,
             }]

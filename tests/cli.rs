@@ -145,6 +145,39 @@ fn the_cli_drives_every_operation_and_reports_errors() {
     assert_eq!(usage.status.code(), Some(2), "clap usage error");
 }
 
+/// Priorities (issue 14): `push --priority`, shown by peek and reserve (the text
+/// line names a priority other than the default), and refused out of range.
+#[test]
+fn the_cli_pushes_with_a_priority_and_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let addr = server.addr.as_str();
+    stdout(&cli(addr, &["push", "jobs", "later", "--priority", "12"]));
+    stdout(&cli(addr, &["push", "jobs", "normal"]));
+    stdout(&cli(addr, &["push", "jobs", "now", "--priority", "0"]));
+    let peeked = json_lines(&cli(addr, &["peek", "jobs", "--n", "3", "--json"]));
+    let order: Vec<(Value, Value)> = peeked
+        .iter()
+        .map(|m| (m["body"].clone(), m["priority"].clone()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("now".into(), 0.into()),
+            ("normal".into(), 8.into()),
+            ("later".into(), 12.into())
+        ]
+    );
+    let text = stdout(&cli(addr, &["reserve", "jobs", "--n", "3"]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].contains("state=RESERVED priority=0 "), "{text}");
+    assert!(!lines[1].contains("priority="), "the default: {text}");
+    assert!(lines[2].contains("priority=12") && lines[2].ends_with("body=later"));
+    let usage = cli(addr, &["push", "jobs", "x", "--priority", "16"]);
+    assert_eq!(usage.status.code(), Some(2), "clap usage error");
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("0..=15"));
+}
+
 fn info(addr: &str, queue: &str) -> Value {
     json_lines(&cli(addr, &["info", queue, "--json"])).remove(0)
 }

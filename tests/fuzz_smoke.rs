@@ -105,11 +105,13 @@ fn request_seeds() -> Vec<Vec<u8>> {
             queue: "p/jobs".into(),
             messages: vec![
                 proto::PushMessage {
+                    priority: None,
                     body: body("a"),
                     delay_ms: 0,
                     push_headers: Vec::new(),
                 },
                 proto::PushMessage {
+                    priority: None,
                     body: body("later"),
                     delay_ms: 1000,
                     push_headers: vec![proto::Header {

@@ -16,7 +16,8 @@ use crate::proto::{self, request::Op, response, ErrorCode};
 use crate::queue::handle::UpdateError;
 use crate::queue::push::{NewSubscriber, PushPatch, PushSettings, QueueKind, SubscribersChange};
 use crate::queue::types::{
-    DeadLetterPatch, MessageState, MessageView, NewMessage, QueueName, QueueStats, SettingsPatch,
+    priority, DeadLetterPatch, MessageState, MessageView, NewMessage, QueueName, QueueStats,
+    SettingsPatch,
 };
 use crate::service::Service;
 
@@ -148,12 +149,13 @@ async fn run(
                 .into_iter()
                 .map(|m| {
                     headers.push(pairs(m.push_headers));
-                    NewMessage {
+                    Ok(NewMessage {
                         body: m.body,
                         delay_ms: m.delay_ms,
-                    }
+                        priority: priority(m.priority.map(u64::from))?,
+                    })
                 })
-                .collect();
+                .collect::<Result<_, QueueError>>()?;
             response::Result::Push(proto::PushOk {
                 ids: service.push_with_headers(&name, messages, headers).await?,
             })
@@ -573,6 +575,7 @@ fn message_to_proto(m: MessageView) -> proto::Message {
         available_at_ms: info.available_at_ms,
         expires_at_ms: info.expires_at_ms,
         state: state.into(),
+        priority: u32::from(info.priority),
     }
 }
 

@@ -246,6 +246,9 @@ pub(super) enum ClientCommand {
         /// Push queues: a header sent with each delivery, `NAME=VALUE` (up to 5).
         #[arg(long = "header", value_name = "NAME=VALUE")]
         headers: Vec<String>,
+        /// Priority, 0..=15: lower is reserved first; 8 when not given.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=15))]
+        priority: Option<u32>,
     },
     /// Reserve messages.
     Reserve {
@@ -504,6 +507,7 @@ impl ClientCommand {
                 bodies,
                 delay,
                 headers,
+                priority,
                 ..
             } => {
                 let push_headers = push_headers(&headers).map_err(ClientError::Protocol)?;
@@ -520,6 +524,7 @@ impl ClientCommand {
                             body: body.clone(),
                             delay_ms: delay,
                             push_headers: push_headers.clone(),
+                            priority,
                         })
                         .collect();
                     ids.extend(client.push_messages(&queue, messages).await?);

@@ -4,6 +4,7 @@
 use serde_json::json;
 
 use crate::proto;
+use crate::queue::types::DEFAULT_PRIORITY;
 
 /// Prints `value` (with `--json`) or `text`.
 pub(super) fn print_done(as_json: bool, value: serde_json::Value, text: &str) {
@@ -183,14 +184,21 @@ pub(super) fn print_messages(messages: &[proto::Message], as_json: bool) {
             "available_at_ms": m.available_at_ms,
             "expires_at_ms": m.expires_at_ms,
             "state": state_name(m.state),
+            "priority": m.priority,
         });
         let mut reservation = String::new();
         if m.reservation_id != 0 {
             value["reservation_id"] = json!(m.reservation_id);
             reservation = format!(" reservation_id={}", m.reservation_id);
         }
+        // The default priority goes without saying, as in `push`.
+        let priority = if m.priority == u32::from(DEFAULT_PRIORITY) {
+            String::new()
+        } else {
+            format!(" priority={}", m.priority)
+        };
         let text = format!(
-            "id={}{} state={} reserved_count={} body={body}",
+            "id={}{} state={}{priority} reserved_count={} body={body}",
             m.id,
             reservation,
             state_name(m.state),

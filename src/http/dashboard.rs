@@ -530,6 +530,7 @@ fn message_json(m: &MessageView, max: usize) -> Value {
         "id": info.id.to_string(),
         "state": state,
         "reserved_count": info.reserved_count,
+        "priority": info.priority,
         "pushed_at_ms": info.pushed_at_ms,
         "expires_at_ms": info.expires_at_ms,
         "available_at_ms": info.available_at_ms,
@@ -573,6 +574,7 @@ mod tests {
     fn bodies_are_text_when_utf8_and_hex_otherwise_and_cut_at_the_limit() {
         let view = |body: &[u8]| MessageView {
             info: crate::queue::types::MessageInfo {
+                priority: crate::queue::types::DEFAULT_PRIORITY,
                 id: 7,
                 reserved_count: 2,
                 reservation_id: 0,

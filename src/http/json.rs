@@ -390,6 +390,7 @@ pub(super) fn message_json(m: &MessageView) -> Value {
         "id": m.info.id.to_string(),
         "body": String::from_utf8_lossy(&m.body),
         "reserved_count": m.info.reserved_count,
+        "priority": m.info.priority,
     })
 }
 

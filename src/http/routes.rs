@@ -15,7 +15,9 @@ use super::json::{
 use super::Api;
 use crate::queue::push::{PushPatch, QueueKind, SubscribersChange};
 use crate::queue::types::QueueName;
-use crate::queue::types::{NewMessage, SettingsPatch, MAX_BATCH, MAX_WAIT_MS};
+use crate::queue::types::{
+    priority, NewMessage, SettingsPatch, DEFAULT_PRIORITY, MAX_BATCH, MAX_WAIT_MS,
+};
 
 /// Default `per_page` of the queue list.
 const DEFAULT_PER_PAGE: usize = 30;
@@ -325,6 +327,7 @@ impl Api {
             messages.push(NewMessage {
                 body: Bytes::from(text.clone().into_bytes()),
                 delay_ms: opt_seconds_as_ms(item, "delay")?.unwrap_or(0),
+                priority: priority(opt_u64(item, "priority")?)?,
             });
         }
         let ids = self
@@ -339,6 +342,7 @@ impl Api {
         let message = NewMessage {
             body: call.body.clone(),
             delay_ms: 0,
+            priority: DEFAULT_PRIORITY,
         };
         // `X-Subscribers-Name: v` is the push header `Name: v`; invalid ones are
         // dropped, as IronMQ does.

@@ -636,6 +636,7 @@ impl PushEngine {
                 .push(vec![NewMessage {
                     body: Bytes::from(report.to_string()),
                     delay_ms: 0,
+                    priority: message.info.priority,
                 }])
                 .await?;
         }

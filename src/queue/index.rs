@@ -4,8 +4,8 @@
 //!
 //! A backlog is mostly messages nobody has touched since their push: available,
 //! in push order, never reserved. Such a message is **compact**: it costs one bit
-//! in its group's entry, and everything else about it (order key `ORDER_BASE + id`,
-//! reserved_count 0, pushed at and expiring when the rest of its run was: a run is
+//! in its group's entry, and everything else about it (order key: its push key
+//! in its group's priority band, `order.rs`; reserved_count 0, pushed at and expiring when the rest of its run was: a run is
 //! consecutive ids in consecutive slots pushed at the same millisecond) is implied.
 //! Every other message (reserved, delayed, released or requeued, moving, adopted
 //! from another queue, reserved before) is **special**: a full [`Msg`] in
@@ -15,11 +15,14 @@
 //! backlog: a million queued messages pushed in batches cost a few thousand group
 //! entries.
 //!
-//! Compact entries are grouped by the batch record holding them. A message can
-//! become compact only when it enters the queue (push, adopt, restart) in its push
-//! defaults and with an id above every compact id before it; so compact ids increase
-//! with the groups' order and within each group, and the available order is the
-//! merge of the compact stream (by id) with the available specials (by order key).
+//! Compact entries are grouped by the batch record holding them and by priority
+//! (a group's members share one). A message can become compact only when it
+//! enters the queue (push, adopt, restart) in its push defaults and with an id
+//! above every compact id before it; so compact ids increase with the groups'
+//! order and within each group. Groups are listed by (priority, first id) too,
+//! and as priority bands do not overlap, walking that list gives the compact
+//! messages by order key: the available order is the merge of that stream with
+//! the available specials (by order key).
 //! A compact message that changes (reserved, released, moved) becomes special and
 //! never compact again.
 //!
@@ -28,7 +31,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::iter::Peekable;
 
-use super::state::{Msg, State, ORDER_BASE};
+use super::order::{is_push_key, priority_of, push_key};
+use super::state::{Msg, State};
 
 /// The messages of one queue; see the module docs.
 #[derive(Debug, Default)]
@@ -39,6 +43,8 @@ pub(super) struct MessageIndex {
     special_available: BTreeSet<(u64, u64)>,
     /// Compact groups keyed by the id of their first member.
     compact: BTreeMap<u64, Compact>,
+    /// The compact groups as (priority, first member's id): their order.
+    compact_order: BTreeSet<(u8, u64)>,
     /// Compact messages (all available).
     compact_len: usize,
     /// The highest id ever made compact: a new compact id must be above it.
@@ -49,6 +55,8 @@ pub(super) struct MessageIndex {
 #[derive(Debug)]
 struct Compact {
     batch: u64,
+    /// The members' priority.
+    priority: u8,
     /// Members in id order, as runs of consecutive ids in consecutive slots pushed
     /// at the same time (a group gathers the pushes of one or more actor turns).
     runs: Vec<Run>,
@@ -76,6 +84,7 @@ impl Compact {
     fn new(id: u64, msg: &Msg) -> Self {
         Compact {
             batch: msg.batch,
+            priority: priority_of(msg.order_key),
             runs: vec![Run {
                 first_id: id,
                 pushed_at_ms: msg.pushed_at_ms,
@@ -93,7 +102,9 @@ impl Compact {
 
     /// Whether `msg` (id above every member's) can join this group.
     fn accepts(&self, msg: &Msg) -> bool {
-        self.batch == msg.batch && self.members < u32::MAX
+        self.batch == msg.batch
+            && self.priority == priority_of(msg.order_key)
+            && self.members < u32::MAX
     }
 
     fn push(&mut self, id: u64, msg: &Msg) {
@@ -136,7 +147,7 @@ impl Compact {
         let offset = u32::try_from(id - run.first_id).ok()?;
         (offset < run.len).then(|| {
             let msg = Msg {
-                order_key: ORDER_BASE.saturating_add(id),
+                order_key: push_key(self.priority, id),
                 state: State::Available,
                 reserved_count: 0,
                 pushed_at_ms: run.pushed_at_ms,
@@ -181,6 +192,11 @@ impl Compact {
         true
     }
 
+    /// The present members as (order key, id), in order.
+    fn keys(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.ids().map(|id| (push_key(self.priority, id), id))
+    }
+
     /// The present members' ids, in order.
     fn ids(&self) -> impl Iterator<Item = u64> + '_ {
         let start = self.first_live;
@@ -202,7 +218,7 @@ impl Compact {
 /// Whether `msg` is in its push defaults (the state a compact message implies).
 fn is_default(id: u64, msg: &Msg) -> bool {
     msg.state == State::Available
-        && ORDER_BASE.checked_add(id) == Some(msg.order_key)
+        && is_push_key(msg.order_key, id)
         && msg.reserved_count == 0
         && msg.expired_reservation_id == 0
 }
@@ -278,14 +294,20 @@ impl MessageIndex {
         self.special.clear();
         self.special_available.clear();
         self.compact.clear();
+        self.compact_order.clear();
         self.compact_len = 0;
     }
 
     /// The available messages as (order key, id), in the order reserve takes them.
-    pub(super) fn available(&self) -> Available<'_, impl Iterator<Item = u64> + '_> {
+    pub(super) fn available(&self) -> Available<'_, impl Iterator<Item = (u64, u64)> + '_> {
         Available {
             special: self.special_available.iter().peekable(),
-            compact: self.compact.values().flat_map(Compact::ids).peekable(),
+            compact: self
+                .compact_order
+                .iter()
+                .filter_map(|(_, first)| self.compact.get(first))
+                .flat_map(Compact::keys)
+                .peekable(),
         }
     }
 
@@ -306,14 +328,14 @@ impl MessageIndex {
             return false;
         }
         match self.compact.last_entry() {
-            Some(mut last) if last.get().batch == msg.batch => {
-                if !last.get().accepts(msg) {
-                    return false;
-                }
-                last.get_mut().push(id, msg);
+            Some(mut last) if last.get().accepts(msg) => last.get_mut().push(id, msg),
+            Some(last) if last.get().batch == msg.batch && last.get().members == u32::MAX => {
+                return false;
             }
             _ => {
-                self.compact.insert(id, Compact::new(id, msg));
+                let group = Compact::new(id, msg);
+                self.compact_order.insert((group.priority, id));
+                self.compact.insert(id, group);
             }
         }
         self.compact_floor = Some(id);
@@ -330,7 +352,9 @@ impl MessageIndex {
             return None;
         }
         if group.live == 0 {
+            let priority = group.priority;
             self.compact.remove(&first);
+            self.compact_order.remove(&(priority, first));
         }
         self.compact_len -= 1;
         Some(msg)
@@ -338,20 +362,17 @@ impl MessageIndex {
 }
 
 /// The available messages in order: the merge of the available specials (by order
-/// key) with the compact ones (order key `ORDER_BASE + id`, by id).
-pub(super) struct Available<'a, C: Iterator<Item = u64>> {
+/// key) with the compact ones (by order key too: by priority, then id).
+pub(super) struct Available<'a, C: Iterator<Item = (u64, u64)>> {
     special: Peekable<std::collections::btree_set::Iter<'a, (u64, u64)>>,
     compact: Peekable<C>,
 }
 
-impl<C: Iterator<Item = u64>> Iterator for Available<'_, C> {
+impl<C: Iterator<Item = (u64, u64)>> Iterator for Available<'_, C> {
     type Item = (u64, u64);
 
     fn next(&mut self) -> Option<(u64, u64)> {
-        let compact = self
-            .compact
-            .peek()
-            .map(|&id| (ORDER_BASE.saturating_add(id), id));
+        let compact = self.compact.peek().copied();
         match (self.special.peek(), compact) {
             (Some(&&special), Some(compact)) if special < compact => {
                 self.special.next();
@@ -440,6 +461,7 @@ impl SlotIds {
 
 #[cfg(test)]
 mod tests {
+    use super::super::state::ORDER_BASE;
     use super::*;
 
     fn pushed(batch: u64, slot: u32, id: u64) -> Msg {
@@ -528,6 +550,43 @@ mod tests {
             1,
             "ids stay above the old compact ones"
         );
+    }
+
+    #[test]
+    fn should_keep_messages_of_any_priority_compact_and_order_them_by_band() {
+        let mut index = MessageIndex::default();
+        let with = |priority: u8, batch: u64, slot: u32, id: u64| Msg {
+            order_key: push_key(priority, id),
+            ..pushed(batch, slot, id)
+        };
+        // One batch holding three priorities, then a second batch.
+        for (slot, (priority, id)) in [(8, 1), (8, 2), (3, 3), (3, 4), (12, 5), (3, 6)]
+            .into_iter()
+            .enumerate()
+        {
+            index.insert(id, with(priority, 1, u32::try_from(slot).unwrap(), id));
+        }
+        index.insert(7, with(3, 7, 0, 7));
+        assert!(index.special.is_empty(), "all compact");
+        assert_eq!(
+            index.compact.len(),
+            5,
+            "a group per change of priority or batch"
+        );
+        let order: Vec<u64> = index.available().map(|(_, id)| id).collect();
+        assert_eq!(order, [3, 4, 6, 7, 1, 2, 5]);
+        assert_eq!(index.get(6), Some(with(3, 1, 5, 6)));
+        // A requeued one goes to the front of its band.
+        let mut msg = index.get(5).unwrap();
+        msg.order_key = super::super::order::front_key(12, 1);
+        index.update(5, msg);
+        index.remove(4);
+        let order: Vec<u64> = index.available().map(|(_, id)| id).collect();
+        assert_eq!(order, [3, 6, 7, 1, 2, 5]);
+        for id in [1, 2, 3, 6, 7] {
+            index.remove(id);
+        }
+        assert!(index.compact.is_empty() && index.compact_order.is_empty());
     }
 
     #[test]

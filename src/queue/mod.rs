@@ -4,9 +4,11 @@
 //! - [`types`]: names, settings, limits and the views operations return.
 //! - [`state::QueueState`]: the pure, deterministic state machine of one queue
 //!   (semantics.md), with its parts: [`index`] (the messages in memory, most of
-//!   them one bit each), [`waiters`] (parked long polls), [`staging`]
-//!   (how messages become batch records), [`deadlines`] (the timer index) and
-//!   [`recovery`] (rebuilding a queue from its records).
+//!   them one bit each), [`order`] (order keys: priority bands, FIFO within
+//!   them, requeues to the front), [`lease`] (processing times), [`waiters`]
+//!   (parked long polls), [`staging`] (how messages become batch records),
+//!   [`deadlines`] (the timer index) and [`recovery`] (rebuilding a queue from
+//!   its records).
 //! - [`clock`]: the one source of time; the state machine takes `now` as an argument.
 //! - [`actor`]: the loop that drives a state machine: mailbox, timer, a turn's
 //!   writes, replies. [`handle::QueueHandle`] is its typed, cloneable front.
@@ -27,6 +29,7 @@ pub mod deadlines;
 pub mod handle;
 pub mod index;
 pub mod lease;
+pub mod order;
 pub mod push;
 pub mod recovery;
 pub mod registry;

@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 
 use super::index::MessageIndex;
+use super::order::requeue_depth;
 use super::push::{
     PushSettings, QueueKind, Subscriber, MAX_RETRIES, MAX_RETRIES_DELAY_S, MAX_SUBSCRIBERS,
     MIN_RETRIES_DELAY_S,
@@ -246,7 +247,7 @@ impl Rebuild {
                 timers: Vec::new(),
                 groups: IdMap::default(),
                 dirty: BTreeSet::new(),
-                next_front: ORDER_BASE - 1,
+                requeues: 0,
                 reserved: 0,
                 delayed: 0,
             },
@@ -312,7 +313,7 @@ impl Rebuild {
                 delayed_or_available(record.available_at_ms, self.now),
             ),
         };
-        restored.next_front = restored.next_front.min(order_key.saturating_sub(1));
+        restored.requeues = restored.requeues.max(requeue_depth(order_key));
         match state {
             State::Available | State::Moving => {}
             State::Delayed { until_ms } => {

@@ -18,10 +18,11 @@
 //!
 //! # Order and state
 //! Every message is in the [`MessageIndex`] (`index.rs`), which keeps untouched
-//! messages as one bit each and hands out the AVAILABLE ones ordered by order key:
-//! a push takes `ORDER_BASE + id` (so pushes keep push order), a requeue (timeout
-//! or release) takes `next_front`, which only decreases, so the latest requeue is
-//! first. Every timed event (lease deadline, delay end, long-poll timeout, and one
+//! messages as one bit each and hands out the AVAILABLE ones ordered by order key
+//! (`order.rs`): the key's band is the message's priority (lower first); within
+//! it, a push takes the band's centre + id (so pushes keep push order) and a
+//! requeue (timeout or release) the centre - `requeues`, a count that only grows,
+//! so the latest requeue is first in its priority. Every timed event (lease deadline, delay end, long-poll timeout, and one
 //! expiry per group at its earliest message's expiration) is in one
 //! [`DeadlineIndex`]; [`QueueState::advance`] fires what is due. A message being
 //! moved to another queue is MOVING: never handed out, invisible to every
@@ -41,17 +42,19 @@ use bytes::Bytes;
 use super::deadlines::DeadlineIndex;
 use super::index::MessageIndex;
 use super::lease::ProcessingTimes;
+use super::order::{front_key, priority_of, push_key};
 use super::push::unwrap_body;
 use super::staging::{Group, IdMap, LogWrite, Slot, Staging};
 use super::types::{
     Lease, MessageInfo, MessageState, MessageView, NewMessage, QueueName, QueueSettings,
-    QueueStats, Transfer, AUTO_TIMEOUT_MS, MAX_TIMEOUT_MS,
+    QueueStats, Transfer, AUTO_TIMEOUT_MS, DEFAULT_PRIORITY, MAX_TIMEOUT_MS,
 };
 use super::waiters::{Waiter, WaiterId, Waiters};
 use crate::error::QueueError;
 use crate::storage::{MessageRecord, StateRecord};
 
-/// Order keys of pushed messages start here; requeued messages count down from below.
+/// Order keys of pushed messages of the default priority start here; requeued
+/// ones count down from below (`order.rs` has the other priorities' bands).
 pub(super) const ORDER_BASE: u64 = 1 << 63;
 /// A queue record whose only change is `total_pushed` is written at most this often.
 const RECORD_EVERY_MS: u64 = 1000;
@@ -260,7 +263,8 @@ pub(super) struct Restored {
     pub(super) groups: IdMap<Group>,
     /// Groups whose state record must be rewritten.
     pub(super) dirty: BTreeSet<u64>,
-    pub(super) next_front: u64,
+    /// The deepest requeue among the messages (`order::requeue_depth`).
+    pub(super) requeues: u64,
     pub(super) reserved: usize,
     pub(super) delayed: usize,
 }
@@ -274,7 +278,9 @@ pub struct QueueState {
     timers: DeadlineIndex<Timer>,
     waiters: Waiters,
     staging: Staging,
-    next_front: u64,
+    /// Requeues so far (at least the deepest one held): the next one goes in
+    /// front of them, in its priority's band.
+    requeues: u64,
     reserved: usize,
     delayed: usize,
     events: Vec<Event>,
@@ -299,7 +305,7 @@ impl QueueState {
             timers: DeadlineIndex::default(),
             waiters: Waiters::default(),
             staging: Staging::default(),
-            next_front: ORDER_BASE - 1,
+            requeues: 0,
             reserved: 0,
             delayed: 0,
             events: Vec::new(),
@@ -324,7 +330,7 @@ impl QueueState {
             timers,
             groups,
             dirty,
-            next_front,
+            requeues,
             reserved,
             delayed,
         } = restored;
@@ -332,7 +338,7 @@ impl QueueState {
             index,
             timers: DeadlineIndex::from_entries(timers),
             staging: Staging::restore(groups, dirty),
-            next_front,
+            requeues,
             reserved,
             delayed,
             ..QueueState::new(meta)
@@ -414,7 +420,7 @@ impl QueueState {
             self.insert(
                 id,
                 Msg {
-                    order_key: ORDER_BASE.saturating_add(id),
+                    order_key: push_key(message.priority, id),
                     state: delayed_or_available(available_at_ms, now),
                     reserved_count: 0,
                     pushed_at_ms: now,
@@ -425,6 +431,10 @@ impl QueueState {
                     slot,
                 },
             );
+            if message.priority != DEFAULT_PRIORITY {
+                // The priority is in the order key, which only a state record keeps.
+                self.persist_state(id);
+            }
             ids.push(id);
         }
         Ok(ids)
@@ -689,8 +699,7 @@ impl QueueState {
     /// A reserved message back to the front, available after `delay_ms`.
     fn give_back(&mut self, now: u64, id: u64, delay_ms: u64) {
         self.detach(id);
-        let front = self.take_front_key();
-        self.modify(id, |msg| msg.order_key = front);
+        self.move_to_front(id);
         let state = if delay_ms > 0 {
             State::Delayed {
                 until_ms: now.saturating_add(delay_ms),
@@ -865,10 +874,15 @@ impl QueueState {
                     };
                     self.detach(id);
                     self.attach(id, State::Moving);
+                    let priority = self
+                        .index
+                        .get(id)
+                        .map_or(DEFAULT_PRIORITY, |m| priority_of(m.order_key));
                     moving.push(Transfer {
                         id,
                         body,
                         reserved_count: 0,
+                        priority,
                     });
                 }
                 Ok(None) => {}
@@ -927,7 +941,7 @@ impl QueueState {
             self.insert(
                 message.id,
                 Msg {
-                    order_key: ORDER_BASE.saturating_add(message.id),
+                    order_key: push_key(message.priority, message.id),
                     state: State::Available,
                     reserved_count: message.reserved_count,
                     pushed_at_ms: now,
@@ -938,7 +952,7 @@ impl QueueState {
                     slot,
                 },
             );
-            if message.reserved_count > 0 {
+            if message.reserved_count > 0 || message.priority != DEFAULT_PRIORITY {
                 self.persist_state(message.id);
             }
             self.count_pushed();
@@ -1037,10 +1051,10 @@ impl QueueState {
                 break;
             };
             // One lookup for both the expiry check and the dead-letter count.
-            let Some((expires_at_ms, reserved_count)) = self
+            let Some((expires_at_ms, reserved_count, order_key)) = self
                 .index
                 .get(id)
-                .map(|m| (m.expires_at_ms, m.reserved_count))
+                .map(|m| (m.expires_at_ms, m.reserved_count, m.order_key))
             else {
                 break; // the index hands out only messages it holds
             };
@@ -1068,6 +1082,7 @@ impl QueueState {
                         id,
                         body,
                         reserved_count,
+                        priority: priority_of(order_key),
                     });
                     continue;
                 }
@@ -1118,6 +1133,7 @@ impl QueueState {
             expires_at_ms: msg.expires_at_ms,
             state: MessageState::Deleted,
             push_done: msg.push_done,
+            priority: priority_of(msg.order_key),
         };
         self.counters.reserved += 1;
         if delete {
@@ -1196,6 +1212,7 @@ impl QueueState {
             available_at_ms,
             expires_at_ms: msg.expires_at_ms,
             state,
+            priority: priority_of(msg.order_key),
         })
     }
 
@@ -1348,10 +1365,13 @@ impl QueueState {
         self.index.get(id).is_some_and(|m| m.expires_at_ms <= now)
     }
 
-    fn take_front_key(&mut self) -> u64 {
-        let key = self.next_front;
-        self.next_front = self.next_front.saturating_sub(1);
-        key
+    /// Gives message `id` the front place of its priority.
+    fn move_to_front(&mut self, id: u64) {
+        self.requeues = self.requeues.saturating_add(1);
+        let requeue = self.requeues;
+        self.modify(id, |msg| {
+            msg.order_key = front_key(priority_of(msg.order_key), requeue);
+        });
     }
 
     /// A lease ran out: the message goes back to the front of the queue.
@@ -1361,11 +1381,8 @@ impl QueueState {
             return;
         };
         self.detach(id);
-        let front = self.take_front_key();
-        self.modify(id, |msg| {
-            msg.expired_reservation_id = reservation_id;
-            msg.order_key = front;
-        });
+        self.move_to_front(id);
+        self.modify(id, |msg| msg.expired_reservation_id = reservation_id);
         self.attach(id, State::Available);
         self.persist_state(id);
         self.counters.timed_out += 1;

@@ -33,6 +33,11 @@ pub const DEFAULT_EXPIRATION_S: u64 = 7 * 24 * 3600;
 pub const MIN_EXPIRATION_S: u64 = 1;
 /// Longest allowed `message_expiration`: 30 days, as IronMQ v3.
 pub const MAX_EXPIRATION_S: u64 = 30 * 24 * 3600;
+/// Priorities run `0..=MAX_PRIORITY`, lower first (beanstalkd's way round).
+pub const MAX_PRIORITY: u8 = 15;
+/// A message's priority when its push names none: the middle, so there is room
+/// both ways.
+pub const DEFAULT_PRIORITY: u8 = 8;
 /// Longest queue name in bytes.
 pub const MAX_QUEUE_NAME: usize = 128;
 /// Most reservations a dead-letter setting may allow.
@@ -310,6 +315,19 @@ pub fn check_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), Qu
     Ok(())
 }
 
+/// A priority as a front end received it, checked: 0..=[`MAX_PRIORITY`];
+/// `None` is [`DEFAULT_PRIORITY`].
+///
+/// # Errors
+/// [`QueueError::InvalidArgument`] naming the range.
+pub fn priority(value: Option<u64>) -> Result<u8, QueueError> {
+    let Some(value) = value else {
+        return Ok(DEFAULT_PRIORITY);
+    };
+    check_range("priority", value, 0, u64::from(MAX_PRIORITY))?;
+    Ok(u8::try_from(value).unwrap_or(MAX_PRIORITY))
+}
+
 /// One message to push.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -317,6 +335,8 @@ pub struct NewMessage {
     pub body: Bytes,
     /// 0..=[`MAX_DELAY_MS`]: the message is DELAYED until then.
     pub delay_ms: u64,
+    /// 0..=[`MAX_PRIORITY`], lower first; [`DEFAULT_PRIORITY`] unless asked.
+    pub priority: u8,
 }
 
 /// The state of a message.
@@ -353,6 +373,8 @@ pub struct MessageInfo {
     pub state: MessageState,
     /// Push queues: the subscriber slots it was delivered to (`push.rs`).
     pub push_done: u64,
+    /// Its priority, 0..=[`MAX_PRIORITY`] (lower first).
+    pub priority: u8,
 }
 
 /// A message with its body.
@@ -413,6 +435,8 @@ pub struct Transfer {
     pub body: Bytes,
     /// Its reserved_count in the target queue (kept for dead letters, 0 for redrive).
     pub reserved_count: u32,
+    /// Its priority, kept in the target queue.
+    pub priority: u8,
 }
 
 #[cfg(test)]

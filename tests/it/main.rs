@@ -15,6 +15,7 @@ mod lost_data;
 mod metrics;
 mod operations;
 mod pipelining;
+mod priorities;
 mod push;
 mod restart;
 mod shutdown;

@@ -50,6 +50,7 @@ async fn shutdown_ends_every_task_the_server_started() {
     let push = Op::Push(proto::Push {
         queue: "work".into(),
         messages: vec![proto::PushMessage {
+            priority: None,
             body: Bytes::from_static(b"poison"),
             delay_ms: 0,
             push_headers: Vec::new(),
@@ -132,6 +133,7 @@ async fn requests_received_but_not_run_at_shutdown_are_answered_unavailable() {
         let push = Op::Push(proto::Push {
             queue: "jobs".into(),
             messages: vec![proto::PushMessage {
+                priority: None,
                 body: Bytes::from_static(b"unread"),
                 delay_ms: 0,
                 push_headers: Vec::new(),

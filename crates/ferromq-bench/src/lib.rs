@@ -45,7 +45,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use target::{Driver, DriverError, Kind};
+use target::{Driver, DriverError, Features, Kind};
 
 /// What the run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -129,6 +129,14 @@ pub struct BenchArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// ferromq: pushes cycle through this many priorities (8, 9, ..., wrapping
+    /// to 0), to measure what priorities cost; 1 sends none (all 8).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub priorities: u8,
+    /// ferromq: reserves ask for `timeout = auto` (lease advice) instead of
+    /// `--lease`.
+    #[arg(long)]
+    pub auto_timeout: bool,
     /// Leave the queues on the server after a mixed or drain run (they are removed
     /// by default): to measure against a backlog pushed beforehand, or to look at
     /// what is left.
@@ -434,6 +442,12 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             "this workload needs producers and/or consumers > 0".into(),
         ));
     }
+    if args.target != Kind::Ferromq && (args.priorities > 1 || args.auto_timeout) {
+        return Err(BenchError::Usage(
+            "--priorities and --auto-timeout are ferromq features".into(),
+        ));
+    }
+    let features = Arc::new(Features::new(args.priorities, args.auto_timeout));
     let label = args
         .label
         .clone()
@@ -475,7 +489,9 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     };
     let depth = usize::try_from(args.depth).unwrap_or(1);
     for c in 0..producers {
-        let conn = Driver::connect(args.target, &args.addr, &queues[c % queues.len()]).await?;
+        let conn = Driver::connect(args.target, &args.addr, &queues[c % queues.len()])
+            .await?
+            .with_features(&features);
         for w in 0..args.depth {
             let (conn, queues, shared, args) =
                 (conn.clone(), queues.clone(), shared.clone(), args.clone());
@@ -497,7 +513,9 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         target
     };
     for c in 0..consumers {
-        let conn = Driver::connect(args.target, &args.addr, &queues[c % queues.len()]).await?;
+        let conn = Driver::connect(args.target, &args.addr, &queues[c % queues.len()])
+            .await?
+            .with_features(&features);
         for w in 0..args.depth {
             let (conn, queues, shared, args) =
                 (conn.clone(), queues.clone(), shared.clone(), args.clone());

@@ -17,6 +17,8 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -87,11 +89,42 @@ pub struct Reserved {
     pub body: Bytes,
 }
 
+/// ferromq features a run may use (issue 14), to measure what each costs.
+#[derive(Debug, Default)]
+pub struct Features {
+    /// Pushes cycle through this many priorities, 8, 9, ... (wrapping to 0);
+    /// 0 or 1: no priority is sent (the default, 8).
+    pub priorities: u8,
+    /// Reserves ask for `timeout = auto` (lease advice).
+    pub auto_timeout: bool,
+    /// Messages pushed so far (the next one's priority).
+    next: AtomicU64,
+}
+
+impl Features {
+    /// The features of a run.
+    pub fn new(priorities: u8, auto_timeout: bool) -> Self {
+        Features {
+            priorities,
+            auto_timeout,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn priority(&self) -> Option<u32> {
+        if self.priorities <= 1 {
+            return None;
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % u64::from(self.priorities);
+        Some(u32::try_from((8 + n) % 16).unwrap_or(8))
+    }
+}
+
 /// One connection to the server under test; clones share the connection.
 #[derive(Clone)]
 pub enum Driver {
-    /// ferromq.
-    Ferromq(Client),
+    /// ferromq, with the features the run uses.
+    Ferromq(Client, Arc<Features>),
     /// beanstalkd, bound to one tube.
     Beanstalkd(Pipeline),
     /// Redis.
@@ -112,7 +145,10 @@ impl Driver {
                     token: std::env::var("FERROMQ_TOKEN").ok(),
                     ..ConnectOptions::default()
                 };
-                Ok(Driver::Ferromq(Client::connect_with(addr, &options).await?))
+                Ok(Driver::Ferromq(
+                    Client::connect_with(addr, &options).await?,
+                    Arc::default(),
+                ))
             }
             Kind::Beanstalkd => {
                 let pipe = Pipeline::connect(addr, Protocol::Beanstalkd).await?;
@@ -133,13 +169,33 @@ impl Driver {
         }
     }
 
+    /// This connection with `features` (ferromq only; other servers have none).
+    #[must_use]
+    pub fn with_features(self, features: &Arc<Features>) -> Driver {
+        match self {
+            Driver::Ferromq(client, _) => Driver::Ferromq(client, Arc::clone(features)),
+            other => other,
+        }
+    }
+
     /// Pushes `bodies` to `queue` and waits for the acknowledgement.
     ///
     /// # Errors
     /// On a connection or server error.
     pub async fn push(&self, queue: &str, bodies: Vec<Bytes>) -> Result<(), DriverError> {
         match self {
-            Driver::Ferromq(client) => {
+            Driver::Ferromq(client, features) if features.priorities > 1 => {
+                let messages = bodies
+                    .into_iter()
+                    .map(|body| ferromq::proto::PushMessage {
+                        body,
+                        priority: features.priority(),
+                        ..ferromq::proto::PushMessage::default()
+                    })
+                    .collect();
+                client.push_messages(queue, messages).await?;
+            }
+            Driver::Ferromq(client, _) => {
                 client.push(queue, bodies).await?;
             }
             Driver::Beanstalkd(pipe) => {
@@ -180,13 +236,13 @@ impl Driver {
         wait_ms: u64,
     ) -> Result<Vec<Reserved>, DriverError> {
         match self {
-            Driver::Ferromq(client) => {
+            Driver::Ferromq(client, features) => {
                 let options = ReserveOptions {
                     n,
                     timeout_ms: lease_ms,
                     wait_ms,
                     delete: false,
-                    auto_timeout: false,
+                    auto_timeout: features.auto_timeout,
                 };
                 let messages = match client.reserve(queue, options).await {
                     Ok(messages) => messages,
@@ -267,7 +323,7 @@ impl Driver {
     /// On a connection or server error, or if a message was not deleted.
     pub async fn delete(&self, queue: &str, handles: Vec<Handle>) -> Result<(), DriverError> {
         match self {
-            Driver::Ferromq(client) => {
+            Driver::Ferromq(client, _) => {
                 let entries: Vec<(u64, Option<u64>)> = handles
                     .iter()
                     .filter_map(|h| match h {
@@ -322,7 +378,7 @@ impl Driver {
     /// On a connection or server error.
     pub async fn flushes(&self) -> Result<Option<u64>, DriverError> {
         match self {
-            Driver::Ferromq(client) => Ok(Some(client.server_stats().await?.flushes)),
+            Driver::Ferromq(client, _) => Ok(Some(client.server_stats().await?.flushes)),
             Driver::Beanstalkd(_) | Driver::Redis(_) => Ok(None),
         }
     }
@@ -334,7 +390,7 @@ impl Driver {
     /// On a connection or server error.
     pub async fn remove_queue(&self, queue: &str) -> Result<(), DriverError> {
         match self {
-            Driver::Ferromq(client) => match client.delete_queue(queue).await {
+            Driver::Ferromq(client, _) => match client.delete_queue(queue).await {
                 Ok(()) => Ok(()),
                 Err(err) if err.code() == Some(ferromq::proto::ErrorCode::QueueNotFound) => Ok(()),
                 Err(err) => Err(err.into()),

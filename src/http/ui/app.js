@@ -576,6 +576,7 @@ function messageBox(name, m, onDeleted) {
       h("span", {}, "id ", h("b", {}, m.id)),
       h("span", { className: "badge " + m.state, "data-field": "state" }, m.state),
       h("span", { "data-field": "reserved-count" }, "reserved " + m.reserved_count + "×"),
+      m.priority !== 8 ? h("span", { "data-field": "priority" }, "priority " + m.priority) : null,
       h("span", {}, "pushed " + fmtTime(m.pushed_at_ms)),
       m.state === "reserved" ? h("span", {}, "lease until " + fmtTime(m.reserved_until_ms)) : null,
       m.state === "delayed" ? h("span", {}, "available at " + fmtTime(m.available_at_ms)) : null,

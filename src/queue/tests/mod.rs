@@ -71,6 +71,7 @@ pub(super) fn bodies(texts: &[&str]) -> Vec<NewMessage> {
     texts
         .iter()
         .map(|t| NewMessage {
+            priority: crate::queue::types::DEFAULT_PRIORITY,
             body: Bytes::copy_from_slice(t.as_bytes()),
             delay_ms: 0,
         })
@@ -145,6 +146,7 @@ impl Harness {
 
     pub(super) fn push_delayed(&mut self, text: &str, delay_ms: u64) -> u64 {
         let messages = vec![NewMessage {
+            priority: crate::queue::types::DEFAULT_PRIORITY,
             body: Bytes::copy_from_slice(text.as_bytes()),
             delay_ms,
         }];

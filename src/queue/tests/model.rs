@@ -25,7 +25,7 @@ use super::super::lease::ProcessingTimes;
 use super::super::state::{Event, Reserved, Settle};
 use super::super::types::{
     DeadLetterPatch, MessageInfo, MessageState, MessageView, NewMessage, QueueName, SettingsPatch,
-    Transfer, DEFAULT_TIMEOUT_MS,
+    Transfer, DEFAULT_PRIORITY, DEFAULT_TIMEOUT_MS, MAX_PRIORITY,
 };
 use super::super::types::{AUTO_TIMEOUT_MS, MAX_TIMEOUT_MS};
 use super::super::waiters::WaiterId;
@@ -57,8 +57,8 @@ enum RidPick {
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// Messages with these delays (0: none).
-    Push(Vec<u64>),
+    /// Messages with these delays (0: none) and priorities.
+    Push(Vec<(u64, u8)>),
     Reserve {
         n: usize,
         timeout: Option<u64>,
@@ -80,8 +80,8 @@ enum Op {
     },
     Clear,
     Redrive(usize),
-    /// Messages moved in from elsewhere, with these reserved counts.
-    Adopt(Vec<u32>),
+    /// Messages moved in from elsewhere, with these reserved counts and priorities.
+    Adopt(Vec<(u32, u8)>),
     /// The client of a parked reserve goes away.
     Cancel(usize),
     /// The actor writes its records (otherwise they gather across operations).
@@ -107,6 +107,11 @@ fn rid_pick() -> impl Strategy<Value = RidPick> {
     ]
 }
 
+/// Mostly the default priority, some either side, now and then the extremes.
+fn priority() -> impl Strategy<Value = u8> {
+    prop_oneof![4 => Just(DEFAULT_PRIORITY), 2 => 7u8..=9, 1 => Just(0u8), 1 => Just(MAX_PRIORITY)]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let delay = prop_oneof![3 => Just(0u64), 1 => 1u64..3_000];
     // `AUTO_TIMEOUT_MS`: lease advice from the processing times.
@@ -116,7 +121,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Some(AUTO_TIMEOUT_MS)),
     ];
     prop_oneof![
-        6 => prop::collection::vec(delay, 1..=3).prop_map(Op::Push),
+        6 => prop::collection::vec((delay, priority()), 1..=3).prop_map(Op::Push),
         6 => (1usize..=3, timeout.clone(), prop_oneof![3 => Just(0u64), 1 => 100u64..2_000], prop::bool::weighted(0.2))
             .prop_map(|(n, timeout, wait, delete)| Op::Reserve { n, timeout, wait, delete }),
         3 => prop::collection::vec((pick(), rid_pick()), 1..=3).prop_map(Op::Delete),
@@ -135,7 +140,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(timeout, expiration_s, dead_letter)| Op::Update { timeout, expiration_s, dead_letter }),
         1 => Just(Op::Clear),
         1 => (1usize..=3).prop_map(Op::Redrive),
-        1 => prop::collection::vec(0u32..=3, 1..=2).prop_map(Op::Adopt),
+        1 => prop::collection::vec((0u32..=3, priority()), 1..=2).prop_map(Op::Adopt),
         1 => any::<usize>().prop_map(Op::Cancel),
         3 => Just(Op::Write),
         2 => (pick(), rid_pick(), 0u64..4, prop_oneof![(0u64..2_000).prop_map(Ok), (100u64..2_000).prop_map(Err)])
@@ -158,8 +163,11 @@ enum MState {
 struct MMsg {
     body: Bytes,
     state: MState,
-    /// Queue order: pushes by id, requeues in front, the latest first.
+    /// Queue order within a priority: pushes by id, requeues in front, the
+    /// latest first.
     key: i128,
+    /// Lower first, before `key`.
+    priority: u8,
     reserved_count: u32,
     pushed_at: u64,
     expires_at: u64,
@@ -192,7 +200,7 @@ enum Expect {
         planned: Vec<MessageView>,
     },
     WaitEnded(WaiterId),
-    DeadLetters(Vec<(u64, u32, Bytes)>),
+    DeadLetters(Vec<(u64, u32, u8, Bytes)>),
 }
 
 #[derive(Debug, Default)]
@@ -250,14 +258,14 @@ impl Model {
     }
 
     fn available(&self) -> Vec<u64> {
-        let mut list: Vec<(i128, u64)> = self
+        let mut list: Vec<(u8, i128, u64)> = self
             .msgs
             .iter()
             .filter(|(_, m)| m.state == MState::Available)
-            .map(|(&id, m)| (m.key, id))
+            .map(|(&id, m)| (m.priority, m.key, id))
             .collect();
         list.sort_unstable();
-        list.into_iter().map(|(_, id)| id).collect()
+        list.into_iter().map(|(_, _, id)| id).collect()
     }
 
     fn info(&self, id: u64) -> Option<MessageView> {
@@ -279,6 +287,7 @@ impl Model {
                 expires_at_ms: m.expires_at,
                 state,
                 push_done: m.done,
+                priority: m.priority,
             },
             body: m.body.clone(),
         })
@@ -344,7 +353,7 @@ impl Model {
             let m = self.msgs.get_mut(&id).expect("message");
             if self.dead_letter.is_some_and(|max| m.reserved_count >= max) {
                 m.state = MState::Moving;
-                dead.push((id, m.reserved_count, m.body.clone()));
+                dead.push((id, m.reserved_count, m.priority, m.body.clone()));
                 continue;
             }
             m.reserved_count += 1;
@@ -360,6 +369,7 @@ impl Model {
                     expires_at_ms: m.expires_at,
                     state: MessageState::Deleted,
                     push_done: m.done,
+                    priority: m.priority,
                 },
                 body: m.body.clone(),
             };
@@ -454,7 +464,14 @@ impl Model {
         m.rids.push(rid);
     }
 
-    fn add(&mut self, id: u64, body: Bytes, state: MState, reserved_count: u32, now: u64) {
+    fn add(
+        &mut self,
+        id: u64,
+        body: Bytes,
+        state: MState,
+        (reserved_count, priority): (u32, u8),
+        now: u64,
+    ) {
         assert!(
             id > self.max_id || !self.known.contains(&id),
             "id {id} reused"
@@ -468,6 +485,7 @@ impl Model {
                 body,
                 state,
                 key: i128::from(id),
+                priority,
                 reserved_count,
                 pushed_at: now,
                 expires_at: now.saturating_add(self.expiration_s.saturating_mul(1000)),
@@ -562,9 +580,9 @@ impl Run {
                     }
                     (Event::DeadLetters { to, messages }, Some(Expect::DeadLetters(expected))) => {
                         assert_eq!(to.as_str(), "q.dead");
-                        let real: Vec<(u64, u32, Bytes)> = messages
+                        let real: Vec<(u64, u32, u8, Bytes)> = messages
                             .iter()
-                            .map(|m| (m.id, m.reserved_count, m.body.clone()))
+                            .map(|m| (m.id, m.reserved_count, m.priority, m.body.clone()))
                             .collect();
                         assert_eq!(real, expected, "dead letters");
                         moves.push(messages.iter().map(|m| m.id).collect::<Vec<_>>());
@@ -677,14 +695,15 @@ impl Run {
         let now = self.h.now;
         self.model.rid_base = self.model.max_rid;
         match op {
-            Op::Push(delays) => {
-                let messages: Vec<NewMessage> = delays
+            Op::Push(pushes) => {
+                let messages: Vec<NewMessage> = pushes
                     .iter()
-                    .map(|&delay_ms| {
+                    .map(|&(delay_ms, priority)| {
                         self.pushed += 1;
                         NewMessage {
                             body: Bytes::from(format!("m{}", self.pushed)),
                             delay_ms,
+                            priority,
                         }
                     })
                     .collect();
@@ -693,14 +712,14 @@ impl Run {
                     .h
                     .op(|s, now, io| s.push(now, io, messages))
                     .expect("push");
-                assert_eq!(ids.len(), delays.len());
-                for ((id, body), delay) in ids.into_iter().zip(bodies).zip(delays) {
+                assert_eq!(ids.len(), pushes.len());
+                for ((id, body), (delay, priority)) in ids.into_iter().zip(bodies).zip(pushes) {
                     let state = if delay > 0 {
                         MState::Delayed(now + delay)
                     } else {
                         MState::Available
                     };
-                    self.model.add(id, body, state, 0, now);
+                    self.model.add(id, body, state, (0, priority), now);
                 }
             }
             Op::Reserve {
@@ -932,30 +951,39 @@ impl Run {
                 assert_eq!(real, expected, "redrive");
                 for m in &moving {
                     let msg = self.model.msgs.get_mut(&m.id).expect("message");
-                    assert_eq!((m.reserved_count, &m.body), (0, &msg.body));
+                    assert_eq!(
+                        (m.reserved_count, m.priority, &m.body),
+                        (0, msg.priority, &msg.body)
+                    );
                     msg.state = MState::Moving;
                 }
                 if !real.is_empty() {
                     self.finish_move(&real);
                 }
             }
-            Op::Adopt(counts) => {
-                let transfers: Vec<Transfer> = counts
+            Op::Adopt(adopted) => {
+                let transfers: Vec<Transfer> = adopted
                     .iter()
-                    .map(|&reserved_count| {
+                    .map(|&(reserved_count, priority)| {
                         let id = self.h.io.next_id;
                         self.h.io.next_id += 1;
                         Transfer {
                             id,
                             body: Bytes::from(format!("adopted {id}")),
                             reserved_count,
+                            priority,
                         }
                     })
                     .collect();
                 assert_eq!(self.h.adopt(transfers.clone()), transfers.len());
                 for t in transfers {
-                    self.model
-                        .add(t.id, t.body, MState::Available, t.reserved_count, now);
+                    self.model.add(
+                        t.id,
+                        t.body,
+                        MState::Available,
+                        (t.reserved_count, t.priority),
+                        now,
+                    );
                 }
             }
             Op::Cancel(i) => {

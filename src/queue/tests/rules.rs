@@ -6,8 +6,8 @@ use bytes::Bytes;
 use super::super::recovery::{meta_from_record, rebuild};
 use super::super::state::{Event, QueueMeta, QueueState, Reserved};
 use super::super::types::{
-    DeadLetter, DeadLetterPatch, MessageState, QueueName, QueueSettings, SettingsPatch, Transfer,
-    AUTO_TIMEOUT_MS, DEFAULT_TIMEOUT_MS, MAX_EXPIRATION_S, MIN_TIMEOUT_MS,
+    DeadLetter, DeadLetterPatch, MessageState, NewMessage, QueueName, QueueSettings, SettingsPatch,
+    Transfer, AUTO_TIMEOUT_MS, DEFAULT_TIMEOUT_MS, MAX_EXPIRATION_S, MIN_TIMEOUT_MS,
 };
 use super::{text, Harness, START_MS};
 use crate::error::QueueError;
@@ -434,6 +434,7 @@ fn adopted_messages_keep_id_body_and_count_and_their_expiry_restarts() {
         ..QueueSettings::default()
     });
     let transfer = |id| Transfer {
+        priority: crate::queue::types::DEFAULT_PRIORITY,
         id,
         body: Bytes::from_static(b"moved"),
         reserved_count: 3,
@@ -450,6 +451,130 @@ fn adopted_messages_keep_id_body_and_count_and_their_expiry_restarts() {
     assert_eq!(h.stats().total_pushed, 2);
     let reserved = h.reserve(1, None).remove(0);
     assert_eq!(reserved.info.reserved_count, 4);
+}
+
+// ----- priorities ------------------------------------------------------------------
+
+/// Pushes one message per (body, priority), in one turn.
+fn push_with_priorities(h: &mut Harness, messages: &[(&str, u8)]) -> Vec<u64> {
+    let messages = messages
+        .iter()
+        .map(|&(body, priority)| NewMessage {
+            body: Bytes::copy_from_slice(body.as_bytes()),
+            delay_ms: 0,
+            priority,
+        })
+        .collect();
+    h.op(|s, now, io| s.push(now, io, messages)).unwrap()
+}
+
+#[test]
+fn priorities_go_lower_first_fifo_within_and_a_requeue_to_the_front_of_its_own() {
+    let mut h = Harness::new();
+    push_with_priorities(
+        &mut h,
+        &[
+            ("low1", 12),
+            ("mid1", 8),
+            ("high1", 2),
+            ("low2", 12),
+            ("high2", 2),
+        ],
+    );
+    h.push(&["mid2"]); // the default priority, 8
+    let order: Vec<String> = h.peek(6).iter().map(|m| text(m).to_owned()).collect();
+    assert_eq!(order, ["high1", "high2", "mid1", "mid2", "low1", "low2"]);
+    assert_eq!(h.peek(1)[0].info.priority, 2);
+
+    // Leases run out on high1 and low1: each goes to the front of its own priority,
+    // not of the queue.
+    let taken = h.reserve(5, Some(1_000));
+    assert_eq!(text(&taken[4]), "low1");
+    let (high1, low1) = (&taken[0], &taken[4]);
+    for m in &taken[1..4] {
+        h.delete(&[(m.info.id, Some(m.info.reservation_id))])
+            .unwrap();
+    }
+    h.release(low1.info.id, low1.info.reservation_id, 0)
+        .unwrap();
+    h.advance(1_000);
+    assert_eq!(
+        h.get(high1.info.id).unwrap().info.state,
+        MessageState::Available
+    );
+    push_with_priorities(&mut h, &[("high3", 2), ("low3", 12)]);
+    let order: Vec<String> = h.peek(6).iter().map(|m| text(m).to_owned()).collect();
+    assert_eq!(order, ["high1", "high3", "low1", "low2", "low3"]);
+
+    // The order, priorities included, survives a restart.
+    h.write(false);
+    h.restart();
+    let after: Vec<(String, u8)> = h
+        .peek(6)
+        .iter()
+        .map(|m| (text(m).to_owned(), m.info.priority))
+        .collect();
+    assert_eq!(
+        after,
+        [
+            ("high1".to_owned(), 2),
+            ("high3".to_owned(), 2),
+            ("low1".to_owned(), 12),
+            ("low2".to_owned(), 12),
+            ("low3".to_owned(), 12)
+        ]
+    );
+    // A requeue after the restart still goes in front of the ones before it.
+    let taken = h.reserve(4, None);
+    for m in [&taken[1], &taken[0], &taken[3]] {
+        h.release(m.info.id, m.info.reservation_id, 0).unwrap();
+    }
+    let order: Vec<String> = h.peek(6).iter().map(|m| text(m).to_owned()).collect();
+    assert_eq!(
+        order,
+        ["high1", "high3", "low2", "low3"],
+        "low1 is reserved"
+    );
+}
+
+#[test]
+fn a_moved_message_keeps_its_priority() {
+    let mut h = Harness::with_settings(with_dead_letter(1));
+    push_with_priorities(&mut h, &[("urgent", 0), ("slow", 15)]);
+    let taken = h.reserve(2, Some(1_000));
+    assert_eq!(taken.len(), 2);
+    h.advance(1_000);
+    assert!(
+        h.reserve(2, None).is_empty(),
+        "both reserved once: dead letters"
+    );
+    let dead: Vec<(u64, u8)> = h
+        .take_events()
+        .into_iter()
+        .flat_map(|event| match event {
+            Event::DeadLetters { messages, .. } => messages,
+            _ => Vec::new(),
+        })
+        .map(|m| (m.id, m.priority))
+        .collect();
+    assert_eq!(dead, [(taken[0].info.id, 0), (taken[1].info.id, 15)]);
+    let adopted = Transfer {
+        id: 900,
+        body: Bytes::from_static(b"in"),
+        reserved_count: 0,
+        priority: 3,
+    };
+    let mut other = Harness::new();
+    other.push(&["default"]);
+    assert_eq!(other.adopt(vec![adopted]), 1);
+    other.write(false);
+    other.restart();
+    let got: Vec<(u64, u8)> = other
+        .peek(2)
+        .iter()
+        .map(|m| (m.info.id, m.info.priority))
+        .collect();
+    assert_eq!(got, [(900, 3), (1, 8)]);
 }
 
 // ----- long polls -----------------------------------------------------------------
