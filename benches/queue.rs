@@ -19,7 +19,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ferromq::error::QueueError;
 use ferromq::queue::clock::SystemClock;
 use ferromq::queue::deadlines::DeadlineIndex;
-use ferromq::queue::state::{Env, QueueMeta, QueueState, Reserved};
+use ferromq::queue::state::{Ask, Env, QueueMeta, QueueState, Reserved};
 use ferromq::queue::types::{NewMessage, QueueName, QueueSettings};
 use ferromq::queue::waiters::WaiterId;
 use ferromq::queue::Registry;
@@ -66,7 +66,7 @@ fn actor(c: &mut Criterion) {
                     ];
                     handle.push(messages).await.expect("push");
                     let got = handle
-                        .reserve(batch, None, 0, false)
+                        .reserve(batch, None, 0, false, None)
                         .await
                         .expect("reserve");
                     let entries = got
@@ -94,6 +94,10 @@ impl Env for Counter {
     }
 
     fn read_body(&mut self, _batch: u64, _slot: u32) -> Result<Option<Bytes>, QueueError> {
+        Ok(None)
+    }
+
+    fn read_history(&mut self, _id: u64) -> Result<Option<Vec<u8>>, QueueError> {
         Ok(None)
     }
 
@@ -134,8 +138,11 @@ fn state_machine(c: &mut Criterion) {
                     batch
                 ];
                 state.push(now, &mut env, messages).expect("push");
-                let Ok(Reserved::Now(got)) = state.reserve(now, &mut env, batch, None, 0, false)
-                else {
+                let ask = Ask {
+                    n: batch,
+                    ..Ask::default()
+                };
+                let Ok(Reserved::Now(got)) = state.reserve(now, &mut env, ask, 0) else {
                     panic!("reserve")
                 };
                 let entries: Vec<_> = got

@@ -89,6 +89,9 @@ pub struct ConnectOptions {
     pub tls: Option<ClientTls>,
     /// Send no Hello: on a server with tokens only `health` is answered then.
     pub skip_hello: bool,
+    /// The consumer name sent in Hello, recorded in the delivery history of the
+    /// messages this connection reserves.
+    pub consumer: Option<String>,
 }
 
 /// TLS towards a server: whom to trust, and the name its certificate must carry.
@@ -107,6 +110,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("max_frame", &self.max_frame)
             .field("tls", &self.tls.as_ref().map(|tls| &tls.server_name))
             .field("skip_hello", &self.skip_hello)
+            .field("consumer", &self.consumer)
             .finish()
     }
 }
@@ -202,7 +206,10 @@ impl Client {
         };
         if !options.skip_hello {
             client
-                .hello_with_token(options.token.as_deref().unwrap_or(""))
+                .hello_as(
+                    options.token.as_deref().unwrap_or(""),
+                    options.consumer.as_deref().unwrap_or(""),
+                )
                 .await?;
         }
         Ok(client)
@@ -272,10 +279,25 @@ impl Client {
     /// `UNAUTHENTICATED` (the server closes the connection), `UNSUPPORTED_VERSION`
     /// and connection errors.
     pub async fn hello_with_token(&self, token: &str) -> Result<proto::HelloOk, ClientError> {
+        self.hello_as(token, "").await
+    }
+
+    /// Exchanges Hello with `token` and the consumer name `consumer` (each empty:
+    /// none).
+    ///
+    /// # Errors
+    /// As [`Client::hello_with_token`]; `INVALID_ARGUMENT` for a consumer name
+    /// that is not 1..=64 bytes of visible ASCII.
+    pub async fn hello_as(
+        &self,
+        token: &str,
+        consumer: &str,
+    ) -> Result<proto::HelloOk, ClientError> {
         let op = Op::Hello(proto::Hello {
             version: proto::PROTOCOL_VERSION,
             client: concat!("ferromq-client/", env!("CARGO_PKG_VERSION")).into(),
             token: token.to_owned(),
+            consumer: consumer.to_owned(),
         });
         match self.call(op).await? {
             response::Result::Hello(ok) => Ok(ok),

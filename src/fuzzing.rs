@@ -84,7 +84,11 @@ pub fn request(data: &[u8]) {
     };
     let (runtime, service) = harness();
     let scope = Scope::Projects(vec!["p".into()]);
-    let run = crate::binary::dispatch::execute(service, &scope, MAX_FRAME, request.op);
+    let caller = crate::binary::dispatch::Caller {
+        scope: &scope,
+        consumer: None,
+    };
+    let run = crate::binary::dispatch::execute(service, &caller, MAX_FRAME, request.op);
     // A long poll would wait up to 30 s: cut it short as a client going away does.
     if let Ok(result) = runtime.block_on(async { tokio::time::timeout(PATIENCE, run).await }) {
         let response = crate::proto::Response {

@@ -398,6 +398,7 @@ impl Service {
         timeout_ms: Option<u64>,
         wait_ms: u64,
         delete: bool,
+        consumer: Option<Arc<str>>,
     ) -> Result<Vec<MessageView>, QueueError> {
         let n = batch_size("n", n)?;
         check_lease(timeout_ms)?;
@@ -410,7 +411,9 @@ impl Service {
                 handle.kind().as_str()
             )));
         }
-        handle.reserve(n, timeout_ms, wait_ms, delete).await
+        handle
+            .reserve(n, timeout_ms, wait_ms, delete, consumer)
+            .await
     }
 
     /// Deletes 1..=100 messages, each with its reservation id if it is reserved;
@@ -1176,22 +1179,26 @@ mod tests {
         assert!(service.push(&q, late(MAX_DELAY_MS)).await.is_ok());
         assert!(invalid(service.push(&q, late(MAX_DELAY_MS + 1)).await));
 
-        assert!(invalid(service.reserve(&q, 101, None, 0, false).await));
+        assert!(invalid(
+            service.reserve(&q, 101, None, 0, false, None).await
+        ));
         assert!(invalid(
             service
-                .reserve(&q, 1, Some(MIN_TIMEOUT_MS - 1), 0, false)
+                .reserve(&q, 1, Some(MIN_TIMEOUT_MS - 1), 0, false, None)
                 .await
         ));
         assert!(invalid(
             service
-                .reserve(&q, 1, Some(MAX_TIMEOUT_MS + 1), 0, false)
+                .reserve(&q, 1, Some(MAX_TIMEOUT_MS + 1), 0, false, None)
                 .await
         ));
         assert!(invalid(
-            service.reserve(&q, 1, None, MAX_WAIT_MS + 1, false).await
+            service
+                .reserve(&q, 1, None, MAX_WAIT_MS + 1, false, None)
+                .await
         ));
         let got = service
-            .reserve(&q, 0, Some(MAX_TIMEOUT_MS), 0, false)
+            .reserve(&q, 0, Some(MAX_TIMEOUT_MS), 0, false, None)
             .await
             .unwrap();
         assert_eq!(got.len(), 1, "n = 0 means 1");

@@ -178,6 +178,39 @@ fn the_cli_pushes_with_a_priority_and_shows_it() {
     assert!(String::from_utf8_lossy(&usage.stderr).contains("0..=15"));
 }
 
+/// Delivery history (issue 14): `--consumer` names the reserving consumer;
+/// `get` prints each attempt under the message, and `--json` has them too.
+#[test]
+fn the_cli_names_its_consumer_and_get_shows_the_delivery_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let addr = server.addr.as_str();
+    stdout(&cli(addr, &["push", "jobs", "flaky"]));
+    let got = json_lines(&cli(
+        addr,
+        &["reserve", "jobs", "--consumer", "cli-worker", "--json"],
+    ));
+    let id = got[0]["id"].as_u64().unwrap().to_string();
+    let rid = got[0]["reservation_id"].as_u64().unwrap().to_string();
+    stdout(&cli(
+        addr,
+        &["release", "jobs", &id, "--reservation-id", &rid],
+    ));
+    let text = stdout(&cli(addr, &["get", "jobs", &id]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[1].starts_with("  attempt 1: released consumer=cli-worker reserved_at=20"),
+        "{text}"
+    );
+    let json = json_lines(&cli(addr, &["get", "jobs", &id, "--json"]));
+    assert_eq!(json[0]["history"][0]["outcome"], "released");
+    assert_eq!(json[0]["history"][0]["consumer"], "cli-worker");
+    let bad = cli(addr, &["reserve", "jobs", "--consumer", "no spaces"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("INVALID_ARGUMENT"));
+}
+
 fn info(addr: &str, queue: &str) -> Value {
     json_lines(&cli(addr, &["info", queue, "--json"])).remove(0)
 }

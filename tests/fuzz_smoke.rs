@@ -71,6 +71,7 @@ fn request_seeds() -> Vec<Vec<u8>> {
     let settings = Some(proto::QueueSettings {
         message_timeout_ms: 30_000,
         message_expiration_s: 60,
+        delivery_history: Some(3),
         dead_letter: Some(proto::DeadLetter {
             queue: "p/dead".into(),
             max_reservations: 2,
@@ -97,6 +98,7 @@ fn request_seeds() -> Vec<Vec<u8>> {
     });
     let ops = vec![
         Op::Hello(proto::Hello {
+            consumer: String::new(),
             version: 1,
             client: "seed".into(),
             token: String::new(),

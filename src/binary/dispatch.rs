@@ -10,10 +10,13 @@
 //! dead-letter target included) is checked against it before anything is done,
 //! and listings and server stats show only what it covers.
 
+use std::sync::Arc;
+
 use crate::auth::Scope;
 use crate::error::QueueError;
 use crate::proto::{self, request::Op, response, ErrorCode};
 use crate::queue::handle::UpdateError;
+use crate::queue::history::{Attempt, Outcome};
 use crate::queue::push::{NewSubscriber, PushPatch, PushSettings, QueueKind, SubscribersChange};
 use crate::queue::types::{
     priority, DeadLetterPatch, MessageState, MessageView, NewMessage, QueueName, QueueStats,
@@ -21,10 +24,18 @@ use crate::queue::types::{
 };
 use crate::service::Service;
 
+/// Who sends a request: what the connection may reach, and its consumer name.
+pub(crate) struct Caller<'a> {
+    /// The queues the connection reaches.
+    pub(crate) scope: &'a Scope,
+    /// Hello's consumer name (delivery history), if any.
+    pub(crate) consumer: Option<Arc<str>>,
+}
+
 /// Runs one request's operation and returns its result (an error is a result too).
 pub(crate) async fn execute(
     service: &Service,
-    scope: &Scope,
+    caller: &Caller<'_>,
     max_frame: usize,
     op: Option<Op>,
 ) -> response::Result {
@@ -34,7 +45,7 @@ pub(crate) async fn execute(
             "the request has no operation this server knows (a newer client?)".into(),
         );
     };
-    match run(service, scope, max_frame, op).await {
+    match run(service, caller, max_frame, op).await {
         Ok(result) => result,
         Err(err) => error(code(&err), err.to_string()),
     }
@@ -124,10 +135,11 @@ pub(crate) fn error(code: ErrorCode, message: String) -> response::Result {
 
 async fn run(
     service: &Service,
-    scope: &Scope,
+    caller: &Caller<'_>,
     max_frame: usize,
     op: Op,
 ) -> Result<response::Result, QueueError> {
+    let scope = caller.scope;
     // A queue name from the wire, valid and in the connection's scope.
     let named = |text: &str| -> Result<QueueName, QueueError> {
         let name = QueueName::new(text)?;
@@ -173,6 +185,7 @@ async fn run(
                     },
                     reserve.wait_ms,
                     reserve.delete,
+                    caller.consumer.clone(),
                 )
                 .await?;
             messages_result(messages)
@@ -439,6 +452,7 @@ fn settings_patch(
         dead_letter,
         kind,
         push,
+        delivery_history: s.delivery_history,
     })
 }
 
@@ -576,6 +590,26 @@ fn message_to_proto(m: MessageView) -> proto::Message {
         expires_at_ms: info.expires_at_ms,
         state: state.into(),
         priority: u32::from(info.priority),
+        history: m.history.iter().map(attempt_to_proto).collect(),
+    }
+}
+
+/// A delivery attempt on the wire.
+fn attempt_to_proto(a: &Attempt) -> proto::DeliveryAttempt {
+    let outcome = match a.outcome {
+        Outcome::InProgress => proto::DeliveryOutcome::InProgress,
+        Outcome::Released => proto::DeliveryOutcome::Released,
+        Outcome::TimedOut => proto::DeliveryOutcome::TimedOut,
+        Outcome::DeadLettered => proto::DeliveryOutcome::DeadLettered,
+    };
+    proto::DeliveryAttempt {
+        reservation_id: a.reservation_id,
+        consumer: a.consumer.to_string(),
+        reserved_at_ms: a.reserved_at_ms,
+        ended_at_ms: a.ended_at_ms,
+        duration_ms: a.duration_ms(),
+        touches: a.touches,
+        outcome: outcome.into(),
     }
 }
 
@@ -595,6 +629,7 @@ fn queue_info(stats: QueueStats) -> response::Result {
                 max_reservations: d.max_reservations,
             }),
             push: stats.settings.push.as_ref().map(push_to_proto),
+            delivery_history: Some(stats.settings.delivery_history),
         }),
         created_at_ms: stats.created_at_ms,
         waiting: stats.waiting,

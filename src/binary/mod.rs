@@ -114,6 +114,7 @@ pub(crate) async fn serve(
         connections.spawn(async move {
             let session = Session {
                 scope: auth.scope(None).map(Arc::new),
+                consumer: None,
                 auth,
                 peer,
                 received,
@@ -157,6 +158,8 @@ struct Session {
     auth: Arc<Auth>,
     /// What the connection may reach; `None` until a Hello with a valid token.
     scope: Option<Arc<Scope>>,
+    /// Hello's consumer name, for the delivery histories of what it reserves.
+    consumer: Option<Arc<str>>,
     peer: std::net::SocketAddr,
     /// Bytes of frames read and written (metrics; shared by every connection).
     received: Counter,
@@ -346,6 +349,11 @@ fn on_request(
                 ),
             );
         }
+        if !hello.consumer.is_empty() {
+            if let Err(reason) = crate::queue::history::check_consumer(&hello.consumer) {
+                return refuse(ErrorCode::InvalidArgument, reason);
+            }
+        }
         if !session.auth.disabled {
             let token = (!hello.token.is_empty()).then_some(hello.token.as_str());
             match session.auth.scope(token) {
@@ -374,6 +382,10 @@ fn on_request(
             "this server needs a token: the first request must be a Hello with one".into(),
         );
     };
+    if let Some(Op::Hello(hello)) = &request.op {
+        session.consumer = (!hello.consumer.is_empty()).then(|| Arc::from(hello.consumer.as_str()));
+    }
+    let consumer = session.consumer.clone();
     let service = Arc::clone(service);
     let sent = session.sent.clone();
     let peer = session.peer;
@@ -382,7 +394,11 @@ fn on_request(
         let (op_index, op) = dispatch::op_label(request.op.as_ref());
         // Kept only in case the request fails, for its log line.
         let queue = dispatch::queue_of(request.op.as_ref());
-        let result = dispatch::execute(&service, &scope, max_frame, request.op).await;
+        let caller = dispatch::Caller {
+            scope: &scope,
+            consumer,
+        };
+        let result = dispatch::execute(&service, &caller, max_frame, request.op).await;
         let code = match &result {
             response::Result::Error(err) => {
                 let code = ErrorCode::try_from(err.code).unwrap_or(ErrorCode::Internal);

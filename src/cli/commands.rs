@@ -48,6 +48,10 @@ pub(super) struct ClientArgs {
     /// Trust the CA certificates in this PEM file (implies --tls).
     #[arg(long, env = "FERROMQ_CA_CERT", value_name = "PEM")]
     pub(super) ca_cert: Option<std::path::PathBuf>,
+    /// The consumer name sent in Hello: `get` shows it in the delivery history
+    /// of the messages this run reserves.
+    #[arg(long, env = "FERROMQ_CONSUMER", value_name = "NAME")]
+    pub(super) consumer: Option<String>,
 }
 
 /// A token from the command line or the environment; `Debug` does not show it.
@@ -77,6 +81,9 @@ pub(super) struct SettingsArgs {
     /// Seconds from push until a message is removed.
     #[arg(long)]
     expiration_s: Option<u64>,
+    /// Delivery attempts kept per message, 0..=100 (0: none; default 10).
+    #[arg(long)]
+    delivery_history: Option<u32>,
     /// Dead-letter queue ("" removes the setting with update-queue).
     #[arg(long)]
     dead_letter: Option<String>,
@@ -165,6 +172,7 @@ impl SettingsArgs {
         Ok(proto::QueueSettings {
             message_timeout_ms: self.timeout.unwrap_or(0),
             message_expiration_s: self.expiration_s.unwrap_or(0),
+            delivery_history: self.delivery_history,
             dead_letter,
             push: self.push()?,
         })

@@ -262,6 +262,7 @@ async fn client_call(command: commands::ClientCommand) -> ExitCode {
         tls,
         // Health is answered without a token: a probe needs none.
         skip_hello: command.is_health(),
+        consumer: args.consumer.clone(),
         ..ConnectOptions::default()
     };
     let result = match Client::connect_with(args.addr.as_str(), &options).await {

@@ -29,6 +29,7 @@ pub(super) fn print_info(info: &proto::QueueInfo, as_json: bool) {
         "settings": {
             "message_timeout_ms": settings.message_timeout_ms,
             "message_expiration_s": settings.message_expiration_s,
+            "delivery_history": settings.delivery_history,
             "dead_letter": dead_letter.map(|d| json!({
                 "queue": d.queue,
                 "max_reservations": d.max_reservations,
@@ -124,6 +125,16 @@ fn time(ms: u64) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
+fn outcome_name(outcome: i32) -> &'static str {
+    match proto::DeliveryOutcome::try_from(outcome) {
+        Ok(proto::DeliveryOutcome::InProgress) => "in_progress",
+        Ok(proto::DeliveryOutcome::Released) => "released",
+        Ok(proto::DeliveryOutcome::TimedOut) => "timed_out",
+        Ok(proto::DeliveryOutcome::DeadLettered) => "dead_lettered",
+        _ => "unknown",
+    }
+}
+
 fn type_name(kind: i32) -> &'static str {
     match proto::QueueType::try_from(kind) {
         Ok(proto::QueueType::Unicast) => "unicast",
@@ -197,13 +208,50 @@ pub(super) fn print_messages(messages: &[proto::Message], as_json: bool) {
         } else {
             format!(" priority={}", m.priority)
         };
-        let text = format!(
+        let mut text = format!(
             "id={}{} state={}{priority} reserved_count={} body={body}",
             m.id,
             reservation,
             state_name(m.state),
             m.reserved_count
         );
+        if !m.history.is_empty() {
+            value["history"] = m
+                .history
+                .iter()
+                .map(|a| {
+                    json!({
+                        "reservation_id": a.reservation_id,
+                        "consumer": a.consumer,
+                        "reserved_at_ms": a.reserved_at_ms,
+                        "ended_at_ms": a.ended_at_ms,
+                        "duration_ms": a.duration_ms,
+                        "touches": a.touches,
+                        "outcome": outcome_name(a.outcome),
+                    })
+                })
+                .collect();
+            for (n, a) in m.history.iter().enumerate() {
+                let consumer = if a.consumer.is_empty() {
+                    "-"
+                } else {
+                    &a.consumer
+                };
+                let took = if a.reserved_at_ms == 0 {
+                    "?".to_owned()
+                } else {
+                    fine_duration(a.duration_ms)
+                };
+                text.push_str(&format!(
+                    "\n  attempt {}: {} consumer={consumer} reserved_at={} took={took} touches={} reservation_id={}",
+                    n + 1,
+                    outcome_name(a.outcome),
+                    time(a.reserved_at_ms),
+                    a.touches,
+                    a.reservation_id
+                ));
+            }
+        }
         print_done(as_json, value, &text);
     }
 }

@@ -2,17 +2,24 @@
 //! (seconds on this wire, milliseconds in the domain), and the response shapes of
 //! IronMQ v3 (`docs/ironmq-v3-api.md` §2).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::alerts;
 use super::error::ApiError;
+use crate::queue::history::check_consumer;
 use crate::queue::push::{check_header, NewSubscriber, PushPatch, QueueKind, SubscribersChange};
 use crate::queue::types::{
     DeadLetterPatch, MessageView, QueueName, QueueStats, SettingsPatch, DEFAULT_MAX_RESERVATIONS,
 };
 use crate::service::{SubscriberStatus, MAX_PUSH_HEADERS};
+
+/// The header naming the consumer of a reserve, for the delivery history (not
+/// IronMQ's; `queue/history.rs`).
+pub(super) const CONSUMER_HEADER: &str = "x-ferromq-consumer";
 
 /// The parsed parts of a request a handler needs.
 pub(super) struct Call {
@@ -21,8 +28,8 @@ pub(super) struct Call {
     /// Path segments after `/3/projects/{project}`, percent-decoded.
     pub(super) rest: Vec<String>,
     pub(super) query: Vec<(String, String)>,
-    /// The request's `X-Subscribers-*` headers (the webhook's push headers),
-    /// names in lower case.
+    /// The request's `X-Subscribers-*` headers (the webhook's push headers) and
+    /// [`CONSUMER_HEADER`], names in lower case.
     pub(super) headers: Vec<(String, String)>,
     pub(super) body: Bytes,
 }
@@ -45,6 +52,16 @@ impl Call {
             Ok(_) => Err(ApiError::bad("the request body must be a JSON object")),
             Err(err) => Err(ApiError::bad(format!("invalid JSON: {err}"))),
         }
+    }
+
+    /// The consumer name of [`CONSUMER_HEADER`], checked; `None` without one.
+    pub(super) fn consumer(&self) -> Result<Option<Arc<str>>, ApiError> {
+        let Some((_, name)) = self.headers.iter().find(|(n, _)| n == CONSUMER_HEADER) else {
+            return Ok(None);
+        };
+        check_consumer(name)
+            .map_err(|reason| ApiError::bad(format!("{CONSUMER_HEADER}: {reason}")))?;
+        Ok(Some(Arc::from(name.as_str())))
     }
 
     /// The registry name of queue `local` in this call's project (an empty
@@ -306,6 +323,8 @@ pub(super) fn settings_patch(
         dead_letter,
         kind,
         push,
+        delivery_history: opt_u64(queue, "delivery_history")?
+            .map(|k| u32::try_from(k).unwrap_or(u32::MAX)),
     })
 }
 
@@ -329,6 +348,7 @@ pub(super) fn queue_json(
         "total_messages": stats.total_pushed,
         "message_timeout": settings.message_timeout_ms / 1000,
         "message_expiration": settings.message_expiration_s,
+        "delivery_history": settings.delivery_history,
         "type": settings.kind().as_str(),
     });
     let local_name = |name: &QueueName| {
@@ -392,6 +412,28 @@ pub(super) fn message_json(m: &MessageView) -> Value {
         "reserved_count": m.info.reserved_count,
         "priority": m.info.priority,
     })
+}
+
+/// A message as get shows it: [`message_json`] with its delivery history.
+pub(super) fn message_with_history_json(m: &MessageView) -> Value {
+    let mut value = message_json(m);
+    value["history"] = m
+        .history
+        .iter()
+        .map(|a| {
+            json!({
+                "reservation_id": a.reservation_id.to_string(),
+                "consumer": &*a.consumer,
+                "reserved_at": (a.reserved_at_ms != 0).then(|| rfc3339(a.reserved_at_ms)),
+                "reserved_at_ms": a.reserved_at_ms,
+                "ended_at_ms": a.ended_at_ms,
+                "duration_ms": a.duration_ms(),
+                "touches": a.touches,
+                "outcome": a.outcome.name(),
+            })
+        })
+        .collect();
+    value
 }
 
 /// The push statuses of a message (IronMQ §3.17).

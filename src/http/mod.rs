@@ -460,7 +460,9 @@ impl Api {
         let headers = parts
             .headers
             .iter()
-            .filter(|(name, _)| name.as_str().starts_with("x-subscribers-"))
+            .filter(|(name, _)| {
+                name.as_str().starts_with("x-subscribers-") || *name == json::CONSUMER_HEADER
+            })
             .filter_map(|(name, value)| {
                 Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
             })

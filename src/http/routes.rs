@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 use super::alerts::{self, Alert};
 use super::error::ApiError;
 use super::json::{
-    message_id, message_json, opt_reservation, opt_seconds_as_ms, opt_u64, posted, push_headers,
-    queue_json, required_reservation, reservation_timeout, settings_patch, statuses_json,
-    subscribers, Call,
+    message_id, message_json, message_with_history_json, opt_reservation, opt_seconds_as_ms,
+    opt_u64, posted, push_headers, queue_json, required_reservation, reservation_timeout,
+    settings_patch, statuses_json, subscribers, Call,
 };
 use super::Api;
 use crate::queue::push::{PushPatch, QueueKind, SubscribersChange};
@@ -379,7 +379,7 @@ impl Api {
         };
         let messages = self
             .service
-            .reserve(&name, n, timeout_ms, wait_ms, delete)
+            .reserve(&name, n, timeout_ms, wait_ms, delete, call.consumer()?)
             .await?;
         let list: Vec<Value> = messages
             .iter()
@@ -414,7 +414,7 @@ impl Api {
         let name = call.queue(q)?;
         let id = message_id(id)?;
         let message = self.service.get(&name, id).await?;
-        ok(json!({ "message": message_json(&message) }))
+        ok(json!({ "message": message_with_history_json(&message) }))
     }
 
     async fn delete_message(&self, call: &Call, q: &str, id: &str) -> Reply {

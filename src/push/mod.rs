@@ -431,7 +431,7 @@ impl PushEngine {
         let (mut reserved_at, mut granted) = (Instant::now(), lease);
         if !total_permits.is_empty() {
             messages = handle
-                .reserve(total_permits.len(), Some(ms(lease)), 0, false)
+                .reserve(total_permits.len(), Some(ms(lease)), 0, false, None)
                 .await?;
         }
         if messages.is_empty() {
@@ -442,7 +442,7 @@ impl PushEngine {
             // Twice the lease: the message may wait for a server-wide permit.
             granted = longest_lease(lease * 2);
             messages = handle
-                .reserve(1, Some(ms(granted)), MAX_WAIT_MS, false)
+                .reserve(1, Some(ms(granted)), MAX_WAIT_MS, false, None)
                 .await?;
             reserved_at = Instant::now();
             if messages.is_empty() {

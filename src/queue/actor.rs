@@ -36,9 +36,10 @@ use tokio_util::task::TaskTracker;
 use super::admission::Admission;
 use super::clock::Clock;
 use super::handle::{QueueHandle, WeakQueueHandle};
+use super::history::HistoryUpdate;
 use super::recovery::record_from_meta;
 use super::staging::LogWrite;
-use super::state::{Counters, Env, Event, QueueState, Reserved, Settle};
+use super::state::{Ask, Counters, Env, Event, QueueState, Reserved, Settle};
 use super::transfer::Mover;
 use super::types::{MessageView, NewMessage, QueueName, QueueStats, SettingsPatch, Transfer};
 use super::waiters::WaiterId;
@@ -69,10 +70,8 @@ pub(super) enum ActorRequest {
         reply: Reply<Acked<Vec<u64>>>,
     },
     Reserve {
-        n: usize,
-        timeout_ms: Option<u64>,
+        ask: Ask,
         wait_ms: u64,
-        delete: bool,
         reply: Reply<Acked<Vec<MessageView>>>,
     },
     Delete {
@@ -232,6 +231,10 @@ impl Env for Io {
         self.parked
             .get(&waiter)
             .is_some_and(|reply| !reply.is_closed())
+    }
+
+    fn read_history(&mut self, id: u64) -> Result<Option<Vec<u8>>, QueueError> {
+        Ok(self.log.history(id)?)
     }
 }
 
@@ -437,16 +440,14 @@ impl Actor {
                 self.reply_acked(reply, result);
             }
             ActorRequest::Reserve {
-                n,
-                timeout_ms,
+                ask,
                 wait_ms,
-                delete,
                 reply,
-            } => match state.reserve(now, io, n, timeout_ms, wait_ms, delete) {
+            } => match state.reserve(now, io, ask.clone(), wait_ms) {
                 Ok(Reserved::Parked(waiter)) => {
                     io.parked.insert(waiter, reply);
                 }
-                Ok(Reserved::Now(messages)) => self.send_reserved(reply, delete, Ok(messages)),
+                Ok(Reserved::Now(messages)) => self.send_reserved(reply, ask.delete, Ok(messages)),
                 Err(err) => drop(reply.send(Err(err))),
             },
             ActorRequest::Delete { entries, reply } => {
@@ -659,6 +660,9 @@ impl Actor {
                     (None, self.io.log.put_batch_state(*key, value))
                 }
                 LogWrite::RemoveBatch { key } => (None, self.io.log.remove_batch(*key)),
+                LogWrite::History { id, update } => {
+                    (None, write_history(&*self.io.log, *id, update))
+                }
             };
             if let Err(err) = result {
                 tracing::error!(queue = %self.state.meta().name, cause = %err, "a write failed");
@@ -668,6 +672,23 @@ impl Actor {
                 self.turn_error = Some(err.into());
             }
         }
+    }
+}
+
+/// Writes a change to message `id`'s delivery history (an append reads the
+/// stored one first: only this actor writes it).
+pub(super) fn write_history(
+    log: &dyn QueueLog,
+    id: u64,
+    update: &HistoryUpdate,
+) -> Result<(), crate::storage::StorageError> {
+    let stored = match update {
+        HistoryUpdate::Append { .. } => log.history(id)?,
+        HistoryUpdate::Remove | HistoryUpdate::Replace(_) => None,
+    };
+    match update.apply(stored.as_deref()) {
+        Some(value) => log.put_history(id, &value),
+        None => log.remove_history(id),
     }
 }
 

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::actor::{Acked, ActorRequest, Edit, UpdateRequest};
 use super::push::QueueKind;
-use super::state::Settle;
+use super::state::{Ask, Settle};
 use super::types::{
     Lease, MessageView, NewMessage, QueueName, QueueStats, SettingsPatch, Transfer,
 };
@@ -171,12 +171,17 @@ impl QueueHandle {
         timeout_ms: Option<u64>,
         wait_ms: u64,
         delete: bool,
+        consumer: Option<Arc<str>>,
     ) -> Result<Vec<MessageView>, QueueError> {
-        self.call_acked(|reply| ActorRequest::Reserve {
+        let ask = Ask {
             n,
             timeout_ms,
-            wait_ms,
             delete,
+            consumer,
+        };
+        self.call_acked(|reply| ActorRequest::Reserve {
+            ask,
+            wait_ms,
             reply,
         })
         .await

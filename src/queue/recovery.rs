@@ -11,10 +11,11 @@
 
 use super::lease::ProcessingTimes;
 use std::collections::hash_map::Entry;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use bytes::Bytes;
 
+use super::history::MAX_DELIVERY_HISTORY;
 use super::index::MessageIndex;
 use super::order::requeue_depth;
 use super::push::{
@@ -136,6 +137,7 @@ pub fn meta_from_record(record: &QueueRecord) -> Result<QueueMeta, QueueError> {
         ),
         dead_letter,
         push,
+        delivery_history: record.delivery_history.min(MAX_DELIVERY_HISTORY),
     };
     let processing = processing_from_record(&name, &record.processing);
     Ok(QueueMeta {
@@ -204,6 +206,7 @@ pub fn record_from_meta(id: u64, meta: &QueueMeta) -> QueueRecord {
             .as_ref()
             .map(|times| times.encode())
             .unwrap_or_default(),
+        delivery_history: settings.delivery_history,
     }
 }
 
@@ -211,12 +214,14 @@ pub fn record_from_meta(id: u64, meta: &QueueMeta) -> QueueRecord {
 pub fn rebuild(
     meta: QueueMeta,
     loaded: impl IntoIterator<Item = LoadedMessage>,
+    histories: impl IntoIterator<Item = u64>,
     now: u64,
 ) -> QueueState {
     let mut rebuild = Rebuild::new(now);
     for message in loaded {
         rebuild.add(message);
     }
+    rebuild.histories(histories);
     rebuild.finish(meta)
 }
 
@@ -250,8 +255,23 @@ impl Rebuild {
                 requeues: 0,
                 reserved: 0,
                 delayed: 0,
+                histories: HashSet::default(),
+                stale_histories: Vec::new(),
             },
             lengths: IdMap::default(),
+        }
+    }
+
+    /// Takes in the ids of the stored delivery histories (`history.rs`), after
+    /// the messages: a history whose message is gone (a crash between the two
+    /// writes) is removed at the first write.
+    pub fn histories(&mut self, ids: impl IntoIterator<Item = u64>) {
+        for id in ids {
+            if self.restored.index.contains(id) {
+                self.restored.histories.insert(id);
+            } else {
+                self.restored.stale_histories.push(id);
+            }
         }
     }
 

@@ -590,6 +590,8 @@ fn load_all(store: &dyn Store, now: u64) -> Result<Vec<LoadedQueue>, QueueError>
         let log = store.open_log(record.id)?;
         let mut rebuild = Rebuild::new(now);
         log.load(&mut |message| rebuild.add(message))
+            .and_then(|()| log.history_ids())
+            .map(|ids| rebuild.histories(ids))
             .map_err(|err| {
                 QueueError::Internal(format!("cannot load queue {}: {err}", meta.name))
             })?;

@@ -19,6 +19,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
 
+use super::history::HistoryUpdate;
 use super::index::SlotIds;
 use crate::storage::batch::encode_batch_state;
 use crate::storage::{BatchBuilder, MessageRecord, StateRecord};
@@ -46,6 +47,13 @@ pub enum LogWrite {
     RemoveBatch {
         /// The group key.
         key: u64,
+    },
+    /// A change to the delivery history of message `id` (`history.rs`).
+    History {
+        /// The message.
+        id: u64,
+        /// The change.
+        update: HistoryUpdate,
     },
 }
 

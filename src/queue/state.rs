@@ -35,16 +35,19 @@
 //! at the same millisecond take effect in this order: lease ends (in message-id
 //! order), delay ends, expiries, long-poll timeouts.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::hash::BuildHasherDefault;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::deadlines::DeadlineIndex;
+use super::history::{self, Attempt, HistoryUpdate, Open, Outcome};
 use super::index::MessageIndex;
 use super::lease::ProcessingTimes;
 use super::order::{front_key, priority_of, push_key};
 use super::push::unwrap_body;
-use super::staging::{Group, IdMap, LogWrite, Slot, Staging};
+use super::staging::{Group, IdHasher, IdMap, LogWrite, Slot, Staging};
 use super::types::{
     Lease, MessageInfo, MessageState, MessageView, NewMessage, QueueName, QueueSettings,
     QueueStats, Transfer, AUTO_TIMEOUT_MS, DEFAULT_PRIORITY, MAX_TIMEOUT_MS,
@@ -73,6 +76,24 @@ pub trait Env {
     fn read_body(&mut self, batch: u64, slot: u32) -> Result<Option<Bytes>, QueueError>;
     /// Whether the client of a parked reserve still waits for its answer.
     fn is_waiting(&self, waiter: WaiterId) -> bool;
+    /// The stored delivery history of message `id` (`history.rs`), if any.
+    ///
+    /// # Errors
+    /// If the log cannot be read.
+    fn read_history(&mut self, id: u64) -> Result<Option<Vec<u8>>, QueueError>;
+}
+
+/// What a reserve asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ask {
+    /// Most messages wanted (at least one is taken when available).
+    pub n: usize,
+    /// Lease length; `None` is the queue's default, [`AUTO_TIMEOUT_MS`] advice.
+    pub timeout_ms: Option<u64>,
+    /// Delete on reserve (at-most-once).
+    pub delete: bool,
+    /// Who reserves, for the delivery history; `None` when not named.
+    pub consumer: Option<Arc<str>>,
 }
 
 /// The persisted description of a queue, as the state machine holds it.
@@ -265,6 +286,10 @@ pub(super) struct Restored {
     pub(super) dirty: BTreeSet<u64>,
     /// The deepest requeue among the messages (`order::requeue_depth`).
     pub(super) requeues: u64,
+    /// Messages with a stored delivery history.
+    pub(super) histories: HashSet<u64, BuildHasherDefault<IdHasher>>,
+    /// Stored histories of messages that are gone, to remove.
+    pub(super) stale_histories: Vec<u64>,
     pub(super) reserved: usize,
     pub(super) delayed: usize,
 }
@@ -294,6 +319,13 @@ pub struct QueueState {
     /// by the actor from the configuration: an input like any other).
     max_waiters: usize,
     counters: Counters,
+    /// Open reservations whose consumer is named or that were touched
+    /// (`history.rs`); nothing for the others.
+    open: IdMap<Open>,
+    /// Messages with a delivery history record (written or about to be).
+    histories: HashSet<u64, BuildHasherDefault<IdHasher>>,
+    /// Delivery-history changes not yet written, one per message.
+    history_writes: BTreeMap<u64, HistoryUpdate>,
 }
 
 impl QueueState {
@@ -314,6 +346,9 @@ impl QueueState {
             record_written_ms: 0,
             max_waiters: usize::MAX,
             counters: Counters::default(),
+            open: IdMap::default(),
+            histories: HashSet::default(),
+            history_writes: BTreeMap::new(),
         }
     }
 
@@ -333,8 +368,15 @@ impl QueueState {
             requeues,
             reserved,
             delayed,
+            histories,
+            stale_histories,
         } = restored;
         QueueState {
+            histories,
+            history_writes: stale_histories
+                .into_iter()
+                .map(|id| (id, HistoryUpdate::Remove))
+                .collect(),
             index,
             timers: DeadlineIndex::from_entries(timers),
             staging: Staging::restore(groups, dirty),
@@ -450,13 +492,11 @@ impl QueueState {
         &mut self,
         now: u64,
         env: &mut dyn Env,
-        n: usize,
-        timeout_ms: Option<u64>,
+        ask: Ask,
         wait_ms: u64,
-        delete: bool,
     ) -> Result<Reserved, QueueError> {
         self.serve_waiters(now, env);
-        let messages = self.take_available(now, env, n, timeout_ms, delete)?;
+        let messages = self.take_available(now, env, &ask)?;
         if messages.is_empty() && wait_ms > 0 {
             if self.waiters.len() >= self.max_waiters {
                 return Err(QueueError::ResourceExhausted(format!(
@@ -466,12 +506,7 @@ impl QueueState {
                 )));
             }
             let deadline_ms = now.saturating_add(wait_ms);
-            let waiter = self.waiters.park(Waiter {
-                n,
-                timeout_ms,
-                delete,
-                deadline_ms,
-            });
+            let waiter = self.waiters.park(Waiter { ask, deadline_ms });
             self.timers.insert(deadline_ms, Timer::Waiter(waiter));
             return Ok(Reserved::Parked(waiter));
         }
@@ -494,7 +529,7 @@ impl QueueState {
                 self.events.push(Event::WaitEnded(waiter));
                 continue;
             }
-            match self.take_available(now, env, parked.n, parked.timeout_ms, parked.delete) {
+            match self.take_available(now, env, &parked.ask) {
                 Ok(messages) if messages.is_empty() => {
                     self.waiters.put_back(waiter, parked);
                     return;
@@ -504,7 +539,7 @@ impl QueueState {
                         .remove(parked.deadline_ms, Timer::Waiter(waiter));
                     self.events.push(Event::Woken {
                         waiter,
-                        delete: parked.delete,
+                        delete: parked.ask.delete,
                         result,
                     });
                 }
@@ -598,6 +633,10 @@ impl QueueState {
         let new_reservation = env.allocate_ids(1)?;
         let until_ms = now.saturating_add(self.lease_ms(timeout_ms));
         let since_ms = self.reserved_since(id);
+        if self.meta.settings.delivery_history > 0 {
+            let open = self.open.entry(id).or_default();
+            open.touches = open.touches.saturating_add(1);
+        }
         self.detach(id);
         self.attach(
             id,
@@ -626,6 +665,7 @@ impl QueueState {
         delay_ms: u64,
     ) -> Result<(), QueueError> {
         self.check_reservation(id, Some(reservation_id), now)?;
+        self.end_attempt(id, now, Outcome::Released);
         self.give_back(now, id, delay_ms);
         self.counters.released += 1;
         Ok(())
@@ -698,6 +738,9 @@ impl QueueState {
 
     /// A reserved message back to the front, available after `delay_ms`.
     fn give_back(&mut self, now: u64, id: u64, delay_ms: u64) {
+        if !self.open.is_empty() {
+            self.open.remove(&id);
+        }
         self.detach(id);
         self.move_to_front(id);
         let state = if delay_ms > 0 {
@@ -739,7 +782,7 @@ impl QueueState {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let (Some(body), Some(info)) = (self.body(env, id)?, self.info(id)) {
-                out.push(MessageView { info, body });
+                out.push(MessageView::new(info, body));
             }
         }
         Ok(out)
@@ -756,7 +799,156 @@ impl QueueState {
         }
         let info = self.info(id).ok_or(QueueError::MessageNotFound(id))?;
         let body = self.body(env, id)?.ok_or(QueueError::MessageNotFound(id))?;
-        Ok(MessageView { info, body })
+        let mut view = MessageView::new(info, body);
+        view.history = self.history_of(env, id)?;
+        if let Some(open) = self.open_attempt(id, now) {
+            view.history.push(open);
+        }
+        Ok(view)
+    }
+
+    /// The delivery history of message `id`: stored, plus what is not written yet.
+    ///
+    /// # Errors
+    /// If the log cannot be read.
+    fn history_of(&self, env: &mut dyn Env, id: u64) -> Result<Vec<Attempt>, QueueError> {
+        if !self.histories.contains(&id) {
+            return Ok(Vec::new());
+        }
+        let pending = self.history_writes.get(&id);
+        let stored = match pending {
+            Some(HistoryUpdate::Remove) => return Ok(Vec::new()),
+            Some(HistoryUpdate::Replace(value)) => Some(value.clone()),
+            Some(HistoryUpdate::Append { .. }) | None => env.read_history(id)?,
+        };
+        let value = match pending {
+            Some(update @ HistoryUpdate::Append { .. }) => update.apply(stored.as_deref()),
+            _ => stored,
+        };
+        let attempts = value.as_deref().and_then(history::decode);
+        if value.is_some() && attempts.is_none() {
+            tracing::warn!(queue = %self.meta.name, id, "a stored delivery history does not read");
+        }
+        Ok(attempts.unwrap_or_default())
+    }
+
+    /// The attempt under way on message `id`, as `get` shows it.
+    fn open_attempt(&self, id: u64, now: u64) -> Option<Attempt> {
+        let msg = self.index.get(id)?;
+        let State::Reserved { reservation_id, .. } = msg.state else {
+            return None;
+        };
+        let open = self.open.get(&id);
+        Some(Attempt {
+            reservation_id,
+            consumer: open
+                .and_then(|o| o.consumer.clone())
+                .unwrap_or_else(|| Arc::from("")),
+            reserved_at_ms: self.reserved_since(id).unwrap_or(0),
+            ended_at_ms: now,
+            touches: open.map_or(0, |o| o.touches),
+            outcome: Outcome::InProgress,
+        })
+        .filter(|_| self.meta.settings.delivery_history > 0)
+    }
+
+    /// The reservation of message `id` ends with `outcome` at `ended_at_ms`, the
+    /// message staying in the queue: the attempt goes into its history.
+    fn end_attempt(&mut self, id: u64, ended_at_ms: u64, outcome: Outcome) {
+        let open = if self.open.is_empty() {
+            None
+        } else {
+            self.open.remove(&id)
+        };
+        let keep = self.meta.settings.delivery_history;
+        // Push queues report their deliveries as push statuses instead.
+        if keep == 0 || self.meta.settings.push.is_some() {
+            return;
+        }
+        let Some(State::Reserved { reservation_id, .. }) = self.index.get(id).map(|m| m.state)
+        else {
+            return;
+        };
+        let open = open.unwrap_or_default();
+        let attempt = Attempt {
+            reservation_id,
+            consumer: open.consumer.unwrap_or_else(|| Arc::from("")),
+            reserved_at_ms: self.reserved_since(id).unwrap_or(0),
+            ended_at_ms,
+            touches: open.touches,
+            outcome,
+        };
+        self.histories.insert(id);
+        self.update_history(
+            id,
+            HistoryUpdate::Append {
+                attempts: vec![attempt],
+                keep,
+            },
+        );
+    }
+
+    /// What the delivery histories hold in memory: open attempts kept, and
+    /// messages marked as having a stored history.
+    #[cfg(test)]
+    pub(super) fn history_footprint(&self) -> (usize, usize) {
+        (self.open.len(), self.histories.len())
+    }
+
+    /// Adds `update` to the history changes of message `id` waiting to be written.
+    fn update_history(&mut self, id: u64, update: HistoryUpdate) {
+        let merged = match (self.history_writes.remove(&id), update) {
+            (
+                Some(HistoryUpdate::Append { mut attempts, .. }),
+                HistoryUpdate::Append {
+                    attempts: more,
+                    keep,
+                },
+            ) => {
+                attempts.extend(more);
+                HistoryUpdate::Append { attempts, keep }
+            }
+            (Some(HistoryUpdate::Replace(value)), append @ HistoryUpdate::Append { .. }) => {
+                HistoryUpdate::Replace(append.apply(Some(&value)).unwrap_or_default())
+            }
+            (Some(HistoryUpdate::Remove), append @ HistoryUpdate::Append { .. }) => {
+                HistoryUpdate::Replace(append.apply(None).unwrap_or_default())
+            }
+            (_, update) => update,
+        };
+        self.history_writes.insert(id, merged);
+    }
+
+    /// The history a message takes along when it moves: its own, and for a dead
+    /// letter the attempt that found it over the limit.
+    fn history_to_move(
+        &self,
+        env: &mut dyn Env,
+        id: u64,
+        dead_letter: Option<(u64, &Ask)>,
+    ) -> Vec<Attempt> {
+        let keep = self.meta.settings.delivery_history;
+        if keep == 0 {
+            return Vec::new();
+        }
+        let mut attempts = self.history_of(env, id).unwrap_or_else(|err| {
+            tracing::warn!(queue = %self.meta.name, id, cause = %err, "a delivery history cannot be read; the message moves without it");
+            Vec::new()
+        });
+        if let Some((now, ask)) = dead_letter {
+            attempts.push(Attempt {
+                reservation_id: 0,
+                consumer: ask.consumer.clone().unwrap_or_else(|| Arc::from("")),
+                reserved_at_ms: now,
+                ended_at_ms: now,
+                touches: 0,
+                outcome: Outcome::DeadLettered,
+            });
+        }
+        let start = attempts
+            .len()
+            .saturating_sub(usize::try_from(keep).unwrap_or(usize::MAX));
+        attempts.split_off(start)
     }
 
     /// AVAILABLE, RESERVED and DELAYED messages.
@@ -836,6 +1028,10 @@ impl QueueState {
         let count = self.index.len();
         self.staging.clear();
         self.index.clear();
+        // The log's clear removes the stored histories too.
+        self.open.clear();
+        self.histories.clear();
+        self.history_writes.clear();
         self.timers
             .retain(|timer| matches!(timer, Timer::Waiter(_)));
         self.reserved = 0;
@@ -878,11 +1074,13 @@ impl QueueState {
                         .index
                         .get(id)
                         .map_or(DEFAULT_PRIORITY, |m| priority_of(m.order_key));
+                    let history = self.history_to_move(env, id, None);
                     moving.push(Transfer {
                         id,
                         body,
                         reserved_count: 0,
                         priority,
+                        history,
                     });
                 }
                 Ok(None) => {}
@@ -955,6 +1153,17 @@ impl QueueState {
             if message.reserved_count > 0 || message.priority != DEFAULT_PRIORITY {
                 self.persist_state(message.id);
             }
+            let keep = self.meta.settings.delivery_history;
+            if keep > 0 && !message.history.is_empty() {
+                self.histories.insert(message.id);
+                self.update_history(
+                    message.id,
+                    HistoryUpdate::Replace(history::encode(history::newest(
+                        &message.history,
+                        keep,
+                    ))),
+                );
+            }
             self.count_pushed();
             count += 1;
         }
@@ -964,7 +1173,7 @@ impl QueueState {
     /// Whether [`QueueState::take_writes`] has records to write now (a throttled
     /// `total_pushed` alone does not count).
     pub fn has_unwritten(&self) -> bool {
-        self.meta_dirty || self.staging.has_unwritten()
+        self.meta_dirty || self.staging.has_unwritten() || !self.history_writes.is_empty()
     }
 
     /// The records to write for everything that changed since the last call. With
@@ -988,6 +1197,12 @@ impl QueueState {
                 self.timers.remove(expiry, Timer::Expire(key));
             }
         }
+        let mut log = log;
+        log.extend(
+            std::mem::take(&mut self.history_writes)
+                .into_iter()
+                .map(|(id, update)| LogWrite::History { id, update }),
+        );
         let record = self.meta_dirty
             || (self.record_changed
                 && (finally || now.saturating_sub(self.record_written_ms) >= RECORD_EVERY_MS));
@@ -1024,14 +1239,13 @@ impl QueueState {
         &mut self,
         now: u64,
         env: &mut dyn Env,
-        n: usize,
-        timeout_ms: Option<u64>,
-        delete: bool,
+        ask: &Ask,
     ) -> Result<Vec<MessageView>, QueueError> {
+        let (n, delete) = (ask.n, ask.delete);
         if self.index.available_len() == 0 {
             return Ok(Vec::new());
         }
-        let until_ms = now.saturating_add(self.lease_ms(timeout_ms));
+        let until_ms = now.saturating_add(self.lease_ms(ask.timeout_ms));
         let dead_letter = self.settings().dead_letter.clone();
         let most = n.min(self.index.available_len());
         // One id allocation for the whole reserve (ids skipped by dead-lettering are
@@ -1078,11 +1292,13 @@ impl QueueState {
                 if reserved_count >= limit.max_reservations {
                     self.detach(id);
                     self.attach(id, State::Moving);
+                    let history = self.history_to_move(env, id, Some((now, ask)));
                     dead.push(Transfer {
                         id,
                         body,
                         reserved_count,
                         priority: priority_of(order_key),
+                        history,
                     });
                     continue;
                 }
@@ -1090,6 +1306,17 @@ impl QueueState {
             // Each reserve consumes one available message, so there is an id for it.
             let reservation_id = reservation_ids.next().unwrap_or(0);
             out.extend(self.reserve_one(id, body, reservation_id, (now, until_ms), delete));
+            if !delete && self.meta.settings.delivery_history > 0 {
+                if let Some(consumer) = &ask.consumer {
+                    self.open.insert(
+                        id,
+                        Open {
+                            consumer: Some(Arc::clone(consumer)),
+                            touches: 0,
+                        },
+                    );
+                }
+            }
         }
         if let Some(limit) = dead_letter.filter(|_| !dead.is_empty()) {
             self.counters.dead_lettered += u64::try_from(dead.len()).unwrap_or(u64::MAX);
@@ -1153,7 +1380,7 @@ impl QueueState {
             self.count_in(msg.state, id);
             self.persist_state(id);
         }
-        Some(MessageView { info, body })
+        Some(MessageView::new(info, body))
     }
 
     /// Checks that `reservation_id` may act on message `id` now.
@@ -1295,6 +1522,12 @@ impl QueueState {
         if let Some(msg) = self.index.remove(id) {
             self.staging.removed(msg.batch);
         }
+        if !self.open.is_empty() {
+            self.open.remove(&id);
+        }
+        if !self.histories.is_empty() && self.histories.remove(&id) {
+            self.update_history(id, HistoryUpdate::Remove);
+        }
     }
 
     /// Marks a message's state for writing.
@@ -1376,10 +1609,15 @@ impl QueueState {
 
     /// A lease ran out: the message goes back to the front of the queue.
     fn requeue_expired(&mut self, id: u64) {
-        let Some(State::Reserved { reservation_id, .. }) = self.index.get(id).map(|m| m.state)
+        let Some(State::Reserved {
+            reservation_id,
+            until_ms,
+            ..
+        }) = self.index.get(id).map(|m| m.state)
         else {
             return;
         };
+        self.end_attempt(id, until_ms, Outcome::TimedOut);
         self.detach(id);
         self.move_to_front(id);
         self.modify(id, |msg| msg.expired_reservation_id = reservation_id);

@@ -6,6 +6,9 @@
 
 use bytes::Bytes;
 
+#[cfg(doc)]
+use super::history::Outcome;
+use super::history::{Attempt, DEFAULT_DELIVERY_HISTORY, MAX_DELIVERY_HISTORY};
 use super::push::{PushPatch, PushSettings, QueueKind};
 use crate::error::QueueError;
 
@@ -128,6 +131,8 @@ pub struct QueueSettings {
     pub dead_letter: Option<DeadLetter>,
     /// A push queue's settings; `None` for a pull queue. Set at creation only.
     pub push: Option<PushSettings>,
+    /// Delivery attempts kept per message (`history.rs`), 0..=100; 0 keeps none.
+    pub delivery_history: u32,
 }
 
 impl Default for QueueSettings {
@@ -137,6 +142,7 @@ impl Default for QueueSettings {
             message_expiration_s: DEFAULT_EXPIRATION_S,
             dead_letter: None,
             push: None,
+            delivery_history: DEFAULT_DELIVERY_HISTORY,
         }
     }
 }
@@ -183,6 +189,8 @@ pub struct SettingsPatch {
     pub kind: Option<QueueKind>,
     /// A change to the push settings (push queues only).
     pub push: Option<PushPatch>,
+    /// New number of delivery attempts kept per message.
+    pub delivery_history: Option<u32>,
 }
 
 impl SettingsPatch {
@@ -243,6 +251,14 @@ impl SettingsPatch {
         if let Some(t) = self.message_timeout_ms {
             check_range("message_timeout_ms", t, MIN_TIMEOUT_MS, MAX_TIMEOUT_MS)?;
         }
+        if let Some(k) = self.delivery_history {
+            check_range(
+                "delivery_history",
+                u64::from(k),
+                0,
+                u64::from(MAX_DELIVERY_HISTORY),
+            )?;
+        }
         if let Some(e) = self.message_expiration_s {
             check_range(
                 "message_expiration_s",
@@ -298,6 +314,7 @@ impl SettingsPatch {
                 .unwrap_or(base.message_expiration_s),
             dead_letter,
             push,
+            delivery_history: self.delivery_history.unwrap_or(base.delivery_history),
         })
     }
 }
@@ -384,6 +401,20 @@ pub struct MessageView {
     pub info: MessageInfo,
     /// The payload.
     pub body: Bytes,
+    /// Its delivery attempts, oldest first (`history.rs`); only `get` fills
+    /// it in, with the attempt under way last ([`Outcome::InProgress`]).
+    pub history: Vec<Attempt>,
+}
+
+impl MessageView {
+    /// A view without history.
+    pub fn new(info: MessageInfo, body: Bytes) -> Self {
+        MessageView {
+            info,
+            body,
+            history: Vec::new(),
+        }
+    }
 }
 
 /// The counters and settings of a queue.
@@ -437,6 +468,8 @@ pub struct Transfer {
     pub reserved_count: u32,
     /// Its priority, kept in the target queue.
     pub priority: u8,
+    /// Its delivery history, kept in the target queue (`history.rs`).
+    pub history: Vec<Attempt>,
 }
 
 #[cfg(test)]

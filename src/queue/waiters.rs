@@ -8,19 +8,17 @@
 
 use std::collections::BTreeMap;
 
+use super::state::Ask;
+
 /// Names one parked reserve; ids increase in arrival order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WaiterId(u64);
 
 /// What a parked reserve asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Waiter {
-    /// Most messages wanted.
-    pub(super) n: usize,
-    /// Lease length; `None` is the queue's default.
-    pub(super) timeout_ms: Option<u64>,
-    /// Delete on reserve.
-    pub(super) delete: bool,
+    /// The reserve.
+    pub(super) ask: Ask,
     /// When the wait ends (server time).
     pub(super) deadline_ms: u64,
 }
@@ -73,9 +71,7 @@ mod tests {
 
     fn waiter(deadline_ms: u64) -> Waiter {
         Waiter {
-            n: 1,
-            timeout_ms: None,
-            delete: false,
+            ask: Ask::default(),
             deadline_ms,
         }
     }

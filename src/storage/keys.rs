@@ -1,4 +1,4 @@
-//! Key and value layout on disk (layout 3; queue values of version 4).
+//! Key and value layout on disk (layout 3; queue values of version 5).
 //!
 //! Every integer in a key is big-endian, so sled's byte order is numeric order and a
 //! scan comes out in id order. Values are fixed-layout records with a leading
@@ -12,6 +12,8 @@
 //! default tree:    key = b"next_id"                             value = u64 BE high-water mark
 //! tree "batches":  key = queue id (u64 BE) ++ batch key (u64 BE)  value = batch of messages (batch.rs)
 //! tree "states":   key = queue id (u64 BE) ++ batch key (u64 BE)  value = batch state (batch.rs)
+//! tree "histories": key = queue id (u64 BE) ++ message id (u64 BE) value = delivery history
+//!                                                                 (queue/history.rs)
 //! ```
 //!
 //! Every queue shares the two record trees, its records under its id as a prefix,
@@ -43,6 +45,8 @@ const QUEUE_LEN: usize = 1 + 8 * 6 + 2;
 pub const BATCHES_TREE: &[u8] = b"batches";
 /// The tree of every queue's batch state records.
 pub const STATES_TREE: &[u8] = b"states";
+/// The tree of every queue's delivery histories (`queue/history.rs`).
+pub const HISTORIES_TREE: &[u8] = b"histories";
 
 /// The 8-byte big-endian key of an id.
 pub fn id_key(id: u64) -> [u8; 8] {
@@ -142,11 +146,16 @@ const QUEUE_V3: u8 = 3;
 /// Layout 4 adds the processing times (u32 length first, 0 for none) after the
 /// push settings.
 const QUEUE_V4: u8 = 4;
+/// Layout 5 adds `delivery_history` (u32) after the processing times; earlier
+/// layouts read as the default, 10.
+const QUEUE_V5: u8 = 5;
+/// `delivery_history` of a queue stored before it existed.
+const DEFAULT_DELIVERY_HISTORY: u32 = 10;
 
 /// A queue value: fixed fields, the name, the dead-letter queue name (u16 length
 /// first), the push settings (u32 length first, 0 for a pull queue), the
-/// processing times (u32 length first, 0 for none), then the attachment to the
-/// end of the value. (Layout-2 values written before the
+/// processing times (u32 length first, 0 for none), `delivery_history` (u32),
+/// then the attachment to the end of the value. (Layout-2 values written before the
 /// attachment existed hold the HTTP API's alerts there, in the JSON form that
 /// front end still reads.)
 ///
@@ -161,7 +170,7 @@ pub fn encode_queue(rec: &QueueRecord) -> Vec<u8> {
     let mut out = Vec::with_capacity(
         QUEUE_LEN + rec.name.len() + 2 + dead_letter_name.len() + rec.attachment.len(),
     );
-    out.push(QUEUE_V4);
+    out.push(QUEUE_V5);
     let fields = [
         rec.id,
         rec.created_at_ms,
@@ -188,6 +197,7 @@ pub fn encode_queue(rec: &QueueRecord) -> Vec<u8> {
     let processing_len = u32::try_from(rec.processing.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&processing_len.to_be_bytes());
     out.extend_from_slice(&rec.processing);
+    out.extend_from_slice(&rec.delivery_history.to_be_bytes());
     out.extend_from_slice(&rec.attachment);
     out
 }
@@ -291,7 +301,8 @@ fn decode_push(value: &[u8]) -> Option<PushRecord> {
 /// queue layer's.
 pub fn decode_queue(value: &[u8]) -> Option<QueueRecord> {
     let version = *value.first()?;
-    if !matches!(version, V1 | QUEUE_V2 | QUEUE_V3 | QUEUE_V4) || value.len() < QUEUE_LEN {
+    if !matches!(version, V1 | QUEUE_V2 | QUEUE_V3 | QUEUE_V4 | QUEUE_V5) || value.len() < QUEUE_LEN
+    {
         return None;
     }
     let name_len = usize::from(u16::from_be_bytes(
@@ -308,6 +319,7 @@ pub fn decode_queue(value: &[u8]) -> Option<QueueRecord> {
     };
     let mut push = None;
     let mut processing = Vec::new();
+    let mut delivery_history = DEFAULT_DELIVERY_HISTORY;
     if version >= QUEUE_V3 {
         let mut r = Reader(attachment);
         let len = usize::try_from(r.u32()?).ok()?;
@@ -318,6 +330,9 @@ pub fn decode_queue(value: &[u8]) -> Option<QueueRecord> {
         if version >= QUEUE_V4 {
             let len = usize::try_from(r.u32()?).ok()?;
             processing = r.take(len)?.to_vec();
+        }
+        if version >= QUEUE_V5 {
+            delivery_history = r.u32()?;
         }
         attachment = r.0;
     }
@@ -337,6 +352,7 @@ pub fn decode_queue(value: &[u8]) -> Option<QueueRecord> {
         push,
         attachment: attachment.to_vec(),
         processing,
+        delivery_history,
     })
 }
 
@@ -381,6 +397,7 @@ mod tests {
         v1[0] = V1;
         assert_eq!(decode_state(&v1), Some(StateRecord { push_done: 0, ..st }));
         let q = QueueRecord {
+            delivery_history: 10,
             id: 42,
             name: "jobs".into(),
             created_at_ms: 10,
@@ -442,11 +459,25 @@ mod tests {
             decode_queue(&encode_queue(&with_processing)),
             Some(with_processing)
         );
+        let keeping_3 = QueueRecord {
+            delivery_history: 3,
+            ..with_push.clone()
+        };
+        assert_eq!(
+            decode_queue(&encode_queue(&keeping_3)),
+            Some(keeping_3.clone())
+        );
+        // A layout-4 value (before delivery_history) reads with the default 10.
+        let mut v4 = encode_queue(&keeping_3);
+        let at = v4.len() - keeping_3.attachment.len() - 4;
+        v4.drain(at..at + 4);
+        v4[0] = QUEUE_V4;
+        assert_eq!(decode_queue(&v4), Some(with_push.clone()));
         // A layout-3 value (before processing times) reads with none: layout 4
         // without the processing section's length.
         let mut v3 = encode_queue(&with_push);
-        let at = v3.len() - with_push.attachment.len() - 4;
-        v3.drain(at..at + 4);
+        let at = v3.len() - with_push.attachment.len() - 8;
+        v3.drain(at..at + 8);
         v3[0] = QUEUE_V3;
         assert_eq!(decode_queue(&v3), Some(with_push));
     }

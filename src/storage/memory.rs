@@ -26,6 +26,7 @@ pub struct MemoryLog {
 struct Records {
     batches: BTreeMap<u64, Bytes>,
     states: BTreeMap<u64, Vec<u8>>,
+    histories: BTreeMap<u64, Vec<u8>>,
 }
 
 impl MemoryLog {
@@ -96,7 +97,26 @@ impl QueueLog for MemoryLog {
         let mut records = self.records();
         records.batches.clear();
         records.states.clear();
+        records.histories.clear();
         Ok(())
+    }
+
+    fn history(&self, id: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.records().histories.get(&id).cloned())
+    }
+
+    fn put_history(&self, id: u64, value: &[u8]) -> Result<(), StorageError> {
+        self.records().histories.insert(id, value.to_vec());
+        Ok(())
+    }
+
+    fn remove_history(&self, id: u64) -> Result<(), StorageError> {
+        self.records().histories.remove(&id);
+        Ok(())
+    }
+
+    fn history_ids(&self) -> Result<Vec<u64>, StorageError> {
+        Ok(self.records().histories.keys().copied().collect())
     }
 }
 
@@ -151,6 +171,22 @@ impl QueueLog for SharedLog {
 
     fn clear(&self) -> Result<(), StorageError> {
         self.0.clear()
+    }
+
+    fn history(&self, id: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        self.0.history(id)
+    }
+
+    fn put_history(&self, id: u64, value: &[u8]) -> Result<(), StorageError> {
+        self.0.put_history(id, value)
+    }
+
+    fn remove_history(&self, id: u64) -> Result<(), StorageError> {
+        self.0.remove_history(id)
+    }
+
+    fn history_ids(&self) -> Result<Vec<u64>, StorageError> {
+        self.0.history_ids()
     }
 }
 

@@ -108,6 +108,8 @@ pub struct QueueRecord {
     /// The queue's processing times in their stored form (`queue/lease.rs`), empty
     /// for none. The store never looks inside.
     pub processing: Vec<u8>,
+    /// Delivery attempts kept per message (`queue/history.rs`).
+    pub delivery_history: u32,
 }
 
 /// The dead-letter setting of a [`QueueRecord`].
@@ -224,11 +226,31 @@ pub trait QueueLog: Send + Sync {
     /// # Errors
     /// On I/O failure or a corrupt record.
     fn load(&self, each: &mut dyn FnMut(LoadedMessage)) -> Result<(), StorageError>;
-    /// Removes every message.
+    /// Removes every message (and every delivery history).
     ///
     /// # Errors
     /// On I/O failure.
     fn clear(&self) -> Result<(), StorageError>;
+    /// The delivery history of message `id` (`queue/history.rs`), if it has one.
+    ///
+    /// # Errors
+    /// On I/O failure.
+    fn history(&self, id: u64) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Stores the delivery history of message `id`.
+    ///
+    /// # Errors
+    /// On I/O failure.
+    fn put_history(&self, id: u64, value: &[u8]) -> Result<(), StorageError>;
+    /// Removes the delivery history of message `id`.
+    ///
+    /// # Errors
+    /// On I/O failure.
+    fn remove_history(&self, id: u64) -> Result<(), StorageError>;
+    /// The ids of the messages with a delivery history, in id order.
+    ///
+    /// # Errors
+    /// On I/O failure.
+    fn history_ids(&self) -> Result<Vec<u64>, StorageError>;
 }
 
 /// The whole store: queues, ids and durability.

@@ -39,11 +39,12 @@ use super::{
 const NEXT_ID_KEY: &[u8] = b"next_id";
 /// Key of the data directory's format version in the default tree.
 const FORMAT_KEY: &[u8] = b"format_version";
-/// The data format this binary writes: 5 = layout 3 with push queues and
-/// processing times (queue records of version 4, state records of version 2,
-/// batch states of version 3); 4 had queue records of version 3, which are still
-/// read. Directories without a recorded version are format 3 or older.
-pub const FORMAT_VERSION: u64 = 5;
+/// The data format this binary writes: 6 = layout 3 with push queues,
+/// processing times and delivery histories (queue records of version 5, state
+/// records of version 2, batch states of version 3, the `histories` tree); 5 and
+/// 4 had queue records of versions 4 and 3, which are still read. Directories
+/// without a recorded version are format 3 or older.
+pub const FORMAT_VERSION: u64 = 6;
 
 /// Options for [`SledStore::open`].
 #[derive(Debug, Clone)]
@@ -66,6 +67,8 @@ pub struct SledStore {
     /// Every queue's batch records, and their state records.
     batches: sled::Tree,
     states: sled::Tree,
+    /// Every queue's delivery histories, keyed like the records.
+    histories: sled::Tree,
     ids: Ids,
     commit: GroupCommit,
     guard: GuardKeeper,
@@ -164,6 +167,7 @@ impl SledStore {
         let queues = db.open_tree("queues")?;
         let batches = db.open_tree(keys::BATCHES_TREE)?;
         let states = db.open_tree(keys::STATES_TREE)?;
+        let histories = db.open_tree(keys::HISTORIES_TREE)?;
         let stored_next = match db.get(NEXT_ID_KEY)? {
             Some(value) => Some(
                 keys::decode_id_key(&value)
@@ -193,7 +197,7 @@ impl SledStore {
             seq: Arc::clone(&seq),
         });
         migrate_layout2(&db, &batches, &states, flush.as_ref())?;
-        sweep_orphans(&queues, &batches, &states)?;
+        sweep_orphans(&queues, &[&batches, &states, &histories])?;
         if format != FORMAT_VERSION {
             // Made durable by the first id block's flush, just below.
             db.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes()[..])?;
@@ -223,6 +227,7 @@ impl SledStore {
             queues,
             batches,
             states,
+            histories,
             ids,
             commit,
             guard,
@@ -350,11 +355,7 @@ fn migrate_layout2(
 
 /// Removes the records of queues that have no queue record (a deletion cut short
 /// by a crash). Visits one key per queue prefix, not every record.
-fn sweep_orphans(
-    queues: &sled::Tree,
-    batches: &sled::Tree,
-    states: &sled::Tree,
-) -> Result<(), StorageError> {
+fn sweep_orphans(queues: &sled::Tree, trees: &[&sled::Tree]) -> Result<(), StorageError> {
     let mut live = HashSet::new();
     for key in queues.iter().keys() {
         let key = key?;
@@ -363,7 +364,7 @@ fn sweep_orphans(
                 .ok_or_else(|| StorageError::Corrupt(format!("queue key {key:?}")))?,
         );
     }
-    for tree in [batches, states] {
+    for &tree in trees {
         let mut from = 0u64;
         loop {
             let Some(entry) = tree.range(keys::id_key(from)..).keys().next() else {
@@ -415,7 +416,8 @@ impl Store for SledStore {
         // The record first: records without it are removed at the next open.
         self.queues.remove(keys::id_key(queue_id))?;
         remove_prefix(&self.batches, queue_id)?;
-        remove_prefix(&self.states, queue_id)
+        remove_prefix(&self.states, queue_id)?;
+        remove_prefix(&self.histories, queue_id)
     }
 
     fn open_log(&self, queue_id: u64) -> Result<Box<dyn QueueLog>, StorageError> {
@@ -423,6 +425,7 @@ impl Store for SledStore {
             queue_id,
             batches: self.batches.clone(),
             states: self.states.clone(),
+            histories: self.histories.clone(),
         }))
     }
 
@@ -471,6 +474,7 @@ struct SledQueueLog {
     queue_id: u64,
     batches: sled::Tree,
     states: sled::Tree,
+    histories: sled::Tree,
 }
 
 impl SledQueueLog {
@@ -528,7 +532,37 @@ impl QueueLog for SledQueueLog {
 
     fn clear(&self) -> Result<(), StorageError> {
         remove_prefix(&self.batches, self.queue_id)?;
-        remove_prefix(&self.states, self.queue_id)
+        remove_prefix(&self.states, self.queue_id)?;
+        remove_prefix(&self.histories, self.queue_id)
+    }
+
+    fn history(&self, id: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.histories.get(self.key(id))?.map(|v| v.to_vec()))
+    }
+
+    fn put_history(&self, id: u64, value: &[u8]) -> Result<(), StorageError> {
+        self.histories.insert(self.key(id), value)?;
+        Ok(())
+    }
+
+    fn remove_history(&self, id: u64) -> Result<(), StorageError> {
+        self.histories.remove(self.key(id))?;
+        Ok(())
+    }
+
+    fn history_ids(&self) -> Result<Vec<u64>, StorageError> {
+        let mut ids = Vec::new();
+        for key in self
+            .histories
+            .scan_prefix(keys::id_key(self.queue_id))
+            .keys()
+        {
+            let key = key?;
+            let (_, id) = keys::decode_record_key(&key)
+                .ok_or_else(|| StorageError::Corrupt("history key".into()))?;
+            ids.push(id);
+        }
+        Ok(ids)
     }
 }
 
@@ -547,6 +581,7 @@ mod tests {
 
     fn record(id: u64, name: &str) -> QueueRecord {
         QueueRecord {
+            delivery_history: 10,
             id,
             name: name.into(),
             created_at_ms: 0,

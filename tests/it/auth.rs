@@ -47,6 +47,7 @@ fn hello(id: u64, token: &str) -> Request {
     Request {
         id,
         op: Some(Op::Hello(proto::Hello {
+            consumer: String::new(),
             version: proto::PROTOCOL_VERSION,
             client: "auth-test".into(),
             token: token.into(),

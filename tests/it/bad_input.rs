@@ -153,6 +153,7 @@ async fn an_unsupported_protocol_version_is_refused_and_closed() {
     let hello = Request {
         id: 1,
         op: Some(Op::Hello(proto::Hello {
+            consumer: String::new(),
             version: 99,
             client: "test".into(),
             token: String::new(),

@@ -6,6 +6,7 @@ mod client;
 mod dashboard;
 mod dead_letters;
 mod health;
+mod history;
 #[path = "../hook/mod.rs"]
 mod hook;
 mod http;

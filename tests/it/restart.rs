@@ -15,6 +15,7 @@ async fn a_restart_keeps_messages_order_counts_leases_and_settings() {
         .create_queue(
             "kept",
             QueueSettings {
+                delivery_history: None,
                 message_timeout_ms: 45_000,
                 message_expiration_s: 0,
                 dead_letter: Some(DeadLetter {
@@ -232,6 +233,7 @@ async fn a_data_directory_with_a_tree_per_queue_is_migrated() {
     {
         let db = sled::open(dir.path()).unwrap();
         let queue = QueueRecord {
+            delivery_history: 10,
             id: 1,
             name: "old".into(),
             created_at_ms: now,

@@ -133,7 +133,8 @@ pub enum Driver {
 
 impl Driver {
     /// Connects; beanstalkd connections are bound to tube `queue`; ferromq
-    /// connections send the token in `FERROMQ_TOKEN`, if set.
+    /// connections send the token in `FERROMQ_TOKEN` and the consumer name (for
+    /// the delivery history) in `FERROMQ_CONSUMER`, if set, as the CLI does.
     ///
     /// # Errors
     /// If the connection or the tube set-up fails.
@@ -143,6 +144,7 @@ impl Driver {
                 // A server with tokens: the same variable as the `ferromq` CLI's.
                 let options = ConnectOptions {
                     token: std::env::var("FERROMQ_TOKEN").ok(),
+                    consumer: std::env::var("FERROMQ_CONSUMER").ok(),
                     ..ConnectOptions::default()
                 };
                 Ok(Driver::Ferromq(

@@ -18,9 +18,10 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
+use super::actor::write_history;
 use super::recovery::{meta_from_record, rebuild, record_from_meta};
 use super::staging::LogWrite;
-use super::state::{Env, Event, QueueMeta, QueueState, Reserved};
+use super::state::{Ask, Env, Event, QueueMeta, QueueState, Reserved};
 use super::types::{
     Lease, MessageView, NewMessage, QueueName, QueueSettings, QueueStats, SettingsPatch, Transfer,
 };
@@ -53,6 +54,10 @@ impl Env for TestIo {
 
     fn is_waiting(&self, waiter: WaiterId) -> bool {
         !self.gone.contains(&waiter)
+    }
+
+    fn read_history(&mut self, id: u64) -> Result<Option<Vec<u8>>, QueueError> {
+        Ok(self.log.history(id)?)
     }
 }
 
@@ -161,7 +166,25 @@ impl Harness {
         wait_ms: u64,
         delete: bool,
     ) -> Result<Reserved, QueueError> {
-        self.op(|s, now, io| s.reserve(now, io, n, timeout_ms, wait_ms, delete))
+        self.try_reserve_as(n, timeout_ms, wait_ms, delete, None)
+    }
+
+    /// As [`Harness::try_reserve`], by consumer `consumer` (delivery history).
+    pub(super) fn try_reserve_as(
+        &mut self,
+        n: usize,
+        timeout_ms: Option<u64>,
+        wait_ms: u64,
+        delete: bool,
+        consumer: Option<&str>,
+    ) -> Result<Reserved, QueueError> {
+        let ask = Ask {
+            n,
+            timeout_ms,
+            delete,
+            consumer: consumer.map(std::sync::Arc::from),
+        };
+        self.op(|s, now, io| s.reserve(now, io, ask, wait_ms))
     }
 
     /// Reserves without waiting; the messages.
@@ -257,6 +280,7 @@ impl Harness {
                 LogWrite::Batch { key, value } => self.io.log.put_batch(*key, value),
                 LogWrite::BatchState { key, value } => self.io.log.put_batch_state(*key, value),
                 LogWrite::RemoveBatch { key } => self.io.log.remove_batch(*key),
+                LogWrite::History { id, update } => write_history(&self.io.log, *id, update),
             };
             result.expect("memory log write");
         }
@@ -280,7 +304,8 @@ impl Harness {
             .expect("load the memory log");
         // Through the stored form, as the server reads it.
         let meta = meta_from_record(&record_from_meta(7, &self.record)).expect("record");
-        self.state = rebuild(meta, loaded, self.now);
+        let histories = self.io.log.history_ids().expect("history ids");
+        self.state = rebuild(meta, loaded, histories, self.now);
         assert_eq!(
             self.state.bytes(),
             bytes,

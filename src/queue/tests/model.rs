@@ -21,6 +21,9 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use proptest::prelude::*;
 
+use std::sync::Arc;
+
+use super::super::history::{Attempt, Outcome, DEFAULT_DELIVERY_HISTORY};
 use super::super::lease::ProcessingTimes;
 use super::super::state::{Event, Reserved, Settle};
 use super::super::types::{
@@ -64,6 +67,8 @@ enum Op {
         timeout: Option<u64>,
         wait: u64,
         delete: bool,
+        /// The consumer's name (delivery history), one of a few.
+        consumer: Option<u8>,
     },
     Delete(Vec<(Pick, RidPick)>),
     Touch(Pick, RidPick, Option<u64>),
@@ -77,11 +82,14 @@ enum Op {
         expiration_s: Option<u64>,
         /// `Some(None)` removes the dead-letter setting.
         dead_letter: Option<Option<u32>>,
+        /// Delivery attempts kept per message.
+        delivery_history: Option<u32>,
     },
     Clear,
     Redrive(usize),
-    /// Messages moved in from elsewhere, with these reserved counts and priorities.
-    Adopt(Vec<(u32, u8)>),
+    /// Messages moved in from elsewhere, with these reserved counts, priorities
+    /// and numbers of delivery attempts behind them.
+    Adopt(Vec<(u32, u8, u8)>),
     /// The client of a parked reserve goes away.
     Cancel(usize),
     /// The actor writes its records (otherwise they gather across operations).
@@ -122,8 +130,8 @@ fn op() -> impl Strategy<Value = Op> {
     ];
     prop_oneof![
         6 => prop::collection::vec((delay, priority()), 1..=3).prop_map(Op::Push),
-        6 => (1usize..=3, timeout.clone(), prop_oneof![3 => Just(0u64), 1 => 100u64..2_000], prop::bool::weighted(0.2))
-            .prop_map(|(n, timeout, wait, delete)| Op::Reserve { n, timeout, wait, delete }),
+        6 => (1usize..=3, timeout.clone(), prop_oneof![3 => Just(0u64), 1 => 100u64..2_000], prop::bool::weighted(0.2), prop::option::of(0u8..3))
+            .prop_map(|(n, timeout, wait, delete, consumer)| Op::Reserve { n, timeout, wait, delete, consumer }),
         3 => prop::collection::vec((pick(), rid_pick()), 1..=3).prop_map(Op::Delete),
         2 => (pick(), rid_pick(), timeout.clone()).prop_map(|(m, r, t)| Op::Touch(m, r, t)),
         3 => (pick(), rid_pick(), prop_oneof![2 => Just(0u64), 1 => 1u64..2_000])
@@ -136,11 +144,12 @@ fn op() -> impl Strategy<Value = Op> {
             prop::option::of(100u64..3_000),
             prop::option::weighted(0.5, 1u64..=5),
             prop::option::weighted(0.5, prop::option::weighted(0.7, 1u32..=3)),
+            prop::option::weighted(0.3, prop_oneof![Just(0u32), Just(1), Just(2), Just(10)]),
         )
-            .prop_map(|(timeout, expiration_s, dead_letter)| Op::Update { timeout, expiration_s, dead_letter }),
+            .prop_map(|(timeout, expiration_s, dead_letter, delivery_history)| Op::Update { timeout, expiration_s, dead_letter, delivery_history }),
         1 => Just(Op::Clear),
         1 => (1usize..=3).prop_map(Op::Redrive),
-        1 => prop::collection::vec((0u32..=3, priority()), 1..=2).prop_map(Op::Adopt),
+        1 => prop::collection::vec((0u32..=3, priority(), 0u8..=3), 1..=2).prop_map(Op::Adopt),
         1 => any::<usize>().prop_map(Op::Cancel),
         3 => Just(Op::Write),
         2 => (pick(), rid_pick(), 0u64..4, prop_oneof![(0u64..2_000).prop_map(Ok), (100u64..2_000).prop_map(Err)])
@@ -180,6 +189,11 @@ struct MMsg {
     /// When its current reservation began (a reserve; a touch keeps it); `None`
     /// when not reserved since the last restart.
     since: Option<u64>,
+    /// Its delivery attempts, oldest first, the newest `keep` at each append.
+    history: Vec<Attempt>,
+    /// The current reservation's consumer and touches (forgotten by a restart).
+    consumer: Option<Arc<str>>,
+    touches: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -188,6 +202,7 @@ struct MWaiter {
     n: usize,
     timeout: Option<u64>,
     delete: bool,
+    consumer: Option<Arc<str>>,
     deadline: u64,
     gone: bool,
 }
@@ -200,7 +215,7 @@ enum Expect {
         planned: Vec<MessageView>,
     },
     WaitEnded(WaiterId),
-    DeadLetters(Vec<(u64, u32, u8, Bytes)>),
+    DeadLetters(Vec<(u64, u32, u8, Bytes, Vec<Attempt>)>),
 }
 
 #[derive(Debug, Default)]
@@ -224,6 +239,14 @@ struct Model {
     /// Processing times (reserve to delete with the reservation), in order,
     /// across restarts.
     processed: Vec<u64>,
+    /// Delivery attempts kept per message.
+    keep: u32,
+}
+
+/// The newest `keep` of `attempts`.
+fn newest(mut attempts: Vec<Attempt>, keep: u32) -> Vec<Attempt> {
+    let keep = usize::try_from(keep).expect("small");
+    attempts.split_off(attempts.len().saturating_sub(keep))
 }
 
 impl Model {
@@ -231,8 +254,73 @@ impl Model {
         Model {
             timeout: DEFAULT_TIMEOUT_MS,
             expiration_s: 7 * 24 * 3600,
+            keep: DEFAULT_DELIVERY_HISTORY,
             ..Model::default()
         }
+    }
+
+    /// The reservation of message `id` ends with `outcome` at `ended`, the
+    /// message staying: an attempt in its history (when the queue keeps any).
+    fn end_attempt(&mut self, id: u64, ended: u64, outcome: Outcome) {
+        let keep = self.keep;
+        let m = self.msgs.get_mut(&id).expect("message");
+        let consumer = m.consumer.take();
+        let touches = std::mem::take(&mut m.touches);
+        let MState::Reserved { rid, .. } = m.state else {
+            return;
+        };
+        if keep == 0 {
+            return;
+        }
+        m.history.push(Attempt {
+            reservation_id: rid,
+            consumer: consumer.unwrap_or_else(|| Arc::from("")),
+            reserved_at_ms: m.since.unwrap_or(0),
+            ended_at_ms: ended,
+            touches,
+            outcome,
+        });
+        m.history = newest(std::mem::take(&mut m.history), keep);
+    }
+
+    /// The history `get` shows: the attempts, and the one under way.
+    fn history_at(&self, id: u64, now: u64) -> Vec<Attempt> {
+        let m = &self.msgs[&id];
+        let mut history = m.history.clone();
+        if let (MState::Reserved { rid, .. }, true) = (m.state, self.keep > 0) {
+            history.push(Attempt {
+                reservation_id: rid,
+                consumer: m.consumer.clone().unwrap_or_else(|| Arc::from("")),
+                reserved_at_ms: m.since.unwrap_or(0),
+                ended_at_ms: now,
+                touches: m.touches,
+                outcome: Outcome::InProgress,
+            });
+        }
+        history
+    }
+
+    /// The history a moving message takes along.
+    fn history_to_move(
+        &self,
+        id: u64,
+        dead_letter: Option<(u64, &Option<Arc<str>>)>,
+    ) -> Vec<Attempt> {
+        if self.keep == 0 {
+            return Vec::new();
+        }
+        let mut history = self.msgs[&id].history.clone();
+        if let Some((now, consumer)) = dead_letter {
+            history.push(Attempt {
+                reservation_id: 0,
+                consumer: consumer.clone().unwrap_or_else(|| Arc::from("")),
+                reserved_at_ms: now,
+                ended_at_ms: now,
+                touches: 0,
+                outcome: Outcome::DeadLettered,
+            });
+        }
+        newest(history, self.keep)
     }
 
     /// The lease for a reserve's or touch's `timeout`: with `AUTO_TIMEOUT_MS`,
@@ -290,6 +378,7 @@ impl Model {
                 priority: m.priority,
             },
             body: m.body.clone(),
+            history: Vec::new(),
         })
     }
 
@@ -317,6 +406,9 @@ impl Model {
             .map(|(&id, _)| id)
             .collect();
         for id in ending {
+            if let MState::Reserved { until, .. } = self.msgs[&id].state {
+                self.end_attempt(id, until, Outcome::TimedOut);
+            }
             self.requeues += 1;
             let key = -self.requeues;
             let m = self.msgs.get_mut(&id).expect("message");
@@ -342,20 +434,31 @@ impl Model {
     }
 
     /// Takes up to `n` available messages; the dead-lettered ones go to `expected`.
-    fn take(&mut self, now: u64, n: usize, timeout: Option<u64>, delete: bool) -> Vec<MessageView> {
+    fn take(
+        &mut self,
+        now: u64,
+        (n, timeout, delete): (usize, Option<u64>, bool),
+        consumer: &Option<Arc<str>>,
+    ) -> Vec<MessageView> {
         let until = now.saturating_add(self.lease(timeout));
+        let keep = self.keep;
         let mut out = Vec::new();
         let mut dead = Vec::new();
         for id in self.available() {
             if out.len() >= n {
                 break;
             }
-            let m = self.msgs.get_mut(&id).expect("message");
-            if self.dead_letter.is_some_and(|max| m.reserved_count >= max) {
+            if self
+                .dead_letter
+                .is_some_and(|max| self.msgs[&id].reserved_count >= max)
+            {
+                let history = self.history_to_move(id, Some((now, consumer)));
+                let m = self.msgs.get_mut(&id).expect("message");
                 m.state = MState::Moving;
-                dead.push((id, m.reserved_count, m.priority, m.body.clone()));
+                dead.push((id, m.reserved_count, m.priority, m.body.clone(), history));
                 continue;
             }
+            let m = self.msgs.get_mut(&id).expect("message");
             m.reserved_count += 1;
             m.last_expired = None;
             let mut view = MessageView {
@@ -372,6 +475,7 @@ impl Model {
                     priority: m.priority,
                 },
                 body: m.body.clone(),
+                history: Vec::new(),
             };
             if delete {
                 self.msgs.remove(&id);
@@ -380,6 +484,8 @@ impl Model {
                 // when its answer is compared.
                 m.state = MState::Reserved { rid: 0, until };
                 m.since = Some(now);
+                m.consumer = if keep > 0 { consumer.clone() } else { None };
+                m.touches = 0;
                 view.info.state = MessageState::Reserved;
                 view.info.reserved_until_ms = until;
             }
@@ -402,7 +508,11 @@ impl Model {
                 self.expected.push_back(Expect::WaitEnded(waiter.id));
                 continue;
             }
-            let planned = self.take(now, waiter.n, waiter.timeout, waiter.delete);
+            let planned = self.take(
+                now,
+                (waiter.n, waiter.timeout, waiter.delete),
+                &waiter.consumer,
+            );
             if planned.is_empty() {
                 return; // only dead letters: it keeps waiting
             }
@@ -493,6 +603,9 @@ impl Model {
                 rids: Vec::new(),
                 done: 0,
                 since: None,
+                history: Vec::new(),
+                consumer: None,
+                touches: 0,
             },
         );
     }
@@ -580,9 +693,17 @@ impl Run {
                     }
                     (Event::DeadLetters { to, messages }, Some(Expect::DeadLetters(expected))) => {
                         assert_eq!(to.as_str(), "q.dead");
-                        let real: Vec<(u64, u32, u8, Bytes)> = messages
+                        let real: Vec<(u64, u32, u8, Bytes, Vec<Attempt>)> = messages
                             .iter()
-                            .map(|m| (m.id, m.reserved_count, m.priority, m.body.clone()))
+                            .map(|m| {
+                                (
+                                    m.id,
+                                    m.reserved_count,
+                                    m.priority,
+                                    m.body.clone(),
+                                    m.history.clone(),
+                                )
+                            })
                             .collect();
                         assert_eq!(real, expected, "dead letters");
                         moves.push(messages.iter().map(|m| m.id).collect::<Vec<_>>());
@@ -727,12 +848,14 @@ impl Run {
                 timeout,
                 wait,
                 delete,
+                consumer,
             } => {
+                let consumer: Option<Arc<str>> = consumer.map(|c| Arc::from(format!("c{c}")));
                 self.model.serve(now);
-                let planned = self.model.take(now, n, timeout, delete);
+                let planned = self.model.take(now, (n, timeout, delete), &consumer);
                 let real = self
                     .h
-                    .try_reserve(n, timeout, wait, delete)
+                    .try_reserve_as(n, timeout, wait, delete, consumer.as_deref())
                     .expect("reserve");
                 match real {
                     Reserved::Parked(waiter) => {
@@ -742,6 +865,7 @@ impl Run {
                             n,
                             timeout,
                             delete,
+                            consumer,
                             deadline: now + wait,
                             gone: false,
                         });
@@ -801,8 +925,12 @@ impl Run {
                     (Ok(lease), Ok(())) => {
                         let until = now + self.model.lease(timeout);
                         assert_eq!(lease.reserved_until_ms, until);
-                        self.model.msgs.get_mut(&id).expect("message").state =
-                            MState::Reserved { rid: 0, until };
+                        let keep = self.model.keep;
+                        let msg = self.model.msgs.get_mut(&id).expect("message");
+                        msg.state = MState::Reserved { rid: 0, until };
+                        if keep > 0 {
+                            msg.touches += 1;
+                        }
                         self.model.accept_rid(id, lease.reservation_id);
                     }
                     (real, expected) => assert_eq!(real.map(drop), expected, "touch"),
@@ -815,6 +943,7 @@ impl Run {
                 let real = self.h.release(id, rid, delay);
                 assert_eq!(real, expected, "release");
                 if expected.is_ok() {
+                    self.model.end_attempt(id, now, Outcome::Released);
                     self.model.requeues += 1;
                     let key = -self.model.requeues;
                     let msg = self.model.msgs.get_mut(&id).expect("message");
@@ -854,6 +983,12 @@ impl Run {
                         },
                     };
                     let msg = self.model.msgs.get_mut(&id).expect("message");
+                    if then.is_ok() {
+                        // Back to the queue without an attempt in the history
+                        // (push deliveries have push statuses instead).
+                        msg.consumer = None;
+                        msg.touches = 0;
+                    }
                     msg.state = state;
                     msg.done |= done;
                 }
@@ -889,7 +1024,14 @@ impl Run {
             }
             Op::Get(m) => {
                 let id = self.pick(m);
-                let expected = self.model.info(id).ok_or(QueueError::MessageNotFound(id));
+                let expected = self
+                    .model
+                    .info(id)
+                    .map(|mut view| {
+                        view.history = self.model.history_at(id, now);
+                        view
+                    })
+                    .ok_or(QueueError::MessageNotFound(id));
                 assert_eq!(self.h.get(id), expected, "get");
             }
             Op::Advance(ms) => self.advance_to(now + ms),
@@ -908,6 +1050,8 @@ impl Run {
                     );
                     m.last_expired = None;
                     m.since = None;
+                    m.consumer = None;
+                    m.touches = 0;
                 }
                 // The processing times are kept with the queue's record, which a
                 // stop writes: they survive; the reservations' starts do not.
@@ -916,6 +1060,7 @@ impl Run {
                 timeout,
                 expiration_s,
                 dead_letter,
+                delivery_history,
             } => {
                 let patch = SettingsPatch {
                     message_timeout_ms: timeout,
@@ -927,8 +1072,12 @@ impl Run {
                             max_reservations: Some(max),
                         },
                     }),
+                    delivery_history,
                     ..SettingsPatch::default()
                 };
+                if let Some(k) = delivery_history {
+                    self.model.keep = k;
+                }
                 self.h.update(&patch).expect("update");
                 if let Some(t) = timeout {
                     self.model.timeout = t;
@@ -950,10 +1099,11 @@ impl Run {
                 let real: Vec<u64> = moving.iter().map(|m| m.id).collect();
                 assert_eq!(real, expected, "redrive");
                 for m in &moving {
+                    let history = self.model.history_to_move(m.id, None);
                     let msg = self.model.msgs.get_mut(&m.id).expect("message");
                     assert_eq!(
-                        (m.reserved_count, m.priority, &m.body),
-                        (0, msg.priority, &msg.body)
+                        (m.reserved_count, m.priority, &m.body, &m.history),
+                        (0, msg.priority, &msg.body, &history)
                     );
                     msg.state = MState::Moving;
                 }
@@ -964,14 +1114,25 @@ impl Run {
             Op::Adopt(adopted) => {
                 let transfers: Vec<Transfer> = adopted
                     .iter()
-                    .map(|&(reserved_count, priority)| {
+                    .map(|&(reserved_count, priority, attempts)| {
                         let id = self.h.io.next_id;
                         self.h.io.next_id += 1;
+                        let history = (0..u64::from(attempts))
+                            .map(|i| Attempt {
+                                reservation_id: id * 10 + i,
+                                consumer: Arc::from("elsewhere"),
+                                reserved_at_ms: now - 10,
+                                ended_at_ms: now - 5,
+                                touches: 1,
+                                outcome: Outcome::TimedOut,
+                            })
+                            .collect();
                         Transfer {
                             id,
                             body: Bytes::from(format!("adopted {id}")),
                             reserved_count,
                             priority,
+                            history,
                         }
                     })
                     .collect();
@@ -984,6 +1145,12 @@ impl Run {
                         (t.reserved_count, t.priority),
                         now,
                     );
+                    let keep = self.model.keep;
+                    self.model.msgs.get_mut(&t.id).expect("adopted").history = if keep > 0 {
+                        newest(t.history, keep)
+                    } else {
+                        Vec::new()
+                    };
                 }
             }
             Op::Cancel(i) => {

@@ -3,7 +3,9 @@
 
 use bytes::Bytes;
 
+use super::super::history::{HistoryUpdate, Outcome};
 use super::super::recovery::{meta_from_record, rebuild};
+use super::super::staging::LogWrite;
 use super::super::state::{Event, QueueMeta, QueueState, Reserved};
 use super::super::types::{
     DeadLetter, DeadLetterPatch, MessageState, NewMessage, QueueName, QueueSettings, SettingsPatch,
@@ -11,7 +13,7 @@ use super::super::types::{
 };
 use super::{text, Harness, START_MS};
 use crate::error::QueueError;
-use crate::storage::{DeadLetterRecord, QueueRecord};
+use crate::storage::{DeadLetterRecord, QueueLog, QueueRecord};
 
 fn ids(messages: &[super::MessageView]) -> Vec<u64> {
     messages.iter().map(|m| m.info.id).collect()
@@ -434,6 +436,7 @@ fn adopted_messages_keep_id_body_and_count_and_their_expiry_restarts() {
         ..QueueSettings::default()
     });
     let transfer = |id| Transfer {
+        history: Vec::new(),
         priority: crate::queue::types::DEFAULT_PRIORITY,
         id,
         body: Bytes::from_static(b"moved"),
@@ -559,6 +562,7 @@ fn a_moved_message_keeps_its_priority() {
         .collect();
     assert_eq!(dead, [(taken[0].info.id, 0), (taken[1].info.id, 15)]);
     let adopted = Transfer {
+        history: Vec::new(),
         id: 900,
         body: Bytes::from_static(b"in"),
         reserved_count: 0,
@@ -575,6 +579,191 @@ fn a_moved_message_keeps_its_priority() {
         .map(|m| (m.info.id, m.info.priority))
         .collect();
     assert_eq!(got, [(900, 3), (1, 8)]);
+}
+
+// ----- delivery history ------------------------------------------------------------
+
+/// Reserves one message as `consumer` (leased for `lease_ms`).
+fn reserve_as(h: &mut Harness, consumer: Option<&str>, lease_ms: u64) -> super::MessageView {
+    match h
+        .try_reserve_as(1, Some(lease_ms), 0, false, consumer)
+        .unwrap()
+    {
+        Reserved::Now(mut got) => got.remove(0),
+        Reserved::Parked(_) => panic!("nothing to reserve"),
+    }
+}
+
+/// (outcome, consumer, reserved at, ended at, touches) of each attempt.
+fn attempts(view: &super::MessageView) -> Vec<(Outcome, String, u64, u64, u32)> {
+    view.history
+        .iter()
+        .map(|a| {
+            (
+                a.outcome,
+                a.consumer.to_string(),
+                a.reserved_at_ms,
+                a.ended_at_ms,
+                a.touches,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_attempt_that_does_not_delete_is_kept_with_its_consumer_touches_and_times() {
+    let mut h = Harness::new();
+    let id = h.push(&["job"])[0];
+    let t0 = h.now;
+    let first = reserve_as(&mut h, Some("w1"), 1_000);
+    h.advance(400);
+    let touched = h.touch(id, first.info.reservation_id, Some(1_000)).unwrap();
+    h.advance(1_000); // the touched lease runs out at t0 + 1400
+    let t1 = h.now;
+    let second = reserve_as(&mut h, Some("w2"), 5_000);
+    h.advance(250);
+    h.release(id, second.info.reservation_id, 0).unwrap();
+    h.advance(50);
+    let third = reserve_as(&mut h, None, 5_000);
+    h.advance(10);
+    let got = h.get(id).unwrap();
+    assert_eq!(
+        attempts(&got),
+        [
+            (Outcome::TimedOut, "w1".into(), t0, t0 + 1_400, 1),
+            (Outcome::Released, "w2".into(), t1, t1 + 250, 0),
+            (Outcome::InProgress, String::new(), t1 + 300, t1 + 310, 0),
+        ]
+    );
+    assert_eq!(got.history[0].reservation_id, touched.reservation_id);
+    assert_eq!(got.history[0].duration_ms(), 1_400);
+    assert_eq!(got.history[2].reservation_id, third.info.reservation_id);
+
+    // Kept on disk: a restart keeps the ended attempts; the one under way
+    // loses its start (in memory only).
+    h.write(false);
+    h.restart();
+    let after = h.get(id).unwrap();
+    assert_eq!(after.history[..2], got.history[..2]);
+    assert_eq!(
+        (after.history[2].outcome, after.history[2].reserved_at_ms),
+        (Outcome::InProgress, 0)
+    );
+    // Deleting the message deletes its history.
+    h.delete(&[(id, Some(third.info.reservation_id))]).unwrap();
+    let writes = h.write(false);
+    assert!(writes.contains(&LogWrite::History {
+        id,
+        update: HistoryUpdate::Remove
+    }));
+    assert!(h.io.log.history_ids().unwrap().is_empty());
+}
+
+#[test]
+fn a_message_delivered_once_and_deleted_writes_no_history_and_keeps_nothing() {
+    let mut h = Harness::new();
+    let ids = h.push(&["a", "b"]);
+    h.write(false);
+    for id in ids {
+        let got = reserve_as(&mut h, Some("w"), 1_000);
+        assert_eq!(got.info.id, id);
+        let lease = h.touch(id, got.info.reservation_id, None).unwrap();
+        h.delete(&[(id, Some(lease.reservation_id))]).unwrap();
+    }
+    let writes = h.write(false);
+    assert!(
+        !writes.iter().any(|w| matches!(w, LogWrite::History { .. })),
+        "{writes:?}"
+    );
+    assert!(h.io.log.history_ids().unwrap().is_empty());
+    assert_eq!(
+        h.state.history_footprint(),
+        (0, 0),
+        "nothing held in memory"
+    );
+}
+
+#[test]
+fn the_newest_k_attempts_are_kept_and_k_0_keeps_none() {
+    let mut h = Harness::new();
+    h.update(&SettingsPatch {
+        delivery_history: Some(2),
+        ..SettingsPatch::default()
+    })
+    .unwrap();
+    let id = h.push(&["x"])[0];
+    for consumer in ["a", "b", "c"] {
+        let got = reserve_as(&mut h, Some(consumer), 1_000);
+        h.release(id, got.info.reservation_id, 0).unwrap();
+        h.write(false); // each append reads the stored record
+    }
+    let names: Vec<String> = attempts(&h.get(id).unwrap())
+        .into_iter()
+        .map(|a| a.1)
+        .collect();
+    assert_eq!(names, ["b", "c"]);
+    assert!(h
+        .update(&SettingsPatch {
+            delivery_history: Some(101),
+            ..SettingsPatch::default()
+        })
+        .is_err());
+    h.update(&SettingsPatch {
+        delivery_history: Some(0),
+        ..SettingsPatch::default()
+    })
+    .unwrap();
+    let got = reserve_as(&mut h, Some("d"), 1_000);
+    h.release(id, got.info.reservation_id, 0).unwrap();
+    assert_eq!(
+        h.get(id).unwrap().history.len(),
+        2,
+        "nothing added with K = 0"
+    );
+}
+
+#[test]
+fn a_dead_lettered_message_carries_its_history_and_why_it_died() {
+    let mut h = Harness::with_settings(with_dead_letter(2));
+    let id = h.push(&["poison"])[0];
+    for consumer in ["w1", "w2"] {
+        reserve_as(&mut h, Some(consumer), 1_000);
+        h.advance(1_000);
+    }
+    let died_at = h.now;
+    assert!(h
+        .try_reserve_as(1, None, 0, false, Some("w3"))
+        .map(|r| matches!(r, Reserved::Now(got) if got.is_empty()))
+        .unwrap());
+    let moved: Vec<Transfer> = h
+        .take_events()
+        .into_iter()
+        .flat_map(|event| match event {
+            Event::DeadLetters { messages, .. } => messages,
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(moved.len(), 1);
+    let history: Vec<(Outcome, &str)> = moved[0]
+        .history
+        .iter()
+        .map(|a| (a.outcome, &*a.consumer))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (Outcome::TimedOut, "w1"),
+            (Outcome::TimedOut, "w2"),
+            (Outcome::DeadLettered, "w3")
+        ]
+    );
+    assert_eq!(moved[0].history[2].ended_at_ms, died_at);
+    // Where it lands, get shows it.
+    let mut dlq = Harness::new();
+    assert_eq!(dlq.adopt(moved), 1);
+    dlq.write(false);
+    dlq.restart();
+    assert_eq!(dlq.get(id).unwrap().history.len(), 3);
 }
 
 // ----- long polls -----------------------------------------------------------------
@@ -861,6 +1050,7 @@ fn total_pushed_alone_is_written_at_most_once_a_second_and_at_the_end() {
 #[test]
 fn settings_of_a_damaged_record_are_brought_into_range_and_never_overflow() {
     let record = QueueRecord {
+        delivery_history: 10,
         id: 1,
         name: "q".into(),
         created_at_ms: 0,
@@ -895,6 +1085,7 @@ fn settings_of_a_damaged_record_are_brought_into_range_and_never_overflow() {
         name: QueueName::new("q").unwrap(),
         created_at_ms: 0,
         settings: QueueSettings {
+            delivery_history: crate::queue::history::DEFAULT_DELIVERY_HISTORY,
             message_timeout_ms: u64::MAX,
             message_expiration_s: u64::MAX,
             dead_letter: None,
@@ -914,13 +1105,21 @@ fn settings_of_a_damaged_record_are_brought_into_range_and_never_overflow() {
         .push(far, &mut io, super::bodies(&["x"]))
         .expect("push at a far time");
     let Reserved::Now(got) = state
-        .reserve(far, &mut io, 1, None, u64::MAX, false)
+        .reserve(
+            far,
+            &mut io,
+            super::super::state::Ask {
+                n: 1,
+                ..Default::default()
+            },
+            u64::MAX,
+        )
         .unwrap()
     else {
         panic!("parked")
     };
     assert_eq!(got[0].info.reserved_until_ms, u64::MAX);
-    let rebuilt = rebuild(state.meta().clone(), Vec::new(), far);
+    let rebuilt = rebuild(state.meta().clone(), Vec::new(), Vec::new(), far);
     assert_eq!(rebuilt.stats().size, 0);
 }
 
@@ -1052,7 +1251,7 @@ fn counters_count_each_outcome_once_and_the_head_age_follows_the_head() {
     // deleted).
     h.reserve(1, Some(1_000));
     h.advance(1_000);
-    let taken = h.op(|s, now, io| s.reserve(now, io, 4, None, 0, true));
+    let taken = h.try_reserve(4, None, 0, true);
     assert!(
         matches!(taken, Ok(Reserved::Now(ref m)) if m.len() == 2),
         "{taken:?}"
