@@ -21,6 +21,7 @@ fn push_request(messages: usize, body_len: usize) -> Request {
             queue: "bench".into(),
             messages: (0..messages)
                 .map(|_| PushMessage {
+                    key: String::new(),
                     priority: None,
                     body: body.clone(),
                     delay_ms: 0,

@@ -58,6 +58,7 @@ fn actor(c: &mut Criterion) {
                 runtime.block_on(async {
                     let messages = vec![
                         NewMessage {
+                            key: None,
                             priority: ferromq::queue::types::DEFAULT_PRIORITY,
                             body: body.clone(),
                             delay_ms: 0,
@@ -131,6 +132,7 @@ fn state_machine(c: &mut Criterion) {
                 now += 1;
                 let messages = vec![
                     NewMessage {
+                        key: None,
                         priority: ferromq::queue::types::DEFAULT_PRIORITY,
                         body: body.clone(),
                         delay_ms: 0,
@@ -150,6 +152,79 @@ fn state_machine(c: &mut Criterion) {
                     .map(|m| (m.info.id, Some(m.info.reservation_id)))
                     .collect();
                 state.delete(now, &entries).expect("delete");
+                state.take_writes(now, false)
+            });
+        });
+    }
+    group.finish();
+}
+
+/// Fair dispatch by key (issue 14): a reserve picks the least recently served
+/// key among those with an available message, O(log keys). Each round reserves
+/// one message (of the next key in turn), deletes it and pushes a replacement
+/// to that key, so the number of keys stays put; with no keys it is the plain
+/// queue, for comparison. A cap of 1 per key is set, so every round also takes
+/// a key out of the ring and puts it back.
+fn fair_dispatch(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fair_dispatch");
+    let body = Bytes::from(vec![b'x'; 100]);
+    for keys in [0usize, 1_000, 100_000] {
+        let settings = QueueSettings {
+            key_max_in_flight: u32::from(keys > 0),
+            ..QueueSettings::default()
+        };
+        let mut state = QueueState::new(QueueMeta {
+            name: QueueName::new("bench").expect("name"),
+            created_at_ms: 0,
+            settings,
+            total_pushed: 0,
+            attachment: Bytes::new(),
+            processing: None,
+        });
+        let mut env = Counter(1);
+        let now = 1_000;
+        let names: Vec<std::sync::Arc<str>> = (0..keys.max(1))
+            .map(|k| std::sync::Arc::from(format!("tenant-{k}")))
+            .collect();
+        let message = |k: usize| NewMessage {
+            key: (keys > 0).then(|| std::sync::Arc::clone(&names[k])),
+            priority: ferromq::queue::types::DEFAULT_PRIORITY,
+            body: body.clone(),
+            delay_ms: 0,
+        };
+        // Two messages per key waiting (one per key for the plain queue, times 2).
+        for chunk in (0..keys.max(1) * 2).collect::<Vec<_>>().chunks(100) {
+            let messages = chunk.iter().map(|&i| message(i % keys.max(1))).collect();
+            state.push(now, &mut env, messages).expect("push");
+        }
+        state.take_writes(now, false);
+        let mut next_key = 0;
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(format!("reserve+delete+push with {keys} keys"), |b| {
+            b.iter(|| {
+                let Ok(Reserved::Now(got)) = state.reserve(
+                    now,
+                    &mut env,
+                    Ask {
+                        n: 1,
+                        ..Ask::default()
+                    },
+                    0,
+                ) else {
+                    panic!("reserve")
+                };
+                let m = &got[0];
+                state
+                    .delete(now, &[(m.info.id, Some(m.info.reservation_id))])
+                    .expect("delete");
+                next_key = (next_key + 1) % keys.max(1);
+                // The key's index is in its name (a search would cost O(keys)).
+                let k = m.key.as_ref().map_or(next_key, |name| {
+                    name.strip_prefix("tenant-")
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0)
+                });
+                state.push(now, &mut env, vec![message(k)]).expect("push");
                 state.take_writes(now, false)
             });
         });
@@ -190,7 +265,7 @@ fn batches(c: &mut Criterion) {
     };
     let mut builder = BatchBuilder::default();
     for id in 0..100 {
-        builder.push(id, record, body.clone());
+        builder.push(id, record, body.clone(), None);
     }
     group.throughput(Throughput::Elements(100));
     group.bench_function("encode 100 x 100 B", |b| b.iter(|| builder.encode()));
@@ -207,5 +282,12 @@ fn batches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, actor, state_machine, deadlines, batches);
+criterion_group!(
+    benches,
+    actor,
+    state_machine,
+    fair_dispatch,
+    deadlines,
+    batches
+);
 criterion_main!(benches);

@@ -27,6 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Up to 100 messages per call: one round trip and one fsync for all of them.
         let batch: Vec<PushMessage> = (pushed..count.min(pushed + 100))
             .map(|i| PushMessage {
+                key: String::new(),
                 priority: None,
                 body: Bytes::from(format!("job {i}")),
                 delay_ms: 0,

@@ -144,6 +144,7 @@ mod tests {
             op: Some(request::Op::Push(Push {
                 queue: "q".into(),
                 messages: vec![PushMessage {
+                    key: String::new(),
                     priority: None,
                     body: Bytes::from_static(body),
                     delay_ms: 0,

@@ -359,6 +359,9 @@ impl Service {
                 0,
                 u64::from(MAX_PRIORITY),
             )?;
+            if let Some(key) = &message.key {
+                crate::queue::fair::check_key(key).map_err(QueueError::invalid)?;
+            }
         }
         let handle = self.registry.get_or_create(queue).await?;
         self.push_from(handle, queue, messages, &headers).await
@@ -972,6 +975,7 @@ fn stored(
             body: wrap_body(headers.get(i).map_or(&[][..], Vec::as_slice), &m.body),
             delay_ms: m.delay_ms,
             priority: m.priority,
+            key: m.key.clone(),
         })
         .collect()
 }
@@ -1038,6 +1042,7 @@ mod tests {
 
     fn message(text: &'static str) -> Vec<NewMessage> {
         vec![NewMessage {
+            key: None,
             priority: crate::queue::types::DEFAULT_PRIORITY,
             body: Bytes::from_static(text.as_bytes()),
             delay_ms: 0,
@@ -1158,6 +1163,7 @@ mod tests {
             MAX_BATCH
         );
         let big = vec![NewMessage {
+            key: None,
             priority: crate::queue::types::DEFAULT_PRIORITY,
             body: Bytes::from(vec![0u8; 1025]),
             delay_ms: 0,
@@ -1171,6 +1177,7 @@ mod tests {
         ));
         let late = |delay_ms| {
             vec![NewMessage {
+                key: None,
                 priority: crate::queue::types::DEFAULT_PRIORITY,
                 body: Bytes::new(),
                 delay_ms,

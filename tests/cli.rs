@@ -211,6 +211,36 @@ fn the_cli_names_its_consumer_and_get_shows_the_delivery_history() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("INVALID_ARGUMENT"));
 }
 
+/// Fair dispatch (issue 14): `push --key`, `create-queue --key-max-in-flight`,
+/// keys shown by reserve and counted by info.
+#[test]
+fn the_cli_pushes_keyed_messages_and_caps_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let addr = server.addr.as_str();
+    stdout(&cli(
+        addr,
+        &["create-queue", "orders", "--key-max-in-flight", "1"],
+    ));
+    stdout(&cli(addr, &["push", "orders", "a1", "a2", "--key", "acme"]));
+    stdout(&cli(addr, &["push", "orders", "g1", "--key", "globex"]));
+    let text = stdout(&cli(addr, &["reserve", "orders", "--n", "10"]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "one per key: {text}");
+    assert!(
+        lines[0].contains(" key=acme ") && lines[0].ends_with("body=a1"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains(" key=globex ") && lines[1].ends_with("body=g1"),
+        "{text}"
+    );
+    let info = stdout(&cli(addr, &["info", "orders"]));
+    assert!(info.contains(" keys=2 key_max_in_flight=1"), "{info}");
+    let bad = cli(addr, &["push", "orders", "x", "--key", ""]);
+    assert_eq!(bad.status.code(), Some(0), "an empty key is no key");
+}
+
 fn info(addr: &str, queue: &str) -> Value {
     json_lines(&cli(addr, &["info", queue, "--json"])).remove(0)
 }

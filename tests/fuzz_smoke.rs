@@ -69,6 +69,7 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 fn request_seeds() -> Vec<Vec<u8>> {
     let body = |s: &'static str| Bytes::from_static(s.as_bytes());
     let settings = Some(proto::QueueSettings {
+        key_max_in_flight: None,
         message_timeout_ms: 30_000,
         message_expiration_s: 60,
         delivery_history: Some(3),
@@ -107,12 +108,14 @@ fn request_seeds() -> Vec<Vec<u8>> {
             queue: "p/jobs".into(),
             messages: vec![
                 proto::PushMessage {
+                    key: String::new(),
                     priority: None,
                     body: body("a"),
                     delay_ms: 0,
                     push_headers: Vec::new(),
                 },
                 proto::PushMessage {
+                    key: String::new(),
                     priority: None,
                     body: body("later"),
                     delay_ms: 1000,

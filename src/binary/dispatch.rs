@@ -165,6 +165,7 @@ async fn run(
                         body: m.body,
                         delay_ms: m.delay_ms,
                         priority: priority(m.priority.map(u64::from))?,
+                        key: (!m.key.is_empty()).then(|| Arc::from(m.key.as_str())),
                     })
                 })
                 .collect::<Result<_, QueueError>>()?;
@@ -453,6 +454,7 @@ fn settings_patch(
         kind,
         push,
         delivery_history: s.delivery_history,
+        key_max_in_flight: s.key_max_in_flight,
     })
 }
 
@@ -591,6 +593,7 @@ fn message_to_proto(m: MessageView) -> proto::Message {
         state: state.into(),
         priority: u32::from(info.priority),
         history: m.history.iter().map(attempt_to_proto).collect(),
+        key: m.key.as_deref().unwrap_or_default().to_owned(),
     }
 }
 
@@ -630,6 +633,7 @@ fn queue_info(stats: QueueStats) -> response::Result {
             }),
             push: stats.settings.push.as_ref().map(push_to_proto),
             delivery_history: Some(stats.settings.delivery_history),
+            key_max_in_flight: Some(stats.settings.key_max_in_flight),
         }),
         created_at_ms: stats.created_at_ms,
         waiting: stats.waiting,
@@ -638,5 +642,6 @@ fn queue_info(stats: QueueStats) -> response::Result {
         processing_p50_ms: stats.processing.map_or(0, |p| p.p50_ms),
         processing_p99_ms: stats.processing.map_or(0, |p| p.p99_ms),
         advised_timeout_ms: stats.processing.and_then(|p| p.advised_ms).unwrap_or(0),
+        keys: stats.keys,
     })
 }

@@ -84,6 +84,10 @@ pub(super) struct SettingsArgs {
     /// Delivery attempts kept per message, 0..=100 (0: none; default 10).
     #[arg(long)]
     delivery_history: Option<u32>,
+    /// Most reserved messages per message key at once, 0..=10000 (0: no cap;
+    /// 1: one at a time, in order, per key).
+    #[arg(long)]
+    key_max_in_flight: Option<u32>,
     /// Dead-letter queue ("" removes the setting with update-queue).
     #[arg(long)]
     dead_letter: Option<String>,
@@ -173,6 +177,7 @@ impl SettingsArgs {
             message_timeout_ms: self.timeout.unwrap_or(0),
             message_expiration_s: self.expiration_s.unwrap_or(0),
             delivery_history: self.delivery_history,
+            key_max_in_flight: self.key_max_in_flight,
             dead_letter,
             push: self.push()?,
         })
@@ -257,6 +262,9 @@ pub(super) enum ClientCommand {
         /// Priority, 0..=15: lower is reserved first; 8 when not given.
         #[arg(long, value_parser = clap::value_parser!(u32).range(0..=15))]
         priority: Option<u32>,
+        /// Dispatch key (a tenant, a customer): reserves take keys in turn.
+        #[arg(long)]
+        key: Option<String>,
     },
     /// Reserve messages.
     Reserve {
@@ -516,6 +524,7 @@ impl ClientCommand {
                 delay,
                 headers,
                 priority,
+                key,
                 ..
             } => {
                 let push_headers = push_headers(&headers).map_err(ClientError::Protocol)?;
@@ -533,6 +542,7 @@ impl ClientCommand {
                             delay_ms: delay,
                             push_headers: push_headers.clone(),
                             priority,
+                            key: key.clone().unwrap_or_default(),
                         })
                         .collect();
                     ids.extend(client.push_messages(&queue, messages).await?);

@@ -30,6 +30,7 @@ pub(super) fn print_info(info: &proto::QueueInfo, as_json: bool) {
             "message_timeout_ms": settings.message_timeout_ms,
             "message_expiration_s": settings.message_expiration_s,
             "delivery_history": settings.delivery_history,
+            "key_max_in_flight": settings.key_max_in_flight,
             "dead_letter": dead_letter.map(|d| json!({
                 "queue": d.queue,
                 "max_reservations": d.max_reservations,
@@ -50,6 +51,7 @@ pub(super) fn print_info(info: &proto::QueueInfo, as_json: bool) {
         "waiting": info.waiting,
         "bytes": info.bytes,
         "processing_samples": info.processing_samples,
+        "keys": info.keys,
         "processing_p50_ms": info.processing_p50_ms,
         "processing_p99_ms": info.processing_p99_ms,
         "advised_timeout_ms": info.advised_timeout_ms,
@@ -75,8 +77,17 @@ pub(super) fn print_info(info: &proto::QueueInfo, as_json: bool) {
             p.error_queue.as_deref().unwrap_or("")
         )
     });
-    let processing = if info.processing_samples == 0 {
+    let keys = if info.keys == 0 && settings.key_max_in_flight.unwrap_or(0) == 0 {
         String::new()
+    } else {
+        format!(
+            " keys={} key_max_in_flight={}",
+            info.keys,
+            settings.key_max_in_flight.unwrap_or(0)
+        )
+    };
+    let processing = if info.processing_samples == 0 {
+        keys
     } else {
         let advice = if info.advised_timeout_ms == 0 {
             "default".to_owned()
@@ -88,7 +99,7 @@ pub(super) fn print_info(info: &proto::QueueInfo, as_json: bool) {
             fine_duration(info.processing_p50_ms),
             fine_duration(info.processing_p99_ms),
             info.processing_samples
-        )
+        ) + &keys
     };
     let text = format!(
         "{}: size={} available={} reserved={} delayed={} total_pushed={} waiting={} bytes={} timeout={} expiration={}{dead_letter}{push}{processing}",
@@ -197,17 +208,23 @@ pub(super) fn print_messages(messages: &[proto::Message], as_json: bool) {
             "state": state_name(m.state),
             "priority": m.priority,
         });
+        if !m.key.is_empty() {
+            value["key"] = json!(m.key);
+        }
         let mut reservation = String::new();
         if m.reservation_id != 0 {
             value["reservation_id"] = json!(m.reservation_id);
             reservation = format!(" reservation_id={}", m.reservation_id);
         }
         // The default priority goes without saying, as in `push`.
-        let priority = if m.priority == u32::from(DEFAULT_PRIORITY) {
+        let mut priority = if m.priority == u32::from(DEFAULT_PRIORITY) {
             String::new()
         } else {
             format!(" priority={}", m.priority)
         };
+        if !m.key.is_empty() {
+            priority.push_str(&format!(" key={}", m.key));
+        }
         let mut text = format!(
             "id={}{} state={}{priority} reserved_count={} body={body}",
             m.id,

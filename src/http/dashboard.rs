@@ -573,6 +573,7 @@ mod tests {
     #[test]
     fn bodies_are_text_when_utf8_and_hex_otherwise_and_cut_at_the_limit() {
         let view = |body: &[u8]| MessageView {
+            key: None,
             history: Vec::new(),
             info: crate::queue::types::MessageInfo {
                 priority: crate::queue::types::DEFAULT_PRIORITY,

@@ -325,6 +325,8 @@ pub(super) fn settings_patch(
         push,
         delivery_history: opt_u64(queue, "delivery_history")?
             .map(|k| u32::try_from(k).unwrap_or(u32::MAX)),
+        key_max_in_flight: opt_u64(queue, "key_max_in_flight")?
+            .map(|k| u32::try_from(k).unwrap_or(u32::MAX)),
     })
 }
 
@@ -349,6 +351,8 @@ pub(super) fn queue_json(
         "message_timeout": settings.message_timeout_ms / 1000,
         "message_expiration": settings.message_expiration_s,
         "delivery_history": settings.delivery_history,
+        "key_max_in_flight": settings.key_max_in_flight,
+        "keys": stats.keys,
         "type": settings.kind().as_str(),
     });
     let local_name = |name: &QueueName| {
@@ -411,6 +415,7 @@ pub(super) fn message_json(m: &MessageView) -> Value {
         "body": String::from_utf8_lossy(&m.body),
         "reserved_count": m.info.reserved_count,
         "priority": m.info.priority,
+        "key": m.key.as_deref(),
     })
 }
 

@@ -1,6 +1,8 @@
 //! The routes of `/3/projects/{project}/...` and their handlers: each turns the
 //! request into one service call and its answer into IronMQ's JSON.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -328,6 +330,12 @@ impl Api {
                 body: Bytes::from(text.clone().into_bytes()),
                 delay_ms: opt_seconds_as_ms(item, "delay")?.unwrap_or(0),
                 priority: priority(opt_u64(item, "priority")?)?,
+                key: match item.get("key") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(key)) if key.is_empty() => None,
+                    Some(Value::String(key)) => Some(Arc::from(key.as_str())),
+                    Some(_) => return Err(ApiError::bad("key must be a string")),
+                },
             });
         }
         let ids = self
@@ -343,6 +351,7 @@ impl Api {
             body: call.body.clone(),
             delay_ms: 0,
             priority: DEFAULT_PRIORITY,
+            key: None,
         };
         // `X-Subscribers-Name: v` is the push header `Name: v`; invalid ones are
         // dropped, as IronMQ does.

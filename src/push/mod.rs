@@ -637,6 +637,7 @@ impl PushEngine {
                     body: Bytes::from(report.to_string()),
                     delay_ms: 0,
                     priority: message.info.priority,
+                    key: None,
                 }])
                 .await?;
         }

@@ -26,11 +26,19 @@
 //! A compact message that changes (reserved, released, moved) becomes special and
 //! never compact again.
 //!
+//! A message with a dispatch key is always special, and its key's bookkeeping
+//! (`fair.rs`) follows every change of it here; which message a reserve takes
+//! ([`MessageIndex::next_to_reserve`]) is then the fair choice among keys. Without
+//! keyed messages there is no such bookkeeping and the next is the first available.
+//!
 //! Nothing here does I/O or reads a clock: it is part of the pure state machine.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::iter::Peekable;
 
+use std::sync::Arc;
+
+use super::fair::{Keys, Standing, UNKEYED};
 use super::order::{is_push_key, priority_of, push_key};
 use super::state::{Msg, State};
 
@@ -49,6 +57,19 @@ pub(super) struct MessageIndex {
     compact_len: usize,
     /// The highest id ever made compact: a new compact id must be above it.
     compact_floor: Option<u64>,
+    /// The dispatch keys, while some message has one.
+    keys: Option<Box<Keys>>,
+    /// Most messages in flight per key (0: no cap).
+    key_cap: u32,
+}
+
+/// How `msg` counts for its key.
+fn standing(msg: &Msg) -> Standing {
+    match msg.state {
+        State::Available => Standing::Available(msg.order_key),
+        State::Reserved { .. } => Standing::InFlight,
+        State::Delayed { .. } | State::Moving => Standing::Other,
+    }
 }
 
 /// The compact members of one group.
@@ -156,6 +177,7 @@ impl Compact {
                 push_done: 0,
                 batch: self.batch,
                 slot: run.first_slot + offset,
+                key: UNKEYED,
             };
             (run.first_member + offset, msg)
         })
@@ -218,6 +240,7 @@ impl Compact {
 /// Whether `msg` is in its push defaults (the state a compact message implies).
 fn is_default(id: u64, msg: &Msg) -> bool {
     msg.state == State::Available
+        && msg.key == UNKEYED
         && is_push_key(msg.order_key, id)
         && msg.reserved_count == 0
         && msg.expired_reservation_id == 0
@@ -231,7 +254,79 @@ impl MessageIndex {
 
     /// Available messages.
     pub(super) fn available_len(&self) -> usize {
-        self.special_available.len() + self.compact_len
+        self.special_available.len()
+            + self.compact_len
+            + self.keys.as_ref().map_or(0, |k| k.available().len())
+    }
+
+    /// The id of dispatch key `name`, for a message about to be inserted with it.
+    pub(super) fn intern_key(&mut self, name: &Arc<str>) -> u32 {
+        let cap = self.key_cap;
+        self.keys
+            .get_or_insert_with(|| Box::new(Keys::new(cap)))
+            .intern(name)
+    }
+
+    /// The name of dispatch key `key`.
+    pub(super) fn key_name(&self, key: u32) -> Option<Arc<str>> {
+        self.keys.as_ref()?.name(key).cloned()
+    }
+
+    /// Dispatch keys with a message in the queue.
+    pub(super) fn key_count(&self) -> usize {
+        self.keys.as_ref().map_or(0, |k| k.len())
+    }
+
+    /// Sets the most messages in flight per key (0: no cap).
+    pub(super) fn set_key_cap(&mut self, cap: u32) {
+        self.key_cap = cap;
+        if let Some(keys) = &mut self.keys {
+            keys.set_cap(cap);
+        }
+    }
+
+    /// The message a reserve takes next, as (order key, id): the first
+    /// available one, or with keyed messages the fair choice (`fair.rs`).
+    pub(super) fn next_to_reserve(&self) -> Option<(u64, u64)> {
+        let Some(keys) = &self.keys else {
+            return self.first_available();
+        };
+        match keys.next()? {
+            (UNKEYED, _) => self.first_unkeyed(),
+            (_, first) => first,
+        }
+    }
+
+    /// The key of message `id` was served (a reserve took it).
+    pub(super) fn served(&mut self, key: u32) {
+        if let Some(keys) = &mut self.keys {
+            keys.served(key);
+        }
+    }
+
+    /// The first available message without a key.
+    fn first_unkeyed(&self) -> Option<(u64, u64)> {
+        Available {
+            special: Merge::new(self.special_available.iter(), None.into_iter().flatten())
+                .peekable(),
+            compact: self.compact_stream().peekable(),
+        }
+        .next()
+    }
+
+    /// Tells the keys whether an unkeyed message is available.
+    fn sync_unkeyed(&mut self) {
+        let unkeyed = self.special_available.len() + self.compact_len > 0;
+        if let Some(keys) = &mut self.keys {
+            keys.set_unkeyed_available(unkeyed);
+        }
+    }
+
+    /// Forgets the keys when no message has one.
+    fn drop_idle_keys(&mut self) {
+        if self.keys.as_ref().is_some_and(|k| k.is_empty()) {
+            self.keys = None;
+        }
     }
 
     /// Message `id`, if it is here.
@@ -249,23 +344,32 @@ impl MessageIndex {
         self.get(id).is_some()
     }
 
-    /// Adds a message that is not here.
+    /// Adds a message that is not here (a keyed one after [`MessageIndex::intern_key`]).
     pub(super) fn insert(&mut self, id: u64, msg: Msg) {
         if !self.insert_compact(id, &msg) {
             self.insert_special(id, msg);
         }
+        self.sync_unkeyed();
     }
 
     /// Replaces message `id` (which is here) with `msg`.
     pub(super) fn update(&mut self, id: u64, msg: Msg) {
         if let Some(old) = self.special.get_mut(&id) {
-            if old.state == State::Available {
-                self.special_available.remove(&(old.order_key, id));
-            }
+            let before = *old;
             *old = msg;
+            if msg.key != UNKEYED {
+                if let Some(keys) = &mut self.keys {
+                    keys.change(msg.key, id, standing(&before), standing(&msg));
+                }
+                return;
+            }
+            if before.state == State::Available {
+                self.special_available.remove(&(before.order_key, id));
+            }
             if msg.state == State::Available {
                 self.special_available.insert((msg.order_key, id));
             }
+            self.sync_unkeyed();
             return;
         }
         match self.get(id) {
@@ -273,6 +377,7 @@ impl MessageIndex {
             Some(_) => {
                 self.remove_compact(id);
                 self.insert_special(id, msg);
+                self.sync_unkeyed();
             }
             None => {}
         }
@@ -281,12 +386,20 @@ impl MessageIndex {
     /// Removes message `id`; returns it.
     pub(super) fn remove(&mut self, id: u64) -> Option<Msg> {
         if let Some(msg) = self.special.remove(&id) {
-            if msg.state == State::Available {
+            if msg.key != UNKEYED {
+                if let Some(keys) = &mut self.keys {
+                    keys.leave(msg.key, id, standing(&msg));
+                }
+                self.drop_idle_keys();
+            } else if msg.state == State::Available {
                 self.special_available.remove(&(msg.order_key, id));
             }
+            self.sync_unkeyed();
             return Some(msg);
         }
-        self.remove_compact(id)
+        let removed = self.remove_compact(id);
+        self.sync_unkeyed();
+        removed
     }
 
     /// Forgets every message (new compact ids must still be above the old ones).
@@ -296,19 +409,25 @@ impl MessageIndex {
         self.compact.clear();
         self.compact_order.clear();
         self.compact_len = 0;
+        self.keys = None;
     }
 
     /// The available messages as (order key, id), in the order reserve takes them.
     pub(super) fn available(&self) -> Available<'_, impl Iterator<Item = (u64, u64)> + '_> {
+        let keyed = self.keys.as_ref().map(|k| k.available().iter());
         Available {
-            special: self.special_available.iter().peekable(),
-            compact: self
-                .compact_order
-                .iter()
-                .filter_map(|(_, first)| self.compact.get(first))
-                .flat_map(Compact::keys)
+            special: Merge::new(self.special_available.iter(), keyed.into_iter().flatten())
                 .peekable(),
+            compact: self.compact_stream().peekable(),
         }
+    }
+
+    /// The compact messages as (order key, id), in order.
+    fn compact_stream(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.compact_order
+            .iter()
+            .filter_map(|(_, first)| self.compact.get(first))
+            .flat_map(Compact::keys)
     }
 
     /// The first available message as (order key, id).
@@ -317,7 +436,11 @@ impl MessageIndex {
     }
 
     fn insert_special(&mut self, id: u64, msg: Msg) {
-        if msg.state == State::Available {
+        if msg.key != UNKEYED {
+            if let Some(keys) = &mut self.keys {
+                keys.enter(msg.key, id, standing(&msg));
+            }
+        } else if msg.state == State::Available {
             self.special_available.insert((msg.order_key, id));
         }
         self.special.insert(id, msg);
@@ -361,10 +484,51 @@ impl MessageIndex {
     }
 }
 
+/// Two ordered streams of (order key, id) as one.
+pub(super) struct Merge<A: Iterator, B: Iterator> {
+    a: Peekable<A>,
+    b: Peekable<B>,
+}
+
+impl<'a, A, B> Merge<A, B>
+where
+    A: Iterator<Item = &'a (u64, u64)>,
+    B: Iterator<Item = &'a (u64, u64)>,
+{
+    fn new(a: A, b: B) -> Self {
+        Merge {
+            a: a.peekable(),
+            b: b.peekable(),
+        }
+    }
+}
+
+impl<'a, A, B> Iterator for Merge<A, B>
+where
+    A: Iterator<Item = &'a (u64, u64)>,
+    B: Iterator<Item = &'a (u64, u64)>,
+{
+    type Item = &'a (u64, u64);
+
+    fn next(&mut self) -> Option<&'a (u64, u64)> {
+        match (self.a.peek(), self.b.peek()) {
+            (Some(a), Some(b)) if b < a => self.b.next(),
+            (Some(_), _) => self.a.next(),
+            (None, _) => self.b.next(),
+        }
+    }
+}
+
+/// The special AVAILABLE messages of both kinds, unkeyed and keyed, in order.
+type Specials<'a> = Merge<
+    std::collections::btree_set::Iter<'a, (u64, u64)>,
+    std::iter::Flatten<std::option::IntoIter<std::collections::btree_set::Iter<'a, (u64, u64)>>>,
+>;
+
 /// The available messages in order: the merge of the available specials (by order
 /// key) with the compact ones (by order key too: by priority, then id).
 pub(super) struct Available<'a, C: Iterator<Item = (u64, u64)>> {
-    special: Peekable<std::collections::btree_set::Iter<'a, (u64, u64)>>,
+    special: Peekable<Specials<'a>>,
     compact: Peekable<C>,
 }
 
@@ -466,6 +630,7 @@ mod tests {
 
     fn pushed(batch: u64, slot: u32, id: u64) -> Msg {
         Msg {
+            key: crate::queue::fair::UNKEYED,
             order_key: ORDER_BASE + id,
             state: State::Available,
             reserved_count: 0,

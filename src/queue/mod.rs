@@ -6,7 +6,8 @@
 //!   (semantics.md), with its parts: [`index`] (the messages in memory, most of
 //!   them one bit each), [`order`] (order keys: priority bands, FIFO within
 //!   them, requeues to the front), [`lease`] (processing times), [`history`]
-//!   (delivery attempts), [`waiters`]
+//!   (delivery attempts), [`fair`] (which key's message a reserve takes),
+//!   [`waiters`]
 //!   (parked long polls), [`staging`] (how messages become batch records),
 //!   [`deadlines`] (the timer index) and [`recovery`] (rebuilding a queue from
 //!   its records).
@@ -27,6 +28,7 @@ pub mod actor;
 pub mod admission;
 pub mod clock;
 pub mod deadlines;
+pub mod fair;
 pub mod handle;
 pub mod history;
 pub mod index;

@@ -15,6 +15,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use bytes::Bytes;
 
+use super::fair::UNKEYED;
 use super::history::MAX_DELIVERY_HISTORY;
 use super::index::MessageIndex;
 use super::order::requeue_depth;
@@ -27,8 +28,8 @@ use super::state::{
     delayed_or_available, Msg, QueueMeta, QueueState, Restored, State, Timer, ORDER_BASE,
 };
 use super::types::{
-    DeadLetter, QueueName, QueueSettings, MAX_EXPIRATION_S, MAX_MAX_RESERVATIONS, MAX_TIMEOUT_MS,
-    MIN_EXPIRATION_S, MIN_TIMEOUT_MS,
+    DeadLetter, QueueName, QueueSettings, MAX_EXPIRATION_S, MAX_KEY_MAX_IN_FLIGHT,
+    MAX_MAX_RESERVATIONS, MAX_TIMEOUT_MS, MIN_EXPIRATION_S, MIN_TIMEOUT_MS,
 };
 use crate::error::QueueError;
 use crate::storage::{DeadLetterRecord, LoadedMessage, PushRecord, QueueRecord, SubscriberRecord};
@@ -138,6 +139,7 @@ pub fn meta_from_record(record: &QueueRecord) -> Result<QueueMeta, QueueError> {
         dead_letter,
         push,
         delivery_history: record.delivery_history.min(MAX_DELIVERY_HISTORY),
+        key_max_in_flight: record.key_max_in_flight.min(MAX_KEY_MAX_IN_FLIGHT),
     };
     let processing = processing_from_record(&name, &record.processing);
     Ok(QueueMeta {
@@ -207,6 +209,7 @@ pub fn record_from_meta(id: u64, meta: &QueueMeta) -> QueueRecord {
             .map(|times| times.encode())
             .unwrap_or_default(),
         delivery_history: settings.delivery_history,
+        key_max_in_flight: settings.key_max_in_flight,
     }
 }
 
@@ -280,6 +283,7 @@ impl Rebuild {
         let LoadedMessage {
             id,
             record,
+            key,
             state,
             batch,
             slot,
@@ -345,9 +349,11 @@ impl Rebuild {
                 restored.timers.push((until_ms, Timer::Lease(id)));
             }
         }
+        let key = key.map_or(UNKEYED, |k| restored.index.intern_key(&k));
         restored.index.insert(
             id,
             Msg {
+                key,
                 order_key,
                 state,
                 reserved_count,

@@ -709,6 +709,7 @@ mod tests {
         let again = registry.get(&name("a")).await.unwrap();
         let pushed = again
             .push(vec![NewMessage {
+                key: None,
                 priority: crate::queue::types::DEFAULT_PRIORITY,
                 body: bytes::Bytes::from_static(b"x"),
                 delay_ms: 0,

@@ -42,6 +42,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::deadlines::DeadlineIndex;
+use super::fair::UNKEYED;
 use super::history::{self, Attempt, HistoryUpdate, Open, Outcome};
 use super::index::MessageIndex;
 use super::lease::ProcessingTimes;
@@ -224,6 +225,8 @@ pub(super) struct Msg {
     /// The group holding the message, and its slot there.
     pub(super) batch: u64,
     pub(super) slot: u32,
+    /// Its dispatch key's id in the index (`fair.rs`); `UNKEYED` for none.
+    pub(super) key: u32,
 }
 
 impl Msg {
@@ -331,9 +334,11 @@ pub struct QueueState {
 impl QueueState {
     /// An empty queue.
     pub fn new(meta: QueueMeta) -> Self {
+        let mut index = MessageIndex::default();
+        index.set_key_cap(meta.settings.key_max_in_flight);
         QueueState {
             meta,
-            index: MessageIndex::default(),
+            index,
             timers: DeadlineIndex::default(),
             waiters: Waiters::default(),
             staging: Staging::default(),
@@ -371,6 +376,8 @@ impl QueueState {
             histories,
             stale_histories,
         } = restored;
+        let mut index = index;
+        index.set_key_cap(meta.settings.key_max_in_flight);
         QueueState {
             histories,
             history_writes: stale_histories
@@ -454,14 +461,21 @@ impl QueueState {
                 available_at_ms,
                 expires_at_ms,
             };
-            let (batch, slot) = self
-                .staging
-                .stage(id, record, message.body, || Ok::<_, QueueError>(id))?;
+            let (batch, slot) =
+                self.staging
+                    .stage(id, record, message.body, message.key.clone(), || {
+                        Ok::<_, QueueError>(id)
+                    })?;
+            let key = message
+                .key
+                .as_ref()
+                .map_or(UNKEYED, |k| self.index.intern_key(k));
             self.arm_expiry(batch, expires_at_ms);
             self.count_pushed();
             self.insert(
                 id,
                 Msg {
+                    key,
                     order_key: push_key(message.priority, id),
                     state: delayed_or_available(available_at_ms, now),
                     reserved_count: 0,
@@ -517,7 +531,8 @@ impl QueueState {
     /// waiter that gets nothing (every available message was dead-lettered) stays
     /// parked.
     pub fn serve_waiters(&mut self, now: u64, env: &mut dyn Env) {
-        while self.index.available_len() > 0 {
+        // Available is not enough: a capped key's messages cannot be reserved.
+        while !self.waiters.is_empty() && self.index.next_to_reserve().is_some() {
             let Some((waiter, parked)) = self.waiters.pop_oldest() else {
                 return;
             };
@@ -782,7 +797,9 @@ impl QueueState {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let (Some(body), Some(info)) = (self.body(env, id)?, self.info(id)) {
-                out.push(MessageView::new(info, body));
+                let mut view = MessageView::new(info, body);
+                view.key = self.key_of(id);
+                out.push(view);
             }
         }
         Ok(out)
@@ -800,6 +817,7 @@ impl QueueState {
         let info = self.info(id).ok_or(QueueError::MessageNotFound(id))?;
         let body = self.body(env, id)?.ok_or(QueueError::MessageNotFound(id))?;
         let mut view = MessageView::new(info, body);
+        view.key = self.key_of(id);
         view.history = self.history_of(env, id)?;
         if let Some(open) = self.open_attempt(id, now) {
             view.history.push(open);
@@ -999,6 +1017,7 @@ impl QueueState {
                 .processing
                 .as_ref()
                 .and_then(|p| p.summary(MAX_TIMEOUT_MS)),
+            keys: as_u64(self.index.key_count()),
         }
     }
 
@@ -1013,6 +1032,7 @@ impl QueueState {
     /// Replaces the settings (checked by [`super::types::SettingsPatch::apply`]; a new
     /// expiration applies to messages pushed afterwards).
     pub fn set_settings(&mut self, settings: QueueSettings) {
+        self.index.set_key_cap(settings.key_max_in_flight);
         self.meta.settings = settings;
         self.meta_dirty = true;
     }
@@ -1075,12 +1095,14 @@ impl QueueState {
                         .get(id)
                         .map_or(DEFAULT_PRIORITY, |m| priority_of(m.order_key));
                     let history = self.history_to_move(env, id, None);
+                    let key = self.key_of(id);
                     moving.push(Transfer {
                         id,
                         body,
                         reserved_count: 0,
                         priority,
                         history,
+                        key,
                     });
                 }
                 Ok(None) => {}
@@ -1132,13 +1154,22 @@ impl QueueState {
                 available_at_ms: 0,
                 expires_at_ms,
             };
-            let (batch, slot) = self
-                .staging
-                .stage(message.id, record, message.body, || env.allocate_ids(1))?;
+            let (batch, slot) = self.staging.stage(
+                message.id,
+                record,
+                message.body,
+                message.key.clone(),
+                || env.allocate_ids(1),
+            )?;
+            let key = message
+                .key
+                .as_ref()
+                .map_or(UNKEYED, |k| self.index.intern_key(k));
             self.arm_expiry(batch, expires_at_ms);
             self.insert(
                 message.id,
                 Msg {
+                    key,
                     order_key: push_key(message.priority, message.id),
                     state: State::Available,
                     reserved_count: message.reserved_count,
@@ -1261,7 +1292,7 @@ impl QueueState {
         let mut dead = Vec::new();
         let mut result = Ok(());
         while out.len() < n {
-            let Some((_, id)) = self.index.first_available() else {
+            let Some((_, id)) = self.index.next_to_reserve() else {
                 break;
             };
             // One lookup for both the expiry check and the dead-letter count.
@@ -1293,18 +1324,23 @@ impl QueueState {
                     self.detach(id);
                     self.attach(id, State::Moving);
                     let history = self.history_to_move(env, id, Some((now, ask)));
+                    let key = self.key_of(id);
                     dead.push(Transfer {
                         id,
                         body,
                         reserved_count,
                         priority: priority_of(order_key),
                         history,
+                        key,
                     });
                     continue;
                 }
             }
             // Each reserve consumes one available message, so there is an id for it.
             let reservation_id = reservation_ids.next().unwrap_or(0);
+            if let Some(msg) = self.index.get(id) {
+                self.index.served(msg.key);
+            }
             out.extend(self.reserve_one(id, body, reservation_id, (now, until_ms), delete));
             if !delete && self.meta.settings.delivery_history > 0 {
                 if let Some(consumer) = &ask.consumer {
@@ -1347,6 +1383,7 @@ impl QueueState {
         delete: bool,
     ) -> Option<MessageView> {
         self.detach(id);
+        let key = self.key_of(id);
         let mut msg = self.index.get(id)?;
         msg.reserved_count = msg.reserved_count.saturating_add(1);
         msg.expired_reservation_id = 0;
@@ -1380,7 +1417,18 @@ impl QueueState {
             self.count_in(msg.state, id);
             self.persist_state(id);
         }
-        Some(MessageView::new(info, body))
+        let mut view = MessageView::new(info, body);
+        view.key = key;
+        Some(view)
+    }
+
+    /// The dispatch key of message `id`, if it has one.
+    fn key_of(&self, id: u64) -> Option<Arc<str>> {
+        let key = self.index.get(id)?.key;
+        if key == UNKEYED {
+            return None;
+        }
+        self.index.key_name(key)
     }
 
     /// Checks that `reservation_id` may act on message `id` now.

@@ -4,6 +4,8 @@
 //! the service layer (`service.rs`) checks requests against the limits here, so
 //! every limit is defined once.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 #[cfg(doc)]
@@ -41,6 +43,8 @@ pub const MAX_PRIORITY: u8 = 15;
 /// A message's priority when its push names none: the middle, so there is room
 /// both ways.
 pub const DEFAULT_PRIORITY: u8 = 8;
+/// The highest `key_max_in_flight` a queue may set.
+pub const MAX_KEY_MAX_IN_FLIGHT: u32 = 10_000;
 /// Longest queue name in bytes.
 pub const MAX_QUEUE_NAME: usize = 128;
 /// Most reservations a dead-letter setting may allow.
@@ -133,6 +137,9 @@ pub struct QueueSettings {
     pub push: Option<PushSettings>,
     /// Delivery attempts kept per message (`history.rs`), 0..=100; 0 keeps none.
     pub delivery_history: u32,
+    /// Most messages of one dispatch key in flight at once (`fair.rs`),
+    /// 0..=10000; 0: no cap.
+    pub key_max_in_flight: u32,
 }
 
 impl Default for QueueSettings {
@@ -143,6 +150,7 @@ impl Default for QueueSettings {
             dead_letter: None,
             push: None,
             delivery_history: DEFAULT_DELIVERY_HISTORY,
+            key_max_in_flight: 0,
         }
     }
 }
@@ -191,6 +199,8 @@ pub struct SettingsPatch {
     pub push: Option<PushPatch>,
     /// New number of delivery attempts kept per message.
     pub delivery_history: Option<u32>,
+    /// New cap of messages in flight per dispatch key (0: none).
+    pub key_max_in_flight: Option<u32>,
 }
 
 impl SettingsPatch {
@@ -250,6 +260,14 @@ impl SettingsPatch {
         };
         if let Some(t) = self.message_timeout_ms {
             check_range("message_timeout_ms", t, MIN_TIMEOUT_MS, MAX_TIMEOUT_MS)?;
+        }
+        if let Some(cap) = self.key_max_in_flight {
+            check_range(
+                "key_max_in_flight",
+                u64::from(cap),
+                0,
+                u64::from(MAX_KEY_MAX_IN_FLIGHT),
+            )?;
         }
         if let Some(k) = self.delivery_history {
             check_range(
@@ -315,6 +333,7 @@ impl SettingsPatch {
             dead_letter,
             push,
             delivery_history: self.delivery_history.unwrap_or(base.delivery_history),
+            key_max_in_flight: self.key_max_in_flight.unwrap_or(base.key_max_in_flight),
         })
     }
 }
@@ -354,6 +373,8 @@ pub struct NewMessage {
     pub delay_ms: u64,
     /// 0..=[`MAX_PRIORITY`], lower first; [`DEFAULT_PRIORITY`] unless asked.
     pub priority: u8,
+    /// Its dispatch key (`fair.rs`), if any: checked by the service layer.
+    pub key: Option<Arc<str>>,
 }
 
 /// The state of a message.
@@ -404,15 +425,18 @@ pub struct MessageView {
     /// Its delivery attempts, oldest first (`history.rs`); only `get` fills
     /// it in, with the attempt under way last ([`Outcome::InProgress`]).
     pub history: Vec<Attempt>,
+    /// Its dispatch key, if any.
+    pub key: Option<Arc<str>>,
 }
 
 impl MessageView {
-    /// A view without history.
+    /// A view without history or key.
     pub fn new(info: MessageInfo, body: Bytes) -> Self {
         MessageView {
             info,
             body,
             history: Vec::new(),
+            key: None,
         }
     }
 }
@@ -446,6 +470,8 @@ pub struct QueueStats {
     /// How long consumers held its messages, reserve to delete (`lease.rs`);
     /// `None` before the first such delete.
     pub processing: Option<super::lease::ProcessingSummary>,
+    /// Dispatch keys with a message in the queue (`fair.rs`).
+    pub keys: u64,
 }
 
 /// A new lease from touch.
@@ -470,6 +496,8 @@ pub struct Transfer {
     pub priority: u8,
     /// Its delivery history, kept in the target queue (`history.rs`).
     pub history: Vec<Attempt>,
+    /// Its dispatch key, kept in the target queue.
+    pub key: Option<Arc<str>>,
 }
 
 #[cfg(test)]

@@ -55,6 +55,11 @@ impl Waiters {
     }
 
     /// Waiters parked now.
+    pub(super) fn is_empty(&self) -> bool {
+        self.parked.is_empty()
+    }
+
+    /// Parked reserves.
     pub(super) fn len(&self) -> usize {
         self.parked.len()
     }

@@ -9,8 +9,10 @@
 //!
 //! ```text
 //! batch value:  [2] count:u32 entries[count] bodies
+//!               [3] count:u32 entries[count] keys_len:u32 keys bodies
 //!               entry = id:u64 pushed_at:u64 available_at:u64 expires_at:u64
 //!                       offset:u32 len:u32      (offset into the bodies area)
+//!               keys = (len:u8 key)[count]     (len 0: no key; `queue/fair.rs`)
 //! state value:  [3] count:u32 deleted-bitmap[ceil(count/8)] n:u32 (slot:u32 StateRecord)[n]
 //!               (version 2, still read, holds version-1 state records: no push_done)
 //! ```
@@ -23,6 +25,9 @@ use super::keys::{decode_state, encode_state, STATE_LEN, STATE_V1_LEN};
 use super::{LoadedMessage, MessageRecord, StateRecord, StorageError};
 
 const V2: u8 = 2;
+/// The batch version with a dispatch key per message (written only when some
+/// message of the batch has one: unkeyed batches stay version 2).
+const V3: u8 = 3;
 /// The batch-state version whose state records carry `push_done`.
 const STATE_V3: u8 = 3;
 const HEAD_LEN: usize = 1 + 4;
@@ -38,15 +43,28 @@ pub const MAX_BATCH_BYTES: usize = 64 * 1024;
 #[derive(Debug, Default)]
 pub struct BatchBuilder {
     entries: Vec<(u64, MessageRecord, Bytes)>,
+    /// The messages' dispatch keys, when one has a key (by slot).
+    keys: Vec<Option<std::sync::Arc<str>>>,
     body_bytes: usize,
 }
 
 impl BatchBuilder {
-    /// Adds a message and returns its slot.
-    pub fn push(&mut self, id: u64, record: MessageRecord, body: Bytes) -> u32 {
+    /// Adds a message (with its dispatch key, if any: at most 255 bytes, the
+    /// queue layer allows 128) and returns its slot.
+    pub fn push(
+        &mut self,
+        id: u64,
+        record: MessageRecord,
+        body: Bytes,
+        key: Option<std::sync::Arc<str>>,
+    ) -> u32 {
         let slot = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
         self.body_bytes += body.len();
         self.entries.push((id, record, body));
+        if key.is_some() || !self.keys.is_empty() {
+            self.keys.resize(self.entries.len() - 1, None);
+            self.keys.push(key);
+        }
         slot
     }
 
@@ -75,7 +93,7 @@ impl BatchBuilder {
     pub fn encode(&self) -> Vec<u8> {
         let table = HEAD_LEN + ENTRY_LEN * self.entries.len();
         let mut out = Vec::with_capacity(table + self.body_bytes);
-        out.push(V2);
+        out.push(if self.keys.is_empty() { V2 } else { V3 });
         out.extend_from_slice(&len_u32(self.entries.len()).to_be_bytes());
         let mut offset = 0usize;
         for (id, rec, body) in &self.entries {
@@ -86,6 +104,17 @@ impl BatchBuilder {
             out.extend_from_slice(&len_u32(offset).to_be_bytes());
             out.extend_from_slice(&len_u32(body.len()).to_be_bytes());
             offset += body.len();
+        }
+        if !self.keys.is_empty() {
+            let mut keys = Vec::new();
+            for slot in 0..self.entries.len() {
+                let key = self.keys.get(slot).and_then(Option::as_deref).unwrap_or("");
+                let len = key.len().min(usize::from(u8::MAX));
+                keys.push(u8::try_from(len).unwrap_or(u8::MAX));
+                keys.extend_from_slice(&key.as_bytes()[..len]);
+            }
+            out.extend_from_slice(&len_u32(keys.len()).to_be_bytes());
+            out.extend_from_slice(&keys);
         }
         for (_, _, body) in &self.entries {
             out.extend_from_slice(body);
@@ -105,12 +134,16 @@ fn len_u32(n: usize) -> u32 {
 pub struct Batch {
     value: Bytes,
     count: usize,
+    /// Where the keys section starts (version 3) and where the bodies do.
+    keys_at: Option<usize>,
+    bodies_at: usize,
 }
 
 impl Batch {
     /// Checks a record value: version, table size and that every body lies inside.
     pub fn parse(value: Bytes) -> Option<Batch> {
-        if value.first() != Some(&V2) {
+        let version = *value.first()?;
+        if version != V2 && version != V3 {
             return None;
         }
         let count = usize::try_from(read_u32(&value, 1)?).ok()?;
@@ -118,8 +151,28 @@ impl Batch {
         if value.len() < table {
             return None;
         }
-        let bodies = value.len() - table;
-        let batch = Batch { value, count };
+        let (keys_at, bodies_at) = if version == V3 {
+            let keys_len = usize::try_from(read_u32(&value, table)?).ok()?;
+            (
+                Some(table + 4),
+                table.checked_add(4)?.checked_add(keys_len)?,
+            )
+        } else {
+            (None, table)
+        };
+        if value.len() < bodies_at {
+            return None;
+        }
+        let bodies = value.len() - bodies_at;
+        let batch = Batch {
+            value,
+            count,
+            keys_at,
+            bodies_at,
+        };
+        if keys_at.is_some() && batch.keys()?.len() != count {
+            return None;
+        }
         for slot in 0..count {
             let (offset, len) = batch.span(slot)?;
             if offset.checked_add(len)? > bodies {
@@ -137,8 +190,27 @@ impl Batch {
     /// The bytes of the bodies area: every body of the batch, deleted ones
     /// included (what [`BatchBuilder::push`] was given).
     pub fn body_bytes(&self) -> u64 {
-        let table = HEAD_LEN + self.count * ENTRY_LEN;
-        u64::try_from(self.value.len().saturating_sub(table)).unwrap_or(u64::MAX)
+        u64::try_from(self.value.len().saturating_sub(self.bodies_at)).unwrap_or(u64::MAX)
+    }
+
+    /// The dispatch key of each slot (`None`: no key), or `None` if the keys
+    /// section does not read; empty for a batch without keys.
+    pub fn keys(&self) -> Option<Vec<Option<&str>>> {
+        let Some(mut at) = self.keys_at else {
+            return Some(Vec::new());
+        };
+        let mut keys = Vec::with_capacity(self.count);
+        while at < self.bodies_at {
+            let len = usize::from(*self.value.get(at)?);
+            let bytes = self.value.get(at + 1..at + 1 + len)?;
+            keys.push(if len == 0 {
+                None
+            } else {
+                Some(std::str::from_utf8(bytes).ok()?)
+            });
+            at += 1 + len;
+        }
+        (at == self.bodies_at).then_some(keys)
     }
 
     fn entry_at(&self, slot: usize) -> Option<usize> {
@@ -169,7 +241,7 @@ impl Batch {
     /// The body in `slot`.
     pub fn body(&self, slot: usize) -> Option<Bytes> {
         let (offset, len) = self.span(slot)?;
-        let start = HEAD_LEN + self.count * ENTRY_LEN + offset;
+        let start = self.bodies_at + offset;
         Some(self.value.slice(start..start + len))
     }
 }
@@ -256,6 +328,9 @@ pub fn decode_messages(
     let batch_len = u32::try_from(batch.count())
         .map_err(|_| StorageError::Corrupt(format!("batch {key} is too long")))?;
     let mut live = 0;
+    let keys = batch
+        .keys()
+        .ok_or_else(|| StorageError::Corrupt(format!("keys of batch {key}")))?;
     // States are written in slot order.
     let mut states = state.states.iter().peekable();
     for slot in 0..batch_len {
@@ -280,6 +355,7 @@ pub fn decode_messages(
         each(LoadedMessage {
             id,
             record,
+            key: keys.get(index).copied().flatten().map(std::sync::Arc::from),
             state: own_state,
             batch: key,
             slot,
@@ -313,9 +389,15 @@ mod tests {
     #[test]
     fn should_round_trip_a_batch_without_copying_bodies() {
         let mut builder = BatchBuilder::default();
-        assert_eq!(builder.push(10, record(1), Bytes::from_static(b"first")), 0);
-        assert_eq!(builder.push(12, record(2), Bytes::new()), 1);
-        assert_eq!(builder.push(13, record(3), Bytes::from_static(b"third")), 2);
+        assert_eq!(
+            builder.push(10, record(1), Bytes::from_static(b"first"), None),
+            0
+        );
+        assert_eq!(builder.push(12, record(2), Bytes::new(), None), 1);
+        assert_eq!(
+            builder.push(13, record(3), Bytes::from_static(b"third"), None),
+            2
+        );
         assert_eq!(builder.body(2).as_deref(), Some(&b"third"[..]));
         let value = Bytes::from(builder.encode());
         let batch = Batch::parse(value.clone()).expect("valid batch");
@@ -334,7 +416,7 @@ mod tests {
     #[test]
     fn should_reject_damaged_batches() {
         let mut builder = BatchBuilder::default();
-        builder.push(1, record(1), Bytes::from_static(b"body"));
+        builder.push(1, record(1), Bytes::from_static(b"body"), None);
         let value = builder.encode();
         assert!(Batch::parse(Bytes::from(value[..value.len() - 1].to_vec())).is_none());
         assert!(Batch::parse(Bytes::from_static(b"\x02\xff\xff\xff\xff")).is_none());
@@ -344,12 +426,12 @@ mod tests {
     #[test]
     fn should_seal_batches_by_count_and_bytes() {
         let mut builder = BatchBuilder::default();
-        builder.push(1, record(1), Bytes::from(vec![0u8; MAX_BATCH_BYTES]));
+        builder.push(1, record(1), Bytes::from(vec![0u8; MAX_BATCH_BYTES]), None);
         assert!(builder.is_full());
         let mut builder = BatchBuilder::default();
         for id in 0..MAX_BATCH_MESSAGES as u64 {
             assert!(!builder.is_full());
-            builder.push(id, record(id), Bytes::from_static(b"x"));
+            builder.push(id, record(id), Bytes::from_static(b"x"), None);
         }
         assert!(builder.is_full());
     }

@@ -146,16 +146,16 @@ const QUEUE_V3: u8 = 3;
 /// Layout 4 adds the processing times (u32 length first, 0 for none) after the
 /// push settings.
 const QUEUE_V4: u8 = 4;
-/// Layout 5 adds `delivery_history` (u32) after the processing times; earlier
-/// layouts read as the default, 10.
+/// Layout 5 adds `delivery_history` and `key_max_in_flight` (u32 each) after
+/// the processing times; earlier layouts read as the defaults, 10 and 0.
 const QUEUE_V5: u8 = 5;
 /// `delivery_history` of a queue stored before it existed.
 const DEFAULT_DELIVERY_HISTORY: u32 = 10;
 
 /// A queue value: fixed fields, the name, the dead-letter queue name (u16 length
 /// first), the push settings (u32 length first, 0 for a pull queue), the
-/// processing times (u32 length first, 0 for none), `delivery_history` (u32),
-/// then the attachment to the end of the value. (Layout-2 values written before the
+/// processing times (u32 length first, 0 for none), `delivery_history` and
+/// `key_max_in_flight` (u32 each), then the attachment to the end of the value. (Layout-2 values written before the
 /// attachment existed hold the HTTP API's alerts there, in the JSON form that
 /// front end still reads.)
 ///
@@ -198,6 +198,7 @@ pub fn encode_queue(rec: &QueueRecord) -> Vec<u8> {
     out.extend_from_slice(&processing_len.to_be_bytes());
     out.extend_from_slice(&rec.processing);
     out.extend_from_slice(&rec.delivery_history.to_be_bytes());
+    out.extend_from_slice(&rec.key_max_in_flight.to_be_bytes());
     out.extend_from_slice(&rec.attachment);
     out
 }
@@ -320,6 +321,7 @@ pub fn decode_queue(value: &[u8]) -> Option<QueueRecord> {
     let mut push = None;
     let mut processing = Vec::new();
     let mut delivery_history = DEFAULT_DELIVERY_HISTORY;
+    let mut key_max_in_flight = 0;
     if version >= QUEUE_V3 {
         let mut r = Reader(attachment);
         let len = usize::try_from(r.u32()?).ok()?;
@@ -333,6 +335,7 @@ pub fn decode_queue(value: &[u8]) -> Option<QueueRecord> {
         }
         if version >= QUEUE_V5 {
             delivery_history = r.u32()?;
+            key_max_in_flight = r.u32()?;
         }
         attachment = r.0;
     }
@@ -353,6 +356,7 @@ pub fn decode_queue(value: &[u8]) -> Option<QueueRecord> {
         attachment: attachment.to_vec(),
         processing,
         delivery_history,
+        key_max_in_flight,
     })
 }
 
@@ -397,6 +401,7 @@ mod tests {
         v1[0] = V1;
         assert_eq!(decode_state(&v1), Some(StateRecord { push_done: 0, ..st }));
         let q = QueueRecord {
+            key_max_in_flight: 0,
             delivery_history: 10,
             id: 42,
             name: "jobs".into(),
@@ -461,6 +466,7 @@ mod tests {
         );
         let keeping_3 = QueueRecord {
             delivery_history: 3,
+            key_max_in_flight: 2,
             ..with_push.clone()
         };
         assert_eq!(
@@ -469,15 +475,15 @@ mod tests {
         );
         // A layout-4 value (before delivery_history) reads with the default 10.
         let mut v4 = encode_queue(&keeping_3);
-        let at = v4.len() - keeping_3.attachment.len() - 4;
-        v4.drain(at..at + 4);
+        let at = v4.len() - keeping_3.attachment.len() - 8;
+        v4.drain(at..at + 8);
         v4[0] = QUEUE_V4;
         assert_eq!(decode_queue(&v4), Some(with_push.clone()));
         // A layout-3 value (before processing times) reads with none: layout 4
         // without the processing section's length.
         let mut v3 = encode_queue(&with_push);
-        let at = v3.len() - with_push.attachment.len() - 8;
-        v3.drain(at..at + 8);
+        let at = v3.len() - with_push.attachment.len() - 12;
+        v3.drain(at..at + 12);
         v3[0] = QUEUE_V3;
         assert_eq!(decode_queue(&v3), Some(with_push));
     }

@@ -110,6 +110,8 @@ pub struct QueueRecord {
     pub processing: Vec<u8>,
     /// Delivery attempts kept per message (`queue/history.rs`).
     pub delivery_history: u32,
+    /// Most messages in flight per dispatch key (`queue/fair.rs`), 0: no cap.
+    pub key_max_in_flight: u32,
 }
 
 /// The dead-letter setting of a [`QueueRecord`].
@@ -185,6 +187,8 @@ pub struct LoadedMessage {
     pub id: u64,
     /// Its push record.
     pub record: MessageRecord,
+    /// Its dispatch key, if it has one.
+    pub key: Option<std::sync::Arc<str>>,
     /// Its state, if it differs from the push defaults.
     pub state: Option<StateRecord>,
     /// The key of the batch record holding it.

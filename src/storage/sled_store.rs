@@ -581,6 +581,7 @@ mod tests {
 
     fn record(id: u64, name: &str) -> QueueRecord {
         QueueRecord {
+            key_max_in_flight: 0,
             delivery_history: 10,
             id,
             name: name.into(),

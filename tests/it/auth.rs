@@ -61,6 +61,7 @@ fn push(id: u64, queue: &str) -> Request {
         op: Some(Op::Push(proto::Push {
             queue: queue.into(),
             messages: vec![proto::PushMessage {
+                key: String::new(),
                 priority: None,
                 body: Bytes::from_static(b"x"),
                 delay_ms: 0,

@@ -228,6 +228,7 @@ async fn invalid_arguments_get_their_codes_and_change_nothing() {
         );
     }
     let delayed = vec![proto::PushMessage {
+        key: String::new(),
         priority: None,
         body: Bytes::new(),
         delay_ms: 7 * 24 * 3_600_000 + 1,

@@ -191,6 +191,7 @@ async fn messages_expire_whatever_their_state() {
     assert!(reserved.expires_at_ms <= reserved.pushed_at_ms + 1_000);
     // "b" is delayed past its own expiration.
     let delayed = vec![ferromq::proto::PushMessage {
+        key: String::new(),
         priority: None,
         body: Bytes::from_static(b"b"),
         delay_ms: 1_200,

@@ -10,6 +10,7 @@ mod history;
 #[path = "../hook/mod.rs"]
 mod hook;
 mod http;
+mod keys;
 mod leases;
 mod limits;
 mod lost_data;

@@ -298,6 +298,7 @@ async fn release_with_delay_and_push_with_delay_keep_messages_delayed() {
         .push_messages(
             "q",
             vec![PushMessage {
+                key: String::new(),
                 priority: None,
                 body: Bytes::from_static(b"later"),
                 delay_ms: 60_000,
@@ -341,6 +342,7 @@ async fn a_delayed_message_becomes_available_and_wakes_a_long_poll() {
         .push_messages(
             "q",
             vec![PushMessage {
+                key: String::new(),
                 priority: None,
                 body: Bytes::from_static(b"soon"),
                 delay_ms: 300,

@@ -14,6 +14,7 @@ fn push(id: u64, queue: &str, body: &'static [u8]) -> Request {
         op: Some(Op::Push(proto::Push {
             queue: queue.into(),
             messages: vec![proto::PushMessage {
+                key: String::new(),
                 priority: None,
                 body: Bytes::from_static(body),
                 delay_ms: 0,

@@ -15,6 +15,7 @@ async fn a_restart_keeps_messages_order_counts_leases_and_settings() {
         .create_queue(
             "kept",
             QueueSettings {
+                key_max_in_flight: None,
                 delivery_history: None,
                 message_timeout_ms: 45_000,
                 message_expiration_s: 0,
@@ -233,6 +234,7 @@ async fn a_data_directory_with_a_tree_per_queue_is_migrated() {
     {
         let db = sled::open(dir.path()).unwrap();
         let queue = QueueRecord {
+            key_max_in_flight: 0,
             delivery_history: 10,
             id: 1,
             name: "old".into(),
@@ -259,7 +261,7 @@ async fn a_data_directory_with_a_tree_per_queue_is_migrated() {
                 available_at_ms: 0,
                 expires_at_ms: u64::MAX / 2,
             };
-            batch.push(id, record, Bytes::from(format!("m{i}")));
+            batch.push(id, record, Bytes::from(format!("m{i}")), None);
         }
         db.open_tree(keys::layout2_tree_name(1, false))
             .unwrap()

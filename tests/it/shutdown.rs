@@ -50,6 +50,7 @@ async fn shutdown_ends_every_task_the_server_started() {
     let push = Op::Push(proto::Push {
         queue: "work".into(),
         messages: vec![proto::PushMessage {
+            key: String::new(),
             priority: None,
             body: Bytes::from_static(b"poison"),
             delay_ms: 0,
@@ -133,6 +134,7 @@ async fn requests_received_but_not_run_at_shutdown_are_answered_unavailable() {
         let push = Op::Push(proto::Push {
             queue: "jobs".into(),
             messages: vec![proto::PushMessage {
+                key: String::new(),
                 priority: None,
                 body: Bytes::from_static(b"unread"),
                 delay_ms: 0,

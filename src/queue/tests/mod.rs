@@ -76,6 +76,7 @@ pub(super) fn bodies(texts: &[&str]) -> Vec<NewMessage> {
     texts
         .iter()
         .map(|t| NewMessage {
+            key: None,
             priority: crate::queue::types::DEFAULT_PRIORITY,
             body: Bytes::copy_from_slice(t.as_bytes()),
             delay_ms: 0,
@@ -151,6 +152,7 @@ impl Harness {
 
     pub(super) fn push_delayed(&mut self, text: &str, delay_ms: u64) -> u64 {
         let messages = vec![NewMessage {
+            key: None,
             priority: crate::queue::types::DEFAULT_PRIORITY,
             body: Bytes::copy_from_slice(text.as_bytes()),
             delay_ms,
@@ -243,7 +245,8 @@ impl Harness {
 
     pub(super) fn update(&mut self, patch: &SettingsPatch) -> Result<(), QueueError> {
         let settings = patch.apply(&self.state.meta().name, self.state.settings())?;
-        self.state.set_settings(settings);
+        // A turn of the actor: parked reserves a new cap lets through are served.
+        self.op(|s, _, _| s.set_settings(settings));
         Ok(())
     }
 

@@ -60,8 +60,8 @@ enum RidPick {
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// Messages with these delays (0: none) and priorities.
-    Push(Vec<(u64, u8)>),
+    /// Messages with these delays (0: none), priorities and keys (of a few).
+    Push(Vec<(u64, u8, Option<u8>)>),
     Reserve {
         n: usize,
         timeout: Option<u64>,
@@ -84,12 +84,14 @@ enum Op {
         dead_letter: Option<Option<u32>>,
         /// Delivery attempts kept per message.
         delivery_history: Option<u32>,
+        /// Most messages in flight per key.
+        key_max_in_flight: Option<u32>,
     },
     Clear,
     Redrive(usize),
-    /// Messages moved in from elsewhere, with these reserved counts, priorities
-    /// and numbers of delivery attempts behind them.
-    Adopt(Vec<(u32, u8, u8)>),
+    /// Messages moved in from elsewhere, with these reserved counts, priorities,
+    /// numbers of delivery attempts behind them and keys.
+    Adopt(Vec<(u32, u8, u8, Option<u8>)>),
     /// The client of a parked reserve goes away.
     Cancel(usize),
     /// The actor writes its records (otherwise they gather across operations).
@@ -115,6 +117,16 @@ fn rid_pick() -> impl Strategy<Value = RidPick> {
     ]
 }
 
+/// No key half the time, else one of three.
+fn key() -> impl Strategy<Value = Option<u8>> {
+    prop::option::of(0u8..3)
+}
+
+/// The name of key `k`.
+fn key_name(k: Option<u8>) -> Option<Arc<str>> {
+    k.map(|k| Arc::from(["a", "b", "c"][usize::from(k)]))
+}
+
 /// Mostly the default priority, some either side, now and then the extremes.
 fn priority() -> impl Strategy<Value = u8> {
     prop_oneof![4 => Just(DEFAULT_PRIORITY), 2 => 7u8..=9, 1 => Just(0u8), 1 => Just(MAX_PRIORITY)]
@@ -129,7 +141,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Some(AUTO_TIMEOUT_MS)),
     ];
     prop_oneof![
-        6 => prop::collection::vec((delay, priority()), 1..=3).prop_map(Op::Push),
+        6 => prop::collection::vec((delay, priority(), key()), 1..=3).prop_map(Op::Push),
         6 => (1usize..=3, timeout.clone(), prop_oneof![3 => Just(0u64), 1 => 100u64..2_000], prop::bool::weighted(0.2), prop::option::of(0u8..3))
             .prop_map(|(n, timeout, wait, delete, consumer)| Op::Reserve { n, timeout, wait, delete, consumer }),
         3 => prop::collection::vec((pick(), rid_pick()), 1..=3).prop_map(Op::Delete),
@@ -145,11 +157,12 @@ fn op() -> impl Strategy<Value = Op> {
             prop::option::weighted(0.5, 1u64..=5),
             prop::option::weighted(0.5, prop::option::weighted(0.7, 1u32..=3)),
             prop::option::weighted(0.3, prop_oneof![Just(0u32), Just(1), Just(2), Just(10)]),
+            prop::option::weighted(0.3, 0u32..=2),
         )
-            .prop_map(|(timeout, expiration_s, dead_letter, delivery_history)| Op::Update { timeout, expiration_s, dead_letter, delivery_history }),
+            .prop_map(|(timeout, expiration_s, dead_letter, delivery_history, key_max_in_flight)| Op::Update { timeout, expiration_s, dead_letter, delivery_history, key_max_in_flight }),
         1 => Just(Op::Clear),
         1 => (1usize..=3).prop_map(Op::Redrive),
-        1 => prop::collection::vec((0u32..=3, priority(), 0u8..=3), 1..=2).prop_map(Op::Adopt),
+        1 => prop::collection::vec((0u32..=3, priority(), 0u8..=3, key()), 1..=2).prop_map(Op::Adopt),
         1 => any::<usize>().prop_map(Op::Cancel),
         3 => Just(Op::Write),
         2 => (pick(), rid_pick(), 0u64..4, prop_oneof![(0u64..2_000).prop_map(Ok), (100u64..2_000).prop_map(Err)])
@@ -194,6 +207,8 @@ struct MMsg {
     /// The current reservation's consumer and touches (forgotten by a restart).
     consumer: Option<Arc<str>>,
     touches: u32,
+    /// Its dispatch key.
+    dkey: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone)]
@@ -207,6 +222,10 @@ struct MWaiter {
     gone: bool,
 }
 
+/// A dead letter as the model checks it: id, reserved_count, priority, body,
+/// history, key.
+type DeadLetter = (u64, u32, u8, Bytes, Vec<Attempt>, Option<Arc<str>>);
+
 /// What the model says the state machine must report next.
 #[derive(Debug)]
 enum Expect {
@@ -215,7 +234,7 @@ enum Expect {
         planned: Vec<MessageView>,
     },
     WaitEnded(WaiterId),
-    DeadLetters(Vec<(u64, u32, u8, Bytes, Vec<Attempt>)>),
+    DeadLetters(Vec<DeadLetter>),
 }
 
 #[derive(Debug, Default)]
@@ -241,6 +260,11 @@ struct Model {
     processed: Vec<u64>,
     /// Delivery attempts kept per message.
     keep: u32,
+    /// Fair dispatch: when each key was last served ("" for the messages
+    /// without a key), while some message has a key; the turn counter; the cap.
+    served: BTreeMap<Arc<str>, u64>,
+    turn: u64,
+    cap: u32,
 }
 
 /// The newest `keep` of `attempts`.
@@ -256,6 +280,61 @@ impl Model {
             expiration_s: 7 * 24 * 3600,
             keep: DEFAULT_DELIVERY_HISTORY,
             ..Model::default()
+        }
+    }
+
+    /// Forgets what the state machine forgets: every key's turn when no
+    /// message has a key, and a key's turn when it has no message.
+    fn forget_idle_keys(&mut self) {
+        let keyed: std::collections::BTreeSet<Arc<str>> =
+            self.msgs.values().filter_map(|m| m.dkey.clone()).collect();
+        if keyed.is_empty() {
+            self.served.clear();
+        } else {
+            self.served
+                .retain(|name, _| name.is_empty() || keyed.contains(name));
+        }
+    }
+
+    /// The message a reserve takes next (semantics: docs/protocol.md, "Fair
+    /// dispatch by key"), and its key's name for [`Model::serve_key`].
+    fn pick(&self) -> Option<(u64, Arc<str>)> {
+        let available = self.available();
+        if !self.msgs.values().any(|m| m.dkey.is_some()) {
+            return available.first().map(|&id| (id, Arc::from("")));
+        }
+        let name_of = |m: &MMsg| m.dkey.clone().unwrap_or_else(|| Arc::from(""));
+        let mut best: Option<(u64, Arc<str>, u64)> = None;
+        for &id in &available {
+            let name = name_of(&self.msgs[&id]);
+            let in_flight = self
+                .msgs
+                .values()
+                .filter(|m| name_of(m) == name && matches!(m.state, MState::Reserved { .. }))
+                .count();
+            let capped = !name.is_empty()
+                && self.cap > 0
+                && in_flight >= usize::try_from(self.cap).expect("small");
+            if capped {
+                continue;
+            }
+            let served = self.served.get(&name).copied().unwrap_or(0);
+            // `available` is in order, so a key's first message comes first.
+            if best
+                .as_ref()
+                .is_none_or(|(s, n, _)| (served, &name) < (*s, n))
+            {
+                best = Some((served, name, id));
+            }
+        }
+        best.map(|(_, name, id)| (id, name))
+    }
+
+    /// Key `name` was served now (while some message has a key).
+    fn serve_key(&mut self, name: Arc<str>) {
+        if self.msgs.values().any(|m| m.dkey.is_some()) {
+            self.turn += 1;
+            self.served.insert(name, self.turn);
         }
     }
 
@@ -379,6 +458,7 @@ impl Model {
             },
             body: m.body.clone(),
             history: Vec::new(),
+            key: m.dkey.clone(),
         })
     }
 
@@ -444,10 +524,10 @@ impl Model {
         let keep = self.keep;
         let mut out = Vec::new();
         let mut dead = Vec::new();
-        for id in self.available() {
-            if out.len() >= n {
+        while out.len() < n {
+            let Some((id, name)) = self.pick() else {
                 break;
-            }
+            };
             if self
                 .dead_letter
                 .is_some_and(|max| self.msgs[&id].reserved_count >= max)
@@ -455,9 +535,17 @@ impl Model {
                 let history = self.history_to_move(id, Some((now, consumer)));
                 let m = self.msgs.get_mut(&id).expect("message");
                 m.state = MState::Moving;
-                dead.push((id, m.reserved_count, m.priority, m.body.clone(), history));
+                dead.push((
+                    id,
+                    m.reserved_count,
+                    m.priority,
+                    m.body.clone(),
+                    history,
+                    m.dkey.clone(),
+                ));
                 continue;
             }
+            self.serve_key(name);
             let m = self.msgs.get_mut(&id).expect("message");
             m.reserved_count += 1;
             m.last_expired = None;
@@ -476,6 +564,7 @@ impl Model {
                 },
                 body: m.body.clone(),
                 history: Vec::new(),
+                key: m.dkey.clone(),
             };
             if delete {
                 self.msgs.remove(&id);
@@ -499,7 +588,7 @@ impl Model {
 
     /// Serves the parked reserves, oldest first, while messages are available.
     fn serve(&mut self, now: u64) {
-        while !self.available().is_empty() {
+        while self.pick().is_some() {
             let Some(waiter) = self.waiters.front().cloned() else {
                 return;
             };
@@ -606,6 +695,7 @@ impl Model {
                 history: Vec::new(),
                 consumer: None,
                 touches: 0,
+                dkey: None,
             },
         );
     }
@@ -693,7 +783,7 @@ impl Run {
                     }
                     (Event::DeadLetters { to, messages }, Some(Expect::DeadLetters(expected))) => {
                         assert_eq!(to.as_str(), "q.dead");
-                        let real: Vec<(u64, u32, u8, Bytes, Vec<Attempt>)> = messages
+                        let real: Vec<DeadLetter> = messages
                             .iter()
                             .map(|m| {
                                 (
@@ -702,6 +792,7 @@ impl Run {
                                     m.priority,
                                     m.body.clone(),
                                     m.history.clone(),
+                                    m.key.clone(),
                                 )
                             })
                             .collect();
@@ -819,12 +910,13 @@ impl Run {
             Op::Push(pushes) => {
                 let messages: Vec<NewMessage> = pushes
                     .iter()
-                    .map(|&(delay_ms, priority)| {
+                    .map(|&(delay_ms, priority, key)| {
                         self.pushed += 1;
                         NewMessage {
                             body: Bytes::from(format!("m{}", self.pushed)),
                             delay_ms,
                             priority,
+                            key: key_name(key),
                         }
                     })
                     .collect();
@@ -834,13 +926,15 @@ impl Run {
                     .op(|s, now, io| s.push(now, io, messages))
                     .expect("push");
                 assert_eq!(ids.len(), pushes.len());
-                for ((id, body), (delay, priority)) in ids.into_iter().zip(bodies).zip(pushes) {
+                for ((id, body), (delay, priority, key)) in ids.into_iter().zip(bodies).zip(pushes)
+                {
                     let state = if delay > 0 {
                         MState::Delayed(now + delay)
                     } else {
                         MState::Available
                     };
                     self.model.add(id, body, state, (0, priority), now);
+                    self.model.msgs.get_mut(&id).expect("pushed").dkey = key_name(key);
                 }
             }
             Op::Reserve {
@@ -1053,6 +1147,8 @@ impl Run {
                     m.consumer = None;
                     m.touches = 0;
                 }
+                // Turns are kept in memory only.
+                self.model.served.clear();
                 // The processing times are kept with the queue's record, which a
                 // stop writes: they survive; the reservations' starts do not.
             }
@@ -1061,6 +1157,7 @@ impl Run {
                 expiration_s,
                 dead_letter,
                 delivery_history,
+                key_max_in_flight,
             } => {
                 let patch = SettingsPatch {
                     message_timeout_ms: timeout,
@@ -1073,8 +1170,12 @@ impl Run {
                         },
                     }),
                     delivery_history,
+                    key_max_in_flight,
                     ..SettingsPatch::default()
                 };
+                if let Some(cap) = key_max_in_flight {
+                    self.model.cap = cap;
+                }
                 if let Some(k) = delivery_history {
                     self.model.keep = k;
                 }
@@ -1092,6 +1193,7 @@ impl Run {
             Op::Clear => {
                 assert_eq!(self.h.clear(), self.model.msgs.len(), "clear");
                 self.model.msgs.clear();
+                self.model.served.clear();
             }
             Op::Redrive(n) => {
                 let moving = self.h.redrive(n);
@@ -1102,8 +1204,8 @@ impl Run {
                     let history = self.model.history_to_move(m.id, None);
                     let msg = self.model.msgs.get_mut(&m.id).expect("message");
                     assert_eq!(
-                        (m.reserved_count, m.priority, &m.body, &m.history),
-                        (0, msg.priority, &msg.body, &history)
+                        (m.reserved_count, m.priority, &m.body, &m.history, &m.key),
+                        (0, msg.priority, &msg.body, &history, &msg.dkey)
                     );
                     msg.state = MState::Moving;
                 }
@@ -1114,7 +1216,7 @@ impl Run {
             Op::Adopt(adopted) => {
                 let transfers: Vec<Transfer> = adopted
                     .iter()
-                    .map(|&(reserved_count, priority, attempts)| {
+                    .map(|&(reserved_count, priority, attempts, key)| {
                         let id = self.h.io.next_id;
                         self.h.io.next_id += 1;
                         let history = (0..u64::from(attempts))
@@ -1133,6 +1235,7 @@ impl Run {
                             reserved_count,
                             priority,
                             history,
+                            key: key_name(key),
                         }
                     })
                     .collect();
@@ -1146,7 +1249,9 @@ impl Run {
                         now,
                     );
                     let keep = self.model.keep;
-                    self.model.msgs.get_mut(&t.id).expect("adopted").history = if keep > 0 {
+                    let adopted = self.model.msgs.get_mut(&t.id).expect("adopted");
+                    adopted.dkey = t.key;
+                    adopted.history = if keep > 0 {
                         newest(t.history, keep)
                     } else {
                         Vec::new()
@@ -1170,6 +1275,9 @@ impl Run {
         self.model.serve(self.h.now);
         self.settle();
         self.check_counters();
+        // What the state machine forgets as messages leave, the model forgets
+        // before the next operation can add any.
+        self.model.forget_idle_keys();
     }
 }
 

@@ -223,6 +223,7 @@ fn a_message_redriven_out_of_a_push_queue_leaves_its_push_headers_behind() {
     let headers = vec![("X-A".to_owned(), "1".to_owned())];
     let stored = wrap_body(&headers, &bytes::Bytes::from_static(b"payload"));
     let messages = vec![NewMessage {
+        key: None,
         priority: crate::queue::types::DEFAULT_PRIORITY,
         body: stored,
         delay_ms: 0,

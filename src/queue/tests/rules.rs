@@ -436,6 +436,7 @@ fn adopted_messages_keep_id_body_and_count_and_their_expiry_restarts() {
         ..QueueSettings::default()
     });
     let transfer = |id| Transfer {
+        key: None,
         history: Vec::new(),
         priority: crate::queue::types::DEFAULT_PRIORITY,
         id,
@@ -463,6 +464,7 @@ fn push_with_priorities(h: &mut Harness, messages: &[(&str, u8)]) -> Vec<u64> {
     let messages = messages
         .iter()
         .map(|&(body, priority)| NewMessage {
+            key: None,
             body: Bytes::copy_from_slice(body.as_bytes()),
             delay_ms: 0,
             priority,
@@ -562,6 +564,7 @@ fn a_moved_message_keeps_its_priority() {
         .collect();
     assert_eq!(dead, [(taken[0].info.id, 0), (taken[1].info.id, 15)]);
     let adopted = Transfer {
+        key: None,
         history: Vec::new(),
         id: 900,
         body: Bytes::from_static(b"in"),
@@ -764,6 +767,130 @@ fn a_dead_lettered_message_carries_its_history_and_why_it_died() {
     dlq.write(false);
     dlq.restart();
     assert_eq!(dlq.get(id).unwrap().history.len(), 3);
+}
+
+// ----- fair dispatch by key --------------------------------------------------------
+
+/// Pushes one message per (body, key) in one turn.
+fn push_keyed(h: &mut Harness, messages: &[(&str, Option<&str>)]) -> Vec<u64> {
+    let messages = messages
+        .iter()
+        .map(|&(body, key)| NewMessage {
+            body: Bytes::copy_from_slice(body.as_bytes()),
+            delay_ms: 0,
+            priority: crate::queue::types::DEFAULT_PRIORITY,
+            key: key.map(std::sync::Arc::from),
+        })
+        .collect();
+    h.op(|s, now, io| s.push(now, io, messages)).unwrap()
+}
+
+fn bodies_of(messages: &[super::MessageView]) -> Vec<String> {
+    messages.iter().map(|m| text(m).to_owned()).collect()
+}
+
+#[test]
+fn keys_take_turns_so_a_noisy_key_cannot_starve_the_others() {
+    let mut h = Harness::new();
+    let noisy: Vec<(String, Option<&str>)> =
+        (0..50).map(|i| (format!("n{i}"), Some("noisy"))).collect();
+    let noisy: Vec<(&str, Option<&str>)> = noisy.iter().map(|(b, k)| (b.as_str(), *k)).collect();
+    push_keyed(&mut h, &noisy);
+    push_keyed(
+        &mut h,
+        &[("q1", Some("quiet")), ("q2", Some("quiet")), ("u1", None)],
+    );
+    // Least recently served first; never served by name ("" for no key first).
+    let got = h.reserve(7, Some(60_000));
+    assert_eq!(bodies_of(&got), ["u1", "n0", "q1", "n1", "q2", "n2", "n3"]);
+    assert_eq!(got[1].key.as_deref(), Some("noisy"));
+    assert_eq!(got[0].key, None);
+    // Peek keeps the queue's order: keys decide only what a reserve takes.
+    assert_eq!(bodies_of(&h.peek(2)), ["n4", "n5"]);
+    assert_eq!(h.stats().keys, 2, "quiet has messages in flight still");
+}
+
+#[test]
+fn a_cap_of_one_hands_out_each_key_in_order_one_at_a_time() {
+    let mut h = Harness::new();
+    h.update(&SettingsPatch {
+        key_max_in_flight: Some(1),
+        ..SettingsPatch::default()
+    })
+    .unwrap();
+    push_keyed(
+        &mut h,
+        &[
+            ("a1", Some("a")),
+            ("a2", Some("a")),
+            ("b1", Some("b")),
+            ("u1", None),
+            ("u2", None),
+        ],
+    );
+    let got = h.reserve(10, Some(1_000));
+    // Unkeyed messages are never capped.
+    assert_eq!(bodies_of(&got), ["u1", "a1", "b1", "u2"]);
+    assert!(h.reserve(1, None).is_empty(), "a2 waits for a1");
+    assert_eq!(h.stats().available, 1);
+    // A parked reserve is served when a1 is done.
+    let waiter = h.wait(1, 10_000);
+    h.delete(&[(got[1].info.id, Some(got[1].info.reservation_id))])
+        .unwrap();
+    let woken: Vec<_> = h
+        .take_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Woken { waiter, result, .. } => Some((waiter, bodies_of(&result.unwrap()))),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(woken, [(waiter, vec!["a2".to_owned()])]);
+    // A lease running out frees the key as well; the order within it holds.
+    push_keyed(&mut h, &[("b2", Some("b"))]);
+    h.advance(1_000); // b1's, u1's and u2's leases end: back at their fronts
+    let again = h.reserve(4, None);
+    assert_eq!(
+        bodies_of(&again),
+        ["b1", "u2", "u1"],
+        "b (served longest ago) first, then the unkeyed (the latest requeue \
+         first); b2 waits for b1 again"
+    );
+    // A restart keeps keys and cap (turns start again).
+    h.write(false);
+    h.restart();
+    assert_eq!(h.stats().settings.key_max_in_flight, 1);
+    assert_eq!(h.get(got[2].info.id).unwrap().key.as_deref(), Some("b"));
+    assert!(
+        h.reserve(1, None).is_empty(),
+        "b1 is reserved still: b2 waits"
+    );
+    // Lifting the cap frees them.
+    h.update(&SettingsPatch {
+        key_max_in_flight: Some(0),
+        ..SettingsPatch::default()
+    })
+    .unwrap();
+    assert_eq!(bodies_of(&h.reserve(1, None)), ["b2"]);
+}
+
+#[test]
+fn a_moved_message_keeps_its_key() {
+    let mut h = Harness::with_settings(with_dead_letter(1));
+    push_keyed(&mut h, &[("x", Some("tenant-7"))]);
+    h.reserve(1, Some(1_000));
+    h.advance(1_000);
+    assert!(h.reserve(1, None).is_empty());
+    let keys: Vec<Option<String>> = h
+        .take_events()
+        .into_iter()
+        .flat_map(|event| match event {
+            Event::DeadLetters { messages, .. } => messages,
+            _ => Vec::new(),
+        })
+        .map(|m| m.key.map(|k| k.to_string()))
+        .collect();
+    assert_eq!(keys, [Some("tenant-7".to_owned())]);
 }
 
 // ----- long polls -----------------------------------------------------------------
@@ -1050,6 +1177,7 @@ fn total_pushed_alone_is_written_at_most_once_a_second_and_at_the_end() {
 #[test]
 fn settings_of_a_damaged_record_are_brought_into_range_and_never_overflow() {
     let record = QueueRecord {
+        key_max_in_flight: 0,
         delivery_history: 10,
         id: 1,
         name: "q".into(),
@@ -1085,6 +1213,7 @@ fn settings_of_a_damaged_record_are_brought_into_range_and_never_overflow() {
         name: QueueName::new("q").unwrap(),
         created_at_ms: 0,
         settings: QueueSettings {
+            key_max_in_flight: 0,
             delivery_history: crate::queue::history::DEFAULT_DELIVERY_HISTORY,
             message_timeout_ms: u64::MAX,
             message_expiration_s: u64::MAX,
