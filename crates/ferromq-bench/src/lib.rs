@@ -137,6 +137,10 @@ pub struct BenchArgs {
     /// `--lease`.
     #[arg(long)]
     pub auto_timeout: bool,
+    /// ferromq: pushes cycle through this many dispatch keys (fair dispatch;
+    /// 0: none).
+    #[arg(long, default_value_t = 0)]
+    pub keys: u32,
     /// Leave the queues on the server after a mixed or drain run (they are removed
     /// by default): to measure against a backlog pushed beforehand, or to look at
     /// what is left.
@@ -442,12 +446,12 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             "this workload needs producers and/or consumers > 0".into(),
         ));
     }
-    if args.target != Kind::Ferromq && (args.priorities > 1 || args.auto_timeout) {
+    if args.target != Kind::Ferromq && (args.priorities > 1 || args.auto_timeout || args.keys > 0) {
         return Err(BenchError::Usage(
-            "--priorities and --auto-timeout are ferromq features".into(),
+            "--priorities, --auto-timeout and --keys are ferromq features".into(),
         ));
     }
-    let features = Arc::new(Features::new(args.priorities, args.auto_timeout));
+    let features = Arc::new(Features::new(args.priorities, args.auto_timeout, args.keys));
     let label = args
         .label
         .clone()

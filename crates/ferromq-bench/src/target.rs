@@ -97,26 +97,39 @@ pub struct Features {
     pub priorities: u8,
     /// Reserves ask for `timeout = auto` (lease advice).
     pub auto_timeout: bool,
-    /// Messages pushed so far (the next one's priority).
+    /// Pushes cycle through this many dispatch keys (0: none).
+    pub keys: u32,
+    /// Messages pushed so far (the next one's priority and key).
     next: AtomicU64,
 }
 
 impl Features {
     /// The features of a run.
-    pub fn new(priorities: u8, auto_timeout: bool) -> Self {
+    pub fn new(priorities: u8, auto_timeout: bool, keys: u32) -> Self {
         Features {
             priorities,
             auto_timeout,
+            keys,
             next: AtomicU64::new(0),
         }
     }
 
-    fn priority(&self) -> Option<u32> {
-        if self.priorities <= 1 {
-            return None;
-        }
-        let n = self.next.fetch_add(1, Ordering::Relaxed) % u64::from(self.priorities);
-        Some(u32::try_from((8 + n) % 16).unwrap_or(8))
+    /// Whether pushes carry a priority or a key.
+    fn tags_pushes(&self) -> bool {
+        self.priorities > 1 || self.keys > 0
+    }
+
+    /// The next message's priority and key.
+    fn tags(&self) -> (Option<u32>, String) {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let priority = (self.priorities > 1)
+            .then(|| u32::try_from((8 + n % u64::from(self.priorities)) % 16).unwrap_or(8));
+        let key = if self.keys > 0 {
+            format!("k{}", n % u64::from(self.keys))
+        } else {
+            String::new()
+        };
+        (priority, key)
     }
 }
 
@@ -186,13 +199,17 @@ impl Driver {
     /// On a connection or server error.
     pub async fn push(&self, queue: &str, bodies: Vec<Bytes>) -> Result<(), DriverError> {
         match self {
-            Driver::Ferromq(client, features) if features.priorities > 1 => {
+            Driver::Ferromq(client, features) if features.tags_pushes() => {
                 let messages = bodies
                     .into_iter()
-                    .map(|body| ferromq::proto::PushMessage {
-                        body,
-                        priority: features.priority(),
-                        ..ferromq::proto::PushMessage::default()
+                    .map(|body| {
+                        let (priority, key) = features.tags();
+                        ferromq::proto::PushMessage {
+                            body,
+                            priority,
+                            key,
+                            ..ferromq::proto::PushMessage::default()
+                        }
                     })
                     .collect();
                 client.push_messages(queue, messages).await?;
