@@ -297,8 +297,12 @@ impl MessageIndex {
         }
     }
 
-    /// The key of message `id` was served (a reserve took it).
-    pub(super) fn served(&mut self, key: u32) {
+    /// A reserve took message `id`: its key was served now.
+    pub(super) fn served(&mut self, id: u64) {
+        if self.keys.is_none() {
+            return;
+        }
+        let key = self.get(id).map_or(UNKEYED, |m| m.key);
         if let Some(keys) = &mut self.keys {
             keys.served(key);
         }

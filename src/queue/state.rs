@@ -22,11 +22,20 @@
 //! (`order.rs`): the key's band is the message's priority (lower first); within
 //! it, a push takes the band's centre + id (so pushes keep push order) and a
 //! requeue (timeout or release) the centre - `requeues`, a count that only grows,
-//! so the latest requeue is first in its priority. Every timed event (lease deadline, delay end, long-poll timeout, and one
-//! expiry per group at its earliest message's expiration) is in one
-//! [`DeadlineIndex`]; [`QueueState::advance`] fires what is due. A message being
-//! moved to another queue is MOVING: never handed out, invisible to every
-//! operation, counted in `size` until the move completes or fails.
+//! so the latest requeue is first in its priority. Which available message a
+//! reserve takes is the first in that order, unless some message has a dispatch
+//! key: then it is the fair choice among keys (`fair.rs`). Every timed event
+//! (lease deadline, delay end, long-poll timeout, and one expiry per group at its
+//! earliest message's expiration) is in one [`DeadlineIndex`];
+//! [`QueueState::advance`] fires what is due. A message being moved to another
+//! queue is MOVING: never handed out, invisible to every operation, counted in
+//! `size` until the move completes or fails.
+//!
+//! # Delivery history
+//! An attempt that ends with the message staying (release, lease end) is queued
+//! as a [`HistoryUpdate`] for the actor to append to the message's stored history
+//! (`history.rs`); the state machine keeps only which messages have one, and the
+//! consumer and touches of named or touched reservations.
 //!
 //! # Time
 //! The driver calls [`QueueState::advance`] with the current time before anything
@@ -1338,9 +1347,7 @@ impl QueueState {
             }
             // Each reserve consumes one available message, so there is an id for it.
             let reservation_id = reservation_ids.next().unwrap_or(0);
-            if let Some(msg) = self.index.get(id) {
-                self.index.served(msg.key);
-            }
+            self.index.served(id);
             out.extend(self.reserve_one(id, body, reservation_id, (now, until_ms), delete));
             if !delete && self.meta.settings.delivery_history > 0 {
                 if let Some(consumer) = &ask.consumer {
@@ -1383,8 +1390,12 @@ impl QueueState {
         delete: bool,
     ) -> Option<MessageView> {
         self.detach(id);
-        let key = self.key_of(id);
         let mut msg = self.index.get(id)?;
+        let key = if msg.key == UNKEYED {
+            None
+        } else {
+            self.index.key_name(msg.key)
+        };
         msg.reserved_count = msg.reserved_count.saturating_add(1);
         msg.expired_reservation_id = 0;
         let mut info = MessageInfo {
