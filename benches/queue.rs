@@ -287,7 +287,7 @@ fn batches(c: &mut Criterion) {
     };
     let mut builder = BatchBuilder::default();
     for id in 0..100 {
-        builder.push(id, record, body.clone(), None);
+        builder.push(id, record, body.clone(), (None, 8));
     }
     group.throughput(Throughput::Elements(100));
     group.bench_function("encode 100 x 100 B", |b| b.iter(|| builder.encode()));

@@ -629,7 +629,7 @@ impl SlotIds {
 
 #[cfg(test)]
 mod tests {
-    use super::super::state::ORDER_BASE;
+    use super::super::order::ORDER_BASE;
     use super::*;
 
     fn pushed(batch: u64, slot: u32, id: u64) -> Msg {

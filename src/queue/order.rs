@@ -13,11 +13,12 @@
 //!
 //! The default band's keys are exactly the keys of a queue without priorities
 //! (`ORDER_BASE + id`, `ORDER_BASE - k`), so data written before priorities reads
-//! unchanged and a queue that never uses them costs nothing more. The priority is
-//! not stored anywhere else: it is the band of the key, and the key is in the
-//! message's state record (`Msg::slot` writes one for every key off the default
-//! band, from the push on). Priority therefore costs nothing per operation: the
-//! available order is the one ordered set it always was.
+//! unchanged and a queue that never uses them costs nothing more. In memory the
+//! priority is nothing but the band of the key; on disk it is written once, with
+//! the message in its batch record (`storage/batch.rs`, version 3), and a state
+//! record holds a key of the same band after a requeue. Priority therefore costs
+//! nothing per operation: the available order is the one ordered set it always
+//! was.
 //!
 //! Ids stay below 2^58 (the server hands out far fewer in its lifetime: 2^58 is
 //! nine thousand years at a million a second), and so do requeues; both are
@@ -25,7 +26,11 @@
 //!
 //! Pure arithmetic, part of the state machine.
 
-use super::types::MAX_PRIORITY;
+use super::types::{DEFAULT_PRIORITY, MAX_PRIORITY};
+
+/// The centre of the default priority's band: the base of every order key
+/// written before priorities (pushes above it, requeues below).
+pub(super) const ORDER_BASE: u64 = 1 << 63;
 
 /// Number of priorities: `0..=MAX_PRIORITY`.
 pub const PRIORITIES: u8 = MAX_PRIORITY + 1;
@@ -33,12 +38,14 @@ pub const PRIORITIES: u8 = MAX_PRIORITY + 1;
 const BAND: u64 = 1 << 59;
 /// Half a band: the most ids (above the centre) or requeues (below it) a band holds.
 const HALF: u64 = BAND / 2;
-/// Where band 0 starts: `center(0) - HALF`.
-const FIRST: u64 = (1 << 62) - HALF;
+/// The centre of band 0: the default's centre is [`ORDER_BASE`].
+const CENTER_0: u64 = ORDER_BASE - DEFAULT_PRIORITY as u64 * BAND;
+/// Where band 0 starts.
+const FIRST: u64 = CENTER_0 - HALF;
 
 /// The centre of priority `priority`'s band (the key of a push with id 0).
 pub(super) fn center(priority: u8) -> u64 {
-    (1 << 62) + u64::from(priority.min(MAX_PRIORITY)) * BAND
+    CENTER_0 + u64::from(priority.min(MAX_PRIORITY)) * BAND
 }
 
 /// The key of a message pushed (or adopted) with `priority` and id `id`.
@@ -70,9 +77,12 @@ pub(super) fn is_push_key(key: u64, id: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::state::ORDER_BASE;
-    use super::super::types::DEFAULT_PRIORITY;
     use super::*;
+
+    #[test]
+    fn should_agree_with_storage_on_the_default_priority() {
+        assert_eq!(DEFAULT_PRIORITY, crate::storage::batch::DEFAULT_PRIORITY);
+    }
 
     #[test]
     fn should_keep_the_keys_of_a_queue_without_priorities() {

@@ -18,15 +18,13 @@ use bytes::Bytes;
 use super::fair::UNKEYED;
 use super::history::MAX_DELIVERY_HISTORY;
 use super::index::MessageIndex;
-use super::order::requeue_depth;
+use super::order::{push_key, requeue_depth};
 use super::push::{
     PushSettings, QueueKind, Subscriber, MAX_RETRIES, MAX_RETRIES_DELAY_S, MAX_SUBSCRIBERS,
     MIN_RETRIES_DELAY_S,
 };
 use super::staging::{Group, IdMap};
-use super::state::{
-    delayed_or_available, Msg, QueueMeta, QueueState, Restored, State, Timer, ORDER_BASE,
-};
+use super::state::{delayed_or_available, Msg, QueueMeta, QueueState, Restored, State, Timer};
 use super::types::{
     DeadLetter, QueueName, QueueSettings, MAX_EXPIRATION_S, MAX_KEY_MAX_IN_FLIGHT,
     MAX_MAX_RESERVATIONS, MAX_TIMEOUT_MS, MIN_EXPIRATION_S, MIN_TIMEOUT_MS,
@@ -284,6 +282,7 @@ impl Rebuild {
             id,
             record,
             key,
+            priority,
             state,
             batch,
             slot,
@@ -332,7 +331,7 @@ impl Rebuild {
                 delayed_or_available(st.available_at_ms, self.now),
             ),
             None => (
-                ORDER_BASE.saturating_add(id),
+                push_key(priority, id),
                 0,
                 delayed_or_available(record.available_at_ms, self.now),
             ),

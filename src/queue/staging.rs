@@ -149,7 +149,7 @@ impl Staging {
         id: u64,
         record: MessageRecord,
         body: Bytes,
-        dispatch_key: Option<std::sync::Arc<str>>,
+        tags: (Option<std::sync::Arc<str>>, u8),
         new_key: impl FnOnce() -> Result<u64, E>,
     ) -> Result<(u64, u32), E> {
         if self.open.as_ref().is_some_and(|(_, b)| b.is_full()) {
@@ -161,7 +161,7 @@ impl Staging {
         };
         let key = *key;
         let len = u64::try_from(body.len()).unwrap_or(u64::MAX);
-        let slot = builder.push(id, record, body, dispatch_key);
+        let slot = builder.push(id, record, body, tags);
         let group = self.groups.entry(key).or_default();
         group.ids.push(id);
         group.live += 1;
@@ -317,7 +317,7 @@ mod tests {
 
     fn stage(staging: &mut Staging, id: u64) -> (u64, u32) {
         staging
-            .stage(id, record(), Bytes::from(id.to_string()), None, || {
+            .stage(id, record(), Bytes::from(id.to_string()), (None, 8), || {
                 Ok::<_, ()>(id)
             })
             .unwrap()

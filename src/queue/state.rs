@@ -55,7 +55,7 @@ use super::fair::UNKEYED;
 use super::history::{self, Attempt, HistoryUpdate, Open, Outcome};
 use super::index::MessageIndex;
 use super::lease::ProcessingTimes;
-use super::order::{front_key, priority_of, push_key};
+use super::order::{front_key, is_push_key, priority_of, push_key};
 use super::push::unwrap_body;
 use super::staging::{Group, IdHasher, IdMap, LogWrite, Slot, Staging};
 use super::types::{
@@ -66,9 +66,6 @@ use super::waiters::{Waiter, WaiterId, Waiters};
 use crate::error::QueueError;
 use crate::storage::{MessageRecord, StateRecord};
 
-/// Order keys of pushed messages of the default priority start here; requeued
-/// ones count down from below (`order.rs` has the other priorities' bands).
-pub(super) const ORDER_BASE: u64 = 1 << 63;
 /// A queue record whose only change is `total_pushed` is written at most this often.
 const RECORD_EVERY_MS: u64 = 1000;
 
@@ -262,7 +259,9 @@ impl Msg {
     /// The slot's state for its group's state record.
     fn slot(&self, id: u64) -> Slot {
         let state = self.state_record();
-        let default = ORDER_BASE.checked_add(id) == Some(state.order_key)
+        // The pushed priority is in the batch record: a push key of any band is
+        // the default.
+        let default = is_push_key(state.order_key, id)
             && state.reserved_count == 0
             && state.reservation_id == 0
             && state.available_at_ms == 0
@@ -470,11 +469,13 @@ impl QueueState {
                 available_at_ms,
                 expires_at_ms,
             };
-            let (batch, slot) =
-                self.staging
-                    .stage(id, record, message.body, message.key.clone(), || {
-                        Ok::<_, QueueError>(id)
-                    })?;
+            let (batch, slot) = self.staging.stage(
+                id,
+                record,
+                message.body,
+                (message.key.clone(), message.priority),
+                || Ok::<_, QueueError>(id),
+            )?;
             let key = message
                 .key
                 .as_ref()
@@ -496,10 +497,6 @@ impl QueueState {
                     slot,
                 },
             );
-            if message.priority != DEFAULT_PRIORITY {
-                // The priority is in the order key, which only a state record keeps.
-                self.persist_state(id);
-            }
             ids.push(id);
         }
         Ok(ids)
@@ -1167,7 +1164,7 @@ impl QueueState {
                 message.id,
                 record,
                 message.body,
-                message.key.clone(),
+                (message.key.clone(), message.priority),
                 || env.allocate_ids(1),
             )?;
             let key = message
@@ -1190,7 +1187,7 @@ impl QueueState {
                     slot,
                 },
             );
-            if message.reserved_count > 0 || message.priority != DEFAULT_PRIORITY {
+            if message.reserved_count > 0 {
                 self.persist_state(message.id);
             }
             let keep = self.meta.settings.delivery_history;

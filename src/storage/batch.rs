@@ -9,10 +9,13 @@
 //!
 //! ```text
 //! batch value:  [2] count:u32 entries[count] bodies
-//!               [3] count:u32 entries[count] keys_len:u32 keys bodies
+//!               [3] count:u32 entries[count] tags_len:u32 tags bodies
 //!               entry = id:u64 pushed_at:u64 available_at:u64 expires_at:u64
 //!                       offset:u32 len:u32      (offset into the bodies area)
-//!               keys = (len:u8 key)[count]     (len 0: no key; `queue/fair.rs`)
+//!               tags = (len:u8 key priority:u8)[count]
+//!                       (len 0: no dispatch key, `queue/fair.rs`; the priority,
+//!                       `queue/order.rs`: version 3 is written when a message of
+//!                       the batch has a key or a priority other than 8)
 //! state value:  [3] count:u32 deleted-bitmap[ceil(count/8)] n:u32 (slot:u32 StateRecord)[n]
 //!               (version 2, still read, holds version-1 state records: no push_done)
 //! ```
@@ -25,9 +28,13 @@ use super::keys::{decode_state, encode_state, STATE_LEN, STATE_V1_LEN};
 use super::{LoadedMessage, MessageRecord, StateRecord, StorageError};
 
 const V2: u8 = 2;
-/// The batch version with a dispatch key per message (written only when some
-/// message of the batch has one: unkeyed batches stay version 2).
+/// The batch version with a dispatch key and a priority per message (written
+/// only when some message of the batch has a key or a priority other than
+/// [`DEFAULT_PRIORITY`]: other batches stay version 2).
 const V3: u8 = 3;
+/// The priority of a message of a version-2 batch: the queue layer's default
+/// (`queue::types::DEFAULT_PRIORITY`, which a test there checks against this).
+pub const DEFAULT_PRIORITY: u8 = 8;
 /// The batch-state version whose state records carry `push_done`.
 const STATE_V3: u8 = 3;
 const HEAD_LEN: usize = 1 + 4;
@@ -43,27 +50,29 @@ pub const MAX_BATCH_BYTES: usize = 64 * 1024;
 #[derive(Debug, Default)]
 pub struct BatchBuilder {
     entries: Vec<(u64, MessageRecord, Bytes)>,
-    /// The messages' dispatch keys, when one has a key (by slot).
-    keys: Vec<Option<std::sync::Arc<str>>>,
+    /// The messages' dispatch keys and priorities, once one has a key or a
+    /// priority other than the default (by slot).
+    tags: Vec<(Option<std::sync::Arc<str>>, u8)>,
     body_bytes: usize,
 }
 
 impl BatchBuilder {
     /// Adds a message (with its dispatch key, if any: at most 255 bytes, the
-    /// queue layer allows 128) and returns its slot.
+    /// queue layer allows 128, and its priority) and returns its slot.
     pub fn push(
         &mut self,
         id: u64,
         record: MessageRecord,
         body: Bytes,
-        key: Option<std::sync::Arc<str>>,
+        (key, priority): (Option<std::sync::Arc<str>>, u8),
     ) -> u32 {
         let slot = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
         self.body_bytes += body.len();
         self.entries.push((id, record, body));
-        if key.is_some() || !self.keys.is_empty() {
-            self.keys.resize(self.entries.len() - 1, None);
-            self.keys.push(key);
+        if key.is_some() || priority != DEFAULT_PRIORITY || !self.tags.is_empty() {
+            self.tags
+                .resize(self.entries.len() - 1, (None, DEFAULT_PRIORITY));
+            self.tags.push((key, priority));
         }
         slot
     }
@@ -93,7 +102,7 @@ impl BatchBuilder {
     pub fn encode(&self) -> Vec<u8> {
         let table = HEAD_LEN + ENTRY_LEN * self.entries.len();
         let mut out = Vec::with_capacity(table + self.body_bytes);
-        out.push(if self.keys.is_empty() { V2 } else { V3 });
+        out.push(if self.tags.is_empty() { V2 } else { V3 });
         out.extend_from_slice(&len_u32(self.entries.len()).to_be_bytes());
         let mut offset = 0usize;
         for (id, rec, body) in &self.entries {
@@ -105,16 +114,22 @@ impl BatchBuilder {
             out.extend_from_slice(&len_u32(body.len()).to_be_bytes());
             offset += body.len();
         }
-        if !self.keys.is_empty() {
-            let mut keys = Vec::new();
+        if !self.tags.is_empty() {
+            let mut tags = Vec::new();
             for slot in 0..self.entries.len() {
-                let key = self.keys.get(slot).and_then(Option::as_deref).unwrap_or("");
+                let (key, priority) = self
+                    .tags
+                    .get(slot)
+                    .map_or(("", DEFAULT_PRIORITY), |(k, p)| {
+                        (k.as_deref().unwrap_or(""), *p)
+                    });
                 let len = key.len().min(usize::from(u8::MAX));
-                keys.push(u8::try_from(len).unwrap_or(u8::MAX));
-                keys.extend_from_slice(&key.as_bytes()[..len]);
+                tags.push(u8::try_from(len).unwrap_or(u8::MAX));
+                tags.extend_from_slice(&key.as_bytes()[..len]);
+                tags.push(priority);
             }
-            out.extend_from_slice(&len_u32(keys.len()).to_be_bytes());
-            out.extend_from_slice(&keys);
+            out.extend_from_slice(&len_u32(tags.len()).to_be_bytes());
+            out.extend_from_slice(&tags);
         }
         for (_, _, body) in &self.entries {
             out.extend_from_slice(body);
@@ -170,7 +185,7 @@ impl Batch {
             keys_at,
             bodies_at,
         };
-        if keys_at.is_some() && batch.keys()?.len() != count {
+        if keys_at.is_some() && batch.tags()?.len() != count {
             return None;
         }
         for slot in 0..count {
@@ -193,24 +208,26 @@ impl Batch {
         u64::try_from(self.value.len().saturating_sub(self.bodies_at)).unwrap_or(u64::MAX)
     }
 
-    /// The dispatch key of each slot (`None`: no key), or `None` if the keys
-    /// section does not read; empty for a batch without keys.
-    pub fn keys(&self) -> Option<Vec<Option<&str>>> {
+    /// The dispatch key (`None`: no key) and priority of each slot, or `None`
+    /// if the tags section does not read; empty for a version-2 batch (no keys,
+    /// every priority the default).
+    pub fn tags(&self) -> Option<Vec<(Option<&str>, u8)>> {
         let Some(mut at) = self.keys_at else {
             return Some(Vec::new());
         };
-        let mut keys = Vec::with_capacity(self.count);
+        let mut tags = Vec::with_capacity(self.count);
         while at < self.bodies_at {
             let len = usize::from(*self.value.get(at)?);
             let bytes = self.value.get(at + 1..at + 1 + len)?;
-            keys.push(if len == 0 {
+            let key = if len == 0 {
                 None
             } else {
                 Some(std::str::from_utf8(bytes).ok()?)
-            });
-            at += 1 + len;
+            };
+            tags.push((key, *self.value.get(at + 1 + len)?));
+            at += 2 + len;
         }
-        (at == self.bodies_at).then_some(keys)
+        (at == self.bodies_at).then_some(tags)
     }
 
     fn entry_at(&self, slot: usize) -> Option<usize> {
@@ -328,9 +345,9 @@ pub fn decode_messages(
     let batch_len = u32::try_from(batch.count())
         .map_err(|_| StorageError::Corrupt(format!("batch {key} is too long")))?;
     let mut live = 0;
-    let keys = batch
-        .keys()
-        .ok_or_else(|| StorageError::Corrupt(format!("keys of batch {key}")))?;
+    let tags = batch
+        .tags()
+        .ok_or_else(|| StorageError::Corrupt(format!("tags of batch {key}")))?;
     // States are written in slot order.
     let mut states = state.states.iter().peekable();
     for slot in 0..batch_len {
@@ -355,7 +372,11 @@ pub fn decode_messages(
         each(LoadedMessage {
             id,
             record,
-            key: keys.get(index).copied().flatten().map(std::sync::Arc::from),
+            key: tags
+                .get(index)
+                .and_then(|(k, _)| *k)
+                .map(std::sync::Arc::from),
+            priority: tags.get(index).map_or(DEFAULT_PRIORITY, |(_, p)| *p),
             state: own_state,
             batch: key,
             slot,
@@ -387,15 +408,64 @@ mod tests {
     }
 
     #[test]
+    fn should_keep_keys_and_priorities_only_in_batches_that_have_them() {
+        let mut plain = BatchBuilder::default();
+        plain.push(
+            1,
+            record(1),
+            Bytes::from_static(b"a"),
+            (None, DEFAULT_PRIORITY),
+        );
+        assert_eq!(plain.encode()[0], V2, "nothing to tag: version 2");
+        let mut tagged = BatchBuilder::default();
+        tagged.push(
+            1,
+            record(1),
+            Bytes::from_static(b"a"),
+            (None, DEFAULT_PRIORITY),
+        );
+        tagged.push(
+            2,
+            record(2),
+            Bytes::from_static(b"bb"),
+            (Some("tenant-é".into()), 8),
+        );
+        tagged.push(3, record(3), Bytes::from_static(b"ccc"), (None, 0));
+        let value = tagged.encode();
+        assert_eq!(value[0], V3);
+        let batch = Batch::parse(Bytes::from(value.clone())).unwrap();
+        assert_eq!(
+            batch.tags().unwrap(),
+            [(None, 8), (Some("tenant-é"), 8), (None, 0)]
+        );
+        assert_eq!(batch.body(2).unwrap(), Bytes::from_static(b"ccc"));
+        assert_eq!(batch.body_bytes(), 6);
+        let mut loaded = Vec::new();
+        decode_messages(7, &batch, &BatchState::default(), &mut |m| {
+            loaded.push((m.id, m.key, m.priority));
+        })
+        .unwrap();
+        assert_eq!(
+            loaded,
+            [(1, None, 8), (2, Some("tenant-é".into()), 8), (3, None, 0)]
+        );
+        // A tags section that does not add up is refused.
+        let mut damaged = value;
+        let table = HEAD_LEN + 3 * ENTRY_LEN;
+        damaged[table + 3] += 1;
+        assert!(Batch::parse(Bytes::from(damaged)).is_none());
+    }
+
+    #[test]
     fn should_round_trip_a_batch_without_copying_bodies() {
         let mut builder = BatchBuilder::default();
         assert_eq!(
-            builder.push(10, record(1), Bytes::from_static(b"first"), None),
+            builder.push(10, record(1), Bytes::from_static(b"first"), (None, 8)),
             0
         );
-        assert_eq!(builder.push(12, record(2), Bytes::new(), None), 1);
+        assert_eq!(builder.push(12, record(2), Bytes::new(), (None, 8)), 1);
         assert_eq!(
-            builder.push(13, record(3), Bytes::from_static(b"third"), None),
+            builder.push(13, record(3), Bytes::from_static(b"third"), (None, 8)),
             2
         );
         assert_eq!(builder.body(2).as_deref(), Some(&b"third"[..]));
@@ -416,7 +486,7 @@ mod tests {
     #[test]
     fn should_reject_damaged_batches() {
         let mut builder = BatchBuilder::default();
-        builder.push(1, record(1), Bytes::from_static(b"body"), None);
+        builder.push(1, record(1), Bytes::from_static(b"body"), (None, 8));
         let value = builder.encode();
         assert!(Batch::parse(Bytes::from(value[..value.len() - 1].to_vec())).is_none());
         assert!(Batch::parse(Bytes::from_static(b"\x02\xff\xff\xff\xff")).is_none());
@@ -426,12 +496,17 @@ mod tests {
     #[test]
     fn should_seal_batches_by_count_and_bytes() {
         let mut builder = BatchBuilder::default();
-        builder.push(1, record(1), Bytes::from(vec![0u8; MAX_BATCH_BYTES]), None);
+        builder.push(
+            1,
+            record(1),
+            Bytes::from(vec![0u8; MAX_BATCH_BYTES]),
+            (None, 8),
+        );
         assert!(builder.is_full());
         let mut builder = BatchBuilder::default();
         for id in 0..MAX_BATCH_MESSAGES as u64 {
             assert!(!builder.is_full());
-            builder.push(id, record(id), Bytes::from_static(b"x"), None);
+            builder.push(id, record(id), Bytes::from_static(b"x"), (None, 8));
         }
         assert!(builder.is_full());
     }

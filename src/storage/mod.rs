@@ -189,6 +189,8 @@ pub struct LoadedMessage {
     pub record: MessageRecord,
     /// Its dispatch key, if it has one.
     pub key: Option<std::sync::Arc<str>>,
+    /// Its priority as pushed (`batch::DEFAULT_PRIORITY` in a batch without tags).
+    pub priority: u8,
     /// Its state, if it differs from the push defaults.
     pub state: Option<StateRecord>,
     /// The key of the batch record holding it.

@@ -261,7 +261,7 @@ async fn a_data_directory_with_a_tree_per_queue_is_migrated() {
                 available_at_ms: 0,
                 expires_at_ms: u64::MAX / 2,
             };
-            batch.push(id, record, Bytes::from(format!("m{i}")), None);
+            batch.push(id, record, Bytes::from(format!("m{i}")), (None, 8));
         }
         db.open_tree(keys::layout2_tree_name(1, false))
             .unwrap()
