@@ -336,6 +336,9 @@ async fn a_queue_is_shown_peeked_edited_redriven_cleared_and_deleted() {
     let one = get(&server, &format!("message?name=p1/jobs&id={}", ids[0])).await;
     assert_eq!(one["message"]["state"], "reserved");
     assert_eq!(one["message"]["reserved_count"], 1);
+    // Its delivery history: the attempt under way (issue 14).
+    assert_eq!(one["message"]["history"][0]["outcome"], "in_progress");
+    assert_eq!(one["message"]["key"], serde_json::Value::Null);
     let refused = call(
         &server,
         Some("all"),

@@ -577,13 +577,25 @@ function messageBox(name, m, onDeleted) {
       h("span", { className: "badge " + m.state, "data-field": "state" }, m.state),
       h("span", { "data-field": "reserved-count" }, "reserved " + m.reserved_count + "×"),
       m.priority !== 8 ? h("span", { "data-field": "priority" }, "priority " + m.priority) : null,
+      m.key ? h("span", { "data-field": "key" }, "key " + m.key) : null,
       h("span", {}, "pushed " + fmtTime(m.pushed_at_ms)),
       m.state === "reserved" ? h("span", {}, "lease until " + fmtTime(m.reserved_until_ms)) : null,
       m.state === "delayed" ? h("span", {}, "available at " + fmtTime(m.available_at_ms)) : null,
       h("span", {}, fmtBytes(m.size) + (m.truncated ? " (shown in part)" : "") + (m.body.hex !== undefined ? ", binary (hex)" : "")),
       h("span", { className: "spacer" }),
       del),
-    pre);
+    pre,
+    history(m.history || []));
+}
+
+// A message's delivery attempts (get by id only), oldest first.
+function history(attempts) {
+  if (attempts.length === 0) return null;
+  return h("ol", { className: "history", "data-field": "history" },
+    ...attempts.map((a) => h("li", {},
+      a.outcome.replace("_", " ") + " · " + (a.consumer || "unnamed consumer") +
+      (a.reserved_at_ms ? " · reserved " + fmtTime(a.reserved_at_ms) + " · " + a.duration_ms + " ms" : "") +
+      (a.touches ? " · " + a.touches + " touch" + (a.touches === 1 ? "" : "es") : ""))));
 }
 
 function queueView(name) {
