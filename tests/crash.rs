@@ -77,6 +77,117 @@ async fn every_acknowledged_push_survives_sigkill() {
     assert_eq!(unique.len(), acked.len(), "no id was handed out twice");
 }
 
+/// Issue 14's message attributes are part of the durability contract: after a
+/// SIGKILL while prioritized, keyed pushes are in flight, every acknowledged push
+/// comes back with its priority and key, and every acknowledged release with the
+/// attempt it ended in its delivery history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priorities_keys_and_delivery_histories_survive_sigkill() {
+    use ferromq::client::ConnectOptions;
+    use ferromq::proto::{DeliveryOutcome, PushMessage};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path());
+    let options = ConnectOptions {
+        consumer: Some("worker-9".into()),
+        ..ConnectOptions::default()
+    };
+    let client = Client::connect_with(server.addr.as_str(), &options)
+        .await
+        .unwrap();
+    // Acknowledged releases first: their messages have one attempt each.
+    let released_ids = client
+        .push(
+            "tagged",
+            (0..20).map(|i| Bytes::from(format!("r{i}"))).collect(),
+        )
+        .await
+        .unwrap();
+    let all = ReserveOptions {
+        n: 20,
+        ..ReserveOptions::default()
+    };
+    for m in client.reserve("tagged", all).await.unwrap() {
+        client
+            .release("tagged", m.id, m.reservation_id, 0)
+            .await
+            .unwrap();
+    }
+    // Then producers push tagged batches until 1,000 messages are acknowledged;
+    // the kill lands while they are still pushing.
+    type Acked = Vec<(u64, Bytes, u32, String)>;
+    let acked: Arc<Mutex<Acked>> = Arc::default();
+    let (enough_tx, enough_rx) = tokio::sync::oneshot::channel();
+    let enough_tx = Arc::new(Mutex::new(Some(enough_tx)));
+    let mut producers = Vec::new();
+    for p in 0..4u32 {
+        let (client, acked, enough_tx) =
+            (client.clone(), Arc::clone(&acked), Arc::clone(&enough_tx));
+        producers.push(tokio::spawn(async move {
+            for i in 0..1_000u32 {
+                let messages: Vec<PushMessage> = (0..5u32)
+                    .map(|k| PushMessage {
+                        body: Bytes::from(format!("p{p}-{i}-{k}")),
+                        priority: Some((i + k) % 16),
+                        key: if k % 2 == 0 {
+                            format!("tenant-{}", (i + k) % 7)
+                        } else {
+                            String::new()
+                        },
+                        ..PushMessage::default()
+                    })
+                    .collect();
+                let Ok(ids) = client.push_messages("tagged", messages.clone()).await else {
+                    return; // the server is gone
+                };
+                let mut acked = acked.lock().unwrap();
+                for (id, m) in ids.into_iter().zip(messages) {
+                    acked.push((id, m.body, m.priority.unwrap_or(8), m.key));
+                }
+                if acked.len() >= 1_000 {
+                    if let Some(tx) = enough_tx.lock().unwrap().take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        }));
+    }
+    enough_rx.await.expect("1000 acknowledged pushes");
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+    drop(server);
+    for producer in producers {
+        producer.await.unwrap();
+    }
+
+    let server = start(dir.path());
+    let client = Client::connect(server.addr.as_str()).await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    for (id, body, priority, key) in &acked {
+        let got = client.get("tagged", *id).await.unwrap_or_else(|err| {
+            panic!("acknowledged message {id} lost: {err}");
+        });
+        assert_eq!(
+            (&got.body, got.priority, &got.key),
+            (body, *priority, key),
+            "message {id}"
+        );
+    }
+    for id in released_ids {
+        let got = client.get("tagged", id).await.unwrap();
+        let attempts: Vec<(DeliveryOutcome, &str)> = got
+            .history
+            .iter()
+            .map(|a| (a.outcome(), a.consumer.as_str()))
+            .collect();
+        assert_eq!(
+            attempts,
+            [(DeliveryOutcome::Released, "worker-9")],
+            "message {id}"
+        );
+    }
+}
+
 /// SIGTERM under load (issue 10): the server exits 0 within a bounded time; every
 /// push and delete it acknowledged holds after a restart; every other request got
 /// UNAVAILABLE or found the connection closed, never another error.
