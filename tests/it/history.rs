@@ -9,15 +9,7 @@ use ferromq::client::{Client, ConnectOptions, ReserveOptions};
 use ferromq::proto::{DeadLetter, DeliveryOutcome, ErrorCode, QueueSettings};
 use serde_json::json;
 
-use crate::support::{Http, TestServer};
-
-fn with_http(config: &mut ferromq::Config) {
-    config.http_listen = Some("127.0.0.1:0".parse().unwrap());
-    config.auth = ferromq::config::Auth {
-        tokens: vec![("t".into(), None)],
-        disabled: false,
-    };
-}
+use crate::support::{with_http, TestServer};
 
 async fn consumer(server: &TestServer, name: &str) -> Client {
     let options = ConnectOptions {
@@ -33,14 +25,6 @@ fn lease(ms: u64) -> ReserveOptions {
         n: 1,
         timeout_ms: ms,
         ..ReserveOptions::default()
-    }
-}
-
-fn http(server: &TestServer) -> Http {
-    Http {
-        addr: server.server.http_addr().unwrap(),
-        project: "p".into(),
-        token: Some("t".into()),
     }
 }
 
@@ -67,7 +51,7 @@ async fn get_shows_each_attempt_on_both_protocols_and_a_restart_keeps_them() {
         .await
         .unwrap();
     // Reserved over HTTP, named by the header.
-    let api = http(&server);
+    let api = server.http("p", Some("t"));
     let reply = api
         .raw(
             "POST",
@@ -177,7 +161,7 @@ async fn bad_consumer_names_and_settings_are_refused_on_both_protocols() {
         .err()
         .expect("refused");
     assert_eq!(err.code(), Some(ErrorCode::InvalidArgument), "{err}");
-    let api = http(&server);
+    let api = server.http("p", Some("t"));
     api.call(
         "POST",
         "queues/q/messages",

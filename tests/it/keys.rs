@@ -9,29 +9,13 @@ use ferromq::client::ReserveOptions;
 use ferromq::proto::{ErrorCode, PushMessage, QueueSettings};
 use serde_json::json;
 
-use crate::support::{Http, TestServer};
-
-fn with_http(config: &mut ferromq::Config) {
-    config.http_listen = Some("127.0.0.1:0".parse().unwrap());
-    config.auth = ferromq::config::Auth {
-        tokens: vec![("t".into(), None)],
-        disabled: false,
-    };
-}
+use crate::support::{with_http, TestServer};
 
 fn keyed(body: &str, key: &str) -> PushMessage {
     PushMessage {
         body: Bytes::copy_from_slice(body.as_bytes()),
         key: key.into(),
         ..PushMessage::default()
-    }
-}
-
-fn http(server: &TestServer) -> Http {
-    Http {
-        addr: server.server.http_addr().unwrap(),
-        project: "p".into(),
-        token: Some("t".into()),
     }
 }
 
@@ -51,7 +35,7 @@ async fn keys_take_turns_and_a_cap_holds_a_key_back_on_both_protocols() {
     let noisy: Vec<PushMessage> = (0..20).map(|i| keyed(&format!("big-{i}"), "big")).collect();
     client.push_messages(queue, noisy).await.unwrap();
     // ... then two small ones over HTTP.
-    let api = http(&server);
+    let api = server.http("p", Some("t"));
     let reply = api
         .call(
             "POST",
@@ -137,7 +121,7 @@ async fn bad_keys_and_caps_are_refused_on_both_protocols() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::InvalidArgument));
-    let api = http(&server);
+    let api = server.http("p", Some("t"));
     for bad in [json!("a\u{7}b"), json!(7), json!("k".repeat(129))] {
         let reply = api
             .call(

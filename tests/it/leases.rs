@@ -220,14 +220,7 @@ async fn messages_expire_whatever_their_state() {
 /// to delete with the reservation) on both protocols, on the queues' clock.
 #[tokio::test]
 async fn info_reports_processing_times_on_both_protocols_and_keeps_them_across_a_restart() {
-    fn with_http(config: &mut ferromq::Config) {
-        config.http_listen = Some("127.0.0.1:0".parse().unwrap());
-        config.auth = ferromq::config::Auth {
-            tokens: vec![("t".into(), None)],
-            disabled: false,
-        };
-    }
-    let server = TestServer::start_manual(with_http).await;
+    let server = TestServer::start_manual(crate::support::with_http).await;
     let client = server.client().await;
     let queue = "p/work";
     client
@@ -254,11 +247,7 @@ async fn info_reports_processing_times_on_both_protocols_and_keeps_them_across_a
         (4_000..=5_000).contains(&info.processing_p99_ms),
         "{info:?}"
     );
-    let http = crate::support::Http {
-        addr: server.server.http_addr().unwrap(),
-        project: "p".into(),
-        token: Some("t".into()),
-    };
+    let http = server.http("p", Some("t"));
     let reply = http.call("GET", "queues/work", None).await;
     assert_eq!(reply.status, 200, "{reply:?}");
     let times = &reply.json["queue"]["processing_time"];
@@ -266,7 +255,7 @@ async fn info_reports_processing_times_on_both_protocols_and_keeps_them_across_a
     assert_eq!(times["p50_ms"].as_u64(), Some(info.processing_p50_ms));
     assert_eq!(times["p99_ms"].as_u64(), Some(info.processing_p99_ms));
     // Kept with the queue's record.
-    let server = server.restart_with(with_http).await;
+    let server = server.restart_with(crate::support::with_http).await;
     let after = server.client().await.info(queue).await.unwrap();
     assert_eq!(
         (
@@ -283,14 +272,7 @@ async fn info_reports_processing_times_on_both_protocols_and_keeps_them_across_a
 /// protocols; `info` says which lease `auto` gives.
 #[tokio::test]
 async fn an_auto_timeout_follows_the_measured_processing_time_on_both_protocols() {
-    let server = TestServer::start_manual(|config| {
-        config.http_listen = Some("127.0.0.1:0".parse().unwrap());
-        config.auth = ferromq::config::Auth {
-            tokens: vec![("t".into(), None)],
-            disabled: false,
-        };
-    })
-    .await;
+    let server = TestServer::start_manual(crate::support::with_http).await;
     let client = server.client().await;
     let queue = "p/auto";
     client
@@ -338,11 +320,7 @@ async fn an_auto_timeout_follows_the_measured_processing_time_on_both_protocols(
     let got = client.reserve(queue, auto).await.unwrap();
     assert_eq!(got[0].reserved_until_ms, now + info.advised_timeout_ms);
     // HTTP: `"timeout": "auto"`.
-    let http = crate::support::Http {
-        addr: server.server.http_addr().unwrap(),
-        project: "p".into(),
-        token: Some("t".into()),
-    };
+    let http = server.http("p", Some("t"));
     let reply = http
         .call(
             "POST",

@@ -10,15 +10,7 @@ use ferromq::client::ReserveOptions;
 use ferromq::proto::{ErrorCode, PushMessage};
 use serde_json::json;
 
-use crate::support::{Http, TestServer};
-
-fn with_http(config: &mut ferromq::Config) {
-    config.http_listen = Some("127.0.0.1:0".parse().unwrap());
-    config.auth = ferromq::config::Auth {
-        tokens: vec![("t".into(), None)],
-        disabled: false,
-    };
-}
+use crate::support::{with_http, TestServer};
 
 fn message(body: &'static str, priority: Option<u32>) -> PushMessage {
     PushMessage {
@@ -44,11 +36,7 @@ async fn both_protocols_push_and_reserve_by_priority_and_a_restart_keeps_the_ord
         )
         .await
         .unwrap();
-    let http = Http {
-        addr: server.server.http_addr().unwrap(),
-        project: "p".into(),
-        token: Some("t".into()),
-    };
+    let http = server.http("p", Some("t"));
     let reply = http
         .call(
             "POST",
@@ -86,10 +74,7 @@ async fn both_protocols_push_and_reserve_by_priority_and_a_restart_keeps_the_ord
     // Kept across a restart.
     let server = server.restart_with(with_http).await;
     let client = server.client().await;
-    let http = Http {
-        addr: server.server.http_addr().unwrap(),
-        ..http
-    };
+    let http = server.http("p", Some("t"));
     // The first two by HTTP, the next two by the binary protocol.
     let reply = http
         .call("POST", "queues/jobs/reservations", Some(json!({"n": 2})))
@@ -147,11 +132,7 @@ async fn a_priority_out_of_range_is_refused_on_both_protocols() {
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::InvalidArgument));
     assert!(err.to_string().contains("priority = 16"), "{err}");
-    let http = Http {
-        addr: server.server.http_addr().unwrap(),
-        project: "p".into(),
-        token: Some("t".into()),
-    };
+    let http = server.http("p", Some("t"));
     for bad in [json!(16), json!(-1), json!("high"), json!(1.5)] {
         let reply = http
             .call(

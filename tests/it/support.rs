@@ -25,7 +25,26 @@ pub(crate) struct TestServer {
     pub(crate) token: Option<String>,
 }
 
+/// Config for a server with the IronMQ API on an ephemeral port and one token,
+/// `t`, that reaches every project.
+pub(crate) fn with_http(config: &mut Config) {
+    config.http_listen = Some("127.0.0.1:0".parse().expect("address"));
+    config.auth = ferromq::config::Auth {
+        tokens: vec![("t".into(), None)],
+        disabled: false,
+    };
+}
+
 impl TestServer {
+    /// This server's IronMQ API as project `project`, with `token` if given.
+    pub(crate) fn http(&self, project: &str, token: Option<&str>) -> Http {
+        Http {
+            addr: self.server.http_addr().expect("http enabled"),
+            project: project.into(),
+            token: token.map(str::to_owned),
+        }
+    }
+
     /// Starts a server with default settings on a fresh data directory.
     pub(crate) async fn start() -> TestServer {
         Self::start_with(|_| {}).await
