@@ -58,7 +58,8 @@ pub(super) struct Keys {
     turn: u64,
     /// Most messages in flight per key (0: no cap).
     cap: u32,
-    /// The unkeyed key's turn, and whether it is in the ring.
+    /// The unkeyed key's name (""), turn, and whether it is in the ring.
+    unkeyed_name: Arc<str>,
     unkeyed_served: u64,
     unkeyed_eligible: bool,
     /// Every keyed AVAILABLE message, as (order key, id), for peek's order.
@@ -82,6 +83,7 @@ impl Keys {
         Keys {
             next_id: 1,
             cap,
+            unkeyed_name: Arc::from(""),
             ..Keys::default()
         }
     }
@@ -92,8 +94,12 @@ impl Keys {
         if let Some(&id) = self.ids.get(name) {
             return id;
         }
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1).max(1);
+        // Ids only wrap after 2^32 keys; even then, never one in use.
+        let mut id = self.next_id;
+        while id == UNKEYED || self.states.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        self.next_id = id.wrapping_add(1);
         self.ids.insert(Arc::clone(name), id);
         self.states.insert(
             id,
@@ -205,7 +211,7 @@ impl Keys {
             return;
         }
         self.unkeyed_eligible = available;
-        let entry = (self.unkeyed_served, Arc::from(""), UNKEYED);
+        let entry = (self.unkeyed_served, Arc::clone(&self.unkeyed_name), UNKEYED);
         if available {
             self.ring.insert(entry);
         } else {
@@ -229,10 +235,11 @@ impl Keys {
         self.turn += 1;
         let turn = self.turn;
         if key == UNKEYED {
-            let was = (self.unkeyed_served, Arc::from(""), UNKEYED);
+            let name = Arc::clone(&self.unkeyed_name);
+            let was = (self.unkeyed_served, Arc::clone(&name), UNKEYED);
             self.unkeyed_served = turn;
             if self.ring.remove(&was) {
-                self.ring.insert((turn, Arc::from(""), UNKEYED));
+                self.ring.insert((turn, name, UNKEYED));
             }
             return;
         }
