@@ -333,8 +333,19 @@ impl Service {
         messages: Vec<NewMessage>,
         headers: Vec<Vec<(String, String)>>,
     ) -> Result<Vec<u64>, QueueError> {
+        self.check_push(&messages, &headers)?;
+        let handle = self.registry.get_or_create(queue).await?;
+        self.push_from(handle, queue, messages, &headers).await
+    }
+
+    /// Checks a push's messages and headers (see [`Service::push_with_headers`]).
+    fn check_push(
+        &self,
+        messages: &[NewMessage],
+        headers: &[Vec<(String, String)>],
+    ) -> Result<(), QueueError> {
         check_count("push", "messages", messages.len())?;
-        for list in &headers {
+        for list in headers {
             if list.len() > MAX_PUSH_HEADERS {
                 return Err(QueueError::invalid(format!(
                     "a message has {} push headers; at most {MAX_PUSH_HEADERS} are allowed",
@@ -345,7 +356,7 @@ impl Service {
                 check_header(name, value)?;
             }
         }
-        for message in &messages {
+        for message in messages {
             if message.body.len() > self.max_body {
                 return Err(QueueError::BodyTooLarge {
                     len: message.body.len(),
@@ -363,8 +374,60 @@ impl Service {
                 crate::queue::fair::check_key(key).map_err(QueueError::invalid)?;
             }
         }
-        let handle = self.registry.get_or_create(queue).await?;
-        self.push_from(handle, queue, messages, &headers).await
+        Ok(())
+    }
+
+    /// Atomic hand-off: deletes message `id` of `queue`, reserved under
+    /// `reservation_id`, and pushes each target's follow-ups to its queue
+    /// (created if missing), all or nothing (`queue/state/hand_off.rs`). Returns
+    /// the follow-ups' ids per target once the whole hand-off is durable.
+    ///
+    /// # Errors
+    /// `InvalidArgument` (no or too many targets, a push queue as the source, a
+    /// follow-up as [`Service::push_with_headers`] refuses it), `BodyTooLarge`,
+    /// `QueueNotFound` for the source, the reservation errors of
+    /// [`Service::delete`], a target's refusal (`ResourceExhausted`), storage
+    /// failures. On any error before the commit nothing changed.
+    pub async fn hand_off(
+        &self,
+        queue: &QueueName,
+        id: u64,
+        reservation_id: u64,
+        targets: Vec<FollowUps>,
+    ) -> Result<Vec<Vec<u64>>, QueueError> {
+        check_range(
+            "targets",
+            u64::try_from(targets.len()).unwrap_or(u64::MAX),
+            1,
+            MAX_HAND_OFF_TARGETS,
+        )?;
+        if reservation_id == 0 {
+            return Err(QueueError::invalid(
+                "a hand-off needs the message's reservation_id: only a reserved message \
+                 can be handed off",
+            ));
+        }
+        for target in &targets {
+            self.check_push(&target.messages, &target.headers)?;
+        }
+        let source = self.queue(queue).await?;
+        if source.kind() != QueueKind::Pull {
+            return Err(QueueError::invalid(format!(
+                "queue {queue} is a push queue: its reservations belong to its deliveries, \
+                 they cannot be handed off"
+            )));
+        }
+        let mut follow_ups = Vec::with_capacity(targets.len());
+        for target in targets {
+            let handle = self.registry.get_or_create(&target.queue).await?;
+            follow_ups.push(crate::queue::transfer::FollowUps {
+                messages: stored(&handle, &target.messages, &target.headers),
+                queue: target.queue,
+            });
+        }
+        self.registry
+            .hand_off(queue, id, reservation_id, follow_ups)
+            .await
     }
 
     /// Pushes through `handle`, the queue `queue` as last looked up. A push is
@@ -956,6 +1019,20 @@ impl Service {
     async fn queue(&self, queue: &QueueName) -> Result<QueueHandle, QueueError> {
         self.registry.get(queue).await
     }
+}
+
+/// Most targets of one hand-off.
+pub const MAX_HAND_OFF_TARGETS: u64 = 16;
+
+/// One target of a hand-off, as a front end gives it.
+#[derive(Debug, Clone)]
+pub struct FollowUps {
+    /// The queue (created if missing).
+    pub queue: QueueName,
+    /// 1..=100 messages, checked as a push's.
+    pub messages: Vec<NewMessage>,
+    /// Their push headers, as [`Service::push_with_headers`] takes them.
+    pub headers: Vec<Vec<(String, String)>>,
 }
 
 /// What a queue stores for `messages`: push queues keep each message's push

@@ -22,7 +22,7 @@ use crate::queue::types::{
     priority, DeadLetterPatch, MessageState, MessageView, NewMessage, QueueName, QueueStats,
     SettingsPatch,
 };
-use crate::service::Service;
+use crate::service::{FollowUps, Service};
 
 /// Who sends a request: what the connection may reach, and its consumer name.
 pub(crate) struct Caller<'a> {
@@ -77,6 +77,7 @@ pub(crate) fn op_label(op: Option<&Op>) -> (usize, &'static str) {
         Some(Op::PushStatuses(_)) => (18, "push_statuses"),
         Some(Op::Health(_)) => (19, "health"),
         Some(Op::ListQueueStats(_)) => (20, "list_queue_stats"),
+        Some(Op::HandOff(_)) => (21, "hand_off"),
     }
 }
 
@@ -99,6 +100,7 @@ pub(crate) fn queue_of(op: Option<&Op>) -> Option<String> {
         Op::DeleteQueue(r) => &r.queue,
         Op::Redrive(r) => &r.queue,
         Op::PushStatuses(r) => &r.queue,
+        Op::HandOff(r) => &r.queue,
         Op::Hello(_)
         | Op::ListQueues(_)
         | Op::ListQueueStats(_)
@@ -106,6 +108,28 @@ pub(crate) fn queue_of(op: Option<&Op>) -> Option<String> {
         | Op::Health(_) => return None,
     };
     Some(queue.clone())
+}
+
+/// The messages of a push (or a hand-off's target) from the wire, and their push
+/// headers.
+#[allow(clippy::type_complexity)]
+fn new_messages(
+    wire: Vec<proto::PushMessage>,
+) -> Result<(Vec<NewMessage>, Vec<Vec<(String, String)>>), QueueError> {
+    let mut headers = Vec::with_capacity(wire.len());
+    let messages = wire
+        .into_iter()
+        .map(|m| {
+            headers.push(pairs(m.push_headers));
+            Ok(NewMessage {
+                body: m.body,
+                delay_ms: m.delay_ms,
+                priority: priority(m.priority.map(u64::from))?,
+                key: (!m.key.is_empty()).then(|| Arc::from(m.key.as_str())),
+            })
+        })
+        .collect::<Result<_, QueueError>>()?;
+    Ok((messages, headers))
 }
 
 /// The stable wire code of an error.
@@ -155,22 +179,31 @@ async fn run(
         }),
         Op::Push(push) => {
             let name = named(&push.queue)?;
-            let mut headers = Vec::with_capacity(push.messages.len());
-            let messages = push
-                .messages
-                .into_iter()
-                .map(|m| {
-                    headers.push(pairs(m.push_headers));
-                    Ok(NewMessage {
-                        body: m.body,
-                        delay_ms: m.delay_ms,
-                        priority: priority(m.priority.map(u64::from))?,
-                        key: (!m.key.is_empty()).then(|| Arc::from(m.key.as_str())),
-                    })
-                })
-                .collect::<Result<_, QueueError>>()?;
+            let (messages, headers) = new_messages(push.messages)?;
             response::Result::Push(proto::PushOk {
                 ids: service.push_with_headers(&name, messages, headers).await?,
+            })
+        }
+        Op::HandOff(hand_off) => {
+            let name = named(&hand_off.queue)?;
+            let targets = hand_off
+                .targets
+                .into_iter()
+                .map(|target| {
+                    let queue = named(&target.queue)?;
+                    let (messages, headers) = new_messages(target.messages)?;
+                    Ok(FollowUps {
+                        queue,
+                        messages,
+                        headers,
+                    })
+                })
+                .collect::<Result<Vec<_>, QueueError>>()?;
+            let ids = service
+                .hand_off(&name, hand_off.message_id, hand_off.reservation_id, targets)
+                .await?;
+            response::Result::HandedOff(proto::HandedOff {
+                targets: ids.into_iter().map(|ids| proto::PushOk { ids }).collect(),
             })
         }
         Op::Reserve(reserve) => {

@@ -41,7 +41,9 @@ use super::recovery::record_from_meta;
 use super::staging::LogWrite;
 use super::state::{Ask, Counters, Env, Event, QueueState, Reserved, Settle};
 use super::transfer::Mover;
-use super::types::{MessageView, NewMessage, QueueName, QueueStats, SettingsPatch, Transfer};
+use super::types::{
+    MessageView, NewMessage, Origin, QueueName, QueueStats, SettingsPatch, Transfer,
+};
 use super::waiters::WaiterId;
 use crate::error::QueueError;
 use crate::metrics::{QueueGauges, QueueMetrics};
@@ -144,6 +146,34 @@ pub(super) enum ActorRequest {
         ids: Vec<u64>,
         moved: bool,
     },
+    /// A step of an atomic hand-off (`state/hand_off.rs`); boxed, like Update.
+    HandOff(Box<HandOffStep>),
+}
+
+/// The steps of an atomic hand-off, in the order the driver (`transfer.rs`)
+/// sends them.
+pub(super) enum HandOffStep {
+    /// 1. Hold the source message.
+    Begin {
+        id: u64,
+        reservation_id: u64,
+        reply: Reply<Result<(), QueueError>>,
+    },
+    /// 2. Stage follow-ups here (acknowledged once durable).
+    Stage {
+        origin: Origin,
+        messages: Vec<NewMessage>,
+        reply: Reply<Acked<Vec<u64>>>,
+    },
+    /// 3. Delete the source message (acknowledged once durable: the commit
+    ///    point), or give it its state back.
+    End {
+        id: u64,
+        commit: bool,
+        reply: Reply<Acked<()>>,
+    },
+    /// 4. Release (or remove) the follow-ups staged here.
+    Release { origin: Origin, commit: bool },
 }
 
 impl ActorRequest {
@@ -168,6 +198,12 @@ impl ActorRequest {
             ActorRequest::Redrive { reply, .. } => drop(reply.send(Err(err))),
             ActorRequest::Adopt { reply, .. } => drop(reply.send(Err(err))),
             ActorRequest::TransferDone { .. } => {}
+            ActorRequest::HandOff(step) => match *step {
+                HandOffStep::Begin { reply, .. } => drop(reply.send(Err(err))),
+                HandOffStep::Stage { reply, .. } => drop(reply.send(Err(err))),
+                HandOffStep::End { reply, .. } => drop(reply.send(Err(err))),
+                HandOffStep::Release { .. } => {}
+            },
         }
     }
 }
@@ -514,9 +550,48 @@ impl Actor {
                 self.reply_acked(reply, result);
             }
             ActorRequest::TransferDone { ids, moved } => state.transfer_done(&ids, moved),
+            ActorRequest::HandOff(step) => self.hand_off(*step, now),
             ActorRequest::Destroy { reply } => self.destroy = Some(reply),
         }
         self.dispatch_events();
+    }
+
+    /// Runs one step of a hand-off.
+    fn hand_off(&mut self, step: HandOffStep, now: u64) {
+        let state = &mut self.state;
+        match step {
+            HandOffStep::Begin {
+                id,
+                reservation_id,
+                reply,
+            } => drop(reply.send(state.hand_off_begin(now, id, reservation_id))),
+            HandOffStep::Stage {
+                origin,
+                messages,
+                reply,
+            } => {
+                let bytes = messages.iter().map(|m| m.body.len()).sum::<usize>();
+                let result = self
+                    .ctx
+                    .admission
+                    .admit_push(
+                        &state.meta().name,
+                        state.message_count(),
+                        state.bytes(),
+                        messages.len(),
+                        u64::try_from(bytes).unwrap_or(u64::MAX),
+                    )
+                    .and_then(|()| state.stage_follow_ups(now, &mut self.io, &origin, messages));
+                self.reply_acked(reply, result);
+            }
+            HandOffStep::End { id, commit, reply } => {
+                let result = state.hand_off_end(now, id, commit);
+                self.reply_acked(reply, result);
+            }
+            HandOffStep::Release { origin, commit } => {
+                state.release_follow_ups(now, &origin, commit);
+            }
+        }
     }
 
     /// Publishes the state's figures to the metrics, if they changed.
@@ -653,17 +728,11 @@ impl Actor {
     fn apply(&mut self, writes: Vec<LogWrite>) {
         for write in writes {
             self.wrote = true;
-            let (key, result) = match &write {
-                LogWrite::Clear => (None, self.io.log.clear()),
-                LogWrite::Batch { key, value } => (Some(*key), self.io.log.put_batch(*key, value)),
-                LogWrite::BatchState { key, value } => {
-                    (None, self.io.log.put_batch_state(*key, value))
-                }
-                LogWrite::RemoveBatch { key } => (None, self.io.log.remove_batch(*key)),
-                LogWrite::History { id, update } => {
-                    (None, write_history(&*self.io.log, *id, update))
-                }
+            let key = match &write {
+                LogWrite::Batch { key, .. } => Some(*key),
+                _ => None,
             };
+            let result = apply_write(&*self.io.log, &write);
             if let Err(err) = result {
                 tracing::error!(queue = %self.state.meta().name, cause = %err, "a write failed");
                 if let Some(key) = key {
@@ -672,6 +741,20 @@ impl Actor {
                 self.turn_error = Some(err.into());
             }
         }
+    }
+}
+
+/// Applies one log write to `log`.
+pub(super) fn apply_write(
+    log: &dyn QueueLog,
+    write: &LogWrite,
+) -> Result<(), crate::storage::StorageError> {
+    match write {
+        LogWrite::Clear => log.clear(),
+        LogWrite::Batch { key, value } => log.put_batch(*key, value),
+        LogWrite::BatchState { key, value } => log.put_batch_state(*key, value),
+        LogWrite::RemoveBatch { key } => log.remove_batch(*key),
+        LogWrite::History { id, update } => write_history(log, *id, update),
     }
 }
 

@@ -17,11 +17,11 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::actor::{Acked, ActorRequest, Edit, UpdateRequest};
+use super::actor::{Acked, ActorRequest, Edit, HandOffStep, UpdateRequest};
 use super::push::QueueKind;
 use super::state::{Ask, Settle};
 use super::types::{
-    Lease, MessageView, NewMessage, QueueName, QueueStats, SettingsPatch, Transfer,
+    Lease, MessageView, NewMessage, Origin, QueueName, QueueStats, SettingsPatch, Transfer,
 };
 use crate::error::QueueError;
 use crate::metrics::QueueMetrics;
@@ -367,6 +367,60 @@ impl QueueHandle {
         let _ = self
             .mailbox
             .send(ActorRequest::TransferDone { ids, moved })
+            .await;
+    }
+
+    /// Hand-off step 1: holds message `id`, reserved under `reservation_id`.
+    pub(crate) async fn hand_off_begin(
+        &self,
+        id: u64,
+        reservation_id: u64,
+    ) -> Result<(), QueueError> {
+        self.call(|reply| {
+            ActorRequest::HandOff(Box::new(HandOffStep::Begin {
+                id,
+                reservation_id,
+                reply,
+            }))
+        })
+        .await
+    }
+
+    /// Hand-off step 2: stages follow-ups replacing `origin`; returns their ids
+    /// once durable.
+    pub(crate) async fn stage_follow_ups(
+        &self,
+        origin: Origin,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<u64>, QueueError> {
+        self.call_acked(|reply| {
+            ActorRequest::HandOff(Box::new(HandOffStep::Stage {
+                origin,
+                messages,
+                reply,
+            }))
+        })
+        .await
+    }
+
+    /// Hand-off step 3: deletes held message `id` (`commit`), returning once that
+    /// is durable, or gives it its state back.
+    pub(crate) async fn hand_off_end(&self, id: u64, commit: bool) -> Result<(), QueueError> {
+        self.call_acked(|reply| {
+            ActorRequest::HandOff(Box::new(HandOffStep::End { id, commit, reply }))
+        })
+        .await
+    }
+
+    /// Hand-off step 4: releases (`commit`) or removes the follow-ups staged for
+    /// `origin` (fire and forget: a stopped actor leaves them to recovery).
+    pub(crate) async fn release_follow_ups(&self, origin: Origin, commit: bool) {
+        let _ = self
+            .mailbox
+            .send(ActorRequest::HandOff(Box::new(HandOffStep::Release {
+                origin,
+                commit,
+            })))
             .await;
     }
 

@@ -26,7 +26,7 @@ use super::push::{
 use super::staging::{Group, IdMap};
 use super::state::{delayed_or_available, Msg, QueueMeta, QueueState, Restored, State, Timer};
 use super::types::{
-    DeadLetter, QueueName, QueueSettings, MAX_EXPIRATION_S, MAX_KEY_MAX_IN_FLIGHT,
+    DeadLetter, Origin, QueueName, QueueSettings, MAX_EXPIRATION_S, MAX_KEY_MAX_IN_FLIGHT,
     MAX_MAX_RESERVATIONS, MAX_TIMEOUT_MS, MIN_EXPIRATION_S, MIN_TIMEOUT_MS,
 };
 use crate::error::QueueError;
@@ -258,6 +258,7 @@ impl Rebuild {
                 delayed: 0,
                 histories: HashSet::default(),
                 stale_histories: Vec::new(),
+                origins: Vec::new(),
             },
             lengths: IdMap::default(),
         }
@@ -288,12 +289,21 @@ impl Rebuild {
             slot,
             batch_len,
             batch_bytes,
+            origin,
         } = loaded;
         let restored = &mut self.restored;
         let group = match restored.groups.entry(batch) {
             Entry::Occupied(group) => group.into_mut(),
             Entry::Vacant(group) => {
                 self.lengths.insert(batch, batch_len);
+                // A hand-off's follow-ups: the registry checks their origin
+                // (`state/hand_off.rs`). A name that does not read cannot be a
+                // queue's: the origin is gone.
+                if let Some((queue, id)) = origin {
+                    if let Ok(queue) = QueueName::new(&queue) {
+                        restored.origins.push((batch, Origin { queue, id }));
+                    }
+                }
                 group.insert(Group {
                     bytes: batch_bytes,
                     ..Group::default()

@@ -28,8 +28,8 @@ use super::clock::Clock;
 use super::handle::QueueHandle;
 use super::push::QueueKind;
 use super::recovery::{meta_from_record, record_from_meta, Rebuild};
-use super::state::{QueueMeta, QueueState};
-use super::transfer::{Directory, Lookup, Mover};
+use super::state::{resolve_hand_offs, QueueMeta, QueueState};
+use super::transfer::{Directory, FollowUps, Lookup, Mover};
 use super::types::{QueueName, QueueSettings};
 use crate::error::QueueError;
 use crate::storage::{QueueLog, QueueRecord, StorageError, Store};
@@ -235,9 +235,18 @@ impl Registry {
             queues: Mutex::new(Queues::default()),
         });
         let now = clock.now_ms();
-        let loaded = tokio::task::spawn_blocking(move || load_all(store.as_ref(), now))
-            .await
-            .map_err(|err| QueueError::Internal(format!("loading stopped: {err}")))??;
+        let loading = Arc::clone(&store);
+        let (loaded, discarded) = tokio::task::spawn_blocking(move || {
+            let mut loaded = load_all(loading.as_ref(), now)?;
+            let discarded = resolve_loaded(&mut loaded, loading.as_ref(), now)?;
+            Ok::<_, QueueError>((loaded, discarded))
+        })
+        .await
+        .map_err(|err| QueueError::Internal(format!("loading stopped: {err}")))??;
+        if discarded {
+            // Durable before any queue serves: see `resolve_hand_offs`.
+            store.commit().wait().await?;
+        }
         {
             let mut queues = inner.lock();
             for LoadedQueue { id, state, log } in loaded {
@@ -247,6 +256,27 @@ impl Registry {
             }
         }
         Ok(Registry { inner })
+    }
+
+    /// Replaces message `id` of queue `source`, reserved under `reservation_id`,
+    /// by follow-ups in the `targets` queues (created if missing), all or
+    /// nothing (`state/hand_off.rs`); returns their ids, per target.
+    ///
+    /// # Errors
+    /// `QueueNotFound` for the source; as [`Mover::hand_off`].
+    pub async fn hand_off(
+        &self,
+        source: &QueueName,
+        id: u64,
+        reservation_id: u64,
+        targets: Vec<FollowUps>,
+    ) -> Result<Vec<Vec<u64>>, QueueError> {
+        let source = self.get(source).await?;
+        self.inner
+            .ctx
+            .mover
+            .hand_off(source, id, reservation_id, targets)
+            .await
     }
 
     /// The queue named `name` (waiting if it is being created).
@@ -562,6 +592,34 @@ struct LoadedQueue {
     id: u64,
     state: QueueState,
     log: Box<dyn QueueLog>,
+}
+
+/// Drops the follow-ups of every hand-off that did not commit
+/// ([`resolve_hand_offs`]) and writes the removals; the caller makes them durable
+/// before any queue serves. Returns whether anything was dropped.
+fn resolve_loaded(
+    loaded: &mut [LoadedQueue],
+    store: &dyn Store,
+    now: u64,
+) -> Result<bool, QueueError> {
+    let mut states: Vec<&mut QueueState> = loaded.iter_mut().map(|q| &mut q.state).collect();
+    let touched = resolve_hand_offs(&mut states);
+    for &at in &touched {
+        let queue = &mut loaded[at];
+        let writes = queue.state.take_writes(now, false);
+        for write in &writes.log {
+            actor::apply_write(&*queue.log, write).map_err(|err| {
+                QueueError::Internal(format!(
+                    "cannot drop the follow-ups of a hand-off in {}: {err}",
+                    queue.state.meta().name
+                ))
+            })?;
+        }
+        if writes.record {
+            store.put_queue(&record_from_meta(queue.id, queue.state.meta()))?;
+        }
+    }
+    Ok(!touched.is_empty())
 }
 
 /// Reads every queue and its messages from the store. A crash during a

@@ -125,6 +125,9 @@ pub(super) struct Staging {
     clear: bool,
     /// The bytes of the bodies of every group still held (see [`Staging::bytes`]).
     bytes: u64,
+    /// While set, every group opened is a hand-off's follow-ups replacing this
+    /// message (queue name, id): written with it (`hand_off.rs`).
+    origin: Option<(std::sync::Arc<str>, u64)>,
 }
 
 impl Staging {
@@ -157,7 +160,15 @@ impl Staging {
         }
         let (key, builder) = match &mut self.open {
             Some(open) => open,
-            open @ None => open.insert((new_key()?, BatchBuilder::default())),
+            open @ None => {
+                let builder = match &self.origin {
+                    Some((queue, id)) => {
+                        BatchBuilder::with_origin(std::sync::Arc::clone(queue), *id)
+                    }
+                    None => BatchBuilder::default(),
+                };
+                open.insert((new_key()?, builder))
+            }
         };
         let key = *key;
         let len = u64::try_from(body.len()).unwrap_or(u64::MAX);
@@ -168,6 +179,21 @@ impl Staging {
         group.bytes = group.bytes.saturating_add(len);
         self.bytes = self.bytes.saturating_add(len);
         Ok((key, slot))
+    }
+
+    /// The messages staged from now until [`Staging::end_origin`] are a
+    /// hand-off's follow-ups replacing message `id` of queue `queue`: they go
+    /// into groups of their own, written with that origin.
+    pub(super) fn begin_origin(&mut self, queue: std::sync::Arc<str>, id: u64) {
+        self.sealed.extend(self.open.take());
+        self.origin = Some((queue, id));
+    }
+
+    /// Ends what [`Staging::begin_origin`] began: the next message opens a
+    /// plain group.
+    pub(super) fn end_origin(&mut self) {
+        self.sealed.extend(self.open.take());
+        self.origin = None;
     }
 
     /// The bytes of the bodies the queue's groups hold: what its batch records

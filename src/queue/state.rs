@@ -44,7 +44,11 @@
 //! at the same millisecond take effect in this order: lease ends (in message-id
 //! order), delay ends, expiries, long-poll timeouts.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+mod hand_off;
+
+pub use hand_off::resolve_hand_offs;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
@@ -59,7 +63,7 @@ use super::order::{front_key, is_push_key, priority_of, push_key};
 use super::push::unwrap_body;
 use super::staging::{Group, IdHasher, IdMap, LogWrite, Slot, Staging};
 use super::types::{
-    Lease, MessageInfo, MessageState, MessageView, NewMessage, QueueName, QueueSettings,
+    Lease, MessageInfo, MessageState, MessageView, NewMessage, Origin, QueueName, QueueSettings,
     QueueStats, Transfer, AUTO_TIMEOUT_MS, DEFAULT_PRIORITY, MAX_TIMEOUT_MS,
 };
 use super::waiters::{Waiter, WaiterId, Waiters};
@@ -301,6 +305,9 @@ pub(super) struct Restored {
     pub(super) histories: HashSet<u64, BuildHasherDefault<IdHasher>>,
     /// Stored histories of messages that are gone, to remove.
     pub(super) stale_histories: Vec<u64>,
+    /// Groups of hand-off follow-ups, with the message they replace
+    /// (`hand_off.rs`).
+    pub(super) origins: Vec<(u64, Origin)>,
     pub(super) reserved: usize,
     pub(super) delayed: usize,
 }
@@ -337,6 +344,13 @@ pub struct QueueState {
     histories: HashSet<u64, BuildHasherDefault<IdHasher>>,
     /// Delivery-history changes not yet written, one per message.
     history_writes: BTreeMap<u64, HistoryUpdate>,
+    /// Messages held for a hand-off, with the state to give back (`hand_off.rs`).
+    handing_off: IdMap<State>,
+    /// Hand-off follow-ups staged here and not yet released, by the message they
+    /// replace: (id, end of its push delay).
+    staged: HashMap<Origin, Vec<(u64, u64)>>,
+    /// Recovery: groups of follow-ups still to check ([`QueueState::take_origins`]).
+    origins: Vec<(u64, Origin)>,
 }
 
 impl QueueState {
@@ -362,6 +376,9 @@ impl QueueState {
             open: IdMap::default(),
             histories: HashSet::default(),
             history_writes: BTreeMap::new(),
+            handing_off: IdMap::default(),
+            staged: HashMap::new(),
+            origins: Vec::new(),
         }
     }
 
@@ -383,6 +400,7 @@ impl QueueState {
             delayed,
             histories,
             stale_histories,
+            origins,
         } = restored;
         let mut index = index;
         index.set_key_cap(meta.settings.key_max_in_flight);
@@ -398,6 +416,7 @@ impl QueueState {
             requeues,
             reserved,
             delayed,
+            origins,
             ..QueueState::new(meta)
         }
     }
@@ -1058,6 +1077,8 @@ impl QueueState {
         self.open.clear();
         self.histories.clear();
         self.history_writes.clear();
+        self.handing_off.clear();
+        self.staged.clear();
         self.timers
             .retain(|timer| matches!(timer, Timer::Waiter(_)));
         self.reserved = 0;
@@ -1220,12 +1241,20 @@ impl QueueState {
     pub fn take_writes(&mut self, now: u64, finally: bool) -> Writes {
         let mut forgotten = Vec::new();
         let index = &self.index;
+        let handing_off = &self.handing_off;
         let log = self.staging.take_writes(
             |key, slot, id| {
                 index
                     .get(id)
                     .filter(|m| m.batch == key && m.slot == slot)
-                    .map_or(Slot::Gone, |m| m.slot(id))
+                    .map_or(Slot::Gone, |mut m| {
+                        // A message held for a hand-off is stored in the state it
+                        // goes back to if the hand-off does not commit.
+                        if let Some(prior) = handing_off.get(&id) {
+                            m.state = *prior;
+                        }
+                        m.slot(id)
+                    })
             },
             &mut forgotten,
         );
@@ -1626,6 +1655,7 @@ impl QueueState {
     /// Group `key`'s expiry timer fired: remove its expired messages (whatever their
     /// state), and re-arm for the earliest of the others.
     fn expire_group(&mut self, key: u64, now: u64) {
+        let handing_off = &self.handing_off;
         let Some(group) = self.staging.group_mut(key) else {
             return;
         };
@@ -1634,6 +1664,8 @@ impl QueueState {
         let mut next: Option<u64> = None;
         for id in group.ids.iter() {
             match self.index.get(id).filter(|m| m.batch == key) {
+                // A message held for a hand-off stays until it ends (`hand_off.rs`).
+                Some(_) if !handing_off.is_empty() && handing_off.contains_key(&id) => {}
                 Some(msg) if msg.expires_at_ms <= now => expired.push(id),
                 Some(msg) => {
                     next = Some(next.map_or(msg.expires_at_ms, |n| n.min(msg.expires_at_ms)))

@@ -500,6 +500,17 @@ pub struct Transfer {
     pub key: Option<Arc<str>>,
 }
 
+/// The message a hand-off's follow-ups replace (`state/hand_off.rs`): its queue
+/// and id. Message ids are never reused, so once that message is gone from that
+/// queue it never comes back.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Origin {
+    /// The queue it is in.
+    pub queue: QueueName,
+    /// Its id.
+    pub id: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,12 +10,18 @@
 //! ```text
 //! batch value:  [2] count:u32 entries[count] bodies
 //!               [3] count:u32 entries[count] tags_len:u32 tags bodies
+//!               [4] count:u32 entries[count] tags_len:u32 tags
+//!                   origin_len:u32 origin_id:u64 origin_queue bodies
 //!               entry = id:u64 pushed_at:u64 available_at:u64 expires_at:u64
 //!                       offset:u32 len:u32      (offset into the bodies area)
 //!               tags = (len:u8 key priority:u8)[count]
 //!                       (len 0: no dispatch key, `queue/fair.rs`; the priority,
 //!                       `queue/order.rs`: version 3 is written when a message of
 //!                       the batch has a key or a priority other than 8)
+//!               origin = the message a hand-off's follow-ups replace (its
+//!                       id, and its queue's name in UTF-8): version 4 is
+//!                       written only for a hand-off's follow-ups
+//!                       (`queue/state/hand_off.rs`)
 //! state value:  [3] count:u32 deleted-bitmap[ceil(count/8)] n:u32 (slot:u32 StateRecord)[n]
 //!               (version 2, still read, holds version-1 state records: no push_done)
 //! ```
@@ -32,6 +38,8 @@ const V2: u8 = 2;
 /// only when some message of the batch has a key or a priority other than
 /// [`DEFAULT_PRIORITY`]: other batches stay version 2).
 const V3: u8 = 3;
+/// The batch version of a hand-off's follow-ups: version 3 plus the origin.
+const V4: u8 = 4;
 /// The priority of a message of a version-2 batch: the queue layer's default
 /// (`queue::types::DEFAULT_PRIORITY`, which a test there checks against this).
 pub const DEFAULT_PRIORITY: u8 = 8;
@@ -54,9 +62,20 @@ pub struct BatchBuilder {
     /// priority other than the default (by slot).
     tags: Vec<(Option<std::sync::Arc<str>>, u8)>,
     body_bytes: usize,
+    /// The message a hand-off's follow-ups replace (queue name, id).
+    origin: Option<(std::sync::Arc<str>, u64)>,
 }
 
 impl BatchBuilder {
+    /// A builder for follow-ups of a hand-off that replace message `id` of the
+    /// queue named `queue` (written as version 4).
+    pub fn with_origin(queue: std::sync::Arc<str>, id: u64) -> Self {
+        BatchBuilder {
+            origin: Some((queue, id)),
+            ..BatchBuilder::default()
+        }
+    }
+
     /// Adds a message (with its dispatch key, if any: at most 255 bytes, the
     /// queue layer allows 128, and its priority) and returns its slot.
     pub fn push(
@@ -102,7 +121,12 @@ impl BatchBuilder {
     pub fn encode(&self) -> Vec<u8> {
         let table = HEAD_LEN + ENTRY_LEN * self.entries.len();
         let mut out = Vec::with_capacity(table + self.body_bytes);
-        out.push(if self.tags.is_empty() { V2 } else { V3 });
+        let version = match (&self.origin, self.tags.is_empty()) {
+            (Some(_), _) => V4,
+            (None, true) => V2,
+            (None, false) => V3,
+        };
+        out.push(version);
         out.extend_from_slice(&len_u32(self.entries.len()).to_be_bytes());
         let mut offset = 0usize;
         for (id, rec, body) in &self.entries {
@@ -114,7 +138,7 @@ impl BatchBuilder {
             out.extend_from_slice(&len_u32(body.len()).to_be_bytes());
             offset += body.len();
         }
-        if !self.tags.is_empty() {
+        if version != V2 {
             let mut tags = Vec::new();
             for slot in 0..self.entries.len() {
                 let (key, priority) = self
@@ -130,6 +154,11 @@ impl BatchBuilder {
             }
             out.extend_from_slice(&len_u32(tags.len()).to_be_bytes());
             out.extend_from_slice(&tags);
+        }
+        if let Some((queue, id)) = &self.origin {
+            out.extend_from_slice(&len_u32(8 + queue.len()).to_be_bytes());
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(queue.as_bytes());
         }
         for (_, _, body) in &self.entries {
             out.extend_from_slice(body);
@@ -151,6 +180,8 @@ pub struct Batch {
     count: usize,
     /// Where the keys section starts (version 3) and where the bodies do.
     keys_at: Option<usize>,
+    /// Where the keys section ends: the origin (version 4) or the bodies.
+    keys_end: usize,
     bodies_at: usize,
 }
 
@@ -158,7 +189,7 @@ impl Batch {
     /// Checks a record value: version, table size and that every body lies inside.
     pub fn parse(value: Bytes) -> Option<Batch> {
         let version = *value.first()?;
-        if version != V2 && version != V3 {
+        if !matches!(version, V2 | V3 | V4) {
             return None;
         }
         let count = usize::try_from(read_u32(&value, 1)?).ok()?;
@@ -166,14 +197,23 @@ impl Batch {
         if value.len() < table {
             return None;
         }
-        let (keys_at, bodies_at) = if version == V3 {
+        let (keys_at, keys_end) = if version == V2 {
+            (None, table)
+        } else {
             let keys_len = usize::try_from(read_u32(&value, table)?).ok()?;
             (
                 Some(table + 4),
                 table.checked_add(4)?.checked_add(keys_len)?,
             )
+        };
+        let bodies_at = if version == V4 {
+            let origin_len = usize::try_from(read_u32(&value, keys_end)?).ok()?;
+            if origin_len < 8 {
+                return None;
+            }
+            keys_end.checked_add(4)?.checked_add(origin_len)?
         } else {
-            (None, table)
+            keys_end
         };
         if value.len() < bodies_at {
             return None;
@@ -183,10 +223,14 @@ impl Batch {
             value,
             count,
             keys_at,
+            keys_end,
             bodies_at,
         };
         if keys_at.is_some() && batch.tags()?.len() != count {
             return None;
+        }
+        if version == V4 {
+            batch.origin()?;
         }
         for slot in 0..count {
             let (offset, len) = batch.span(slot)?;
@@ -216,7 +260,7 @@ impl Batch {
             return Some(Vec::new());
         };
         let mut tags = Vec::with_capacity(self.count);
-        while at < self.bodies_at {
+        while at < self.keys_end {
             let len = usize::from(*self.value.get(at)?);
             let bytes = self.value.get(at + 1..at + 1 + len)?;
             let key = if len == 0 {
@@ -227,7 +271,20 @@ impl Batch {
             tags.push((key, *self.value.get(at + 1 + len)?));
             at += 2 + len;
         }
-        (at == self.bodies_at).then_some(tags)
+        (at == self.keys_end).then_some(tags)
+    }
+
+    /// The message this batch's follow-ups replace, (queue name, id), for a
+    /// version-4 batch (a hand-off's); `None` for the others, or if it does not
+    /// read.
+    pub fn origin(&self) -> Option<(&str, u64)> {
+        if self.keys_end == self.bodies_at {
+            return None;
+        }
+        let id = read_u64(&self.value, self.keys_end + 4)?;
+        let queue =
+            std::str::from_utf8(self.value.get(self.keys_end + 12..self.bodies_at)?).ok()?;
+        Some((queue, id))
     }
 
     fn entry_at(&self, slot: usize) -> Option<usize> {
@@ -348,6 +405,9 @@ pub fn decode_messages(
     let tags = batch
         .tags()
         .ok_or_else(|| StorageError::Corrupt(format!("tags of batch {key}")))?;
+    let origin = batch
+        .origin()
+        .map(|(queue, id)| (std::sync::Arc::<str>::from(queue), id));
     // States are written in slot order.
     let mut states = state.states.iter().peekable();
     for slot in 0..batch_len {
@@ -382,6 +442,7 @@ pub fn decode_messages(
             slot,
             batch_len,
             batch_bytes: batch.body_bytes(),
+            origin: origin.clone(),
         });
     }
     Ok(live)

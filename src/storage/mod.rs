@@ -201,6 +201,9 @@ pub struct LoadedMessage {
     pub batch_len: u32,
     /// The bytes of that batch's bodies (deleted ones included).
     pub batch_bytes: u64,
+    /// For a hand-off's follow-ups, the message they replace: (queue name, id)
+    /// (`queue/state/hand_off.rs`).
+    pub origin: Option<(std::sync::Arc<str>, u64)>,
 }
 
 /// One queue's messages, stored as batch records (see `batch.rs`). Only that

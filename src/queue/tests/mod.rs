@@ -10,6 +10,7 @@
 //!
 //! [`ManualClock`]: super::clock::ManualClock
 
+mod hand_off;
 mod model;
 mod push;
 mod rules;
@@ -94,8 +95,13 @@ impl Harness {
     }
 
     pub(super) fn with_settings(settings: QueueSettings) -> Self {
+        Self::named("q", settings)
+    }
+
+    /// A queue named `name`.
+    pub(super) fn named(name: &str, settings: QueueSettings) -> Self {
         let meta = QueueMeta {
-            name: QueueName::new("q").expect("name"),
+            name: QueueName::new(name).expect("name"),
             created_at_ms: START_MS,
             settings,
             total_pushed: 0,

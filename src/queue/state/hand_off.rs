@@ -1,0 +1,250 @@
+//! Atomic hand-off, the state machine's part: a reserved message replaced by
+//! follow-up messages in one or more queues, all or nothing.
+//!
+//! # The steps (driven by `queue/transfer.rs`, one queue actor each)
+//! 1. **Hold.** The source checks the reservation ([`QueueState::hand_off_begin`])
+//!    and holds the message: MOVING (invisible to every operation, no lease timer,
+//!    not expired), its state kept to give back.
+//! 2. **Stage.** Each target stages its follow-ups
+//!    ([`QueueState::stage_follow_ups`]) in groups of their own, whose batch records
+//!    carry the origin (the source queue and message id, batch version 4), also
+//!    MOVING. The driver waits until they are durable.
+//! 3. **Commit.** The source deletes the message ([`QueueState::hand_off_end`]
+//!    with `commit`); the driver waits until that deletion is durable. **That
+//!    write is the commit point.**
+//! 4. **Release.** Each target makes its follow-ups available (or delayed)
+//!    ([`QueueState::release_follow_ups`]). A hand-off that fails before step 3
+//!    removes the staged follow-ups and gives the message its state back.
+//!
+//! # Recovery
+//! Follow-ups on disk whose origin message is still in its queue belong to a
+//! hand-off whose deletion never became durable: it did not commit. The registry
+//! drops them when the server starts ([`resolve_hand_offs`]) and makes that durable
+//! before any queue serves, so the same message cannot commit another hand-off
+//! while the dropped copies are still on disk. Message ids are never reused: a
+//! deleted origin never comes back. So after a crash at any moment there is the
+//! old message (with the state its last durable record gives it: reserved or
+//! available) and none of the follow-ups, or all of them and not the old message.
+//!
+//! The presence checked is the stored one: a follow-up of a hand-off that itself
+//! was dropped never got reserved (it was never available), so it cannot be the
+//! origin of a later hand-off, and no chain of hand-offs needs an order of checks.
+
+use std::collections::HashMap;
+
+use super::{QueueState, State};
+use crate::error::QueueError;
+use crate::queue::fair::UNKEYED;
+use crate::queue::order::push_key;
+use crate::queue::types::{NewMessage, Origin, QueueName};
+use crate::storage::MessageRecord;
+
+use super::{delayed_or_available, Msg};
+
+impl QueueState {
+    /// Step 1: holds message `id`, reserved under `reservation_id`, for a
+    /// hand-off.
+    ///
+    /// # Errors
+    /// As [`QueueState::delete`] with a reservation.
+    pub fn hand_off_begin(
+        &mut self,
+        now: u64,
+        id: u64,
+        reservation_id: u64,
+    ) -> Result<(), QueueError> {
+        self.check_reservation(id, Some(reservation_id), now)?;
+        let Some(prior) = self.index.get(id).map(|m| m.state) else {
+            return Err(QueueError::MessageNotFound(id));
+        };
+        self.detach(id);
+        self.attach(id, State::Moving);
+        self.handing_off.insert(id, prior);
+        Ok(())
+    }
+
+    /// Step 3 (`commit`): deletes held message `id`, a consumer's delete like any
+    /// other; or, the hand-off failed, gives it its state back (an expired
+    /// reservation ends at the next [`QueueState::advance`]; an expired message
+    /// goes).
+    ///
+    /// # Errors
+    /// `MessageNotFound` if the message is not held (the queue was cleared
+    /// meanwhile).
+    pub fn hand_off_end(&mut self, now: u64, id: u64, commit: bool) -> Result<(), QueueError> {
+        let prior = self
+            .handing_off
+            .remove(&id)
+            .ok_or(QueueError::MessageNotFound(id))?;
+        let Some(msg) = self.index.get(id).filter(|m| m.state == State::Moving) else {
+            return Err(QueueError::MessageNotFound(id));
+        };
+        if commit {
+            if let State::Reserved {
+                until_ms, lease_ms, ..
+            } = prior
+            {
+                if lease_ms != super::LEASE_UNKNOWN {
+                    let since_ms = until_ms.saturating_sub(u64::from(lease_ms));
+                    self.meta
+                        .processing
+                        .get_or_insert_with(Box::default)
+                        .record(now.saturating_sub(since_ms));
+                    self.record_changed = true;
+                }
+            }
+            self.remove(id);
+            self.counters.deleted += 1;
+        } else if msg.expires_at_ms <= now {
+            // Its expiry came while it was held (`expire_group` skips held ones).
+            self.remove_expired(id);
+        } else {
+            self.attach(id, prior);
+        }
+        Ok(())
+    }
+
+    /// Step 2: stages `messages` (already validated) as the follow-ups replacing
+    /// `origin`, invisible until [`QueueState::release_follow_ups`]; returns their
+    /// ids. A second staging for the same origin (a retried request) adds to it.
+    ///
+    /// # Errors
+    /// If no ids can be allocated.
+    pub fn stage_follow_ups(
+        &mut self,
+        now: u64,
+        env: &mut dyn super::Env,
+        origin: &Origin,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<u64>, QueueError> {
+        let count = u64::try_from(messages.len()).unwrap_or(u64::MAX);
+        let first = env.allocate_ids(count)?;
+        let expires_at_ms = now.saturating_add(self.settings().expiration_ms());
+        self.staging
+            .begin_origin(std::sync::Arc::from(origin.queue.as_str()), origin.id);
+        let mut ids = Vec::with_capacity(messages.len());
+        let mut result = Ok(());
+        for (id, message) in (first..).zip(messages) {
+            let available_at_ms = if message.delay_ms > 0 {
+                now.saturating_add(message.delay_ms)
+            } else {
+                0
+            };
+            let record = MessageRecord {
+                pushed_at_ms: now,
+                available_at_ms,
+                expires_at_ms,
+            };
+            let staged = self.staging.stage(
+                id,
+                record,
+                message.body,
+                (message.key.clone(), message.priority),
+                || Ok::<_, QueueError>(id),
+            );
+            let (batch, slot) = match staged {
+                Ok(at) => at,
+                Err(err) => {
+                    result = Err(err);
+                    break;
+                }
+            };
+            let key = message
+                .key
+                .as_ref()
+                .map_or(UNKEYED, |k| self.index.intern_key(k));
+            self.arm_expiry(batch, expires_at_ms);
+            self.insert(
+                id,
+                Msg {
+                    key,
+                    order_key: push_key(message.priority, id),
+                    state: State::Moving,
+                    reserved_count: 0,
+                    pushed_at_ms: now,
+                    expires_at_ms,
+                    expired_reservation_id: 0,
+                    push_done: 0,
+                    batch,
+                    slot,
+                },
+            );
+            ids.push((id, available_at_ms));
+        }
+        self.staging.end_origin();
+        let out = ids.iter().map(|&(id, _)| id).collect();
+        self.staged.entry(origin.clone()).or_default().extend(ids);
+        if let Err(err) = result {
+            self.release_follow_ups(now, origin, false);
+            return Err(err);
+        }
+        Ok(out)
+    }
+
+    /// Step 4 (`commit`): makes the follow-ups staged for `origin` available (or
+    /// delayed, as pushed); or, the hand-off failed, removes them.
+    pub fn release_follow_ups(&mut self, now: u64, origin: &Origin, commit: bool) {
+        let Some(ids) = self.staged.remove(origin) else {
+            return;
+        };
+        for (id, available_at_ms) in ids {
+            if self.index.get(id).map(|m| m.state) != Some(State::Moving) {
+                continue; // expired or cleared meanwhile
+            }
+            if commit {
+                self.attach(id, delayed_or_available(available_at_ms, now));
+                self.count_pushed();
+            } else {
+                self.remove(id);
+            }
+        }
+    }
+
+    /// Recovery: group `key` holds follow-ups of a hand-off that did not commit:
+    /// its messages leave, and its records are removed at the next write.
+    fn discard_group(&mut self, key: u64) {
+        let ids: Vec<u64> = match self.staging.group_mut(key) {
+            Some(group) => group.ids.iter().collect(),
+            None => return,
+        };
+        for id in ids {
+            if self.index.get(id).is_some_and(|m| m.batch == key) {
+                self.remove(id);
+            }
+        }
+    }
+}
+
+/// Recovery, across every queue just rebuilt: drops the follow-ups of each
+/// hand-off that did not commit, those whose origin message is still in its
+/// queue. Every check is made before anything is dropped, on what the queues
+/// loaded. Returns the indexes of the queues that dropped something: their
+/// writes (`take_writes`) must be durable before any queue serves (module docs).
+pub fn resolve_hand_offs(queues: &mut [&mut QueueState]) -> Vec<usize> {
+    let by_name: HashMap<QueueName, usize> = queues
+        .iter()
+        .enumerate()
+        .map(|(at, queue)| (queue.meta.name.clone(), at))
+        .collect();
+    let mut discard = Vec::new();
+    for at in 0..queues.len() {
+        for (group, origin) in std::mem::take(&mut queues[at].origins) {
+            let present = by_name
+                .get(&origin.queue)
+                .is_some_and(|&source| queues[source].index.contains(origin.id));
+            if present {
+                discard.push((at, group));
+            }
+        }
+    }
+    let mut touched: Vec<usize> = Vec::new();
+    for (at, group) in discard {
+        tracing::info!(queue = %queues[at].meta.name, group,
+            "dropping the follow-ups of a hand-off that did not commit");
+        queues[at].discard_group(group);
+        if !touched.contains(&at) {
+            touched.push(at);
+        }
+    }
+    touched
+}
