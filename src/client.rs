@@ -639,6 +639,37 @@ impl Client {
         }
     }
 
+    /// Atomic hand-off: deletes message `message_id` of `queue`, reserved under
+    /// `reservation_id`, and pushes each target's follow-ups, all or nothing;
+    /// returns the follow-ups' ids per target, once the whole hand-off is
+    /// durable.
+    ///
+    /// # Errors
+    /// The errors of a delete with a reservation, `INVALID_ARGUMENT` (a
+    /// follow-up a push would refuse, no target, a push queue as `queue`),
+    /// `BODY_TOO_LARGE`, `RESOURCE_EXHAUSTED` (a target is full); then nothing
+    /// changed.
+    pub async fn hand_off(
+        &self,
+        queue: &str,
+        message_id: u64,
+        reservation_id: u64,
+        targets: Vec<proto::FollowUps>,
+    ) -> Result<Vec<Vec<u64>>, ClientError> {
+        let op = Op::HandOff(proto::HandOff {
+            queue: queue.into(),
+            message_id,
+            reservation_id,
+            targets,
+        });
+        match self.call(op).await? {
+            response::Result::HandedOff(done) => {
+                Ok(done.targets.into_iter().map(|t| t.ids).collect())
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Deletes a queue and its messages.
     ///
     /// # Errors

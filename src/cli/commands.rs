@@ -54,6 +54,32 @@ pub(super) struct ClientArgs {
     pub(super) consumer: Option<String>,
 }
 
+/// `--to QUEUE=BODY` follow-ups, grouped by queue in the order each queue first
+/// appears.
+fn follow_ups(to: &[String]) -> Result<Vec<proto::FollowUps>, String> {
+    let mut targets: Vec<proto::FollowUps> = Vec::new();
+    for entry in to {
+        let Some((queue, body)) = entry.split_once('=') else {
+            return Err(format!("--to {entry:?}: expected QUEUE=BODY"));
+        };
+        if queue.is_empty() {
+            return Err(format!("--to {entry:?}: the queue name is empty"));
+        }
+        let message = proto::PushMessage {
+            body: Bytes::copy_from_slice(body.as_bytes()),
+            ..proto::PushMessage::default()
+        };
+        match targets.iter_mut().find(|t| t.queue == queue) {
+            Some(target) => target.messages.push(message),
+            None => targets.push(proto::FollowUps {
+                queue: queue.to_owned(),
+                messages: vec![message],
+            }),
+        }
+    }
+    Ok(targets)
+}
+
 /// A token from the command line or the environment; `Debug` does not show it.
 #[derive(Clone)]
 pub(super) struct Secret(pub(super) String);
@@ -441,6 +467,24 @@ pub(super) enum ClientCommand {
         #[arg(long, default_value_t = 100)]
         n: u32,
     },
+    /// Atomic hand-off: delete a reserved message and push follow-ups to other
+    /// queues, all or nothing (after a crash: the old message, or every
+    /// follow-up, never both, never neither).
+    HandOff {
+        #[command(flatten)]
+        conn: ClientArgs,
+        /// The queue of the message to hand off.
+        queue: String,
+        /// The message id.
+        id: u64,
+        /// The reservation id the message was reserved (or last touched) with.
+        #[arg(long)]
+        reservation_id: u64,
+        /// A follow-up: `QUEUE=BODY` (queue names have no `=`); repeat for
+        /// more, in order. Follow-ups to one queue go in one group.
+        #[arg(long = "to", value_name = "QUEUE=BODY", required = true)]
+        to: Vec<String>,
+    },
     /// Remove every message of a queue.
     Clear {
         #[command(flatten)]
@@ -477,6 +521,7 @@ impl ClientCommand {
             | Self::CreateQueue { conn, .. }
             | Self::UpdateQueue { conn, .. }
             | Self::Redrive { conn, .. }
+            | Self::HandOff { conn, .. }
             | Self::Clear { conn, .. }
             | Self::DeleteQueue { conn, .. } => conn,
         }
@@ -493,6 +538,7 @@ impl ClientCommand {
             Self::CreateQueue { settings, .. } => settings.to_proto(true).map(drop),
             Self::UpdateQueue { settings, .. } => settings.to_proto(false).map(drop),
             Self::Push { headers, .. } => push_headers(headers).map(drop),
+            Self::HandOff { to, .. } => follow_ups(to).map(drop),
             _ => Ok(()),
         }
     }
@@ -695,6 +741,36 @@ impl ClientCommand {
             } => {
                 let settings = settings.to_proto(false).map_err(ClientError::Protocol)?;
                 print_info(&client.update_queue(&queue, settings).await?, json);
+            }
+            Self::HandOff {
+                queue,
+                id,
+                reservation_id,
+                to,
+                ..
+            } => {
+                let targets = follow_ups(&to).map_err(ClientError::Protocol)?;
+                let ids = client
+                    .hand_off(&queue, id, reservation_id, targets.clone())
+                    .await?;
+                let lines: Vec<String> = targets
+                    .iter()
+                    .zip(&ids)
+                    .map(|(target, ids)| {
+                        let list: Vec<String> = ids.iter().map(u64::to_string).collect();
+                        format!("{}: {}", target.queue, list.join(" "))
+                    })
+                    .collect();
+                let shown: Vec<serde_json::Value> = targets
+                    .iter()
+                    .zip(&ids)
+                    .map(|(target, ids)| json!({ "queue": target.queue, "ids": ids }))
+                    .collect();
+                print_done(
+                    json,
+                    json!({ "handed_off": id, "targets": shown }),
+                    &format!("handed off {id}; follow-ups {}", lines.join("; ")),
+                );
             }
             Self::Redrive { queue, to, n, .. } => {
                 let count = client.redrive(&queue, &to, n).await?;

@@ -20,6 +20,7 @@ use crate::queue::types::QueueName;
 use crate::queue::types::{
     priority, NewMessage, SettingsPatch, DEFAULT_PRIORITY, MAX_BATCH, MAX_WAIT_MS,
 };
+use crate::service::FollowUps;
 
 /// Default `per_page` of the queue list.
 const DEFAULT_PER_PAGE: usize = 30;
@@ -44,6 +45,40 @@ fn replace_alerts(
     move |_current: &[u8]| Ok(alerts::encode(&alerts))
 }
 
+/// The `messages` array of a push (or a hand-off's target), and their push
+/// headers.
+#[allow(clippy::type_complexity)]
+fn new_messages(
+    items: Option<&Value>,
+) -> Result<(Vec<NewMessage>, Vec<Vec<(String, String)>>), ApiError> {
+    let Some(Value::Array(items)) = items else {
+        return Err(ApiError::bad("messages must be a non-empty array"));
+    };
+    let mut messages = Vec::with_capacity(items.len());
+    let mut headers = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::Object(item) = item else {
+            return Err(ApiError::bad("each message must be an object"));
+        };
+        let Some(Value::String(text)) = item.get("body") else {
+            return Err(ApiError::bad("each message needs a string body"));
+        };
+        headers.push(push_headers(item)?);
+        messages.push(NewMessage {
+            body: Bytes::from(text.clone().into_bytes()),
+            delay_ms: opt_seconds_as_ms(item, "delay")?.unwrap_or(0),
+            priority: priority(opt_u64(item, "priority")?)?,
+            key: match item.get("key") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(key)) if key.is_empty() => None,
+                Some(Value::String(key)) => Some(Arc::from(key.as_str())),
+                Some(_) => return Err(ApiError::bad("key must be a string")),
+            },
+        });
+    }
+    Ok((messages, headers))
+}
+
 /// The operation a request under `/3/projects/{project}/` names, for metrics
 /// and the access log (the shapes of [`Api::route`]; keep the two together).
 pub(super) fn op_name(method: &Method, rest: &[String]) -> &'static str {
@@ -64,6 +99,7 @@ pub(super) fn op_name(method: &Method, rest: &[String]) -> &'static str {
         (["queues", _, "messages", _], &Method::DELETE) => "delete",
         (["queues", _, "messages", _, "touch"], _) => "touch",
         (["queues", _, "messages", _, "release"], _) => "release",
+        (["queues", _, "messages", _, "hand_off"], _) => "hand_off",
         (["queues", _, "subscribers"], _) => "subscribers",
         (["queues", _, "messages", _, "subscribers"], _) => "push_statuses",
         (["queues", _, "alerts", ..], _) => "alerts",
@@ -115,6 +151,10 @@ impl Api {
             },
             ["queues", q, "messages", id, "release"] => match *m {
                 Method::POST => self.release(call, q, id).await,
+                _ => not_allowed(),
+            },
+            ["queues", q, "messages", id, "hand_off"] => match *m {
+                Method::POST => self.hand_off(call, q, id).await,
                 _ => not_allowed(),
             },
             ["queues", q, "subscribers"] => match *m {
@@ -313,36 +353,55 @@ impl Api {
     async fn post_messages(&self, call: &Call, q: &str) -> Reply {
         let name = call.queue(q)?;
         let body = call.json()?;
-        let Some(Value::Array(items)) = body.get("messages") else {
-            return Err(ApiError::bad("messages must be a non-empty array"));
-        };
-        let mut messages = Vec::with_capacity(items.len());
-        let mut headers = Vec::with_capacity(items.len());
-        for item in items {
-            let Value::Object(item) = item else {
-                return Err(ApiError::bad("each message must be an object"));
-            };
-            let Some(Value::String(text)) = item.get("body") else {
-                return Err(ApiError::bad("each message needs a string body"));
-            };
-            headers.push(push_headers(item)?);
-            messages.push(NewMessage {
-                body: Bytes::from(text.clone().into_bytes()),
-                delay_ms: opt_seconds_as_ms(item, "delay")?.unwrap_or(0),
-                priority: priority(opt_u64(item, "priority")?)?,
-                key: match item.get("key") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::String(key)) if key.is_empty() => None,
-                    Some(Value::String(key)) => Some(Arc::from(key.as_str())),
-                    Some(_) => return Err(ApiError::bad("key must be a string")),
-                },
-            });
-        }
+        let (messages, headers) = new_messages(body.get("messages"))?;
         let ids = self
             .service
             .push_with_headers(&name, messages, headers)
             .await?;
         Ok((StatusCode::CREATED, posted(&ids)))
+    }
+
+    /// ferromq's extension: an atomic hand-off (docs/protocol.md "Atomic
+    /// hand-off"), `{"reservation_id", "targets": [{"queue", "messages"}]}`; the
+    /// target queues are in the same project.
+    async fn hand_off(&self, call: &Call, q: &str, id: &str) -> Reply {
+        let name = call.queue(q)?;
+        let id = message_id(id)?;
+        let body = call.json()?;
+        let reservation = required_reservation(&body)?;
+        let Some(Value::Array(items)) = body.get("targets") else {
+            return Err(ApiError::bad("targets must be a non-empty array"));
+        };
+        let mut targets = Vec::with_capacity(items.len());
+        let mut names = Vec::with_capacity(items.len());
+        for item in items {
+            let Value::Object(item) = item else {
+                return Err(ApiError::bad("each target must be an object"));
+            };
+            let Some(Value::String(queue)) = item.get("queue") else {
+                return Err(ApiError::bad("each target needs a string queue"));
+            };
+            let (messages, headers) = new_messages(item.get("messages"))?;
+            names.push(queue.clone());
+            targets.push(FollowUps {
+                queue: call.queue(queue)?,
+                messages,
+                headers,
+            });
+        }
+        let ids = self
+            .service
+            .hand_off(&name, id, reservation, targets)
+            .await?;
+        let targets: Vec<Value> = names
+            .iter()
+            .zip(&ids)
+            .map(|(queue, ids)| {
+                let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+                json!({ "queue": queue, "ids": ids })
+            })
+            .collect();
+        ok(json!({ "msg": "Handed off", "targets": targets }))
     }
 
     async fn webhook(&self, call: &Call, q: &str) -> Reply {

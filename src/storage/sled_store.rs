@@ -39,12 +39,13 @@ use super::{
 const NEXT_ID_KEY: &[u8] = b"next_id";
 /// Key of the data directory's format version in the default tree.
 const FORMAT_KEY: &[u8] = b"format_version";
-/// The data format this binary writes: 6 = layout 3 with push queues,
-/// processing times and delivery histories (queue records of version 5, state
-/// records of version 2, batch states of version 3, the `histories` tree); 5 and
-/// 4 had queue records of versions 4 and 3, which are still read. Directories
-/// without a recorded version are format 3 or older.
-pub const FORMAT_VERSION: u64 = 6;
+/// The data format this binary writes: 7 = layout 3 with push queues,
+/// processing times, delivery histories and hand-offs (queue records of version
+/// 5, state records of version 2, batch records up to version 4, batch states of
+/// version 3, the `histories` tree); 6 wrote no version-4 batch (a hand-off's
+/// follow-ups, `batch.rs`), 5 and 4 had queue records of versions 4 and 3, all
+/// still read. Directories without a recorded version are format 3 or older.
+pub const FORMAT_VERSION: u64 = 7;
 
 /// Options for [`SledStore::open`].
 #[derive(Debug, Clone)]

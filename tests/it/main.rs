@@ -5,6 +5,7 @@ mod bad_input;
 mod client;
 mod dashboard;
 mod dead_letters;
+mod hand_off;
 mod health;
 mod history;
 #[path = "../hook/mod.rs"]
