@@ -616,3 +616,159 @@ async fn a_push_delivery_cut_by_sigkill_is_delivered_again_after_the_restart() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Issue 14's atomic hand-off under kill -9 in a loop: consumers reserve
+/// messages of queue "a" and hand each off to two follow-ups in "b" and one in
+/// "c"; the server is killed at a different moment each time. After every
+/// restart, for every message: either it is still in "a" and none of its
+/// follow-ups ever appeared, or all three appeared (once each) and it is gone
+/// from "a"; never both, never neither, never part. Every acknowledged hand-off
+/// is the second case. `FERROMQ_CRASH_ITERATIONS=100 cargo test --release
+/// --test crash hand_off` runs it longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_loop_under_hand_offs_leaves_the_old_message_or_all_its_follow_ups() {
+    use std::collections::{BTreeMap, HashMap};
+
+    use ferromq::proto::{ErrorCode, FollowUps, PushMessage};
+
+    const MESSAGES: usize = 1_500;
+    let iterations: usize = std::env::var("FERROMQ_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5);
+    let follow_ups = |n: &str| {
+        let message = |body: String| PushMessage {
+            body: body.into(),
+            ..PushMessage::default()
+        };
+        vec![
+            FollowUps {
+                queue: "b".into(),
+                messages: vec![message(format!("{n}/b0")), message(format!("{n}/b1"))],
+            },
+            FollowUps {
+                queue: "c".into(),
+                messages: vec![message(format!("{n}/c0"))],
+            },
+        ]
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Message n's id in "a"; follow-ups seen (drained), by n; acknowledged
+    // hand-offs.
+    let mut ids: BTreeMap<u64, String> = BTreeMap::new();
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut committed_total = 0;
+    for iteration in 0..=iterations {
+        let mut server = start(dir.path());
+        let client = Client::connect(server.addr.as_str()).await.unwrap();
+        if iteration == 0 {
+            for queue in ["a", "b", "c"] {
+                client
+                    .create_queue(queue, ferromq::proto::QueueSettings::default())
+                    .await
+                    .unwrap();
+            }
+            for chunk in 0..MESSAGES / 100 {
+                let names: Vec<String> =
+                    (0..100).map(|k| format!("m{}", chunk * 100 + k)).collect();
+                let bodies = names.iter().map(|n| Bytes::from(n.clone())).collect();
+                let pushed = client.push("a", bodies).await.unwrap();
+                ids.extend(pushed.into_iter().zip(names));
+            }
+        }
+        // The check: drain what the follow-up queues hold, then every message
+        // is in "a" XOR has all its follow-ups, each seen once.
+        for queue in ["b", "c"] {
+            for body in common::drain(&client, queue).await.into_values() {
+                let body = String::from_utf8(body.to_vec()).unwrap();
+                let (n, _) = body.split_once('/').unwrap();
+                let list = seen.entry(n.to_owned()).or_default();
+                assert!(!list.contains(&body), "follow-up {body} appeared twice");
+                list.push(body);
+            }
+        }
+        let acked_now = acked.lock().unwrap().clone();
+        let mut committed = 0;
+        for (&id, n) in &ids {
+            let in_a = match client.get("a", id).await {
+                Ok(_) => true,
+                Err(err) if err.code() == Some(ErrorCode::MessageNotFound) => false,
+                Err(err) => panic!("get a/{id}: {err}"),
+            };
+            let follow = seen.get(n).map_or(0, Vec::len);
+            assert!(
+                (in_a && follow == 0) || (!in_a && follow == 3),
+                "after kill -9 number {iteration}: {n} (id {id}) is {} \"a\" with {follow} of 3 \
+                 follow-ups",
+                if in_a { "in" } else { "not in" }
+            );
+            assert!(
+                !(in_a && acked_now.contains(n)),
+                "acknowledged hand-off of {n} came back"
+            );
+            committed += usize::from(!in_a);
+        }
+        committed_total = committed;
+        if iteration == iterations {
+            break;
+        }
+        // Hand-offs until a different goal each time, then the kill.
+        let goal = acked_now.len() + 20 + (iteration * 37) % 80;
+        let (enough_tx, enough_rx) = tokio::sync::oneshot::channel();
+        let enough_tx = Arc::new(Mutex::new(Some(enough_tx)));
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let (client, acked, enough_tx) =
+                (client.clone(), Arc::clone(&acked), Arc::clone(&enough_tx));
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let options = ReserveOptions {
+                        n: 3,
+                        timeout_ms: 30_000,
+                        wait_ms: 50,
+                        delete: false,
+                        auto_timeout: false,
+                    };
+                    let Ok(got) = client.reserve("a", options).await else {
+                        return;
+                    };
+                    for m in got {
+                        let n = String::from_utf8(m.body.to_vec()).unwrap();
+                        match client
+                            .hand_off("a", m.id, m.reservation_id, follow_ups(&n))
+                            .await
+                        {
+                            Ok(_) => {}
+                            Err(err) if err.code().is_some() => {
+                                panic!("hand-off of {n} refused: {err}")
+                            }
+                            Err(_) => return, // the server is gone
+                        }
+                        let mut acked = acked.lock().unwrap();
+                        acked.insert(n);
+                        if acked.len() >= goal {
+                            if let Some(tx) = enough_tx.lock().unwrap().take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                    }
+                }
+            }));
+        }
+        enough_rx.await.expect("the goal of acknowledged hand-offs");
+        server.child.kill().expect("SIGKILL");
+        server.child.wait().unwrap();
+        drop(server);
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+    let acked = acked.lock().unwrap().len();
+    eprintln!(
+        "{iterations} kill -9 iterations: {committed_total} hand-offs committed, {acked} \
+         acknowledged, {} messages checked after each",
+        ids.len()
+    );
+    assert!(acked >= iterations * 20);
+}
