@@ -182,7 +182,9 @@ impl QueueState {
     }
 
     /// Step 4 (`commit`): makes the follow-ups staged for `origin` available (or
-    /// delayed, as pushed); or, the hand-off failed, removes them.
+    /// delayed, as pushed), counted as pushed now; or, the hand-off failed,
+    /// removes them. (Follow-ups that a crash cut before this step and recovery
+    /// kept are not counted: `total_pushed` may undercount after a crash.)
     pub fn release_follow_ups(&mut self, now: u64, origin: &Origin, commit: bool) {
         let Some(ids) = self.staged.remove(origin) else {
             return;

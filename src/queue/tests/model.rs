@@ -1,8 +1,10 @@
 //! The property test of the state machine: random sequences of push, reserve
 //! (with long polls and delete), delete, touch, release, peek, get, settings
-//! changes, clear, moves in and out (dead letters, redrive, adopt), clients going
-//! away, record writes, clock advances and restarts (the queue rebuilt from its own
-//! records) run against [`QueueState`](super::super::state::QueueState) and against
+//! changes, clear, moves in and out (dead letters, redrive, adopt), atomic
+//! hand-offs into the queue itself cut at each step (complete, aborted, a crash
+//! before and after the commit point), clients going away, record writes, clock
+//! advances and restarts (the queue rebuilt from its own records, hand-offs
+//! resolved as at a server start) run against [`QueueState`](super::super::state::QueueState) and against
 //! [`Model`], a small reference model written from docs/semantics.md; every answer,
 //! every event and every counter must agree, and the state machine's next deadline
 //! must never be later than the model's next timed event.
@@ -25,10 +27,10 @@ use std::sync::Arc;
 
 use super::super::history::{Attempt, Outcome, DEFAULT_DELIVERY_HISTORY};
 use super::super::lease::ProcessingTimes;
-use super::super::state::{Event, Reserved, Settle};
+use super::super::state::{resolve_hand_offs, Event, Reserved, Settle};
 use super::super::types::{
-    DeadLetterPatch, MessageInfo, MessageState, MessageView, NewMessage, QueueName, SettingsPatch,
-    Transfer, DEFAULT_PRIORITY, DEFAULT_TIMEOUT_MS, MAX_PRIORITY,
+    DeadLetterPatch, MessageInfo, MessageState, MessageView, NewMessage, Origin, QueueName,
+    SettingsPatch, Transfer, DEFAULT_PRIORITY, DEFAULT_TIMEOUT_MS, MAX_PRIORITY,
 };
 use super::super::types::{AUTO_TIMEOUT_MS, MAX_TIMEOUT_MS};
 use super::super::waiters::WaiterId;
@@ -101,6 +103,23 @@ enum Op {
     Settle(Pick, RidPick, u64, Result<u64, u64>),
     /// Push queues: a subscriber acknowledges (slots done, slots required).
     Acknowledge(Pick, RidPick, u64, u64),
+    /// An atomic hand-off of a message into this same queue, follow-ups of
+    /// these priorities, run to `Cut` (`state/hand_off.rs`).
+    HandOff(Pick, RidPick, Vec<u8>, Cut),
+}
+
+/// Where a hand-off ends.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    /// Every step.
+    Complete,
+    /// A target refused: the staged follow-ups go, the message gets its state
+    /// back.
+    Abort,
+    /// A crash with the follow-ups written and the deletion not.
+    CrashBeforeCommit,
+    /// A crash with the deletion written and the follow-ups not yet released.
+    CrashAfterCommit,
 }
 
 fn pick() -> impl Strategy<Value = Pick> {
@@ -168,6 +187,18 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (pick(), rid_pick(), 0u64..4, prop_oneof![(0u64..2_000).prop_map(Ok), (100u64..2_000).prop_map(Err)])
             .prop_map(|(m, r, done, then)| Op::Settle(m, r, done, then)),
         2 => (pick(), rid_pick(), 1u64..4, 1u64..4).prop_map(|(m, r, done, required)| Op::Acknowledge(m, r, done, required)),
+        2 => (
+            pick(),
+            prop_oneof![4 => Just(RidPick::Current), 1 => rid_pick()],
+            prop::collection::vec(priority(), 1..=2),
+            prop_oneof![
+                3 => Just(Cut::Complete),
+                1 => Just(Cut::Abort),
+                1 => Just(Cut::CrashBeforeCommit),
+                1 => Just(Cut::CrashAfterCommit),
+            ],
+        )
+            .prop_map(|(m, r, priorities, cut)| Op::HandOff(m, r, priorities, cut)),
     ]
 }
 
@@ -903,6 +934,113 @@ impl Run {
         }
     }
 
+    /// A restart, as the server starts: every queue rebuilt from its records,
+    /// then the hand-offs that did not commit resolved (`resolve_hand_offs`).
+    fn restart(&mut self) {
+        let mut dropped = self.h.restart();
+        dropped.sort_unstable();
+        let mut expected: Vec<WaiterId> = self.model.waiters.drain(..).map(|w| w.id).collect();
+        expected.sort_unstable();
+        assert_eq!(dropped, expected, "parked reserves end with the server");
+        for m in self.model.msgs.values_mut() {
+            assert_ne!(
+                m.state,
+                MState::Moving,
+                "moves finish within an operation here"
+            );
+            m.last_expired = None;
+            m.since = None;
+            m.consumer = None;
+            m.touches = 0;
+        }
+        // Turns are kept in memory only.
+        self.model.served.clear();
+        // The processing times are kept with the queue's record, which a
+        // stop writes: they survive; the reservations' starts do not.
+        let touched = resolve_hand_offs(&mut [&mut self.h.state]);
+        if !touched.is_empty() {
+            self.h.write(false);
+        }
+    }
+
+    /// An atomic hand-off of message `m` into this queue, run to `cut`.
+    fn hand_off(&mut self, m: Pick, r: RidPick, priorities: &[u8], cut: Cut) {
+        let now = self.h.now;
+        let id = self.pick(m);
+        let rid = self.rid(id, r).unwrap_or(0);
+        let expected = self.model.check(id, Some(rid), now);
+        let real = self.h.op(|s, now, _| s.hand_off_begin(now, id, rid));
+        assert_eq!(real, expected, "hand-off begin");
+        if real.is_err() {
+            return;
+        }
+        let origin = Origin {
+            queue: self.h.state.meta().name.clone(),
+            id,
+        };
+        let follow_ups: Vec<NewMessage> = priorities
+            .iter()
+            .map(|&priority| {
+                self.pushed += 1;
+                NewMessage {
+                    body: Bytes::from(format!("h{}", self.pushed)),
+                    delay_ms: 0,
+                    priority,
+                    key: None,
+                }
+            })
+            .collect();
+        let bodies: Vec<Bytes> = follow_ups.iter().map(|m| m.body.clone()).collect();
+        let ids = self
+            .h
+            .op(|s, now, io| s.stage_follow_ups(now, io, &origin, follow_ups))
+            .expect("stage");
+        // Staged: invisible, and the message held, whatever comes next.
+        assert_eq!(self.h.get(id), Err(QueueError::MessageNotFound(id)), "held");
+        for &staged in &ids {
+            assert_eq!(
+                self.h.get(staged),
+                Err(QueueError::MessageNotFound(staged)),
+                "staged"
+            );
+        }
+        let commit = |run: &mut Run| {
+            run.h
+                .op(|s, now, _| s.hand_off_end(now, id, true))
+                .expect("end");
+            let removed = run.model.msgs.remove(&id).expect("message");
+            if let Some(since) = removed.since {
+                run.model.processed.push(now - since);
+            }
+            for ((&new, body), &priority) in ids.iter().zip(&bodies).zip(priorities) {
+                run.model
+                    .add(new, body.clone(), MState::Available, (0, priority), now);
+            }
+        };
+        match cut {
+            Cut::Complete => {
+                commit(self);
+                self.h
+                    .op(|s, now, _| s.release_follow_ups(now, &origin, true));
+            }
+            Cut::Abort => {
+                self.h
+                    .op(|s, now, _| s.release_follow_ups(now, &origin, false));
+                self.h
+                    .op(|s, now, _| s.hand_off_end(now, id, false))
+                    .expect("abort");
+            }
+            Cut::CrashBeforeCommit => self.restart(),
+            Cut::CrashAfterCommit => {
+                commit(self);
+                // Follow-ups count as pushed when released: those a restart
+                // keeps were not (total_pushed may undercount after a crash).
+                self.model.total_pushed -= u64::try_from(ids.len()).expect("small");
+                self.restart();
+            }
+        }
+    }
+
     fn apply(&mut self, op: Op) {
         let now = self.h.now;
         self.model.rid_base = self.model.max_rid;
@@ -1129,29 +1267,8 @@ impl Run {
                 assert_eq!(self.h.get(id), expected, "get");
             }
             Op::Advance(ms) => self.advance_to(now + ms),
-            Op::Restart => {
-                let mut dropped = self.h.restart();
-                dropped.sort_unstable();
-                let mut expected: Vec<WaiterId> =
-                    self.model.waiters.drain(..).map(|w| w.id).collect();
-                expected.sort_unstable();
-                assert_eq!(dropped, expected, "parked reserves end with the server");
-                for m in self.model.msgs.values_mut() {
-                    assert_ne!(
-                        m.state,
-                        MState::Moving,
-                        "moves finish within an operation here"
-                    );
-                    m.last_expired = None;
-                    m.since = None;
-                    m.consumer = None;
-                    m.touches = 0;
-                }
-                // Turns are kept in memory only.
-                self.model.served.clear();
-                // The processing times are kept with the queue's record, which a
-                // stop writes: they survive; the reservations' starts do not.
-            }
+            Op::HandOff(m, r, priorities, cut) => self.hand_off(m, r, &priorities, cut),
+            Op::Restart => self.restart(),
             Op::Update {
                 timeout,
                 expiration_s,
