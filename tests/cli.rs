@@ -241,6 +241,77 @@ fn the_cli_pushes_keyed_messages_and_caps_keys() {
     assert_eq!(bad.status.code(), Some(0), "an empty key is no key");
 }
 
+/// Atomic hand-off (issue 14): `hand-off ID --reservation-id R --to
+/// QUEUE=BODY ...` deletes the reserved message and pushes the follow-ups,
+/// grouped by queue; a wrong reservation changes nothing.
+#[test]
+fn the_cli_hands_a_reserved_message_off_to_follow_ups() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let addr = server.addr.as_str();
+    stdout(&cli(addr, &["push", "orders", "order 7"]));
+    let got = json_lines(&cli(addr, &["reserve", "orders", "--json"]));
+    let id = got[0]["id"].as_u64().unwrap().to_string();
+    let rid = got[0]["reservation_id"].as_u64().unwrap();
+    let wrong = (rid + 1).to_string();
+    let rid = rid.to_string();
+    let refused = cli(
+        addr,
+        &[
+            "hand-off",
+            "orders",
+            &id,
+            "--reservation-id",
+            &wrong,
+            "--to",
+            "invoices=x",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("RESERVATION_MISMATCH"));
+    let bad = cli(
+        addr,
+        &[
+            "hand-off",
+            "orders",
+            &id,
+            "--reservation-id",
+            &rid,
+            "--to",
+            "no-equals-sign",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(2), "a usage error");
+    let text = stdout(&cli(
+        addr,
+        &[
+            "hand-off",
+            "orders",
+            &id,
+            "--reservation-id",
+            &rid,
+            "--to",
+            "invoices=invoice 7",
+            "--to",
+            "emails=email 7",
+            "--to",
+            "invoices=receipt 7",
+        ],
+    ));
+    assert!(
+        text.starts_with(&format!("handed off {id}; follow-ups invoices: ")),
+        "{text}"
+    );
+    assert!(text.contains("; emails: "), "{text}");
+    let invoices = stdout(&cli(addr, &["peek", "invoices", "--n", "10"]));
+    let lines: Vec<&str> = invoices.lines().collect();
+    assert_eq!(lines.len(), 2, "{invoices}");
+    assert!(lines[0].ends_with("body=invoice 7") && lines[1].ends_with("body=receipt 7"));
+    let gone = cli(addr, &["get", "orders", &id]);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("MESSAGE_NOT_FOUND"));
+    assert!(stdout(&cli(addr, &["peek", "emails"])).ends_with("body=email 7\n"));
+}
+
 fn info(addr: &str, queue: &str) -> Value {
     json_lines(&cli(addr, &["info", queue, "--json"])).remove(0)
 }
