@@ -45,7 +45,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use target::{Driver, DriverError, Features, Kind};
+use target::{Driver, DriverError, Features, Finish, Kind};
 
 /// What the run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -141,6 +141,11 @@ pub struct BenchArgs {
     /// 0: none).
     #[arg(long, default_value_t = 0)]
     pub keys: u32,
+    /// ferromq: how consumers finish a message: `delete`, `hand-off` (an
+    /// atomic hand-off to one follow-up in `QUEUE.next`), or `push-then-delete`
+    /// (the same follow-ups pushed, then the messages deleted: not atomic).
+    #[arg(long, value_enum, default_value_t = Finish::Delete)]
+    pub finish: Finish,
     /// Leave the queues on the server after a mixed or drain run (they are removed
     /// by default): to measure against a backlog pushed beforehand, or to look at
     /// what is left.
@@ -446,12 +451,22 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             "this workload needs producers and/or consumers > 0".into(),
         ));
     }
-    if args.target != Kind::Ferromq && (args.priorities > 1 || args.auto_timeout || args.keys > 0) {
+    if args.target != Kind::Ferromq
+        && (args.priorities > 1
+            || args.auto_timeout
+            || args.keys > 0
+            || args.finish != Finish::Delete)
+    {
         return Err(BenchError::Usage(
-            "--priorities, --auto-timeout and --keys are ferromq features".into(),
+            "--priorities, --auto-timeout, --keys and --finish are ferromq features".into(),
         ));
     }
-    let features = Arc::new(Features::new(args.priorities, args.auto_timeout, args.keys));
+    let features = Arc::new(Features::new(
+        args.priorities,
+        args.auto_timeout,
+        args.keys,
+        args.finish,
+    ));
     let label = args
         .label
         .clone()
@@ -563,6 +578,9 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         if let Ok(conn) = Driver::connect(args.target, &args.addr, &queues[0]).await {
             for queue in queues.iter() {
                 let _ = conn.remove_queue(queue).await;
+                if args.finish != Finish::Delete {
+                    let _ = conn.remove_queue(&target::follow_up_queue(queue)).await;
+                }
             }
         }
     }

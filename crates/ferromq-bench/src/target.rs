@@ -89,6 +89,29 @@ pub struct Reserved {
     pub body: Bytes,
 }
 
+/// How consumers finish a message (ferromq; issue 14's atomic hand-off).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Finish {
+    /// Delete it (a batch delete of what one reserve got).
+    #[default]
+    Delete,
+    /// Hand it off: delete it and push one follow-up to `QUEUE.next`,
+    /// atomically, one request per message.
+    HandOff,
+    /// What a client does without hand-off: push the follow-ups of what one
+    /// reserve got to `QUEUE.next` in one request, then delete them in one
+    /// (a crash in between duplicates them).
+    PushThenDelete,
+}
+
+/// The follow-up each message is finished with (`Finish`), and its queue.
+const FOLLOW_UP: &[u8] = b"follow-up";
+
+/// The queue a consumer of `queue` pushes its follow-ups to.
+pub fn follow_up_queue(queue: &str) -> String {
+    format!("{queue}.next")
+}
+
 /// ferromq features a run may use (issue 14), to measure what each costs.
 #[derive(Debug, Default)]
 pub struct Features {
@@ -99,17 +122,20 @@ pub struct Features {
     pub auto_timeout: bool,
     /// Pushes cycle through this many dispatch keys (0: none).
     pub keys: u32,
+    /// How consumers finish a message.
+    pub finish: Finish,
     /// Messages pushed so far (the next one's priority and key).
     next: AtomicU64,
 }
 
 impl Features {
     /// The features of a run.
-    pub fn new(priorities: u8, auto_timeout: bool, keys: u32) -> Self {
+    pub fn new(priorities: u8, auto_timeout: bool, keys: u32, finish: Finish) -> Self {
         Features {
             priorities,
             auto_timeout,
             keys,
+            finish,
             next: AtomicU64::new(0),
         }
     }
@@ -342,7 +368,36 @@ impl Driver {
     /// On a connection or server error, or if a message was not deleted.
     pub async fn delete(&self, queue: &str, handles: Vec<Handle>) -> Result<(), DriverError> {
         match self {
-            Driver::Ferromq(client, _) => {
+            Driver::Ferromq(client, features) if features.finish == Finish::HandOff => {
+                let next = follow_up_queue(queue);
+                let mut calls = tokio::task::JoinSet::new();
+                for handle in handles {
+                    let Handle::Ferromq(id, reservation) = handle else {
+                        continue;
+                    };
+                    let (client, queue, next) = (client.clone(), queue.to_owned(), next.clone());
+                    calls.spawn(async move {
+                        let follow_up = ferromq::proto::FollowUps {
+                            queue: next,
+                            messages: vec![ferromq::proto::PushMessage {
+                                body: Bytes::from_static(FOLLOW_UP),
+                                ..ferromq::proto::PushMessage::default()
+                            }],
+                        };
+                        client
+                            .hand_off(&queue, id, reservation, vec![follow_up])
+                            .await
+                    });
+                }
+                while let Some(done) = calls.join_next().await {
+                    done.map_err(|_| DriverError::Closed)??;
+                }
+            }
+            Driver::Ferromq(client, features) => {
+                if features.finish == Finish::PushThenDelete {
+                    let bodies = vec![Bytes::from_static(FOLLOW_UP); handles.len()];
+                    client.push(&follow_up_queue(queue), bodies).await?;
+                }
                 let entries: Vec<(u64, Option<u64>)> = handles
                     .iter()
                     .filter_map(|h| match h {

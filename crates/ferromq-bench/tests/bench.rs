@@ -160,6 +160,49 @@ async fn push_and_drain_runs_move_exactly_the_requested_messages() {
     assert!(list.names.is_empty(), "{:?}", list.names);
 }
 
+/// `--finish hand-off` and `push-then-delete`: every message consumed is
+/// finished with one follow-up in `QUEUE.next` (checked with `--keep-queues`,
+/// which leaves them to count).
+#[tokio::test]
+async fn consumers_can_finish_each_message_with_a_follow_up() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    for (finish, prefix) in [("hand-off", "handed"), ("push-then-delete", "pushed-on")] {
+        let report = bench::run(args(
+            &server,
+            &[
+                "--messages",
+                "300",
+                "--producers",
+                "1",
+                "--consumers",
+                "2",
+                "--depth",
+                "4",
+                "--finish",
+                finish,
+                "--keep-queues",
+                "--queue-prefix",
+                prefix,
+            ],
+        ))
+        .await
+        .unwrap();
+        assert_eq!(report.consumed, 300, "{finish}");
+        let queue = format!("{prefix}-0");
+        assert_eq!(client.info(&queue).await.unwrap().size, 0, "{finish}");
+        let next = client.info(&format!("{queue}.next")).await.unwrap();
+        assert_eq!(next.size, 300, "{finish}: one follow-up per message");
+    }
+    let err = bench::run(args(
+        &server,
+        &["--target", "redis", "--finish", "hand-off"],
+    ))
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("--finish"), "{err}");
+}
+
 #[derive(Parser)]
 struct OverloadWrapper {
     #[command(flatten)]
