@@ -6,6 +6,7 @@
 #
 #   cargo build --release --workspace
 #   BASE_BIN=/path/to/old/ferromq scripts/ab-features.sh ROUNDS OUT_DIR
+#   VARIANTS="plain hand-off push-then-delete" scripts/ab-features.sh ...  (a subset)
 #   python3 - OUT_DIR < (the summary below)
 #
 # Servers listen on 127.0.0.1:7711 (this checkout) and :7712 (BASE_BIN) with
@@ -39,9 +40,11 @@ if [ -n "${BASE_BIN:-}" ]; then
   wait_port 7712
 fi
 common=(--workload mixed --messages 50000 --producers 4 --consumers 4 --depth 16 --json --quiet)
+variants=" ${VARIANTS:-base-plain plain priorities auto-timeout named-consumer keys-1k keys-100k hand-off push-then-delete} "
 run() { # name port pid [flags...]
   local name=$1 port=$2 pid=$3
   shift 3
+  case "$variants" in *" $name "*) ;; *) return 0 ;; esac
   timeout 120 "$bench" --addr "127.0.0.1:$port" --server-pid "$pid" "${common[@]}" "$@" \
     > "$out/$name-$round.json"
 }
@@ -53,6 +56,8 @@ for round in $(seq 1 "$rounds"); do
   FERROMQ_CONSUMER=bench-worker run named-consumer 7711 "$hp"
   run keys-1k 7711 "$hp" --keys 1000
   run keys-100k 7711 "$hp" --keys 100000
+  run hand-off 7711 "$hp" --finish hand-off
+  run push-then-delete 7711 "$hp" --finish push-then-delete
 done
 kill "$hp" $bp
 wait "$hp" $bp 2>/dev/null

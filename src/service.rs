@@ -28,7 +28,7 @@ use crate::metrics::{Protocol, QueueFigures, Rates};
 use crate::push::PushEngine;
 pub use crate::push::SubscriberStatus;
 use crate::queue::handle::UpdateError;
-use crate::queue::push::{check_header, unwrap_body, wrap_body, QueueKind};
+use crate::queue::push::{check_header, unwrap_body, QueueKind};
 use crate::queue::types::{
     check_range, Lease, MessageView, NewMessage, QueueName, QueueStats, SettingsPatch, MAX_BATCH,
     MAX_DELAY_MS, MAX_PRIORITY, MAX_TIMEOUT_MS, MAX_WAIT_MS, MIN_TIMEOUT_MS,
@@ -417,16 +417,8 @@ impl Service {
                  they cannot be handed off"
             )));
         }
-        let mut follow_ups = Vec::with_capacity(targets.len());
-        for target in targets {
-            let handle = self.registry.get_or_create(&target.queue).await?;
-            follow_ups.push(crate::queue::transfer::FollowUps {
-                messages: stored(&handle, &target.messages, &target.headers),
-                queue: target.queue,
-            });
-        }
         self.registry
-            .hand_off(queue, id, reservation_id, follow_ups)
+            .hand_off(queue, id, reservation_id, targets)
             .await
     }
 
@@ -1024,37 +1016,15 @@ impl Service {
 /// Most targets of one hand-off.
 pub const MAX_HAND_OFF_TARGETS: u64 = 16;
 
-/// One target of a hand-off, as a front end gives it.
-#[derive(Debug, Clone)]
-pub struct FollowUps {
-    /// The queue (created if missing).
-    pub queue: QueueName,
-    /// 1..=100 messages, checked as a push's.
-    pub messages: Vec<NewMessage>,
-    /// Their push headers, as [`Service::push_with_headers`] takes them.
-    pub headers: Vec<Vec<(String, String)>>,
-}
+pub use crate::queue::transfer::FollowUps;
 
-/// What a queue stores for `messages`: push queues keep each message's push
-/// headers with its body (`queue/push.rs`), pull queues the body alone.
+/// What a queue stores for `messages` (`queue::push::stored`).
 fn stored(
     handle: &QueueHandle,
     messages: &[NewMessage],
     headers: &[Vec<(String, String)>],
 ) -> Vec<NewMessage> {
-    if handle.kind() == QueueKind::Pull || headers.iter().all(Vec::is_empty) {
-        return messages.to_vec();
-    }
-    messages
-        .iter()
-        .enumerate()
-        .map(|(i, m)| NewMessage {
-            body: wrap_body(headers.get(i).map_or(&[][..], Vec::as_slice), &m.body),
-            delay_ms: m.delay_ms,
-            priority: m.priority,
-            key: m.key.clone(),
-        })
-        .collect()
+    crate::queue::push::stored(handle.kind(), messages, headers)
 }
 
 /// A message as a client sees it: a push queue's body without its push headers.

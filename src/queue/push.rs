@@ -352,6 +352,29 @@ pub fn check_header(name: &str, value: &str) -> Result<(), QueueError> {
 /// The first bytes of a stored push-queue body that carries push headers.
 const ENVELOPE: &[u8; 5] = b"\0FQH\x01";
 
+/// What a queue of `kind` stores for `messages`: push queues keep each message's
+/// push headers (`headers[i]` for `messages[i]`) with its body, pull queues the
+/// body alone.
+pub fn stored(
+    kind: QueueKind,
+    messages: &[super::types::NewMessage],
+    headers: &[Vec<(String, String)>],
+) -> Vec<super::types::NewMessage> {
+    if kind == QueueKind::Pull || headers.iter().all(Vec::is_empty) {
+        return messages.to_vec();
+    }
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| super::types::NewMessage {
+            body: wrap_body(headers.get(i).map_or(&[][..], Vec::as_slice), &m.body),
+            delay_ms: m.delay_ms,
+            priority: m.priority,
+            key: m.key.clone(),
+        })
+        .collect()
+}
+
 /// A message's push headers with its body, as a push queue stores it: the body
 /// unchanged when there are none, else [`ENVELOPE`], a u8 count, each header as
 /// (u16 length, bytes) twice, then the body. Only push queues store envelopes

@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 
 use super::handle::{QueueHandle, WeakQueueHandle};
+use super::push::stored;
 use super::types::{NewMessage, Origin, QueueName, Transfer};
 use crate::error::QueueError;
 
@@ -79,8 +80,11 @@ impl Mover {
 pub struct FollowUps {
     /// The queue.
     pub queue: QueueName,
-    /// The messages, already validated.
+    /// 1..=100 messages, checked as a push's (by the service).
     pub messages: Vec<NewMessage>,
+    /// Their push headers (`headers[i]` for `messages[i]`), kept if the queue
+    /// is a push queue (`push::stored`).
+    pub headers: Vec<Vec<(String, String)>>,
 }
 
 impl Mover {
@@ -131,10 +135,8 @@ async fn run_hand_off(
             Ok(handle) => handle,
             Err(err) => return abort(source, &staged, &origin, err).await,
         };
-        match handle
-            .stage_follow_ups(origin.clone(), target.messages)
-            .await
-        {
+        let messages = stored(handle.kind(), &target.messages, &target.headers);
+        match handle.stage_follow_ups(origin.clone(), messages).await {
             Ok(new) => ids.push(new),
             Err(err) => {
                 // Whatever it staged before failing goes too.
