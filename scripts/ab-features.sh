@@ -40,7 +40,7 @@ if [ -n "${BASE_BIN:-}" ]; then
   wait_port 7712
 fi
 common=(--workload mixed --messages 50000 --producers 4 --consumers 4 --depth 16 --json --quiet)
-variants=" ${VARIANTS:-base-plain plain priorities auto-timeout named-consumer keys-1k keys-100k hand-off push-then-delete} "
+variants=" ${VARIANTS:-base-plain plain priorities auto-timeout named-consumer keys-1k keys-100k hand-off push-then-delete push-then-delete-each} "
 run() { # name port pid [flags...]
   local name=$1 port=$2 pid=$3
   shift 3
@@ -58,6 +58,7 @@ for round in $(seq 1 "$rounds"); do
   run keys-100k 7711 "$hp" --keys 100000
   run hand-off 7711 "$hp" --finish hand-off
   run push-then-delete 7711 "$hp" --finish push-then-delete
+  run push-then-delete-each 7711 "$hp" --finish push-then-delete-each
 done
 kill "$hp" $bp
 wait "$hp" $bp 2>/dev/null

@@ -142,8 +142,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0)]
     pub keys: u32,
     /// ferromq: how consumers finish a message: `delete`, `hand-off` (an
-    /// atomic hand-off to one follow-up in `QUEUE.next`), or `push-then-delete`
-    /// (the same follow-ups pushed, then the messages deleted: not atomic).
+    /// atomic hand-off to one follow-up in `QUEUE.next`, a request per
+    /// message), `push-then-delete` (the same follow-ups pushed, then the
+    /// messages deleted, a request each per reserve: not atomic), or
+    /// `push-then-delete-each` (the same, a push and a delete per message).
     #[arg(long, value_enum, default_value_t = Finish::Delete)]
     pub finish: Finish,
     /// Leave the queues on the server after a mixed or drain run (they are removed

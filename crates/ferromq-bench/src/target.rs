@@ -102,6 +102,9 @@ pub enum Finish {
     /// reserve got to `QUEUE.next` in one request, then delete them in one
     /// (a crash in between duplicates them).
     PushThenDelete,
+    /// The same, message by message (a push, then a delete, per message, all
+    /// messages at once): as many requests as `HandOff` makes.
+    PushThenDeleteEach,
 }
 
 /// The follow-up each message is finished with (`Finish`), and its queue.
@@ -387,6 +390,25 @@ impl Driver {
                         client
                             .hand_off(&queue, id, reservation, vec![follow_up])
                             .await
+                    });
+                }
+                while let Some(done) = calls.join_next().await {
+                    done.map_err(|_| DriverError::Closed)??;
+                }
+            }
+            Driver::Ferromq(client, features) if features.finish == Finish::PushThenDeleteEach => {
+                let next = follow_up_queue(queue);
+                let mut calls = tokio::task::JoinSet::new();
+                for handle in handles {
+                    let Handle::Ferromq(id, reservation) = handle else {
+                        continue;
+                    };
+                    let (client, queue, next) = (client.clone(), queue.to_owned(), next.clone());
+                    calls.spawn(async move {
+                        client
+                            .push(&next, vec![Bytes::from_static(FOLLOW_UP)])
+                            .await?;
+                        client.delete(&queue, id, Some(reservation)).await
                     });
                 }
                 while let Some(done) = calls.join_next().await {

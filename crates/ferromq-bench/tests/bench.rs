@@ -160,14 +160,18 @@ async fn push_and_drain_runs_move_exactly_the_requested_messages() {
     assert!(list.names.is_empty(), "{:?}", list.names);
 }
 
-/// `--finish hand-off` and `push-then-delete`: every message consumed is
+/// `--finish hand-off` and `push-then-delete(-each)`: every message consumed is
 /// finished with one follow-up in `QUEUE.next` (checked with `--keep-queues`,
 /// which leaves them to count).
 #[tokio::test]
 async fn consumers_can_finish_each_message_with_a_follow_up() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    for (finish, prefix) in [("hand-off", "handed"), ("push-then-delete", "pushed-on")] {
+    for (finish, prefix) in [
+        ("hand-off", "handed"),
+        ("push-then-delete", "pushed-on"),
+        ("push-then-delete-each", "each"),
+    ] {
         let report = bench::run(args(
             &server,
             &[
