@@ -296,14 +296,7 @@ impl Rebuild {
             Entry::Occupied(group) => group.into_mut(),
             Entry::Vacant(group) => {
                 self.lengths.insert(batch, batch_len);
-                // A hand-off's follow-ups: the registry checks their origin
-                // (`state/hand_off.rs`). A name that does not read cannot be a
-                // queue's: the origin is gone.
-                if let Some((queue, id)) = origin {
-                    if let Ok(queue) = QueueName::new(&queue) {
-                        restored.origins.push((batch, Origin { queue, id }));
-                    }
-                }
+
                 group.insert(Group {
                     bytes: batch_bytes,
                     ..Group::default()
@@ -314,6 +307,14 @@ impl Rebuild {
             // The slot stays empty: written as deleted at the first write.
             restored.dirty.insert(batch);
             return;
+        }
+        // A hand-off's follow-up: the registry checks its origin
+        // (`state/hand_off.rs`). A name that does not read cannot be a queue's:
+        // the origin is gone.
+        if let Some((queue, origin)) = origin {
+            if let Ok(queue) = QueueName::new(&queue) {
+                restored.origins.push((id, Origin { queue, id: origin }));
+            }
         }
         group
             .ids

@@ -125,9 +125,9 @@ pub(super) struct Staging {
     clear: bool,
     /// The bytes of the bodies of every group still held (see [`Staging::bytes`]).
     bytes: u64,
-    /// While set, every group opened is a hand-off's follow-ups replacing this
-    /// message (queue name, id): written with it (`hand_off.rs`).
-    origin: Option<(std::sync::Arc<str>, u64)>,
+    /// While set, every message staged is a hand-off's follow-up replacing this
+    /// message (queue name, id), written with it (`hand_off.rs`).
+    origin: Option<crate::storage::batch::Origin>,
 }
 
 impl Staging {
@@ -160,19 +160,11 @@ impl Staging {
         }
         let (key, builder) = match &mut self.open {
             Some(open) => open,
-            open @ None => {
-                let builder = match &self.origin {
-                    Some((queue, id)) => {
-                        BatchBuilder::with_origin(std::sync::Arc::clone(queue), *id)
-                    }
-                    None => BatchBuilder::default(),
-                };
-                open.insert((new_key()?, builder))
-            }
+            open @ None => open.insert((new_key()?, BatchBuilder::default())),
         };
         let key = *key;
         let len = u64::try_from(body.len()).unwrap_or(u64::MAX);
-        let slot = builder.push(id, record, body, tags);
+        let slot = builder.push_with_origin(id, record, body, tags, self.origin.clone());
         let group = self.groups.entry(key).or_default();
         group.ids.push(id);
         group.live += 1;
@@ -182,17 +174,14 @@ impl Staging {
     }
 
     /// The messages staged from now until [`Staging::end_origin`] are a
-    /// hand-off's follow-ups replacing message `id` of queue `queue`: they go
-    /// into groups of their own, written with that origin.
+    /// hand-off's follow-ups replacing message `id` of queue `queue`: each is
+    /// written with that origin, in the open group like any other message.
     pub(super) fn begin_origin(&mut self, queue: std::sync::Arc<str>, id: u64) {
-        self.sealed.extend(self.open.take());
         self.origin = Some((queue, id));
     }
 
-    /// Ends what [`Staging::begin_origin`] began: the next message opens a
-    /// plain group.
+    /// Ends what [`Staging::begin_origin`] began.
     pub(super) fn end_origin(&mut self) {
-        self.sealed.extend(self.open.take());
         self.origin = None;
     }
 

@@ -305,8 +305,7 @@ pub(super) struct Restored {
     pub(super) histories: HashSet<u64, BuildHasherDefault<IdHasher>>,
     /// Stored histories of messages that are gone, to remove.
     pub(super) stale_histories: Vec<u64>,
-    /// Groups of hand-off follow-ups, with the message they replace
-    /// (`hand_off.rs`).
+    /// Hand-off follow-ups, with the message each replaces (`hand_off.rs`).
     pub(super) origins: Vec<(u64, Origin)>,
     pub(super) reserved: usize,
     pub(super) delayed: usize,
@@ -349,7 +348,7 @@ pub struct QueueState {
     /// Hand-off follow-ups staged here and not yet released, by the message they
     /// replace: (id, end of its push delay).
     staged: HashMap<Origin, Vec<(u64, u64)>>,
-    /// Recovery: groups of follow-ups still to check ([`QueueState::take_origins`]).
+    /// Recovery: follow-ups (id, origin) still to check ([`resolve_hand_offs`]).
     origins: Vec<(u64, Origin)>,
 }
 

@@ -10,17 +10,18 @@
 //! ```text
 //! batch value:  [2] count:u32 entries[count] bodies
 //!               [3] count:u32 entries[count] tags_len:u32 tags bodies
-//!               [4] count:u32 entries[count] tags_len:u32 tags
-//!                   origin_len:u32 origin_id:u64 origin_queue bodies
+//!               [4] count:u32 entries[count] tags_len:u32 tags4 bodies
 //!               entry = id:u64 pushed_at:u64 available_at:u64 expires_at:u64
 //!                       offset:u32 len:u32      (offset into the bodies area)
 //!               tags = (len:u8 key priority:u8)[count]
 //!                       (len 0: no dispatch key, `queue/fair.rs`; the priority,
 //!                       `queue/order.rs`: version 3 is written when a message of
 //!                       the batch has a key or a priority other than 8)
-//!               origin = the message a hand-off's follow-ups replace (its
-//!                       id, and its queue's name in UTF-8): version 4 is
-//!                       written only for a hand-off's follow-ups
+//!               tags4 = (len:u8 key priority:u8 origin_len:u16 origin)[count]
+//!                       origin = the message a hand-off's follow-up replaces:
+//!                       its id:u64 and its queue's name in UTF-8
+//!                       (origin_len 0: none); version 4 is written when a
+//!                       message of the batch is a hand-off's follow-up
 //!                       (`queue/state/hand_off.rs`)
 //! state value:  [3] count:u32 deleted-bitmap[ceil(count/8)] n:u32 (slot:u32 StateRecord)[n]
 //!               (version 2, still read, holds version-1 state records: no push_done)
@@ -38,7 +39,8 @@ const V2: u8 = 2;
 /// only when some message of the batch has a key or a priority other than
 /// [`DEFAULT_PRIORITY`]: other batches stay version 2).
 const V3: u8 = 3;
-/// The batch version of a hand-off's follow-ups: version 3 plus the origin.
+/// The batch version with, besides version 3's tags, an origin per message (a
+/// hand-off's follow-ups; written only when some message of the batch has one).
 const V4: u8 = 4;
 /// The priority of a message of a version-2 batch: the queue layer's default
 /// (`queue::types::DEFAULT_PRIORITY`, which a test there checks against this).
@@ -62,20 +64,15 @@ pub struct BatchBuilder {
     /// priority other than the default (by slot).
     tags: Vec<(Option<std::sync::Arc<str>>, u8)>,
     body_bytes: usize,
-    /// The message a hand-off's follow-ups replace (queue name, id).
-    origin: Option<(std::sync::Arc<str>, u64)>,
+    /// The messages' origins (a hand-off's follow-up: the queue name and id of
+    /// the message it replaces), once one has one (by slot).
+    origins: Vec<Option<Origin>>,
 }
 
-impl BatchBuilder {
-    /// A builder for follow-ups of a hand-off that replace message `id` of the
-    /// queue named `queue` (written as version 4).
-    pub fn with_origin(queue: std::sync::Arc<str>, id: u64) -> Self {
-        BatchBuilder {
-            origin: Some((queue, id)),
-            ..BatchBuilder::default()
-        }
-    }
+/// The message a hand-off's follow-up replaces: its queue's name and its id.
+pub type Origin = (std::sync::Arc<str>, u64);
 
+impl BatchBuilder {
     /// Adds a message (with its dispatch key, if any: at most 255 bytes, the
     /// queue layer allows 128, and its priority) and returns its slot.
     pub fn push(
@@ -83,14 +80,35 @@ impl BatchBuilder {
         id: u64,
         record: MessageRecord,
         body: Bytes,
+        tags: (Option<std::sync::Arc<str>>, u8),
+    ) -> u32 {
+        self.push_with_origin(id, record, body, tags, None)
+    }
+
+    /// As [`BatchBuilder::push`], for a hand-off's follow-up replacing `origin`
+    /// (a queue name of at most 65,527 bytes: the queue layer allows 128).
+    pub fn push_with_origin(
+        &mut self,
+        id: u64,
+        record: MessageRecord,
+        body: Bytes,
         (key, priority): (Option<std::sync::Arc<str>>, u8),
+        origin: Option<Origin>,
     ) -> u32 {
         let slot = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
         self.body_bytes += body.len();
         self.entries.push((id, record, body));
-        if key.is_some() || priority != DEFAULT_PRIORITY || !self.tags.is_empty() {
-            self.tags
-                .resize(self.entries.len() - 1, (None, DEFAULT_PRIORITY));
+        let before = self.entries.len() - 1;
+        if origin.is_some() || !self.origins.is_empty() {
+            self.origins.resize(before, None);
+            self.origins.push(origin);
+        }
+        if key.is_some()
+            || priority != DEFAULT_PRIORITY
+            || !self.tags.is_empty()
+            || !self.origins.is_empty()
+        {
+            self.tags.resize(before, (None, DEFAULT_PRIORITY));
             self.tags.push((key, priority));
         }
         slot
@@ -121,10 +139,12 @@ impl BatchBuilder {
     pub fn encode(&self) -> Vec<u8> {
         let table = HEAD_LEN + ENTRY_LEN * self.entries.len();
         let mut out = Vec::with_capacity(table + self.body_bytes);
-        let version = match (&self.origin, self.tags.is_empty()) {
-            (Some(_), _) => V4,
-            (None, true) => V2,
-            (None, false) => V3,
+        let version = if !self.origins.is_empty() {
+            V4
+        } else if !self.tags.is_empty() {
+            V3
+        } else {
+            V2
         };
         out.push(version);
         out.extend_from_slice(&len_u32(self.entries.len()).to_be_bytes());
@@ -151,14 +171,21 @@ impl BatchBuilder {
                 tags.push(u8::try_from(len).unwrap_or(u8::MAX));
                 tags.extend_from_slice(&key.as_bytes()[..len]);
                 tags.push(priority);
+                if version == V4 {
+                    match self.origins.get(slot).and_then(Option::as_ref) {
+                        Some((queue, id)) => {
+                            let name = &queue.as_bytes()[..queue.len().min(MAX_ORIGIN_NAME)];
+                            let len = u16::try_from(8 + name.len()).unwrap_or(u16::MAX);
+                            tags.extend_from_slice(&len.to_be_bytes());
+                            tags.extend_from_slice(&id.to_be_bytes());
+                            tags.extend_from_slice(name);
+                        }
+                        None => tags.extend_from_slice(&0u16.to_be_bytes()),
+                    }
+                }
             }
             out.extend_from_slice(&len_u32(tags.len()).to_be_bytes());
             out.extend_from_slice(&tags);
-        }
-        if let Some((queue, id)) = &self.origin {
-            out.extend_from_slice(&len_u32(8 + queue.len()).to_be_bytes());
-            out.extend_from_slice(&id.to_be_bytes());
-            out.extend_from_slice(queue.as_bytes());
         }
         for (_, _, body) in &self.entries {
             out.extend_from_slice(body);
@@ -166,6 +193,13 @@ impl BatchBuilder {
         out
     }
 }
+
+/// The longest queue name an origin keeps (the queue layer allows 128 bytes).
+const MAX_ORIGIN_NAME: usize = u16::MAX as usize - 8;
+
+/// What the tags section says of one slot: dispatch key, priority, origin
+/// (queue name, id).
+pub type SlotTags<'a> = (Option<&'a str>, u8, Option<(&'a str, u64)>);
 
 /// Bodies are limited far below 4 GiB (`Config::max_body` ≤ 16 MiB, batches ≤ 512
 /// messages), so lengths always fit; saturate rather than wrap if that ever changed.
@@ -178,10 +212,10 @@ fn len_u32(n: usize) -> u32 {
 pub struct Batch {
     value: Bytes,
     count: usize,
-    /// Where the keys section starts (version 3) and where the bodies do.
+    /// Where the keys section starts (versions 3 and 4) and where the bodies do.
     keys_at: Option<usize>,
-    /// Where the keys section ends: the origin (version 4) or the bodies.
-    keys_end: usize,
+    /// Version 4: the tags carry origins.
+    origins: bool,
     bodies_at: usize,
 }
 
@@ -197,7 +231,7 @@ impl Batch {
         if value.len() < table {
             return None;
         }
-        let (keys_at, keys_end) = if version == V2 {
+        let (keys_at, bodies_at) = if version == V2 {
             (None, table)
         } else {
             let keys_len = usize::try_from(read_u32(&value, table)?).ok()?;
@@ -205,15 +239,6 @@ impl Batch {
                 Some(table + 4),
                 table.checked_add(4)?.checked_add(keys_len)?,
             )
-        };
-        let bodies_at = if version == V4 {
-            let origin_len = usize::try_from(read_u32(&value, keys_end)?).ok()?;
-            if origin_len < 8 {
-                return None;
-            }
-            keys_end.checked_add(4)?.checked_add(origin_len)?
-        } else {
-            keys_end
         };
         if value.len() < bodies_at {
             return None;
@@ -223,14 +248,11 @@ impl Batch {
             value,
             count,
             keys_at,
-            keys_end,
+            origins: version == V4,
             bodies_at,
         };
         if keys_at.is_some() && batch.tags()?.len() != count {
             return None;
-        }
-        if version == V4 {
-            batch.origin()?;
         }
         for slot in 0..count {
             let (offset, len) = batch.span(slot)?;
@@ -252,39 +274,41 @@ impl Batch {
         u64::try_from(self.value.len().saturating_sub(self.bodies_at)).unwrap_or(u64::MAX)
     }
 
-    /// The dispatch key (`None`: no key) and priority of each slot, or `None`
-    /// if the tags section does not read; empty for a version-2 batch (no keys,
-    /// every priority the default).
-    pub fn tags(&self) -> Option<Vec<(Option<&str>, u8)>> {
+    /// The dispatch key (`None`: no key), priority and origin (a hand-off's
+    /// follow-up: the queue name and id of the message it replaces) of each
+    /// slot, or `None` if the tags section does not read; empty for a version-2
+    /// batch (no keys, every priority the default, no origins).
+    pub fn tags(&self) -> Option<Vec<SlotTags<'_>>> {
         let Some(mut at) = self.keys_at else {
             return Some(Vec::new());
         };
+        let v = &self.value;
         let mut tags = Vec::with_capacity(self.count);
-        while at < self.keys_end {
-            let len = usize::from(*self.value.get(at)?);
-            let bytes = self.value.get(at + 1..at + 1 + len)?;
+        while at < self.bodies_at {
+            let len = usize::from(*v.get(at)?);
+            let bytes = v.get(at + 1..at + 1 + len)?;
             let key = if len == 0 {
                 None
             } else {
                 Some(std::str::from_utf8(bytes).ok()?)
             };
-            tags.push((key, *self.value.get(at + 1 + len)?));
+            let priority = *v.get(at + 1 + len)?;
             at += 2 + len;
+            let mut origin = None;
+            if self.origins {
+                let origin_len =
+                    usize::from(u16::from_be_bytes(v.get(at..at + 2)?.try_into().ok()?));
+                at += 2;
+                if origin_len > 0 {
+                    let id = read_u64(v, at)?;
+                    let name = std::str::from_utf8(v.get(at + 8..at + origin_len)?).ok()?;
+                    origin = Some((name, id));
+                    at += origin_len;
+                }
+            }
+            tags.push((key, priority, origin));
         }
-        (at == self.keys_end).then_some(tags)
-    }
-
-    /// The message this batch's follow-ups replace, (queue name, id), for a
-    /// version-4 batch (a hand-off's); `None` for the others, or if it does not
-    /// read.
-    pub fn origin(&self) -> Option<(&str, u64)> {
-        if self.keys_end == self.bodies_at {
-            return None;
-        }
-        let id = read_u64(&self.value, self.keys_end + 4)?;
-        let queue =
-            std::str::from_utf8(self.value.get(self.keys_end + 12..self.bodies_at)?).ok()?;
-        Some((queue, id))
+        (at == self.bodies_at).then_some(tags)
     }
 
     fn entry_at(&self, slot: usize) -> Option<usize> {
@@ -405,9 +429,7 @@ pub fn decode_messages(
     let tags = batch
         .tags()
         .ok_or_else(|| StorageError::Corrupt(format!("tags of batch {key}")))?;
-    let origin = batch
-        .origin()
-        .map(|(queue, id)| (std::sync::Arc::<str>::from(queue), id));
+
     // States are written in slot order.
     let mut states = state.states.iter().peekable();
     for slot in 0..batch_len {
@@ -434,15 +456,18 @@ pub fn decode_messages(
             record,
             key: tags
                 .get(index)
-                .and_then(|(k, _)| *k)
+                .and_then(|(k, _, _)| *k)
                 .map(std::sync::Arc::from),
-            priority: tags.get(index).map_or(DEFAULT_PRIORITY, |(_, p)| *p),
+            priority: tags.get(index).map_or(DEFAULT_PRIORITY, |(_, p, _)| *p),
             state: own_state,
             batch: key,
             slot,
             batch_len,
             batch_bytes: batch.body_bytes(),
-            origin: origin.clone(),
+            origin: tags
+                .get(index)
+                .and_then(|(_, _, o)| *o)
+                .map(|(queue, id)| (std::sync::Arc::<str>::from(queue), id)),
         });
     }
     Ok(live)
@@ -497,7 +522,11 @@ mod tests {
         let batch = Batch::parse(Bytes::from(value.clone())).unwrap();
         assert_eq!(
             batch.tags().unwrap(),
-            [(None, 8), (Some("tenant-é"), 8), (None, 0)]
+            [
+                (None, 8, None),
+                (Some("tenant-é"), 8, None),
+                (None, 0, None)
+            ]
         );
         assert_eq!(batch.body(2).unwrap(), Bytes::from_static(b"ccc"));
         assert_eq!(batch.body_bytes(), 6);
@@ -514,6 +543,46 @@ mod tests {
         let mut damaged = value;
         let table = HEAD_LEN + 3 * ENTRY_LEN;
         damaged[table + 3] += 1;
+        assert!(Batch::parse(Bytes::from(damaged)).is_none());
+    }
+
+    #[test]
+    fn should_keep_origins_only_in_batches_that_have_them_and_per_message() {
+        let mut batch = BatchBuilder::default();
+        batch.push(1, record(1), Bytes::from_static(b"pushed"), (None, 8));
+        batch.push_with_origin(
+            2,
+            record(2),
+            Bytes::from_static(b"follow-up"),
+            (Some("k".into()), 3),
+            Some(("p/orders".into(), 77)),
+        );
+        batch.push(3, record(3), Bytes::from_static(b"pushed too"), (None, 8));
+        let value = batch.encode();
+        assert_eq!(value[0], V4, "an origin: version 4");
+        let parsed = Batch::parse(Bytes::from(value.clone())).unwrap();
+        assert_eq!(
+            parsed.tags().unwrap(),
+            [
+                (None, 8, None),
+                (Some("k"), 3, Some(("p/orders", 77))),
+                (None, 8, None)
+            ]
+        );
+        assert_eq!(parsed.body(1).unwrap(), Bytes::from_static(b"follow-up"));
+        let mut loaded = Vec::new();
+        decode_messages(9, &parsed, &BatchState::default(), &mut |m| {
+            loaded.push((m.id, m.origin));
+        })
+        .unwrap();
+        assert_eq!(
+            loaded,
+            [(1, None), (2, Some(("p/orders".into(), 77))), (3, None)]
+        );
+        // An origin whose length runs past the tags is refused.
+        let mut damaged = value;
+        let origin_len_at = HEAD_LEN + 3 * ENTRY_LEN + 4 + 2 + 2 + 1 + 1;
+        damaged[origin_len_at + 1] += 40;
         assert!(Batch::parse(Bytes::from(damaged)).is_none());
     }
 

@@ -6,9 +6,9 @@
 //!    and holds the message: MOVING (invisible to every operation, no lease timer,
 //!    not expired), its state kept to give back.
 //! 2. **Stage.** Each target stages its follow-ups
-//!    ([`QueueState::stage_follow_ups`]) in groups of their own, whose batch records
-//!    carry the origin (the source queue and message id, batch version 4), also
-//!    MOVING. The driver waits until they are durable.
+//!    ([`QueueState::stage_follow_ups`]), MOVING, into its batch records like
+//!    pushes, each with its origin (the source queue and message id: batch
+//!    version 4). The driver waits until they are durable.
 //! 3. **Commit.** The source deletes the message ([`QueueState::hand_off_end`]
 //!    with `commit`); the driver waits until that deletion is durable. **That
 //!    write is the commit point.**
@@ -202,18 +202,10 @@ impl QueueState {
         }
     }
 
-    /// Recovery: group `key` holds follow-ups of a hand-off that did not commit:
-    /// its messages leave, and its records are removed at the next write.
-    fn discard_group(&mut self, key: u64) {
-        let ids: Vec<u64> = match self.staging.group_mut(key) {
-            Some(group) => group.ids.iter().collect(),
-            None => return,
-        };
-        for id in ids {
-            if self.index.get(id).is_some_and(|m| m.batch == key) {
-                self.remove(id);
-            }
-        }
+    /// Recovery: message `id` is a follow-up of a hand-off that did not
+    /// commit: it leaves, written as deleted at the next write.
+    fn discard(&mut self, id: u64) {
+        self.remove(id);
     }
 }
 
@@ -230,20 +222,20 @@ pub fn resolve_hand_offs(queues: &mut [&mut QueueState]) -> Vec<usize> {
         .collect();
     let mut discard = Vec::new();
     for at in 0..queues.len() {
-        for (group, origin) in std::mem::take(&mut queues[at].origins) {
+        for (id, origin) in std::mem::take(&mut queues[at].origins) {
             let present = by_name
                 .get(&origin.queue)
                 .is_some_and(|&source| queues[source].index.contains(origin.id));
             if present {
-                discard.push((at, group));
+                discard.push((at, id, origin));
             }
         }
     }
     let mut touched: Vec<usize> = Vec::new();
-    for (at, group) in discard {
-        tracing::info!(queue = %queues[at].meta.name, group,
-            "dropping the follow-ups of a hand-off that did not commit");
-        queues[at].discard_group(group);
+    for (at, id, origin) in discard {
+        tracing::info!(queue = %queues[at].meta.name, id, origin_queue = %origin.queue,
+            origin_id = origin.id, "dropping a follow-up of a hand-off that did not commit");
+        queues[at].discard(id);
         if !touched.contains(&at) {
             touched.push(at);
         }
