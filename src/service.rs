@@ -418,7 +418,7 @@ impl Service {
             )));
         }
         self.registry
-            .hand_off(queue, id, reservation_id, targets)
+            .hand_off(source, id, reservation_id, targets)
             .await
     }
 

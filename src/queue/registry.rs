@@ -258,20 +258,20 @@ impl Registry {
         Ok(Registry { inner })
     }
 
-    /// Replaces message `id` of queue `source`, reserved under `reservation_id`,
-    /// by follow-ups in the `targets` queues (created if missing), all or
-    /// nothing (`state/hand_off.rs`); returns their ids, per target.
+    /// Replaces message `id` of the queue `source` leads to, reserved under
+    /// `reservation_id`, by follow-ups in the `targets` queues (created if
+    /// missing), all or nothing (`state/hand_off.rs`); returns their ids, per
+    /// target.
     ///
     /// # Errors
-    /// `QueueNotFound` for the source; as [`Mover::hand_off`].
+    /// As [`Mover::hand_off`].
     pub async fn hand_off(
         &self,
-        source: &QueueName,
+        source: QueueHandle,
         id: u64,
         reservation_id: u64,
         targets: Vec<FollowUps>,
     ) -> Result<Vec<Vec<u64>>, QueueError> {
-        let source = self.get(source).await?;
         self.inner
             .ctx
             .mover
