@@ -53,6 +53,10 @@
 //!   replaced by PUT and removed by DELETE .../alerts[/{id}], with IronMQ's rules
 //!   (at most 5, no duplicate type+direction+trigger); they are not fired, which the
 //!   spec leaves optional.
+//! - ferromq's own extension, `POST .../queues/{q}/messages/{id}/hand_off`: the
+//!   atomic hand-off (docs/protocol.md, "Atomic hand-off"), its target queues in
+//!   the request's project; answered 200 with each target's new ids as strings,
+//!   as a post's.
 //! - Queue names and project ids use the binary protocol's characters
 //!   (`A-Z a-z 0-9 . _ -`); others get 400.
 //! - `/health/live` and `/health/ready` answer without a token (they say nothing
