@@ -461,17 +461,7 @@ impl Actor {
         let io = &mut self.io;
         match request {
             ActorRequest::Push { messages, reply } => {
-                let bytes = messages.iter().map(|m| m.body.len()).sum::<usize>();
-                let result = self
-                    .ctx
-                    .admission
-                    .admit_push(
-                        &state.meta().name,
-                        state.message_count(),
-                        state.bytes(),
-                        messages.len(),
-                        u64::try_from(bytes).unwrap_or(u64::MAX),
-                    )
+                let result = admit(&self.ctx.admission, state, &messages)
                     .and_then(|()| state.push(now, io, messages));
                 self.reply_acked(reply, result);
             }
@@ -570,17 +560,7 @@ impl Actor {
                 messages,
                 reply,
             } => {
-                let bytes = messages.iter().map(|m| m.body.len()).sum::<usize>();
-                let result = self
-                    .ctx
-                    .admission
-                    .admit_push(
-                        &state.meta().name,
-                        state.message_count(),
-                        state.bytes(),
-                        messages.len(),
-                        u64::try_from(bytes).unwrap_or(u64::MAX),
-                    )
+                let result = admit(&self.ctx.admission, state, &messages)
                     .and_then(|()| state.stage_follow_ups(now, &mut self.io, &origin, messages));
                 self.reply_acked(reply, result);
             }
@@ -742,6 +722,22 @@ impl Actor {
             }
         }
     }
+}
+
+/// Whether `messages` may enter `state`'s queue ([`Admission::admit_push`]).
+fn admit(
+    admission: &Admission,
+    state: &QueueState,
+    messages: &[NewMessage],
+) -> Result<(), QueueError> {
+    let bytes = messages.iter().map(|m| m.body.len()).sum::<usize>();
+    admission.admit_push(
+        &state.meta().name,
+        state.message_count(),
+        state.bytes(),
+        messages.len(),
+        u64::try_from(bytes).unwrap_or(u64::MAX),
+    )
 }
 
 /// Applies one log write to `log`.

@@ -343,8 +343,9 @@ pub struct QueueState {
     histories: HashSet<u64, BuildHasherDefault<IdHasher>>,
     /// Delivery-history changes not yet written, one per message.
     history_writes: BTreeMap<u64, HistoryUpdate>,
-    /// Messages held for a hand-off, with the state to give back (`hand_off.rs`).
-    handing_off: IdMap<State>,
+    /// Messages held for a hand-off (`hand_off.rs`): still RESERVED (so counted,
+    /// stored and capped as such), without a lease timer, invisible.
+    handing_off: HashSet<u64, BuildHasherDefault<IdHasher>>,
     /// Hand-off follow-ups staged here and not yet released, by the message they
     /// replace: (id, end of its push delay).
     staged: HashMap<Origin, Vec<(u64, u64)>>,
@@ -375,7 +376,7 @@ impl QueueState {
             open: IdMap::default(),
             histories: HashSet::default(),
             history_writes: BTreeMap::new(),
-            handing_off: IdMap::default(),
+            handing_off: HashSet::default(),
             staged: HashMap::new(),
             origins: Vec::new(),
         }
@@ -477,47 +478,70 @@ impl QueueState {
         let expires_at_ms = now.saturating_add(self.settings().expiration_ms());
         let mut ids = Vec::with_capacity(messages.len());
         for (id, message) in (first..).zip(messages) {
-            let available_at_ms = if message.delay_ms > 0 {
-                now.saturating_add(message.delay_ms)
-            } else {
-                0
-            };
-            let record = MessageRecord {
-                pushed_at_ms: now,
-                available_at_ms,
-                expires_at_ms,
-            };
-            let (batch, slot) = self.staging.stage(
-                id,
-                record,
-                message.body,
-                (message.key.clone(), message.priority),
-                || Ok::<_, QueueError>(id),
-            )?;
-            let key = message
-                .key
-                .as_ref()
-                .map_or(UNKEYED, |k| self.index.intern_key(k));
-            self.arm_expiry(batch, expires_at_ms);
+            self.add_new(now, id, message, expires_at_ms, false)?;
             self.count_pushed();
-            self.insert(
-                id,
-                Msg {
-                    key,
-                    order_key: push_key(message.priority, id),
-                    state: delayed_or_available(available_at_ms, now),
-                    reserved_count: 0,
-                    pushed_at_ms: now,
-                    expires_at_ms,
-                    expired_reservation_id: 0,
-                    push_done: 0,
-                    batch,
-                    slot,
-                },
-            );
             ids.push(id);
         }
         Ok(ids)
+    }
+
+    /// Stages new message `id` in the open group and adds it to the queue, in
+    /// the state its push delay gives it, or MOVING (`moving`: a hand-off's
+    /// follow-up, `hand_off.rs`). Returns the end of its push delay (0: none).
+    ///
+    /// # Errors
+    /// Whatever staging fails with (it allocates no id: the group takes `id`'s).
+    fn add_new(
+        &mut self,
+        now: u64,
+        id: u64,
+        message: NewMessage,
+        expires_at_ms: u64,
+        moving: bool,
+    ) -> Result<u64, QueueError> {
+        let available_at_ms = if message.delay_ms > 0 {
+            now.saturating_add(message.delay_ms)
+        } else {
+            0
+        };
+        let record = MessageRecord {
+            pushed_at_ms: now,
+            available_at_ms,
+            expires_at_ms,
+        };
+        let (batch, slot) = self.staging.stage(
+            id,
+            record,
+            message.body,
+            (message.key.clone(), message.priority),
+            || Ok::<_, QueueError>(id),
+        )?;
+        let key = message
+            .key
+            .as_ref()
+            .map_or(UNKEYED, |k| self.index.intern_key(k));
+        self.arm_expiry(batch, expires_at_ms);
+        let state = if moving {
+            State::Moving
+        } else {
+            delayed_or_available(available_at_ms, now)
+        };
+        self.insert(
+            id,
+            Msg {
+                key,
+                order_key: push_key(message.priority, id),
+                state,
+                reserved_count: 0,
+                pushed_at_ms: now,
+                expires_at_ms,
+                expired_reservation_id: 0,
+                push_done: 0,
+                batch,
+                slot,
+            },
+        );
+        Ok(available_at_ms)
     }
 
     /// Reserves (or with `delete`, removes) up to `n` available messages in order,
@@ -1240,20 +1264,12 @@ impl QueueState {
     pub fn take_writes(&mut self, now: u64, finally: bool) -> Writes {
         let mut forgotten = Vec::new();
         let index = &self.index;
-        let handing_off = &self.handing_off;
         let log = self.staging.take_writes(
             |key, slot, id| {
                 index
                     .get(id)
                     .filter(|m| m.batch == key && m.slot == slot)
-                    .map_or(Slot::Gone, |mut m| {
-                        // A message held for a hand-off is stored in the state it
-                        // goes back to if the hand-off does not commit.
-                        if let Some(prior) = handing_off.get(&id) {
-                            m.state = *prior;
-                        }
-                        m.slot(id)
-                    })
+                    .map_or(Slot::Gone, |m| m.slot(id))
             },
             &mut forgotten,
         );
@@ -1477,7 +1493,7 @@ impl QueueState {
         let msg = self
             .index
             .get(id)
-            .filter(|m| m.state != State::Moving)
+            .filter(|m| m.state != State::Moving && !self.is_held(id))
             .ok_or(QueueError::MessageNotFound(id))?;
         match (msg.state, reservation_id) {
             (
@@ -1506,7 +1522,7 @@ impl QueueState {
 
     /// The view of message `id` without its body; `None` if it is not visible.
     fn info(&self, id: u64) -> Option<MessageInfo> {
-        let msg = self.index.get(id)?;
+        let msg = self.index.get(id).filter(|_| !self.is_held(id))?;
         let (state, reserved_until_ms, available_at_ms) = match msg.state {
             State::Moving => return None,
             State::Available => (MessageState::Available, 0, 0),
@@ -1664,7 +1680,7 @@ impl QueueState {
         for id in group.ids.iter() {
             match self.index.get(id).filter(|m| m.batch == key) {
                 // A message held for a hand-off stays until it ends (`hand_off.rs`).
-                Some(_) if !handing_off.is_empty() && handing_off.contains_key(&id) => {}
+                Some(_) if !handing_off.is_empty() && handing_off.contains(&id) => {}
                 Some(msg) if msg.expires_at_ms <= now => expired.push(id),
                 Some(msg) => {
                     next = Some(next.map_or(msg.expires_at_ms, |n| n.min(msg.expires_at_ms)))

@@ -371,8 +371,13 @@ impl Driver {
     /// On a connection or server error, or if a message was not deleted.
     pub async fn delete(&self, queue: &str, handles: Vec<Handle>) -> Result<(), DriverError> {
         match self {
-            Driver::Ferromq(client, features) if features.finish == Finish::HandOff => {
-                let next = follow_up_queue(queue);
+            Driver::Ferromq(client, features)
+                if matches!(
+                    features.finish,
+                    Finish::HandOff | Finish::PushThenDeleteEach
+                ) =>
+            {
+                let (next, atomic) = (follow_up_queue(queue), features.finish == Finish::HandOff);
                 let mut calls = tokio::task::JoinSet::new();
                 for handle in handles {
                     let Handle::Ferromq(id, reservation) = handle else {
@@ -380,35 +385,23 @@ impl Driver {
                     };
                     let (client, queue, next) = (client.clone(), queue.to_owned(), next.clone());
                     calls.spawn(async move {
-                        let follow_up = ferromq::proto::FollowUps {
-                            queue: next,
-                            messages: vec![ferromq::proto::PushMessage {
-                                body: Bytes::from_static(FOLLOW_UP),
-                                ..ferromq::proto::PushMessage::default()
-                            }],
-                        };
-                        client
-                            .hand_off(&queue, id, reservation, vec![follow_up])
-                            .await
-                    });
-                }
-                while let Some(done) = calls.join_next().await {
-                    done.map_err(|_| DriverError::Closed)??;
-                }
-            }
-            Driver::Ferromq(client, features) if features.finish == Finish::PushThenDeleteEach => {
-                let next = follow_up_queue(queue);
-                let mut calls = tokio::task::JoinSet::new();
-                for handle in handles {
-                    let Handle::Ferromq(id, reservation) = handle else {
-                        continue;
-                    };
-                    let (client, queue, next) = (client.clone(), queue.to_owned(), next.clone());
-                    calls.spawn(async move {
-                        client
-                            .push(&next, vec![Bytes::from_static(FOLLOW_UP)])
-                            .await?;
-                        client.delete(&queue, id, Some(reservation)).await
+                        let body = Bytes::from_static(FOLLOW_UP);
+                        if atomic {
+                            let follow_up = ferromq::proto::FollowUps {
+                                queue: next,
+                                messages: vec![ferromq::proto::PushMessage {
+                                    body,
+                                    ..ferromq::proto::PushMessage::default()
+                                }],
+                            };
+                            client
+                                .hand_off(&queue, id, reservation, vec![follow_up])
+                                .await
+                                .map(drop)
+                        } else {
+                            client.push(&next, vec![body]).await?;
+                            client.delete(&queue, id, Some(reservation)).await
+                        }
                     });
                 }
                 while let Some(done) = calls.join_next().await {

@@ -3,8 +3,9 @@
 //!
 //! # The steps (driven by `queue/transfer.rs`, one queue actor each)
 //! 1. **Hold.** The source checks the reservation ([`QueueState::hand_off_begin`])
-//!    and holds the message: MOVING (invisible to every operation, no lease timer,
-//!    not expired), its state kept to give back.
+//!    and holds the message: it stays RESERVED (counted, stored and capped per
+//!    key as such) but is invisible to every request, its lease does not end and
+//!    it does not expire while held.
 //! 2. **Stage.** Each target stages its follow-ups
 //!    ([`QueueState::stage_follow_ups`]), MOVING, into its batch records like
 //!    pushes, each with its origin (the source queue and message id: batch
@@ -41,14 +42,11 @@
 
 use std::collections::HashMap;
 
-use super::{QueueState, State};
+use super::{QueueState, State, Timer};
 use crate::error::QueueError;
-use crate::queue::fair::UNKEYED;
-use crate::queue::order::push_key;
 use crate::queue::types::{NewMessage, Origin, QueueName};
-use crate::storage::MessageRecord;
 
-use super::{delayed_or_available, Msg};
+use super::delayed_or_available;
 
 impl QueueState {
     /// Step 1: holds message `id`, reserved under `reservation_id`, for a
@@ -63,44 +61,40 @@ impl QueueState {
         reservation_id: u64,
     ) -> Result<(), QueueError> {
         self.check_reservation(id, Some(reservation_id), now)?;
-        let Some(prior) = self.index.get(id).map(|m| m.state) else {
-            return Err(QueueError::MessageNotFound(id));
-        };
-        self.detach(id);
-        self.attach(id, State::Moving);
-        self.handing_off.insert(id, prior);
+        if let Some(State::Reserved { until_ms, .. }) = self.index.get(id).map(|m| m.state) {
+            self.timers.remove(until_ms, Timer::Lease(id));
+        }
+        self.handing_off.insert(id);
         Ok(())
     }
 
+    /// Whether message `id` is held for a hand-off.
+    pub(super) fn is_held(&self, id: u64) -> bool {
+        !self.handing_off.is_empty() && self.handing_off.contains(&id)
+    }
+
     /// Step 3 (`commit`): deletes held message `id`, a consumer's delete like any
-    /// other; or, the hand-off failed, gives it its state back (an expired
-    /// reservation ends at the next [`QueueState::advance`]; an expired message
-    /// goes).
+    /// other; or, the hand-off failed, lets it go on under its reservation (one
+    /// that ran out meanwhile ends at the next [`QueueState::advance`]; a message
+    /// whose expiry came meanwhile goes).
     ///
     /// # Errors
     /// `MessageNotFound` if the message is not held (the queue was cleared
     /// meanwhile).
     pub fn hand_off_end(&mut self, now: u64, id: u64, commit: bool) -> Result<(), QueueError> {
-        let prior = self
-            .handing_off
-            .remove(&id)
-            .ok_or(QueueError::MessageNotFound(id))?;
-        let Some(msg) = self.index.get(id).filter(|m| m.state == State::Moving) else {
+        if !self.handing_off.remove(&id) {
+            return Err(QueueError::MessageNotFound(id));
+        }
+        let Some(msg) = self.index.get(id) else {
             return Err(QueueError::MessageNotFound(id));
         };
         if commit {
-            if let State::Reserved {
-                until_ms, lease_ms, ..
-            } = prior
-            {
-                if lease_ms != super::LEASE_UNKNOWN {
-                    let since_ms = until_ms.saturating_sub(u64::from(lease_ms));
-                    self.meta
-                        .processing
-                        .get_or_insert_with(Box::default)
-                        .record(now.saturating_sub(since_ms));
-                    self.record_changed = true;
-                }
+            if let Some(since_ms) = self.reserved_since(id) {
+                self.meta
+                    .processing
+                    .get_or_insert_with(Box::default)
+                    .record(now.saturating_sub(since_ms));
+                self.record_changed = true;
             }
             self.remove(id);
             self.counters.deleted += 1;
@@ -108,7 +102,11 @@ impl QueueState {
             // Its expiry came while it was held (`expire_group` skips held ones).
             self.remove_expired(id);
         } else {
-            self.attach(id, prior);
+            if let State::Reserved { until_ms, .. } = msg.state {
+                self.timers.insert(until_ms, Timer::Lease(id));
+            }
+            // Its group's expiry may have passed it by while it was held.
+            self.arm_expiry(msg.batch, msg.expires_at_ms);
         }
         Ok(())
     }
@@ -134,51 +132,13 @@ impl QueueState {
         let mut ids = Vec::with_capacity(messages.len());
         let mut result = Ok(());
         for (id, message) in (first..).zip(messages) {
-            let available_at_ms = if message.delay_ms > 0 {
-                now.saturating_add(message.delay_ms)
-            } else {
-                0
-            };
-            let record = MessageRecord {
-                pushed_at_ms: now,
-                available_at_ms,
-                expires_at_ms,
-            };
-            let staged = self.staging.stage(
-                id,
-                record,
-                message.body,
-                (message.key.clone(), message.priority),
-                || Ok::<_, QueueError>(id),
-            );
-            let (batch, slot) = match staged {
-                Ok(at) => at,
+            match self.add_new(now, id, message, expires_at_ms, true) {
+                Ok(available_at_ms) => ids.push((id, available_at_ms)),
                 Err(err) => {
                     result = Err(err);
                     break;
                 }
-            };
-            let key = message
-                .key
-                .as_ref()
-                .map_or(UNKEYED, |k| self.index.intern_key(k));
-            self.arm_expiry(batch, expires_at_ms);
-            self.insert(
-                id,
-                Msg {
-                    key,
-                    order_key: push_key(message.priority, id),
-                    state: State::Moving,
-                    reserved_count: 0,
-                    pushed_at_ms: now,
-                    expires_at_ms,
-                    expired_reservation_id: 0,
-                    push_done: 0,
-                    batch,
-                    slot,
-                },
-            );
-            ids.push((id, available_at_ms));
+            }
         }
         self.staging.end_origin();
         let out = ids.iter().map(|&(id, _)| id).collect();
