@@ -1696,9 +1696,10 @@ impl QueueState {
         }
     }
 
-    /// Whether message `id` has expired at `now`.
+    /// Whether message `id` has expired at `now` (one held for a hand-off
+    /// expires when the hand-off ends, if it does not commit).
     fn expired(&self, id: u64, now: u64) -> bool {
-        self.index.get(id).is_some_and(|m| m.expires_at_ms <= now)
+        self.index.get(id).is_some_and(|m| m.expires_at_ms <= now) && !self.is_held(id)
     }
 
     /// Gives message `id` the front place of its priority.

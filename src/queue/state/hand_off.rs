@@ -75,8 +75,8 @@ impl QueueState {
 
     /// Step 3 (`commit`): deletes held message `id`, a consumer's delete like any
     /// other; or, the hand-off failed, lets it go on under its reservation (one
-    /// that ran out meanwhile ends at the next [`QueueState::advance`]; a message
-    /// whose expiry came meanwhile goes).
+    /// that ran out meanwhile ends now, as a lease end; a message whose expiry
+    /// came meanwhile goes).
     ///
     /// # Errors
     /// `MessageNotFound` if the message is not held (the queue was cleared
@@ -102,8 +102,11 @@ impl QueueState {
             // Its expiry came while it was held (`expire_group` skips held ones).
             self.remove_expired(id);
         } else {
-            if let State::Reserved { until_ms, .. } = msg.state {
-                self.timers.insert(until_ms, Timer::Lease(id));
+            match msg.state {
+                // Its lease ran out while it was held: it ends now.
+                State::Reserved { until_ms, .. } if until_ms <= now => self.requeue_expired(id),
+                State::Reserved { until_ms, .. } => self.timers.insert(until_ms, Timer::Lease(id)),
+                _ => {}
             }
             // Its group's expiry may have passed it by while it was held.
             self.arm_expiry(msg.batch, msg.expires_at_ms);

@@ -208,6 +208,9 @@ fn a_held_message_outlives_its_lease_and_its_expiry_until_the_hand_off_ends() {
         .expect("begin again");
     q.advance(61_000);
     assert_eq!(q.stats().size, 1, "held through its expiry");
+    assert_eq!(q.get(id), Err(QueueError::MessageNotFound(id)), "invisible");
+    assert!(q.peek(1).is_empty());
+    assert_eq!(q.stats().size, 1, "looking does not expire it either");
     q.op(|s, now, _| s.hand_off_end(now, id, false))
         .expect("abort");
     assert_eq!(

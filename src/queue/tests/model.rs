@@ -106,6 +106,11 @@ enum Op {
     /// An atomic hand-off of a message into this same queue, follow-ups of
     /// these priorities, run to `Cut` (`state/hand_off.rs`).
     HandOff(Pick, RidPick, Vec<u8>, Cut),
+    /// A hand-off's first two steps (the message held, follow-ups of these
+    /// priorities staged), its end left to a later `HoldEnd` (or a restart).
+    HoldBegin(Pick, RidPick, Vec<u8>),
+    /// The end of one of the hand-offs begun (by index): commit or abort.
+    HoldEnd(usize, bool),
 }
 
 /// Where a hand-off ends.
@@ -199,6 +204,9 @@ fn op() -> impl Strategy<Value = Op> {
             ],
         )
             .prop_map(|(m, r, priorities, cut)| Op::HandOff(m, r, priorities, cut)),
+        2 => (pick(), prop_oneof![4 => Just(RidPick::Current), 1 => rid_pick()], prop::collection::vec(priority(), 1..=2))
+            .prop_map(|(m, r, priorities)| Op::HoldBegin(m, r, priorities)),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(i, commit)| Op::HoldEnd(i, commit)),
     ]
 }
 
@@ -240,6 +248,21 @@ struct MMsg {
     touches: u32,
     /// Its dispatch key.
     dkey: Option<Arc<str>>,
+    /// Held for a hand-off: RESERVED, but invisible, its lease and expiry
+    /// waiting for the hand-off's end.
+    held: bool,
+}
+
+/// A hand-off begun and not ended: the message held, and its staged
+/// follow-ups (id, body, priority), pushed at `pushed_at`, expiring at
+/// `expires_at`; `cleared` once a clear took them.
+#[derive(Debug, Clone)]
+struct Pending {
+    origin: u64,
+    follow_ups: Vec<(u64, Bytes, u8)>,
+    pushed_at: u64,
+    expires_at: u64,
+    cleared: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -467,7 +490,7 @@ impl Model {
     }
 
     fn info(&self, id: u64) -> Option<MessageView> {
-        let m = self.msgs.get(&id)?;
+        let m = self.msgs.get(&id).filter(|m| !m.held)?;
         let (state, reserved_until_ms, available_at_ms) = match m.state {
             MState::Available => (MessageState::Available, 0, 0),
             MState::Delayed(until) => (MessageState::Delayed, 0, until),
@@ -495,7 +518,7 @@ impl Model {
 
     /// The earliest timed event: a lease or delay end, an expiry, a wait's end.
     fn next_event(&self) -> Option<u64> {
-        let messages = self.msgs.values().flat_map(|m| {
+        let messages = self.msgs.values().filter(|m| !m.held).flat_map(|m| {
             let own = match m.state {
                 MState::Delayed(until) | MState::Reserved { until, .. } => Some(until),
                 MState::Available | MState::Moving => None,
@@ -507,34 +530,29 @@ impl Model {
             .min()
     }
 
-    /// Everything due at `t`, in the order of the page: leases end (message-id
+    /// Everything due at `t`, in the order of the page: leases end (deadline, then message-id
     /// order, each to the front), delays end, messages expire, waits end.
     fn fire(&mut self, t: u64) {
-        let ending: Vec<u64> = self
+        // In deadline order, then by id (a restart can find leases of
+        // several deadlines overdue: those of messages held meanwhile).
+        let mut ending: Vec<(u64, u64)> = self
             .msgs
             .iter()
-            .filter(|(_, m)| matches!(m.state, MState::Reserved { until, .. } if until <= t))
-            .map(|(&id, _)| id)
+            .filter_map(|(&id, m)| match m.state {
+                MState::Reserved { until, .. } if until <= t && !m.held => Some((until, id)),
+                _ => None,
+            })
             .collect();
-        for id in ending {
-            if let MState::Reserved { until, .. } = self.msgs[&id].state {
-                self.end_attempt(id, until, Outcome::TimedOut);
-            }
-            self.requeues += 1;
-            let key = -self.requeues;
-            let m = self.msgs.get_mut(&id).expect("message");
-            if let MState::Reserved { rid, .. } = m.state {
-                m.last_expired = Some(rid);
-            }
-            m.state = MState::Available;
-            m.key = key;
+        ending.sort_unstable();
+        for (_, id) in ending {
+            self.lease_end(id);
         }
         for m in self.msgs.values_mut() {
             if matches!(m.state, MState::Delayed(until) if until <= t) {
                 m.state = MState::Available;
             }
         }
-        self.msgs.retain(|_, m| m.expires_at > t);
+        self.msgs.retain(|_, m| m.held || m.expires_at > t);
         let mut ended: Vec<&MWaiter> = self.waiters.iter().filter(|w| w.deadline <= t).collect();
         ended.sort_by_key(|w| (w.deadline, w.id));
         let ended: Vec<WaiterId> = ended.into_iter().map(|w| w.id).collect();
@@ -542,6 +560,21 @@ impl Model {
             self.waiters.retain(|w| w.id != id);
             self.expected.push_back(Expect::WaitEnded(id));
         }
+    }
+
+    /// The lease of reserved message `id` ends: to the front, available.
+    fn lease_end(&mut self, id: u64) {
+        if let MState::Reserved { until, .. } = self.msgs[&id].state {
+            self.end_attempt(id, until, Outcome::TimedOut);
+        }
+        self.requeues += 1;
+        let key = -self.requeues;
+        let m = self.msgs.get_mut(&id).expect("message");
+        if let MState::Reserved { rid, .. } = m.state {
+            m.last_expired = Some(rid);
+        }
+        m.state = MState::Available;
+        m.key = key;
     }
 
     /// Takes up to `n` available messages; the dead-lettered ones go to `expected`.
@@ -649,7 +682,7 @@ impl Model {
         let m = self
             .msgs
             .get(&id)
-            .filter(|m| m.state != MState::Moving)
+            .filter(|m| m.state != MState::Moving && !m.held)
             .ok_or(QueueError::MessageNotFound(id))?;
         match (m.state, rid) {
             (
@@ -727,6 +760,7 @@ impl Model {
                 consumer: None,
                 touches: 0,
                 dkey: None,
+                held: false,
             },
         );
     }
@@ -741,6 +775,8 @@ struct Run {
     outcomes: Vec<bool>,
     next_outcome: usize,
     pushed: u64,
+    /// Hand-offs begun and not ended (`Op::HoldBegin`).
+    pending: Vec<Pending>,
 }
 
 impl Run {
@@ -873,12 +909,23 @@ impl Run {
         self.settle();
     }
 
+    /// Follow-ups staged by hand-offs under way, still there: the state
+    /// machine counts them in its size (MOVING).
+    fn staged_follow_ups(&self) -> usize {
+        let now = self.h.now;
+        self.pending
+            .iter()
+            .filter(|p| !p.cleared && p.expires_at > now)
+            .map(|p| p.follow_ups.len())
+            .sum()
+    }
+
     fn check_counters(&self) {
         let stats = self.h.stats();
         let m = &self.model;
         let count = |f: fn(&MState) -> bool| m.msgs.values().filter(|msg| f(&msg.state)).count();
         let expected = (
-            m.msgs.len(),
+            m.msgs.len() + self.staged_follow_ups(),
             count(|s| *s == MState::Available),
             count(|s| matches!(s, MState::Reserved { .. })),
             count(|s| matches!(s, MState::Delayed(_))),
@@ -952,7 +999,11 @@ impl Run {
             m.since = None;
             m.consumer = None;
             m.touches = 0;
+            // A hand-off under way ends with the server: its message is back
+            // under its reservation (below, its follow-ups are dropped).
+            m.held = false;
         }
+        self.pending.clear();
         // Turns are kept in memory only.
         self.model.served.clear();
         // The processing times are kept with the queue's record, which a
@@ -961,23 +1012,33 @@ impl Run {
         if !touched.is_empty() {
             self.h.write(false);
         }
+        // A lease or an expiry that came while a message was held is due now:
+        // a timer turn at the same time.
+        let now = self.h.now;
+        self.h.at(now);
+        self.model.fire(now);
     }
 
-    /// An atomic hand-off of message `m` into this queue, run to `cut`.
-    fn hand_off(&mut self, m: Pick, r: RidPick, priorities: &[u8], cut: Cut) {
+    fn origin(&self, id: u64) -> Origin {
+        Origin {
+            queue: self.h.state.meta().name.clone(),
+            id,
+        }
+    }
+
+    /// A hand-off's first two steps on message `m` into this queue: the
+    /// message held, follow-ups of `priorities` staged. `None` if the state
+    /// machine refused the hold (as the model says it must).
+    fn begin_and_stage(&mut self, m: Pick, r: RidPick, priorities: &[u8]) -> Option<Pending> {
         let now = self.h.now;
         let id = self.pick(m);
         let rid = self.rid(id, r).unwrap_or(0);
         let expected = self.model.check(id, Some(rid), now);
         let real = self.h.op(|s, now, _| s.hand_off_begin(now, id, rid));
         assert_eq!(real, expected, "hand-off begin");
-        if real.is_err() {
-            return;
-        }
-        let origin = Origin {
-            queue: self.h.state.meta().name.clone(),
-            id,
-        };
+        real.ok()?;
+        self.model.msgs.get_mut(&id).expect("message").held = true;
+        let origin = self.origin(id);
         let follow_ups: Vec<NewMessage> = priorities
             .iter()
             .map(|&priority| {
@@ -1004,38 +1065,108 @@ impl Run {
                 "staged"
             );
         }
-        let commit = |run: &mut Run| {
-            run.h
-                .op(|s, now, _| s.hand_off_end(now, id, true))
-                .expect("end");
-            let removed = run.model.msgs.remove(&id).expect("message");
+        Some(Pending {
+            origin: id,
+            follow_ups: ids
+                .into_iter()
+                .zip(bodies)
+                .zip(priorities.iter().copied())
+                .map(|((id, body), priority)| (id, body, priority))
+                .collect(),
+            pushed_at: now,
+            expires_at: now.saturating_add(self.model.expiration_s.saturating_mul(1000)),
+            cleared: false,
+        })
+    }
+
+    /// The model's side of a commit: the held message is deleted (if a clear
+    /// did not take it). The deletion is a turn of its own, whose end serves
+    /// the parked reserves (a key it frees may let one through).
+    fn model_delete_held(&mut self, pending: &Pending) {
+        let now = self.h.now;
+        if let Some(removed) = self.model.msgs.remove(&pending.origin).filter(|m| m.held) {
             if let Some(since) = removed.since {
-                run.model.processed.push(now - since);
+                self.model.processed.push(now - since);
             }
-            for ((&new, body), &priority) in ids.iter().zip(&bodies).zip(priorities) {
-                run.model
-                    .add(new, body.clone(), MState::Available, (0, priority), now);
+        }
+        self.model.serve(now);
+        self.settle();
+    }
+
+    /// The model's side of a release: the follow-ups still there become
+    /// available.
+    fn model_release(&mut self, pending: &Pending) {
+        let now = self.h.now;
+        if pending.cleared || pending.expires_at <= now {
+            return;
+        }
+        for (id, body, priority) in &pending.follow_ups {
+            self.model.add(
+                *id,
+                body.clone(),
+                MState::Available,
+                (0, *priority),
+                pending.pushed_at,
+            );
+            self.model.msgs.get_mut(id).expect("added").expires_at = pending.expires_at;
+        }
+    }
+
+    /// A hand-off's steps 3 and 4, as the driver runs them: `commit`, or abort.
+    fn end(&mut self, pending: &Pending, commit: bool) {
+        let now = self.h.now;
+        let id = pending.origin;
+        let origin = self.origin(id);
+        let held = self.model.msgs.get(&id).is_some_and(|m| m.held);
+        let expected = if held {
+            Ok(())
+        } else {
+            Err(QueueError::MessageNotFound(id))
+        };
+        if commit {
+            let real = self.h.op(|s, now, _| s.hand_off_end(now, id, true));
+            assert_eq!(real, expected, "hand-off end");
+            // Gone either way (deleted, or cleared away): the follow-ups stand.
+            self.model_delete_held(pending);
+            self.model_release(pending);
+            self.h
+                .op(|s, now, _| s.release_follow_ups(now, &origin, true));
+            return;
+        }
+        self.h
+            .op(|s, now, _| s.release_follow_ups(now, &origin, false));
+        let real = self.h.op(|s, now, _| s.hand_off_end(now, id, false));
+        assert_eq!(real, expected, "hand-off abort");
+        if held {
+            let m = self.model.msgs.get_mut(&id).expect("held");
+            m.held = false;
+            if m.expires_at <= now {
+                self.model.msgs.remove(&id);
+            } else if matches!(m.state, MState::Reserved { until, .. } if until <= now) {
+                self.model.lease_end(id);
             }
+        }
+    }
+
+    /// An atomic hand-off of message `m` into this queue, run to `cut`.
+    fn hand_off(&mut self, m: Pick, r: RidPick, priorities: &[u8], cut: Cut) {
+        let Some(pending) = self.begin_and_stage(m, r, priorities) else {
+            return;
         };
         match cut {
-            Cut::Complete => {
-                commit(self);
-                self.h
-                    .op(|s, now, _| s.release_follow_ups(now, &origin, true));
-            }
-            Cut::Abort => {
-                self.h
-                    .op(|s, now, _| s.release_follow_ups(now, &origin, false));
-                self.h
-                    .op(|s, now, _| s.hand_off_end(now, id, false))
-                    .expect("abort");
-            }
+            Cut::Complete => self.end(&pending, true),
+            Cut::Abort => self.end(&pending, false),
             Cut::CrashBeforeCommit => self.restart(),
             Cut::CrashAfterCommit => {
-                commit(self);
+                let id = pending.origin;
+                self.h
+                    .op(|s, now, _| s.hand_off_end(now, id, true))
+                    .expect("end");
+                self.model_delete_held(&pending);
+                self.model_release(&pending);
                 // Follow-ups count as pushed when released: those a restart
                 // keeps were not (total_pushed may undercount after a crash).
-                self.model.total_pushed -= u64::try_from(ids.len()).expect("small");
+                self.model.total_pushed -= u64::try_from(pending.follow_ups.len()).expect("small");
                 self.restart();
             }
         }
@@ -1268,6 +1399,17 @@ impl Run {
             }
             Op::Advance(ms) => self.advance_to(now + ms),
             Op::HandOff(m, r, priorities, cut) => self.hand_off(m, r, &priorities, cut),
+            Op::HoldBegin(m, r, priorities) => {
+                if let Some(pending) = self.begin_and_stage(m, r, &priorities) {
+                    self.pending.push(pending);
+                }
+            }
+            Op::HoldEnd(i, commit) => {
+                if !self.pending.is_empty() {
+                    let pending = self.pending.remove(i % self.pending.len());
+                    self.end(&pending, commit);
+                }
+            }
             Op::Restart => self.restart(),
             Op::Update {
                 timeout,
@@ -1308,7 +1450,11 @@ impl Run {
                 }
             }
             Op::Clear => {
-                assert_eq!(self.h.clear(), self.model.msgs.len(), "clear");
+                let staged = self.staged_follow_ups();
+                assert_eq!(self.h.clear(), self.model.msgs.len() + staged, "clear");
+                for pending in &mut self.pending {
+                    pending.cleared = true;
+                }
                 self.model.msgs.clear();
                 self.model.served.clear();
             }
@@ -1427,6 +1573,7 @@ proptest! {
             outcomes,
             next_outcome: 0,
             pushed: 0,
+            pending: Vec::new(),
         };
         for op in ops {
             run.apply(op);
