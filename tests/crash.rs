@@ -631,11 +631,13 @@ async fn a_kill_9_loop_under_hand_offs_leaves_the_old_message_or_all_its_follow_
 
     use ferromq::proto::{ErrorCode, FollowUps, PushMessage};
 
-    const MESSAGES: usize = 1_500;
     let iterations: usize = std::env::var("FERROMQ_CRASH_ITERATIONS")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(5);
+    // Each iteration hands off at most 99 more than the last acknowledged, plus
+    // the few in flight at the kill: enough messages that "a" never runs dry.
+    let messages = 100 * (iterations * 3 / 2 + 10);
     let follow_ups = |n: &str| {
         let message = |body: String| PushMessage {
             body: body.into(),
@@ -669,7 +671,7 @@ async fn a_kill_9_loop_under_hand_offs_leaves_the_old_message_or_all_its_follow_
                     .await
                     .unwrap();
             }
-            for chunk in 0..MESSAGES / 100 {
+            for chunk in 0..messages / 100 {
                 let names: Vec<String> =
                     (0..100).map(|k| format!("m{}", chunk * 100 + k)).collect();
                 let bodies = names.iter().map(|n| Bytes::from(n.clone())).collect();
