@@ -278,6 +278,17 @@ impl Msg {
     }
 }
 
+/// A message entering the queue ([`QueueState::enter`]).
+struct Entering {
+    id: u64,
+    record: MessageRecord,
+    body: Bytes,
+    priority: u8,
+    key: Option<Arc<str>>,
+    state: State,
+    reserved_count: u32,
+}
+
 /// A timed event. The variant order is the order of events due at the same time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Timer {
@@ -504,36 +515,55 @@ impl QueueState {
         } else {
             0
         };
-        let record = MessageRecord {
-            pushed_at_ms: now,
-            available_at_ms,
-            expires_at_ms,
-        };
-        let (batch, slot) = self.staging.stage(
-            id,
-            record,
-            message.body,
-            (message.key.clone(), message.priority),
-            || Ok::<_, QueueError>(id),
-        )?;
-        let key = message
-            .key
-            .as_ref()
-            .map_or(UNKEYED, |k| self.index.intern_key(k));
-        self.arm_expiry(batch, expires_at_ms);
         let state = if moving {
             State::Moving
         } else {
             delayed_or_available(available_at_ms, now)
         };
-        self.insert(
-            id,
-            Msg {
-                key,
-                order_key: push_key(message.priority, id),
+        self.enter(
+            Entering {
+                id,
+                record: MessageRecord {
+                    pushed_at_ms: now,
+                    available_at_ms,
+                    expires_at_ms,
+                },
+                body: message.body,
+                priority: message.priority,
+                key: message.key,
                 state,
                 reserved_count: 0,
-                pushed_at_ms: now,
+            },
+            || Ok(id),
+        )?;
+        Ok(available_at_ms)
+    }
+
+    /// Stages a message entering the queue (a push, an adoption, a hand-off's
+    /// follow-up) in the open group (`new_key` names a group it opens), and
+    /// adds it to the index in its first state, its expiry armed.
+    ///
+    /// # Errors
+    /// Whatever `new_key` fails with.
+    fn enter(
+        &mut self,
+        m: Entering,
+        new_key: impl FnOnce() -> Result<u64, QueueError>,
+    ) -> Result<(), QueueError> {
+        let expires_at_ms = m.record.expires_at_ms;
+        let (batch, slot) =
+            self.staging
+                .stage(m.id, m.record, m.body, (m.key.clone(), m.priority), new_key)?;
+        let key = m.key.as_ref().map_or(UNKEYED, |k| self.index.intern_key(k));
+        self.arm_expiry(batch, expires_at_ms);
+        self.insert(
+            m.id,
+            Msg {
+                key,
+                order_key: push_key(m.priority, m.id),
+                state: m.state,
+                reserved_count: m.reserved_count,
+                pushed_at_ms: m.record.pushed_at_ms,
                 expires_at_ms,
                 expired_reservation_id: 0,
                 push_done: 0,
@@ -541,7 +571,7 @@ impl QueueState {
                 slot,
             },
         );
-        Ok(available_at_ms)
+        Ok(())
     }
 
     /// Reserves (or with `delete`, removes) up to `n` available messages in order,
@@ -636,14 +666,7 @@ impl QueueState {
         }
         for &(id, reservation_id) in entries {
             if reservation_id.is_some() {
-                // Finished by its consumer: a processing time.
-                if let Some(since_ms) = self.reserved_since(id) {
-                    self.meta
-                        .processing
-                        .get_or_insert_with(Box::default)
-                        .record(now.saturating_sub(since_ms));
-                    self.record_changed = true;
-                }
+                self.record_processing(id, now);
             }
             self.remove(id);
         }
@@ -665,6 +688,18 @@ impl QueueState {
                 .and_then(|p| p.advised_lease_ms(MAX_TIMEOUT_MS))
                 .unwrap_or(default),
             Some(ms) => ms,
+        }
+    }
+
+    /// Reserved message `id` is finished by its consumer at `now`: a processing
+    /// time (`lease.rs`), if its reservation's start is known.
+    fn record_processing(&mut self, id: u64, now: u64) {
+        if let Some(since_ms) = self.reserved_since(id) {
+            self.meta
+                .processing
+                .get_or_insert_with(Box::default)
+                .record(now.saturating_sub(since_ms));
+            self.record_changed = true;
         }
     }
 
@@ -1199,38 +1234,22 @@ impl QueueState {
             if self.index.contains(message.id) {
                 continue;
             }
-            let record = MessageRecord {
-                pushed_at_ms: now,
-                available_at_ms: 0,
-                expires_at_ms,
-            };
-            let (batch, slot) = self.staging.stage(
-                message.id,
-                record,
-                message.body,
-                (message.key.clone(), message.priority),
-                || env.allocate_ids(1),
-            )?;
-            let key = message
-                .key
-                .as_ref()
-                .map_or(UNKEYED, |k| self.index.intern_key(k));
-            self.arm_expiry(batch, expires_at_ms);
-            self.insert(
-                message.id,
-                Msg {
-                    key,
-                    order_key: push_key(message.priority, message.id),
+            self.enter(
+                Entering {
+                    id: message.id,
+                    record: MessageRecord {
+                        pushed_at_ms: now,
+                        available_at_ms: 0,
+                        expires_at_ms,
+                    },
+                    body: message.body,
+                    priority: message.priority,
+                    key: message.key,
                     state: State::Available,
                     reserved_count: message.reserved_count,
-                    pushed_at_ms: now,
-                    expires_at_ms,
-                    expired_reservation_id: 0,
-                    push_done: 0,
-                    batch,
-                    slot,
                 },
-            );
+                || env.allocate_ids(1),
+            )?;
             if message.reserved_count > 0 {
                 self.persist_state(message.id);
             }

@@ -89,13 +89,7 @@ impl QueueState {
             return Err(QueueError::MessageNotFound(id));
         };
         if commit {
-            if let Some(since_ms) = self.reserved_since(id) {
-                self.meta
-                    .processing
-                    .get_or_insert_with(Box::default)
-                    .record(now.saturating_sub(since_ms));
-                self.record_changed = true;
-            }
+            self.record_processing(id, now);
             self.remove(id);
             self.counters.deleted += 1;
         } else if msg.expires_at_ms <= now {
@@ -187,6 +181,9 @@ impl QueueState {
 /// loaded. Returns the indexes of the queues that dropped something: their
 /// writes (`take_writes`) must be durable before any queue serves (module docs).
 pub fn resolve_hand_offs(queues: &mut [&mut QueueState]) -> Vec<usize> {
+    if queues.iter().all(|q| q.origins.is_empty()) {
+        return Vec::new();
+    }
     let by_name: HashMap<QueueName, usize> = queues
         .iter()
         .enumerate()
